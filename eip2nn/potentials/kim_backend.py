@@ -1,0 +1,58 @@
+"""Evaluate an OpenKIM portable model through the KIM-API (kimpy, via ASE).
+
+The model is loaded once per evaluator; each structure re-uses it and only
+rebuilds the neighbour list (kimpy's C++ neighlist).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import all_changes
+
+from eip2nn.potentials.evaluator import (BACKEND_ERROR, EIPResult, EvaluationError,
+                                          check_min_distance, check_result, check_species)
+from eip2nn.potentials.spec import PotentialSpec
+
+
+def load_kim_calculator(model: str):
+    """An ASE calculator for an installed KIM portable model, with a clear error otherwise."""
+    try:
+        from ase.calculators.kim import KIM
+    except ImportError as e:
+        raise ImportError("the KIM backend needs kimpy and the KIM-API: run scripts/install.sh "
+                          f"({e})") from e
+    if "__SM_" in model:
+        raise ValueError(f"{model} is a KIM simulator model; only portable models (__MO_) are "
+                         "supported (this LAMMPS build has no KIM package)")
+    try:
+        return KIM(model, options={"neigh_skin_ratio": 0.0})
+    except Exception as e:  # kimpy raises RuntimeError with little text; name the model
+        raise RuntimeError(f"could not load KIM model {model!r}: {e}. Is it installed? "
+                           "List installed models with `eip2nn potentials discover`.") from e
+
+
+class KIMEvaluator:
+    """A long-lived KIM portable model."""
+
+    def __init__(self, spec: PotentialSpec):
+        self.spec = spec
+        self._calc = load_kim_calculator(spec.backend.model)
+
+    def evaluate(self, atoms: Atoms) -> EIPResult:
+        check_species(self.spec, atoms)
+        check_min_distance(atoms)
+        periodic = bool(atoms.pbc.all())
+        props = ["energy", "forces", "stress"] if periodic else ["energy", "forces"]
+        try:
+            self._calc.calculate(atoms, props, all_changes)
+            res = self._calc.results
+            energy = float(res["energy"])
+            forces = np.array(res["forces"], dtype=float)
+            stress = np.array(res["stress"], dtype=float) if periodic and res.get("stress") is not None else None
+        except Exception as e:  # kimpy/KIM errors: recorded for this structure
+            raise EvaluationError(BACKEND_ERROR, f"KIM {self.spec.backend.model}: {e}") from e
+        return check_result(EIPResult(energy, forces, stress), len(atoms))
+
+    def close(self) -> None:
+        self._calc = None

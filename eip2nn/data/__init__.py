@@ -1,6 +1,7 @@
 """Reference DFT data: registry, readers and index splits."""
 
-from .readers import mlearn_virial_to_ase_stress, read_extxyz, read_extxyz_from_tar, read_mlearn_json
+from .readers import (mlearn_virial_to_ase_stress, read_extxyz, read_extxyz_from_tar,
+                      read_mlearn_json, read_structures)
 from .registry import (
     ChecksumError,
     DataFile,
@@ -25,6 +26,7 @@ __all__ = [
     "nested_fractions",
     "read_extxyz",
     "read_extxyz_from_tar",
+    "read_structures",
     "read_mlearn_json",
     "resolve",
     "train_val_split",

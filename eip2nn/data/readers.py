@@ -172,3 +172,33 @@ def read_extxyz_from_tar(tar_path, member: str, dataset_name: str, energy_key: s
             raise ValueError(f"{tar_path}: member {member!r} is not a regular file")
         text = fh.read().decode()
     return _read_extxyz(io.StringIO(text), f"{tar_path}:{member}", dataset_name, energy_key, forces_key)
+
+
+# --- any file ASE reads (labels optional) --------------------------------------------
+
+
+def read_structures(path) -> list[Atoms]:
+    """Read every frame of any file ASE can read, for labelling.
+
+    Labels are optional here: energy/forces found in ``info``/``arrays`` or on
+    an attached calculator move to REF_* keys (as in :func:`read_extxyz`);
+    frames without them stay unlabelled. CONFIG_ID is ``"<file name>/<index>"``
+    unless the file has one.
+    """
+    path = Path(path)
+    try:
+        frames = ase_read(path, index=":")
+    except Exception as exc:  # ASE raises many types; name the file and re-raise
+        raise ValueError(f"{path}: could not read structures: {type(exc).__name__}: {exc}") from exc
+    for index, atoms in enumerate(frames):
+        has_energy = "energy" in atoms.info or REF_ENERGY in atoms.info or (
+            atoms.calc is not None and atoms.calc.results.get("energy") is not None)
+        if has_energy:
+            try:
+                _move_labels(atoms, "energy", "force")
+            except ValueError as exc:
+                raise ValueError(f"{path}: frame {index}: {exc}") from exc
+        atoms.calc = None
+        atoms.info.setdefault(CONFIG_ID, f"{path.name}/{index}")
+        atoms.info.setdefault(DATASET, path.name)
+    return frames

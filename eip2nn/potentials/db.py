@@ -64,15 +64,19 @@ class PotentialsDB:
     def eligible_for(self, species: Iterable[str], source_tag: str) -> tuple[list[PotentialSpec], list[tuple[PotentialSpec, str]]]:
         """EIPs that may label data of ``source_tag``, and the excluded ones with reasons.
 
-        Excluded: EIPs fitted to that data (leakage), EIPs missing a species.
+        Excluded: EIPs fitted to that data (leakage), EIPs missing a species,
+        EIPs with a known issue (``known_issues``) for one of the species.
         """
         species = set(species)
         ok, excluded = [], []
         for s in self.specs.values():
+            issues = [f"{el}: {why}" for el, why in s.known_issues if el in species]
             if source_tag in s.fitted_to:
                 excluded.append((s, f"fitted to {source_tag!r} data (leakage)"))
             elif not s.supports(species):
                 excluded.append((s, f"does not support {sorted(species - set(s.species))}"))
+            elif issues:
+                excluded.append((s, "known issue " + "; ".join(issues)))
             else:
                 ok.append(s)
         return ok, excluded

@@ -13,8 +13,12 @@ from dataclasses import dataclass
 
 # Drivers/prefixes of machine-learned or fitted-to-benchmark models.
 ML_PREFIXES = ("SNAP_", "DUNN_", "GAP_", "ANN_", "MTP_", "NequIP_", "hNN_", "TorchML_")
-# Models fitted to the mlearn benchmark (Zuo et al. 2020; Chen/Zuo/Li SNAPs from it).
-FITTED_TO = {"SNAP_ZuoChenLi_2019": ("mlearn",), "SNAP_ZuoChenLi_2019quadratic": ("mlearn",)}
+# Models fitted to the mlearn benchmark (Zuo et al. 2020), or machine-learned by the same
+# group on DFT data of the same kind (possible overlap): excluded from labelling mlearn.
+FITTED_TO = {"SNAP_ZuoChenLi_2019": ("mlearn",), "SNAP_ZuoChenLi_2019quadratic": ("mlearn",),
+             "SNAP_LiHuChen_2018": ("mlearn",), "SNAP_ChenDengTran_2017": ("mlearn",),
+             "SNAP_LiChenZheng_2019": ("mlearn",)}
+MAX_SPECIES = 20  # "universal" models listing every element are not element-specific EIPs
 
 _NAME = re.compile(r"^(?P<prefix>.+?)_(?P<species>[A-Za-z]+)__MO_(?P<digits>\d{12})_(?P<ver>\d{3})$")
 
@@ -63,7 +67,10 @@ def species_from_name(model: str) -> tuple[str, ...]:
 
 
 def find_models(species: list[str]) -> list[KIMModelInfo]:
-    """Installed portable models that support every element in ``species``."""
+    """Installed portable models that support every element in ``species``.
+
+    Generic models listing more than MAX_SPECIES elements (universal LJ) are left out.
+    """
     wanted = set(species)
     out = []
     for name in installed_portable_models():
@@ -71,7 +78,7 @@ def find_models(species: list[str]) -> list[KIMModelInfo]:
         if guess and not wanted <= set(guess):
             continue  # cheap pre-filter by name; confirmed below by loading
         info = model_info(name)
-        if wanted <= set(info.species):
+        if wanted <= set(info.species) and len(info.species) <= MAX_SPECIES:
             out.append(info)
     return out
 

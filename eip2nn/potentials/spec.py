@@ -58,6 +58,7 @@ class PotentialSpec:
     cutoff: float  # Å, the largest interaction distance
     citation: str
     fitted_to: tuple[str, ...] = ()  # dataset source tags this EIP was fitted to
+    known_issues: tuple[tuple[str, str], ...] = ()  # (element, problem) found by `potentials check`
     notes: str = ""
     source_file: str = ""  # the YAML file it came from (not part of the identity)
 
@@ -75,12 +76,13 @@ class PotentialSpec:
         d.pop("source_file")
         d.pop("notes")
         d.pop("citation")
+        d.pop("known_issues")
         d["backend_type"] = self.backend_type
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 _TOP_KEYS = {"id", "name", "species", "kind", "family", "backend", "cutoff",
-             "citation", "fitted_to", "notes"}
+             "citation", "fitted_to", "known_issues", "notes"}
 _REQUIRED = {"id", "species", "backend", "cutoff", "citation", "family"}
 _BACKEND_KEYS = {"kim": {"type", "model"},
                  "lammps": {"type", "pair_style", "pair_coeff", "files"}}
@@ -117,10 +119,15 @@ def spec_from_dict(d: dict[str, Any], source: str = "<dict>") -> PotentialSpec:
     fitted_to = d.get("fitted_to") or []
     if isinstance(fitted_to, str):
         raise fail("'fitted_to' must be a list of dataset tags, e.g. [mlearn]")
+    issues = d.get("known_issues") or {}
+    if not isinstance(issues, dict) or not set(issues) <= set(species):
+        raise fail("'known_issues' must map some of the EIP's species to a text, e.g. "
+                   f"{{Cu: 'a0 off by 8%'}}; got {issues!r}")
     return PotentialSpec(
         id=str(d["id"]), name=str(d.get("name", d["id"])), species=tuple(species),
         kind=kind, family=str(d["family"]), backend=_backend_from_dict(d["backend"], fail),
         cutoff=cutoff, citation=str(d["citation"]), fitted_to=tuple(map(str, fitted_to)),
+        known_issues=tuple((str(k), str(v)) for k, v in issues.items()),
         notes=str(d.get("notes", "")), source_file=source,
     )
 

@@ -1,0 +1,264 @@
+"""The ``eip2nn`` command: a thin layer over the library; every command prints a result."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+DEFAULT_STORE = "outputs/labels.sqlite"
+
+
+def _table(rows: list[tuple]) -> str:
+    rows = [tuple(map(str, r)) for r in rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# -- data -------------------------------------------------------------------------
+def cmd_data_list(args) -> int:
+    from eip2nn.data import get_dataset, list_datasets
+    rows = [("dataset", "format", "file")]
+    for name in list_datasets():
+        ds = get_dataset(name)
+        rows.append((name, ds.fmt, ds.files["data"].relpath + (f":{ds.member}" if ds.member else "")))
+    print(_table(rows))
+    return 0
+
+
+def cmd_data_fetch(args) -> int:
+    from eip2nn.data import get_dataset, load_dataset, resolve
+    for name in args.names:
+        path = resolve(get_dataset(name).files["data"])
+        print(f"{name}: {len(load_dataset(name))} structures, sha256 verified, {path}")
+    return 0
+
+
+# -- potentials -------------------------------------------------------------------
+def cmd_potentials_list(args) -> int:
+    from eip2nn.potentials.db import PotentialsDB
+    specs = PotentialsDB(args.db).select(species=args.species, backend=args.backend,
+                                         exclude_fitted_to=args.exclude_fitted_to or ())
+    rows = [("id", "species", "family", "backend", "kind", "cutoff/Å", "fitted_to")]
+    rows += [(s.id, ",".join(s.species), s.family, s.backend_type, s.kind, f"{s.cutoff:.3f}",
+              ",".join(s.fitted_to) or "-") for s in specs]
+    print(_table(rows))
+    print(f"{len(specs)} potential(s)")
+    return 0
+
+
+def cmd_potentials_check(args) -> int:
+    from eip2nn.potentials.check import check_potential
+    from eip2nn.potentials.db import PotentialsDB
+    db = PotentialsDB(args.db)
+    rows = [("id", "el", "crystal", "a0/Å", "a_exp/Å", "E/atom eV", "max|F| eV/Å", "k atoms/s", "status")]
+    failed = 0
+    for eip in args.ids:
+        for c in check_potential(db.get(eip)):
+            failed += not c.ok
+            rows.append((eip, c.element, c.crystal, f"{c.a0:.4f}", c.a_exp, f"{c.energy_per_atom:.4f}",
+                         f"{c.max_force:.1e}", f"{c.atoms_per_second / 1e3:.1f}",
+                         "ok" if c.ok else c.problem))
+    print(_table(rows))
+    return 1 if failed else 0
+
+
+def cmd_potentials_discover(args) -> int:
+    import yaml
+
+    from eip2nn.potentials.discover import find_models, spec_dict
+    infos = find_models(args.species)
+    rows = [("OpenKIM model", "species", "cutoff/Å", "kind")]
+    for info in infos:
+        d = spec_dict(info)
+        rows.append((info.model, ",".join(info.species), f"{info.cutoff:.3f}", d["kind"]))
+        if args.write:
+            out = Path(args.write) / f"{d['id']}.yaml"
+            if out.exists() and not args.overwrite:
+                continue
+            out.write_text(yaml.safe_dump(d, sort_keys=False, allow_unicode=True, width=100))
+    print(_table(rows))
+    print(f"{len(infos)} installed portable model(s) support {args.species}")
+    return 0
+
+
+# -- labelling ---------------------------------------------------------------------
+def _load_structures(args):
+    from eip2nn.data import load_dataset, read_structures
+    structures = []
+    for name in args.dataset or ():
+        structures += load_dataset(name)
+    for path in args.file or ():
+        structures += read_structures(path)
+    if not structures:
+        raise SystemExit("nothing to label: give --dataset NAME and/or --file PATH")
+    return structures
+
+
+def cmd_label(args) -> int:
+    from eip2nn.labelling.engine import LabellingInterrupted, label
+    from eip2nn.potentials.db import PotentialsDB
+    db = PotentialsDB(args.db)
+    structures = _load_structures(args)
+    if args.eip:
+        specs = [db.get(i) for i in args.eip]
+    else:
+        species = {s for a in structures for s in a.get_chemical_symbols()}
+        specs, excluded = db.eligible_for(species, args.exclude_fitted_to)
+        for s, why in excluded:
+            print(f"excluded {s.id}: {why}")
+    try:
+        report = label(structures, specs, args.store, workers=args.workers,
+                       chunk_size=args.chunk_size, progress=not args.no_progress,
+                       retry_failed=args.retry_failed)
+    except LabellingInterrupted as e:
+        print(e.report.table())
+        return 130
+    print(report.table())
+    return 0
+
+
+def cmd_labels_summary(args) -> int:
+    from eip2nn.labelling.store import LabelStore
+    with LabelStore(args.store) as store:
+        counts = store.counts()
+        kinds = sorted({k for c in counts.values() for k in c if k.startswith("failed:")})
+        rows = [("EIP", "labels", *kinds, "claimed")]
+        rows += [(eip, c.get("labels", 0), *(c.get(k, 0) for k in kinds), c.get("claimed", 0))
+                 for eip, c in sorted(counts.items())]
+        print(f"{args.store}: {store.n_structures()} structures")
+        print(_table(rows) if len(rows) > 1 else "no labels yet")
+    return 0
+
+
+def cmd_labels_failures(args) -> int:
+    from eip2nn.labelling.store import LabelStore
+    with LabelStore(args.store) as store:
+        rows = [("EIP", "structure", "kind", "reason")]
+        rows += [(f.eip_id, f.structure_hash, f.kind, f.reason) for f in store.failures(args.eip)]
+    print(_table(rows) if len(rows) > 1 else "no failures recorded")
+    return 0
+
+
+def cmd_labels_export(args) -> int:
+    from eip2nn.labelling.export import export_extxyz
+    from eip2nn.labelling.store import LabelStore
+    structures = _load_structures(args)
+    with LabelStore(args.store) as store:
+        eips = args.eip or sorted(store.counts())
+        path = export_extxyz(structures, store, eips, args.output)
+    print(f"wrote {len(structures)} structures with labels of {len(eips)} EIP(s) to {path}")
+    return 0
+
+
+# -- the main job -------------------------------------------------------------------
+def cmd_run(args) -> int:
+    from eip2nn.labelling.benchmark_job import label_benchmark
+    from eip2nn.labelling.engine import LabellingInterrupted
+    try:
+        result = label_benchmark(args.element, args.store, workers=args.workers,
+                                 progress=not args.no_progress)
+    except LabellingInterrupted as e:
+        print(e.report.table())
+        return 130
+    print(f"\nLabelled {', '.join(result.datasets)} with {len(result.eligible)} eligible EIP(s).")
+    for spec, why in result.excluded:
+        if spec.supports({args.element}):
+            print(f"  excluded {spec.id}: {why}")
+    print("\nAgreement with DFT (energies after per-element offsets; forces per component):")
+    print(result.table())
+    print("\n" + result.report.table())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="eip2nn", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add_db(q):
+        q.add_argument("--db", help="potentials_db folder (default: the repo's potentials_db/ or "
+                                    "$EIP2NN_POTENTIALS_DB)")
+
+    def add_sources(q):
+        q.add_argument("--dataset", action="append", help="registered dataset, e.g. mlearn/Si/train")
+        q.add_argument("--file", action="append", help="any structure file ASE reads (extxyz, ...)")
+
+    data = sub.add_parser("data", help="reference datasets").add_subparsers(dest="sub", required=True)
+    data.add_parser("list", help="registered datasets").set_defaults(func=cmd_data_list)
+    q = data.add_parser("fetch", help="resolve (mirror, cache or download) and verify datasets")
+    q.add_argument("names", nargs="+")
+    q.set_defaults(func=cmd_data_fetch)
+
+    pot = sub.add_parser("potentials", help="the EIP registry").add_subparsers(dest="sub", required=True)
+    q = pot.add_parser("list", help="table of EIPs")
+    q.add_argument("--species", nargs="+", help="only EIPs supporting all these elements")
+    q.add_argument("--backend", choices=("kim", "lammps"))
+    q.add_argument("--exclude-fitted-to", nargs="+", metavar="TAG")
+    add_db(q)
+    q.set_defaults(func=cmd_potentials_list)
+    q = pot.add_parser("check", help="energy/atom, lattice constant and speed on ground-state crystals")
+    q.add_argument("ids", nargs="+")
+    add_db(q)
+    q.set_defaults(func=cmd_potentials_check)
+    q = pot.add_parser("discover", help="installed OpenKIM portable models for given species")
+    q.add_argument("--species", nargs="+", required=True)
+    q.add_argument("--write", metavar="DIR", help="write a potentials_db entry per model into DIR")
+    q.add_argument("--overwrite", action="store_true")
+    q.set_defaults(func=cmd_potentials_discover)
+
+    q = sub.add_parser("label", help="label structures with EIPs into a label store")
+    add_sources(q)
+    q.add_argument("--eip", nargs="+", help="EIP ids (default: every eligible EIP)")
+    q.add_argument("--exclude-fitted-to", default="mlearn", metavar="TAG",
+                   help="with the default EIP choice, skip EIPs fitted to this data (default: mlearn)")
+    q.add_argument("--store", default=DEFAULT_STORE)
+    q.add_argument("--workers", type=int, help="worker processes (default: all cores)")
+    q.add_argument("--chunk-size", type=int, help="structures per unit of work")
+    q.add_argument("--retry-failed", action="store_true", help="try recorded failures again")
+    q.add_argument("--no-progress", action="store_true")
+    add_db(q)
+    q.set_defaults(func=cmd_label)
+
+    lab = sub.add_parser("labels", help="inspect a label store").add_subparsers(dest="sub", required=True)
+    q = lab.add_parser("summary", help="labels and failures per EIP")
+    q.add_argument("--store", default=DEFAULT_STORE)
+    q.set_defaults(func=cmd_labels_summary)
+    q = lab.add_parser("failures", help="every recorded failure with its reason")
+    q.add_argument("--store", default=DEFAULT_STORE)
+    q.add_argument("--eip")
+    q.set_defaults(func=cmd_labels_failures)
+    q = lab.add_parser("export", help="write structures with their EIP labels as extxyz")
+    add_sources(q)
+    q.add_argument("--store", default=DEFAULT_STORE)
+    q.add_argument("--eip", nargs="+")
+    q.add_argument("-o", "--output", required=True)
+    q.set_defaults(func=cmd_labels_export)
+
+    q = sub.add_parser("run", help="the main job: label a benchmark element with every eligible EIP")
+    q.add_argument("--element", default="Si")
+    q.add_argument("--store", default=DEFAULT_STORE)
+    q.add_argument("--workers", type=int)
+    q.add_argument("--no-progress", action="store_true")
+    q.set_defaults(func=cmd_run)
+    return p
+
+
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # kill = Ctrl-C: save, then stop
+    try:
+        return args.func(args)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        print(f"eip2nn: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

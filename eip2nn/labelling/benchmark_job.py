@@ -1,0 +1,64 @@
+"""The default job: label one benchmark element with every eligible EIP.
+
+Eligible = supports the element and was not fitted to the benchmark's own
+DFT data (``fitted_to`` contains the dataset's source tag).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from eip2nn.data import get_dataset, load_dataset
+from eip2nn.labelling.compare import Agreement, compare_to_reference
+from eip2nn.labelling.engine import LabelReport, label
+from eip2nn.labelling.store import LabelStore
+from eip2nn.potentials.db import PotentialsDB
+from eip2nn.potentials.spec import PotentialSpec
+
+
+@dataclass
+class BenchmarkLabelling:
+    datasets: list[str]
+    eligible: list[PotentialSpec]
+    excluded: list[tuple[PotentialSpec, str]]  # (spec, reason)
+    report: LabelReport
+    agreement: dict[str, Agreement | None]  # per EIP, against the DFT labels
+
+    def table(self) -> str:
+        rows = [("EIP", "backend", "labelled", "failed", "E MAE meV/atom", "F MAE eV/Å", "k atoms/s")]
+        for spec in self.eligible:
+            s = self.report.per_eip[spec.id]
+            a = self.agreement.get(spec.id)
+            rate = f"{s.atoms / s.eval_seconds / 1e3:.1f}" if s.eval_seconds else "-"
+            rows.append((spec.id, spec.backend_type, str(a.n_structures if a else 0),
+                         str(sum(s.failed.values())),
+                         f"{a.energy_mae:.1f}" if a else "-", f"{a.force_mae:.3f}" if a else "-", rate))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+
+def label_benchmark(element: str = "Si", store_path: str | Path = "outputs/labels.sqlite",
+                    workers: int | None = None, progress: bool = True,
+                    db: PotentialsDB | None = None, splits: tuple[str, ...] = ("train", "test"),
+                    eip_ids: list[str] | None = None) -> BenchmarkLabelling:
+    """Label ``mlearn/<element>/<split>`` with all eligible EIPs (or ``eip_ids``)."""
+    db = db or PotentialsDB()
+    names = [f"mlearn/{element}/{s}" for s in splits]
+    structures = [a for n in names for a in load_dataset(n)]
+    source_tag = get_dataset(names[0]).source_tag
+    species = {s for a in structures for s in a.get_chemical_symbols()}
+    eligible, excluded = db.eligible_for(species, source_tag)
+    if eip_ids is not None:
+        chosen = {db.get(i).id for i in eip_ids}
+        leaking = [s.id for s, _ in excluded if s.id in chosen and source_tag in s.fitted_to]
+        if leaking:
+            raise ValueError(f"{leaking} were fitted to {source_tag!r} data and may not label it")
+        excluded += [(s, "not requested") for s in eligible if s.id not in chosen]
+        eligible = [s for s in eligible if s.id in chosen]
+    report = label(structures, eligible, store_path, workers=workers, progress=progress)
+    with LabelStore(store_path) as store:
+        agreement = {s.id: compare_to_reference(structures, store, s.id) for s in eligible}
+    return BenchmarkLabelling(names, eligible, excluded, report, agreement)

@@ -1,0 +1,48 @@
+"""Attach stored EIP labels to structures and write them as extended XYZ."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ase import Atoms
+from ase.io import write
+
+from eip2nn.keys import ENERGY, FORCES, STRESS, eip_key
+from eip2nn.labelling.hashing import structure_hash
+from eip2nn.labelling.store import LabelStore
+
+
+def attach_labels(structures: list[Atoms], store: LabelStore, eip_ids: list[str]) -> list[Atoms]:
+    """Copies of ``structures`` carrying each EIP's labels under ``<eip_id>_<quantity>``.
+
+    Energy (eV) and stress (eV/Å³, Voigt) go to ``info``, forces (eV/Å) to
+    ``arrays``. A structure an EIP failed on gets ``info["<eip_id>_failure"]``
+    with the recorded reason; one never attempted gets neither.
+    """
+    hashes = [structure_hash(a) for a in structures]
+    wanted = set(hashes)
+    out = [a.copy() for a in structures]
+    for a in out:
+        a.calc = None
+    index: dict[str, list[int]] = {}
+    for i, h in enumerate(hashes):
+        index.setdefault(h, []).append(i)
+    for eip in eip_ids:
+        for lab in store.labels(eip, hashes=wanted):
+            for i in index[lab.structure_hash]:
+                out[i].info[eip_key(eip, ENERGY)] = lab.energy
+                out[i].arrays[eip_key(eip, FORCES)] = lab.forces.copy()
+                if lab.stress is not None:
+                    out[i].info[eip_key(eip, STRESS)] = lab.stress.copy()
+        for fail in store.failures(eip):
+            for i in index.get(fail.structure_hash, ()):
+                out[i].info[f"{eip}_failure"] = f"{fail.kind}: {fail.reason}"
+    return out
+
+
+def export_extxyz(structures: list[Atoms], store: LabelStore, eip_ids: list[str], path: str | Path) -> Path:
+    """Write ``structures`` with their EIP labels (and REF labels) to an extxyz file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write(path, attach_labels(structures, store, eip_ids), format="extxyz")
+    return path

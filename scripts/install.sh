@@ -32,6 +32,6 @@ fi
 # numpy<2 must be in place before kimpy/kliff build against it.
 "$VENV/bin/python" -m pip install -q -c requirements.lock numpy pybind11
 "$VENV/bin/python" -m pip install -q -c requirements.lock -r requirements.lock
-"$VENV/bin/python" -m pip install -q --no-deps -e .
+"$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
 echo "$want" > "$stamp"
 echo "[install] done ($VENV)"

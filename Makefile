@@ -1,0 +1,24 @@
+# The two commands a new user needs (see README):
+#   make run   — install everything, then label the default data with every eligible EIP
+#   make test  — install everything, then run the test suite
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Read the reference data from a local mirror when one sits beside the repo (../shared/data);
+# otherwise eip2nn downloads it into ~/.cache/eip2nn/data and verifies its sha256.
+SHARED_DATA := $(abspath ../shared/data)
+ifneq ($(wildcard $(SHARED_DATA)/mlearn),)
+export EIP2NN_DATA_DIR ?= $(SHARED_DATA)
+endif
+
+.PHONY: install run test bench
+install:
+	bash scripts/install.sh
+
+run: install
+	$(BIN)/eip2nn run
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python benchmarks/labelling_throughput.py

@@ -102,5 +102,5 @@ def test_sigterm_saves_what_is_done_and_releases_claims(tmp_path, structures_fil
     assert 0 < saved < 160 * len(EIPS)
     with sqlite3.connect(store) as db:
         assert db.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0
-    out = run_to_completion(structures_file, store)
+    run_to_completion(structures_file, store)
     assert n_labels(store) == 160 * len(EIPS)

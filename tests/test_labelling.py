@@ -1,7 +1,6 @@
 """The labelling engine and its store: resumable, parallel, failures as data."""
 
 import dataclasses
-import os
 import socket
 import subprocess
 import sys

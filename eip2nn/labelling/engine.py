@@ -13,12 +13,14 @@ import math
 import multiprocessing
 import os
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from ase import Atoms
+from ase.data import chemical_symbols
 from tqdm import tqdm
 
 from eip2nn.labelling import worker
@@ -107,12 +109,13 @@ def label(structures: list[Atoms], specs: list[PotentialSpec], store_path: str |
     for atoms in structures:
         by_hash.setdefault(structure_hash(atoms), atoms)
     n_dup = len(structures) - len(by_hash)
+    composition = {h: _composition(a) for h, a in by_hash.items()}  # (formula, elements)
+    n_atoms = {h: len(a) for h, a in by_hash.items()}
 
     store = LabelStore(store_path)
     try:
-        store.add_structures(
-            (h, len(a), a.get_chemical_formula(), str(a.info.get("config_id", "")))
-            for h, a in by_hash.items())
+        store.add_structures((h, n_atoms[h], composition[h][0], str(a.info.get("config_id", "")))
+                             for h, a in by_hash.items())
         stats = {s.id: EIPStats() for s in specs}
         jobs: list[tuple[PotentialSpec, int, list[str]]] = []  # (spec, provenance id, hashes)
         for spec in specs:
@@ -122,11 +125,12 @@ def label(structures: list[Atoms], specs: list[PotentialSpec], store_path: str |
             pid = store.provenance_id(spec.id, spec.content_hash(), provenance_info(spec))
             done = store.done(spec.id)
             todo, unsupported = [], []
-            for h, atoms in by_hash.items():
+            for h in by_hash:
+                elements = composition[h][1]
                 if h in done:
                     stats[spec.id].already_done += 1
-                elif not spec.supports(set(atoms.get_chemical_symbols())):
-                    missing = sorted(set(atoms.get_chemical_symbols()) - set(spec.species))
+                elif not spec.supports(elements):
+                    missing = sorted(elements - set(spec.species))
                     unsupported.append((h, UNSUPPORTED_SPECIES, f"structure contains {missing}; "
                                         f"{spec.id} supports only {list(spec.species)}"))
                 else:
@@ -134,19 +138,19 @@ def label(structures: list[Atoms], specs: list[PotentialSpec], store_path: str |
             store.write(spec.id, pid, [], unsupported)
             stats[spec.id].failed.update(k for _, k, _ in unsupported)
             # same size and composition next to each other: the backend reuses its set-up
-            todo.sort(key=lambda h: (len(by_hash[h]), by_hash[h].get_chemical_formula()))
+            todo.sort(key=lambda h: (n_atoms[h], composition[h][0]))
             jobs.append((spec, pid, todo))
 
         n_todo = sum(len(t) for _, _, t in jobs)
         size = chunk_size or max(1, min(64, math.ceil(n_todo / (8 * workers)) if n_todo else 1))
         chunks = [(spec, pid, hashes[i:i + size]) for spec, pid, hashes in jobs
                   for i in range(0, len(hashes), size)]
-        bar = tqdm(total=sum(len(by_hash[h]) for _, _, t in jobs for h in t), unit="atom",
+        bar = tqdm(total=sum(n_atoms[h] for _, _, t in jobs for h in t), unit="atom",
                    unit_scale=True, desc="labelling", disable=not progress, smoothing=0.1)
         runner = _run_in_process if workers == 1 else _run_in_pool
         interrupted = False
         try:
-            runner(chunks, by_hash, store, stats, specs, workers, bar)
+            runner(chunks, by_hash, n_atoms, store, stats, specs, workers, bar)
         except KeyboardInterrupt:
             interrupted = True
         finally:
@@ -170,40 +174,47 @@ def _check_not_stale(store: LabelStore, spec: PotentialSpec) -> None:
             "give the changed EIP a new id, or label into a new store")
 
 
-def _record(store, stats, spec, pid, by_hash, labels, failures, bar) -> None:
+def _composition(atoms: Atoms) -> tuple[str, frozenset[str]]:
+    """(formula such as "Si64", set of element symbols), without ASE's slower Formula."""
+    numbers, counts = np.unique(atoms.numbers, return_counts=True)
+    symbols = [chemical_symbols[z] for z in numbers]
+    return "".join(f"{s}{c}" for s, c in zip(symbols, counts)), frozenset(symbols)
+
+
+def _record(store, stats, spec, pid, n_atoms, labels, failures, bar) -> None:
     store.write(spec.id, pid, labels, failures)
     s = stats[spec.id]
     s.labelled += len(labels)
     s.failed.update(k for _, k, _ in failures)
-    s.atoms += sum(len(by_hash[h]) for h, *_ in labels)
+    s.atoms += sum(n_atoms[h] for h, *_ in labels)
     s.eval_seconds += sum(sec for *_, sec in labels)
-    bar.update(sum(len(by_hash[h]) for h, *_ in labels) + sum(len(by_hash[h]) for h, *_ in failures))
+    bar.update(sum(n_atoms[h] for h, *_ in labels) + sum(n_atoms[h] for h, *_ in failures))
 
 
-def _claim(store, stats, spec, hashes, by_hash, bar) -> list[str]:
+def _claim(store, stats, spec, hashes, n_atoms, bar) -> list[str]:
     claimed = store.claim(spec.id, hashes)
-    skipped = set(hashes) - set(claimed)
-    if skipped:
+    if len(claimed) < len(hashes):
+        skipped = set(hashes) - set(claimed)
         stats[spec.id].left_to_others += len(skipped)
-        bar.update(sum(len(by_hash[h]) for h in skipped))
+        bar.update(sum(n_atoms[h] for h in skipped))
     return claimed
 
 
-def _run_in_process(chunks, by_hash, store, stats, specs, workers, bar) -> None:
+def _run_in_process(chunks, by_hash, n_atoms, store, stats, specs, workers, bar) -> None:
     from threadpoolctl import threadpool_limits
     worker.init_worker(specs, ignore_sigint=False)
     try:
         with threadpool_limits(1, user_api="blas"):
             for spec, pid, hashes in chunks:
-                claimed = _claim(store, stats, spec, hashes, by_hash, bar)
+                claimed = _claim(store, stats, spec, hashes, n_atoms, bar)
                 if claimed:
                     labels, failures = worker.label_chunk(spec.id, [(h, by_hash[h]) for h in claimed])
-                    _record(store, stats, spec, pid, by_hash, labels, failures, bar)
+                    _record(store, stats, spec, pid, n_atoms, labels, failures, bar)
     finally:
         worker.close_all()
 
 
-def _run_in_pool(chunks, by_hash, store, stats, specs, workers, bar) -> None:
+def _run_in_pool(chunks, by_hash, n_atoms, store, stats, specs, workers, bar) -> None:
     ctx = multiprocessing.get_context("spawn")  # no inherited MPI/LAMMPS state
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=worker.init_worker,
                                initargs=(specs,))
@@ -216,9 +227,10 @@ def _run_in_pool(chunks, by_hash, store, stats, specs, workers, bar) -> None:
                 if nxt is None:
                     break
                 spec, pid, hashes = nxt
-                claimed = _claim(store, stats, spec, hashes, by_hash, bar)
+                claimed = _claim(store, stats, spec, hashes, n_atoms, bar)
                 if claimed:
-                    fut = pool.submit(worker.label_chunk, spec.id, [(h, by_hash[h]) for h in claimed])
+                    fut = pool.submit(worker.label_packed_chunk, spec.id,
+                                      [(h, worker.pack(by_hash[h])) for h in claimed])
                     pending[fut] = (spec, pid)
             if not pending:
                 break
@@ -226,7 +238,7 @@ def _run_in_pool(chunks, by_hash, store, stats, specs, workers, bar) -> None:
             for fut in done:
                 spec, pid = pending.pop(fut)
                 labels, failures = fut.result()
-                _record(store, stats, spec, pid, by_hash, labels, failures, bar)
+                _record(store, stats, spec, pid, n_atoms, labels, failures, bar)
     except BaseException:
         for proc in list(getattr(pool, "_processes", {}).values()):
             proc.terminate()  # work in flight is lost, not half-written: claims are released

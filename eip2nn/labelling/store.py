@@ -179,21 +179,20 @@ class LabelStore:
         Claims of dead processes (or expired leases) are taken over.
         """
         now = time.time()
-        claimed = []
+        marks = ",".join("?" * len(hashes))
         with self._transaction():
-            for h in hashes:
-                if self._db.execute(
-                        "SELECT 1 FROM labels WHERE structure_hash = ? AND eip_id = ? UNION ALL "
-                        "SELECT 1 FROM failures WHERE structure_hash = ? AND eip_id = ?",
-                        (h, eip_id, h, eip_id)).fetchone():
-                    continue
-                row = self._db.execute("SELECT owner, claimed_at FROM claims WHERE structure_hash = ? "
-                                       "AND eip_id = ?", (h, eip_id)).fetchone()
-                if row and row[0] != self.owner and _owner_alive(row[0], self.lease_s, row[1]):
-                    continue
-                self._db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?)",
-                                 (h, eip_id, self.owner, now))
-                claimed.append(h)
+            done = {r[0] for r in self._db.execute(
+                f"SELECT structure_hash FROM labels WHERE eip_id = ? AND structure_hash IN ({marks}) "
+                f"UNION SELECT structure_hash FROM failures WHERE eip_id = ? AND structure_hash IN ({marks})",
+                (eip_id, *hashes, eip_id, *hashes))}
+            held = {h: (owner, t) for h, owner, t in self._db.execute(
+                f"SELECT structure_hash, owner, claimed_at FROM claims WHERE eip_id = ? "
+                f"AND structure_hash IN ({marks})", (eip_id, *hashes))}
+            claimed = [h for h in hashes if h not in done and not (
+                h in held and held[h][0] != self.owner
+                and _owner_alive(held[h][0], self.lease_s, held[h][1]))]
+            self._db.executemany("INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?)",
+                                 [(h, eip_id, self.owner, now) for h in claimed])
         return claimed
 
     def release_claims(self) -> None:

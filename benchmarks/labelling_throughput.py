@@ -1,0 +1,155 @@
+"""Labelling throughput: eip2nn against a naive loop and the raw-LAMMPS compute limit.
+
+All rows use one potential (Stillinger-Weber Si, LAMMPS ``Si.sw``) on the same
+structures, in one run, so the ratios are meaningful on a noisy machine:
+
+- eip2nn ``label()`` with 1 worker and with all workers (fresh store each; the
+  wall time includes hashing, claiming and writing the SQLite store);
+- naive: ASE's ``LAMMPSlib`` calculator, one ``get_potential_energy/forces/stress``
+  per structure (the usual ASE loop);
+- bare LAMMPS loop: one instance, positions scattered, ``run 0`` per structure,
+  no checks and no store: what any per-structure labeller can reach at best;
+- raw LAMMPS: one large cell of the same density, ``run 0`` repeated (no Python
+  per structure at all): the per-core compute limit.
+
+Usage: python benchmarks/labelling_throughput.py [--structures 12000] [--repeats 3]
+Prints a markdown table; the README quotes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from ase.build import bulk
+from threadpoolctl import threadpool_limits
+
+from eip2nn.labelling.engine import default_workers, label
+from eip2nn.potentials.db import PotentialsDB
+from eip2nn.potentials.lammps_backend import import_lammps, potentials_folder
+
+EIP = "lmp_Si_sw"
+
+
+def structures(n: int, seed: int = 0):
+    """``n`` rattled 64-atom diamond-Si cells (a = 5.431 Å, 0.1 Å noise)."""
+    rng = np.random.default_rng(seed)
+    base = bulk("Si", "diamond", a=5.431, cubic=True).repeat(2)
+    out = []
+    for _ in range(n):
+        atoms = base.copy()
+        atoms.positions += 0.1 * rng.normal(size=atoms.positions.shape)
+        out.append(atoms)
+    return out
+
+
+def eip2nn_rate(frames, workers: int) -> float:
+    spec = PotentialsDB().get(EIP)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        label(frames, [spec], Path(tmp) / "s.sqlite", workers=workers, progress=False)
+        return sum(len(a) for a in frames) / (time.perf_counter() - t0)
+
+
+def naive_ase_rate(frames) -> float:
+    import_lammps()
+    from ase.calculators.lammpslib import LAMMPSlib
+    calc = LAMMPSlib(lmpcmds=["pair_style sw", f"pair_coeff * * {potentials_folder() / 'Si.sw'} Si"],
+                     atom_types={"Si": 1}, log_file=None, keep_alive=True)
+    t0 = time.perf_counter()
+    for atoms in frames:
+        atoms = atoms.copy()
+        atoms.calc = calc
+        atoms.get_potential_energy()
+        atoms.get_forces()
+        atoms.get_stress()
+    return sum(len(a) for a in frames) / (time.perf_counter() - t0)
+
+
+def bare_loop_rate(frames) -> float:
+    """One LAMMPS instance, positions scattered, ``run 0`` per structure (cubic cells only)."""
+    lammps = import_lammps()
+    lmp = lammps.lammps(cmdargs=["-screen", "none", "-log", "none", "-nocite"])
+    length = frames[0].cell[0, 0]
+    n = len(frames[0])
+    lmp.commands_list([
+        "units metal", "atom_style atomic", "atom_modify map array sort 0 0", "boundary p p p",
+        f"region b prism 0 {length} 0 {length} 0 {length} 0 0 0 units box", "create_box 1 b",
+        "mass 1 28.0855", "pair_style sw", f"pair_coeff * * {potentials_folder() / 'Si.sw'} Si",
+        "neighbor 1.0 bin", "neigh_modify every 1 delay 0 check no",
+        "compute virial all pressure NULL virial", "thermo_style custom step pe c_virial[1]",
+    ])
+    lmp.create_atoms(n, list(range(1, n + 1)), [1] * n, (frames[0].positions % length).ravel().tolist())
+    t0 = time.perf_counter()
+    for atoms in frames:
+        lmp.numpy.extract_atom("x")[:n] = atoms.positions % length
+        lmp.command("run 0 post no")
+        lmp.get_thermo("pe")
+        np.array(lmp.numpy.extract_atom("f")[:n])
+        np.array(lmp.numpy.extract_compute("virial", 0, 1))
+    rate = n * len(frames) / (time.perf_counter() - t0)
+    lmp.close()
+    return rate
+
+
+def raw_lammps_rate(n_cells: int = 10, runs: int = 5) -> float:
+    """SW on one 64,000-atom cell (20^3 conventional cells), ``run 0`` repeated."""
+    lammps = import_lammps()
+    lmp = lammps.lammps(cmdargs=["-screen", "none", "-log", "none", "-nocite"])
+    n = 20
+    lmp.commands_list([
+        "units metal", "atom_style atomic", "boundary p p p",
+        "lattice diamond 5.431", f"region box block 0 {n} 0 {n} 0 {n}", "create_box 1 box",
+        "create_atoms 1 box", "mass 1 28.0855", "displace_atoms all random 0.1 0.1 0.1 1234",
+        "pair_style sw", f"pair_coeff * * {potentials_folder() / 'Si.sw'} Si",
+        "neighbor 1.0 bin", "compute virial all pressure NULL virial",
+        "thermo_style custom step pe c_virial[1]", "run 0 post no",
+    ])
+    natoms = lmp.get_natoms()
+    t0 = time.perf_counter()
+    for _ in range(runs):
+        lmp.command("run 0 post no")
+    rate = natoms * runs / (time.perf_counter() - t0)
+    lmp.close()
+    return rate
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--structures", type=int, default=12000)
+    p.add_argument("--repeats", type=int, default=3, help="best and median over this many runs")
+    args = p.parse_args()
+    frames = structures(args.structures)
+    workers = default_workers()
+    runs: dict[str, list[float]] = {k: [] for k in ("raw", "bare", "eip1", "eipN", "naive")}
+    with threadpool_limits(1, user_api="blas"):
+        for _ in range(args.repeats):  # interleaved, so machine noise hits every row alike
+            runs["raw"].append(raw_lammps_rate())
+            runs["bare"].append(bare_loop_rate(frames))
+            runs["eip1"].append(eip2nn_rate(frames, 1))
+            runs["eipN"].append(eip2nn_rate(frames, workers))
+            runs["naive"].append(naive_ase_rate(frames[: max(200, args.structures // 10)]))
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    n_atoms = sum(len(a) for a in frames)
+    print(f"SW silicon ({EIP}), {args.structures} rattled 64-atom cells ({n_atoms:,} atoms); "
+          f"{os.cpu_count()} cores, {workers} workers; median of {args.repeats} interleaved runs\n")
+    print("| way | k atoms/s | ratio |")
+    print("|---|---|---|")
+    print(f"| raw LAMMPS `run 0`, one 64,000-atom cell (compute limit, 1 core) | {med['raw'] / 1e3:.0f} | 1.00 |")
+    print(f"| bare LAMMPS loop, scatter + `run 0` per structure, no checks/store (1 core) | "
+          f"{med['bare'] / 1e3:.0f} | {med['bare'] / med['raw']:.2f} of raw |")
+    print(f"| eip2nn `label`, 1 worker | {med['eip1'] / 1e3:.0f} | {med['eip1'] / med['raw']:.2f} of raw, "
+          f"{med['eip1'] / med['bare']:.2f} of bare loop |")
+    print(f"| eip2nn `label`, {workers} workers | {med['eipN'] / 1e3:.0f} | "
+          f"{med['eipN'] / med['eip1']:.2f}x 1 worker ({med['eipN'] / (workers * med['eip1']):.0%} of linear) |")
+    print(f"| naive ASE `LAMMPSlib` loop, one call per structure | {med['naive'] / 1e3:.0f} | "
+          f"eip2nn 1 worker is {med['eip1'] / med['naive']:.1f}x faster |")
+
+
+if __name__ == "__main__":
+    main()

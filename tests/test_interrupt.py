@@ -1,5 +1,6 @@
 """Kill a real labelling process mid-way, resume, and compare with an uninterrupted run."""
 
+import json
 import os
 import signal
 import sqlite3
@@ -79,6 +80,8 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, structures_file)
         assert db.execute("SELECT COUNT(*) FROM claims").fetchone()[0] > 0  # left by the dead run
 
     out = run_to_completion(structures_file, store)
+    new = sum(int(line.split()[1]) for line in out.splitlines() if line.split()[:1] in ([e] for e in EIPS))
+    assert new == 160 * len(EIPS) - partial  # the resumed run did exactly what was left
     reference = tmp_path / "clean.sqlite"
     run_to_completion(structures_file, reference)
 
@@ -103,4 +106,29 @@ def test_sigterm_saves_what_is_done_and_releases_claims(tmp_path, structures_fil
     with sqlite3.connect(store) as db:
         assert db.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0
     run_to_completion(structures_file, store)
+    assert n_labels(store) == 160 * len(EIPS)
+
+
+def test_two_processes_on_one_store_share_the_work(tmp_path, structures_file):
+    store = tmp_path / "shared.sqlite"
+    script = (
+        "import json, sys\n"
+        "from eip2nn.data import read_structures\n"
+        "from eip2nn.labelling.engine import label\n"
+        "from eip2nn.potentials.db import PotentialsDB\n"
+        "db = PotentialsDB()\n"
+        f"r = label(read_structures({str(structures_file)!r}), [db.get(i) for i in {EIPS!r}],\n"
+        f"          {str(store)!r}, workers=1, chunk_size=2, progress=False)\n"
+        "print(json.dumps({k: v.labelled for k, v in r.per_eip.items()}))\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    for eip in EIPS:
+        done = [r[eip] for r in results]
+        assert sum(done) == 160, f"{eip}: {done} (work duplicated or lost)"
+    assert min(sum(r.values()) for r in results) > 0, "one process did all the work"
     assert n_labels(store) == 160 * len(EIPS)

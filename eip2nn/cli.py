@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -251,11 +252,14 @@ def _sigterm_as_interrupt(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; user errors print one line (set EIP2NN_DEBUG=1 for the traceback)."""
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # kill = Ctrl-C: save, then stop
     try:
         return args.func(args)
     except (FileNotFoundError, KeyError, ValueError) as e:
+        if os.environ.get("EIP2NN_DEBUG"):
+            raise
         print(f"eip2nn: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
         return 2
 

@@ -69,3 +69,13 @@ def test_label_summary_failures_export(tmp_path, capsys):
 def test_console_entry_point_is_installed():
     done = subprocess.run([sys.executable, "-m", "eip2nn", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "label" in done.stdout
+
+
+def test_check_reports_an_evaluation_error_as_a_failed_row(tmp_path, capsys):
+    import yaml
+    entry = {"id": "lmp_bad", "species": ["Si"], "family": "SW", "cutoff": 3.77, "citation": "c",
+             "backend": {"type": "lammps", "pair_style": "sw/nonexistent",
+                         "pair_coeff": "* * {file:Si.sw} {elements}", "files": ["Si.sw"]}}
+    (tmp_path / "lmp_bad.yaml").write_text(yaml.safe_dump(entry))
+    assert main(["potentials", "check", "lmp_bad", "--db", str(tmp_path)]) == 1
+    assert "sw/nonexistent" in capsys.readouterr().out

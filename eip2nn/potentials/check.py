@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from ase.build import bulk
 
-from eip2nn.potentials.evaluator import Evaluator, make_evaluator
+from eip2nn.potentials.evaluator import EvaluationError, Evaluator, make_evaluator
 from eip2nn.potentials.spec import PotentialSpec
 
 # element -> (crystal structure, experimental lattice constant in Å)
@@ -38,10 +38,20 @@ def check_potential(spec: PotentialSpec, evaluator: Evaluator | None = None,
     """One :class:`ElementCheck` per species with a known reference crystal."""
     ev = evaluator or make_evaluator(spec)
     try:
-        return [_check_element(ev, el, seconds) for el in spec.species if el in REFERENCE_CRYSTALS]
+        return [_check_or_report(ev, el, seconds) for el in spec.species if el in REFERENCE_CRYSTALS]
     finally:
         if evaluator is None:
             ev.close()
+
+
+def _check_or_report(ev: Evaluator, element: str, seconds: float) -> ElementCheck:
+    """The check, or a failed row carrying the evaluation error's reason."""
+    try:
+        return _check_element(ev, element, seconds)
+    except EvaluationError as e:
+        crystal, a_exp = REFERENCE_CRYSTALS[element]
+        nan = float("nan")
+        return ElementCheck(element, crystal, a_exp, nan, nan, nan, nan, False, str(e))
 
 
 def _check_element(ev: Evaluator, element: str, seconds: float) -> ElementCheck:

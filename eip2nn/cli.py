@@ -8,15 +8,12 @@ import signal
 import sys
 from pathlib import Path
 
+from eip2nn.labelling.engine import StaleLabelsError
+from eip2nn.tables import format_table as _table
+
 DEFAULT_STORE = "outputs/labels.sqlite"
 
 
-def _table(rows: list[tuple]) -> str:
-    rows = [tuple(map(str, r)) for r in rows]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 # -- data -------------------------------------------------------------------------
@@ -257,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # kill = Ctrl-C: save, then stop
     try:
         return args.func(args)
-    except (FileNotFoundError, KeyError, ValueError) as e:
+    except (FileNotFoundError, KeyError, ValueError, StaleLabelsError) as e:
         if os.environ.get("EIP2NN_DEBUG"):
             raise
         print(f"eip2nn: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)

@@ -15,6 +15,7 @@ from eip2nn.labelling.engine import LabelReport, label
 from eip2nn.labelling.store import LabelStore
 from eip2nn.potentials.db import PotentialsDB
 from eip2nn.potentials.spec import PotentialSpec
+from eip2nn.tables import format_table
 
 
 @dataclass
@@ -34,10 +35,7 @@ class BenchmarkLabelling:
             rows.append((spec.id, spec.backend_type, str(a.n_structures if a else 0),
                          str(sum(s.failed.values())),
                          f"{a.energy_mae:.1f}" if a else "-", f"{a.force_mae:.3f}" if a else "-", rate))
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(lines)
+        return format_table(rows)
 
 
 def label_benchmark(element: str = "Si", store_path: str | Path = "outputs/labels.sqlite",

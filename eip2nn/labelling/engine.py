@@ -27,8 +27,9 @@ from eip2nn.labelling import worker
 from eip2nn.labelling.hashing import structure_hash
 from eip2nn.labelling.provenance import provenance_info
 from eip2nn.labelling.store import LabelStore
-from eip2nn.potentials.evaluator import UNSUPPORTED_SPECIES
+from eip2nn.potentials.evaluator import UNSUPPORTED_SPECIES, unsupported_reason
 from eip2nn.potentials.spec import PotentialSpec
+from eip2nn.tables import format_table
 
 
 @dataclass
@@ -67,14 +68,11 @@ class LabelReport:
             fails = ", ".join(f"{k}: {n}" for k, n in sorted(s.failed.items())) or "-"
             rate = f"{s.atoms / s.eval_seconds:,.0f}" if s.eval_seconds > 0 else "-"
             rows.append((eip, str(s.labelled), str(s.already_done), fails, str(s.left_to_others), rate))
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-        lines.insert(1, "  ".join("-" * w for w in widths))
         state = "INTERRUPTED — re-run the same command to resume" if self.interrupted else "complete"
-        lines.append(f"{self.n_structures} structures ({self.n_duplicates} duplicates skipped), "
-                     f"{self.workers} worker(s), {self.wall_seconds:.1f} s wall, "
-                     f"{self.atoms_per_second:,.0f} atoms/s overall; {state}; store: {self.store}")
-        return "\n".join(lines)
+        footer = (f"{self.n_structures} structures ({self.n_duplicates} duplicates skipped), "
+                  f"{self.workers} worker(s), {self.wall_seconds:.1f} s wall, "
+                  f"{self.atoms_per_second:,.0f} atoms/s overall; {state}; store: {self.store}")
+        return format_table(rows) + "\n" + footer
 
 
 class LabellingInterrupted(KeyboardInterrupt):
@@ -130,9 +128,7 @@ def label(structures: list[Atoms], specs: list[PotentialSpec], store_path: str |
                 if h in done:
                     stats[spec.id].already_done += 1
                 elif not spec.supports(elements):
-                    missing = sorted(elements - set(spec.species))
-                    unsupported.append((h, UNSUPPORTED_SPECIES, f"structure contains {missing}; "
-                                        f"{spec.id} supports only {list(spec.species)}"))
+                    unsupported.append((h, UNSUPPORTED_SPECIES, unsupported_reason(spec, elements)))
                 else:
                     todo.append(h)
             store.write(spec.id, pid, [], unsupported)

@@ -12,6 +12,7 @@ ASE Voigt (6,), positive = tensile).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -116,17 +117,16 @@ class LabelStore:
                                f"{SCHEMA_VERSION}")
 
     # -- plumbing --------------------------------------------------------------
+    @contextlib.contextmanager
     def _transaction(self):
-        db = self._db
-
-        class _Tx:
-            def __enter__(self_):
-                db.execute("BEGIN IMMEDIATE")
-
-            def __exit__(self_, exc_type, exc, tb):
-                db.execute("ROLLBACK" if exc_type else "COMMIT")
-                return False
-        return _Tx()
+        """One write transaction: committed on success, rolled back on any exception."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def _meta(self, key: str) -> str:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

@@ -62,11 +62,15 @@ def make_evaluator(spec: PotentialSpec) -> Evaluator:
 
 def check_species(spec: PotentialSpec, atoms: Atoms) -> None:
     """Raise UNSUPPORTED_SPECIES if ``atoms`` has an element ``spec`` lacks."""
-    missing = sorted(set(atoms.get_chemical_symbols()) - set(spec.species))
-    if missing:
-        raise EvaluationError(
-            UNSUPPORTED_SPECIES,
-            f"structure contains {missing}; {spec.id} supports only {list(spec.species)}")
+    elements = set(atoms.get_chemical_symbols())
+    if not spec.supports(elements):
+        raise EvaluationError(UNSUPPORTED_SPECIES, unsupported_reason(spec, elements))
+
+
+def unsupported_reason(spec: PotentialSpec, elements: set[str] | frozenset[str]) -> str:
+    """Why ``spec`` cannot label a structure made of ``elements`` (one wording everywhere)."""
+    missing = sorted(set(elements) - set(spec.species))
+    return f"structure contains {missing}; {spec.id} supports only {list(spec.species)}"
 
 
 def check_min_distance(atoms: Atoms, min_distance: float = MIN_DISTANCE) -> None:

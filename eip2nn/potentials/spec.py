@@ -71,13 +71,13 @@ class PotentialSpec:
         return set(symbols) <= set(self.species)
 
     def content_hash(self) -> str:
-        """Hash of everything that changes the numbers (not the file path)."""
-        d = dataclasses.asdict(self)
-        d.pop("source_file")
-        d.pop("notes")
-        d.pop("citation")
-        d.pop("known_issues")
-        d["backend_type"] = self.backend_type
+        """Hash of what defines the labels: id, species (type order), backend, cutoff.
+
+        Descriptive fields (name, citation, notes, tags, known issues) are left
+        out, so editing them does not invalidate labels already in a store.
+        """
+        d = {"id": self.id, "species": self.species, "cutoff": self.cutoff,
+             "backend_type": self.backend_type, "backend": dataclasses.asdict(self.backend)}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

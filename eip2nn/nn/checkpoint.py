@@ -1,0 +1,69 @@
+"""Checkpoints: weights + resolved config + package versions, never pickled modules.
+
+Loaded with ``torch.load(weights_only=True)``; the model is rebuilt from its
+config and species and the weights are loaded into it. A version mismatch
+with the running packages is a warning, not an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from eip2nn.labelling.provenance import package_versions
+from eip2nn.nn.model import EnergyModel, ModelConfig
+
+FORMAT = "eip2nn-checkpoint/1"
+NN_PACKAGES = ("torch", "numpy", "ase", "matscipy", "kliff")
+
+
+def model_record(model: EnergyModel) -> dict:
+    return {"config": dataclasses.asdict(model.config), "species": list(model.species),
+            "heads": model.head_names, "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+            "state_dict": model.state_dict()}
+
+
+def save_checkpoint(path: str | Path, model: EnergyModel, config: dict | None = None,
+                    training: dict | None = None) -> Path:
+    """Write atomically (temp file + rename): a crash never leaves a half checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "model": model_record(model), "config": config or {},
+               "versions": package_versions(NN_PACKAGES), "training": training}
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a corrupt file
+        raise ValueError(f"{path} is not a readable eip2nn checkpoint: {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an eip2nn checkpoint (format {FORMAT!r} expected)")
+    running = package_versions(NN_PACKAGES)
+    changed = {k: (v, running.get(k)) for k, v in payload["versions"].items() if running.get(k) != v}
+    if changed:
+        warnings.warn(f"{path} was written with other package versions (saved, running): {changed}", stacklevel=2)
+    return payload
+
+
+def model_from_record(record: dict) -> EnergyModel:
+    model = EnergyModel(ModelConfig(**record["config"]), record["species"], record["heads"])
+    model.to(getattr(torch, record["dtype"]))
+    model.load_state_dict(record["state_dict"])
+    return model
+
+
+def load_model(path: str | Path) -> EnergyModel:
+    """The model saved in checkpoint ``path``, in eval mode."""
+    return model_from_record(read_checkpoint(path)["model"]).eval()

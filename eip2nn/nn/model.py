@@ -1,0 +1,128 @@
+"""Multi-head energy model: one backbone, one head per label source.
+
+E_head(structure) = Σ_atoms [scale_head · MLP_head(features) + offset_head[element]]
+
+Each head has its own per-element offsets (eV/atom) and scale (eV), fitted
+from its own labels before training (:mod:`eip2nn.nn.offsets`), because EIP and
+DFT energies have zeros eV/atom apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from ase import Atoms
+from torch import nn
+
+from eip2nn.nn.backbones import SchNet, SymmetryFunctionNet, mlp
+from eip2nn.nn.derivatives import Prediction, energies_and_derivatives
+from eip2nn.nn.descriptors import SymmetryFunctions
+from eip2nn.nn.graph import AtomicGraph, Batch, build_graph
+
+DFT_HEAD = "dft"
+BACKBONES = ("schnet", "symmetry_functions")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture; every field is a constructor keyword with its default."""
+
+    backbone: str = "schnet"  # "schnet" | "symmetry_functions"
+    cutoff: float = 5.0  # Å
+    width: int = 64  # features per atom
+    depth: int = 3  # SchNet interactions, or MLP layers of the descriptor net
+    n_rbf: int = 20  # SchNet radial basis size
+    descriptor: str = "set51"  # KLIFF symmetry-function set ("set51" | "set30")
+    head_hidden: int = 32  # hidden units of each head's MLP
+
+    def __post_init__(self):
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"model.backbone: {self.backbone!r} is not one of {BACKBONES}")
+        if self.cutoff <= 0 or self.width < 1 or self.depth < 1:
+            raise ValueError(f"model: cutoff, width and depth must be positive, got {asdict(self)}")
+
+
+def head_key(name: str) -> str:
+    """ModuleDict-safe key for a head name (EIP ids may contain dots)."""
+    return name.replace(".", "__dot__")
+
+
+class EnergyHead(nn.Module):
+    """Per-atom energy from features: ``scale * MLP(x) + offsets[species]`` (eV)."""
+
+    def __init__(self, width: int, hidden: int, n_species: int):
+        super().__init__()
+        self.net = mlp([width, hidden, 1])
+        self.register_buffer("scale", torch.ones(()))
+        self.register_buffer("offsets", torch.zeros(n_species))
+
+    def forward(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        return self.scale * self.net(features).squeeze(-1) + self.offsets[species]
+
+
+class EnergyModel(nn.Module):
+    """Backbone + named heads. ``species`` fixes the element order of every index."""
+
+    def __init__(self, config: ModelConfig, species: list[str], heads: list[str]):
+        super().__init__()
+        self.config, self.species = config, list(species)
+        n = len(self.species)
+        self.descriptor = None
+        if config.backbone == "schnet":
+            self.backbone = SchNet(n, config.cutoff, config.width, config.depth, config.n_rbf)
+        else:
+            self.descriptor = SymmetryFunctions(self.species, config.cutoff, config.descriptor)
+            self.backbone = SymmetryFunctionNet(n, config.cutoff, self.descriptor.size, config.descriptor,
+                                                config.width, config.depth)
+        self.heads = nn.ModuleDict()
+        for h in heads:
+            self.add_head(h)
+
+    @property
+    def head_names(self) -> list[str]:
+        return list(self._head_names)
+
+    def add_head(self, name: str, copy_from: str | None = None) -> EnergyHead:
+        """Add head ``name`` (fresh, or a copy of head ``copy_from``)."""
+        if not hasattr(self, "_head_names"):
+            self._head_names: list[str] = []
+        if name in self._head_names:
+            raise ValueError(f"head {name!r} exists")
+        head = EnergyHead(self.config.width, self.config.head_hidden, len(self.species))
+        if copy_from is not None:
+            head.load_state_dict(self.head(copy_from).state_dict())
+        head.to(next(self.backbone.parameters()).dtype)
+        self.heads[head_key(name)] = head
+        self._head_names.append(name)
+        return head
+
+    def head(self, name: str) -> EnergyHead:
+        if name not in self.head_names:
+            raise KeyError(f"no head {name!r}; heads: {self.head_names}")
+        return self.heads[head_key(name)]
+
+    def graph(self, atoms: Atoms, where: str = "") -> AtomicGraph:
+        """The graph this model needs for ``atoms`` (with descriptors if the backbone uses them)."""
+        return build_graph(atoms, self.config.cutoff, self.species, self.descriptor, where)
+
+    def atomic_energies(self, batch: Batch, edge_vectors: torch.Tensor, heads: list[str]) -> dict[str, torch.Tensor]:
+        """{head: (N,) eV} per-atom energies."""
+        x = self.backbone(batch, edge_vectors)
+        return {h: self.head(h)(x, batch.species) for h in heads}
+
+    def forward(self, batch: Batch, heads: list[str] | None = None, forces: bool = True,
+                stress: bool = False, create_graph: bool | None = None) -> dict[str, Prediction]:
+        """Energies (B,) eV, forces (N, 3) eV/Å and stress (B, 6) eV/Å³ per head."""
+        heads = heads or self.head_names
+        dtype = next(self.backbone.parameters()).dtype
+        batch = batch.to(dtype)
+
+        def energy_fn(v):
+            per_atom = self.atomic_energies(batch, v, heads)
+            return {h: torch.zeros(batch.n_graphs, dtype=dtype).index_add_(0, batch.atom_graph, e)
+                    for h, e in per_atom.items()}
+
+        if create_graph is None:
+            create_graph = self.training
+        return energies_and_derivatives(energy_fn, batch, forces, stress, create_graph)

@@ -1,0 +1,1 @@
+"""Training: samples with targets per head, the fit loop, metrics and stages."""

@@ -1,0 +1,287 @@
+"""Trainer stages — baseline, pretrain, finetune — each one tracked MLflow run.
+
+- baseline: the DFT head on the DFT labels the fraction allows.
+- pretrain: one head per EIP on EIP labels of all training structures.
+- finetune: a pretrained backbone plus a DFT head (fresh, or copied from an EIP
+  head), trained on the DFT labels; optional freezing and EIP replay.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from eip2nn.alignment import per_element_offsets
+from eip2nn.config import from_dict
+from eip2nn.data import get_dataset
+from eip2nn.data.registry import sha256_of, resolve
+from eip2nn.labelling.provenance import package_versions
+from eip2nn.nn.checkpoint import NN_PACKAGES, model_from_record, read_checkpoint, save_checkpoint
+from eip2nn.nn.graph import collate
+from eip2nn.nn.model import DFT_HEAD, EnergyModel, ModelConfig
+from eip2nn.nn.offsets import fit_head_statistics
+from eip2nn.plots import learning_curve_plot, parity_plot
+from eip2nn.potentials.db import PotentialsDB
+from eip2nn.tables import format_table
+from eip2nn.tracking import Tracker, download_checkpoint, git_commit
+from eip2nn.training.metrics import Metrics, metrics_of, predict
+from eip2nn.training.protocol import DataConfig, Split, make_split
+from eip2nn.training.samples import Sample, head_arrays, make_samples
+from eip2nn.training.trainer import FitResult, TrainConfig, fit
+from eip2nn.training.transfer import choose_eips, freeze, label_with, resolve_eips
+
+STAGES = ("baseline", "pretrain", "finetune")
+
+
+@dataclass
+class FinetuneConfig:
+    pretrained: str = ""  # checkpoint path, or "runs:/<mlflow run id>"
+    init_head: str = "fresh"  # "fresh" | "best" (EIP head closest to DFT) | an EIP head's id
+    freeze: str = "none"  # "none" | "backbone" | "embedding" | "interactions:N" | "layers:N"
+    replay_fraction: float = 0.0  # share of unlabelled training structures replayed with EIP labels
+    replay_weight: float = 0.1  # loss weight of each replayed EIP head
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    experiment: str = "eip2nn"
+    run_name: str = ""  # default: "<stage>-<dataset>-f<fraction>-s<seed>"
+    parent_run_id: str = ""
+
+
+@dataclass
+class StageConfig:
+    stage: str = "baseline"  # "baseline" | "pretrain" | "finetune"
+    output: str = "outputs/runs"  # each run writes to <output>/<stage>-<config hash>/
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def __post_init__(self):
+        if self.stage not in STAGES:
+            raise ValueError(f"stage: {self.stage!r} is not one of {STAGES}")
+        if self.stage == "finetune" and not self.finetune.pretrained:
+            raise ValueError("finetune.pretrained is required for stage finetune")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "StageConfig":
+        return from_dict(cls, data)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def content_hash(self) -> str:
+        """Hash of everything that shapes the result (not the tracking section)."""
+        d = self.as_dict()
+        d.pop("tracking")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass
+class StageResult:
+    stage: str
+    output_dir: Path
+    model_path: Path
+    heads: list[str]
+    metrics: dict[str, Metrics]  # "train"/"val"/"test" for the DFT head; "val:<eip>" after pretraining
+    fit: FitResult
+    run_id: str | None = None
+    eips: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def table(self) -> str:
+        rows = [("split", "structures", "E MAE meV/atom", "E RMSE meV/atom", "F MAE eV/Å", "F RMSE eV/Å")]
+        for name, m in self.metrics.items():
+            rows.append((name, str(m.n_structures), f"{m.energy_mae:.2f}", f"{m.energy_rmse:.2f}",
+                         f"{m.force_mae:.3f}", f"{m.force_rmse:.3f}"))
+        return format_table(rows)
+
+
+def _load_pretrained(ref: str) -> tuple[dict, Path]:
+    path = download_checkpoint(ref[len("runs:/"):]) if ref.startswith("runs:/") else Path(ref)
+    return read_checkpoint(path), path
+
+
+def _best_eip_head(model: EnergyModel, eips: list[str], labelled: list[Sample]) -> str:
+    """The EIP head whose predictions, offset-aligned, are closest to DFT on ``labelled``."""
+    counts = np.stack([s.counts for s in labelled])
+    ref = np.array([s.targets[DFT_HEAD].energy for s in labelled])
+    n = counts.sum(axis=1)
+    scores = {}
+    model.eval()
+    for h in eips:
+        e = []
+        for k in range(0, len(labelled), 16):
+            chunk = labelled[k:k + 16]
+            e.append(model(collate([s.graph for s in chunk]), heads=[h], forces=False)[h].energy.detach().numpy())
+        e = np.concatenate(e)
+        mu = per_element_offsets(counts, ref - e)
+        scores[h] = float(np.abs((e + counts @ mu - ref) / n).mean())
+    return min(scores, key=scores.get)
+
+
+def _dataset_hashes(dataset: str) -> dict[str, str]:
+    out = {}
+    for split in ("train", "test"):
+        ds = get_dataset(f"{dataset}/{split}")
+        for key, datafile in ds.files.items():
+            out[f"{split}_{key}_sha256"] = sha256_of(resolve(datafile))
+    return out
+
+
+def run_stage(cfg: StageConfig, log=print) -> StageResult:
+    """Run one stage end to end and return its metrics; resumes an interrupted run of the same config."""
+    torch.manual_seed(cfg.train.seed)
+    dtype = getattr(torch, cfg.train.dtype)
+    split = make_split(cfg.data)
+    out = Path(cfg.output) / f"{cfg.stage}-{cfg.content_hash()}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.as_dict(), sort_keys=False))
+    workers = cfg.data.workers or None
+    notes: list[str] = []
+    tags = {"eip2nn.stage": cfg.stage, "eip2nn.dataset": cfg.data.dataset,
+            "eip2nn.dft_fraction": str(cfg.data.dft_fraction), "eip2nn.seed": str(cfg.train.seed),
+            "eip2nn.backbone": cfg.model.backbone, "eip2nn.git_commit": git_commit()}
+    eips: list[str] = []
+    refit_scale = {DFT_HEAD: True}
+    if cfg.stage == "baseline":
+        model = EnergyModel(cfg.model, split.species, [DFT_HEAD]).to(dtype)
+        train_atoms, val_atoms = Split.labelled(split.train), Split.labelled(split.val)
+        head_weights = {DFT_HEAD: 1.0}
+    elif cfg.stage == "pretrain":
+        db = PotentialsDB()
+        if cfg.data.eips:
+            specs = resolve_eips(db, cfg.data.eips, split.species, split.source_tag)
+        else:
+            ranked = choose_eips(db, Split.labelled(split.train), split.species, split.source_tag,
+                                 cfg.data.n_eips, cfg.data.labels, workers)
+            specs = [s for s, _ in ranked]
+            notes += [f"chosen EIP {s.id}: aligned energy MAE {mae:.1f} meV/atom on the labelled training set"
+                      for s, mae in ranked]
+        eips = [s.id for s in specs]
+        train_atoms = label_with(split.train, specs, cfg.data.labels, workers)
+        val_atoms = label_with(split.val, specs, cfg.data.labels, workers)
+        model = EnergyModel(cfg.model, split.species, eips).to(dtype)
+        head_weights = {e: 1.0 for e in eips}
+        refit_scale = {e: True for e in eips}
+    else:
+        record, path = _load_pretrained(cfg.finetune.pretrained)
+        model = model_from_record(record["model"]).to(dtype)
+        if record["model"]["species"] != split.species:
+            raise ValueError(f"pretrained model {path} knows {record['model']['species']}, data has {split.species}")
+        pre_run = (record.get("training") or {}).get("mlflow_run_id")
+        if pre_run:
+            tags["eip2nn.pretrain_run_id"] = pre_run
+        tags["eip2nn.pretrained"] = str(path)
+        eips = [h for h in model.head_names if h != DFT_HEAD]
+        tags["eip2nn.backbone"] = model.config.backbone
+        train_atoms, val_atoms = Split.labelled(split.train), Split.labelled(split.val)
+        head_weights = {DFT_HEAD: 1.0}
+        if cfg.finetune.replay_fraction > 0:
+            pool = Split.unlabelled(split.train) or split.train
+            n = max(1, round(cfg.finetune.replay_fraction * len(pool)))
+            pick = np.random.default_rng(cfg.train.seed).choice(len(pool), size=min(n, len(pool)), replace=False)
+            specs = resolve_eips(PotentialsDB(), eips, split.species, split.source_tag)
+            replay = label_with([pool[i] for i in sorted(pick)], specs, cfg.data.labels, workers)
+            train_atoms = train_atoms + replay
+            head_weights.update({e: cfg.finetune.replay_weight for e in eips})
+            notes.append(f"replaying {len(replay)} structures with labels of {eips}")
+    train = make_samples(model, train_atoms, list(head_weights))
+    val = make_samples(model, val_atoms, list(head_weights))
+    test = make_samples(model, split.test, [DFT_HEAD])
+    if not any(DFT_HEAD in s.targets for s in train) and DFT_HEAD in head_weights:
+        raise ValueError(f"no DFT-labelled training structure at dft_fraction={cfg.data.dft_fraction}")
+    if cfg.stage != "finetune" and model.backbone.needs_descriptor:
+        model.backbone.fit_standardisation([s.graph for s in train])
+    if cfg.stage == "finetune":
+        init = cfg.finetune.init_head
+        labelled = [s for s in train if DFT_HEAD in s.targets]
+        source = None if init == "fresh" else (_best_eip_head(model, eips, labelled) if init == "best" else init)
+        if source is not None and source not in eips:
+            raise ValueError(f"finetune.init_head: {source!r} is not a head of the pretrained model ({eips})")
+        model.add_head(DFT_HEAD, copy_from=source)
+        refit_scale = {DFT_HEAD: source is None}
+        tags["eip2nn.init_head"] = source or "fresh"
+        frozen = freeze(model, cfg.finetune.freeze)
+        notes.append(f"DFT head initialised from {source or 'scratch'}; {len(frozen)} parameter tensors frozen")
+    for h, scale_too in refit_scale.items():
+        head = model.head(h)
+        old_scale = float(head.scale)
+        stats = fit_head_statistics(head, *head_arrays(train, h))
+        if not scale_too:
+            head.scale.fill_(old_scale)
+        notes.append(f"head {h}: offsets {np.round(stats['offsets_eV_per_atom'], 4).tolist()} eV/atom, "
+                     f"scale {float(head.scale):.3f} eV")
+    tags["eip2nn.eips"] = ",".join(eips) or "-"
+    tags["eip2nn.n_dft_labels"] = str(sum(DFT_HEAD in s.targets for s in train + val))
+
+    run = None
+    if cfg.tracking.enabled:
+        name = cfg.tracking.run_name or f"{cfg.stage}-{cfg.data.dataset.replace('/', '-')}-f{cfg.data.dft_fraction}-s{cfg.train.seed}"
+        run = Tracker(cfg.tracking.experiment).start(name, tags, cfg.tracking.parent_run_id or None)
+        run.log_params(cfg.as_dict())
+        run.set_tags({"eip2nn.data." + k: v for k, v in _dataset_hashes(cfg.data.dataset).items()})
+        run.set_tags({f"eip2nn.version.{k}": v for k, v in package_versions(NN_PACKAGES + ("mlflow",)).items()})
+    log(f"{cfg.stage}: {len(train)} training structures, {len(val)} validation, {len(test)} test; "
+        f"heads {list(head_weights)}; output {out}")
+    for note in notes:
+        log("  " + note)
+    status = "FAILED"
+    try:
+        def on_epoch(row):
+            if run:
+                run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+
+        result = fit(model, train, val, head_weights, cfg.train, out / "checkpoint.pt", cfg.as_dict(), on_epoch)
+        if result.resumed_from:
+            log(f"  resumed from epoch {result.resumed_from}")
+        metrics, parities = {}, {}
+        if DFT_HEAD in head_weights:
+            for name, samples in (("train", train), ("val", val), ("test", test)):
+                parities[name] = predict(model, samples, DFT_HEAD)
+                metrics[name] = metrics_of(parities[name])
+        else:
+            for e in eips:
+                metrics[f"val:{e}"] = metrics_of(predict(model, val, e))
+        model_path = save_checkpoint(out / "model.pt", model, cfg.as_dict(), {
+            "mlflow_run_id": run.run_id if run else None, "stage": cfg.stage, "eips": eips,
+            "best_epoch": result.best_epoch, "history": result.history})
+        parity_path = parity_plot(parities, out / "parity.png", f"{cfg.stage} {cfg.data.dataset}") if parities else None
+        curve_path = learning_curve_plot(result.history, out / "learning_curve.png", cfg.stage) if result.history else None
+        (out / "metrics.json").write_text(json.dumps({k: dataclasses.asdict(v) for k, v in metrics.items()}, indent=1))
+        if run:
+            final = {}
+            for name, m in metrics.items():
+                final.update(m.as_dict(name.replace(":", "_")))
+            run.log_metrics(final, step=len(result.history))
+            run.log_metrics({"best_epoch": result.best_epoch, "train_seconds": result.seconds})
+            run.log_artifact(model_path, "model")
+            for p in (parity_path, curve_path, out / "config.yaml", out / "metrics.json"):
+                if p is not None:
+                    run.log_artifact(p, "plots" if p.suffix == ".png" else "outputs")
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        if run:
+            run.end(status)
+    return StageResult(cfg.stage, out, model_path, model.head_names, metrics, result,
+                       run.run_id if run else None, eips, notes)
+
+
+def load_stage_config(path: str | Path, overrides: list[str] | None = None) -> StageConfig:
+    from eip2nn.config import apply_overrides, load_yaml
+
+    return StageConfig.from_dict(apply_overrides(load_yaml(path), overrides or []))
+

@@ -1,0 +1,153 @@
+"""The fit loop: mini-batches, Adam, LR on plateau, early stopping, resumable.
+
+Every epoch ends with an atomic checkpoint holding the weights, the optimiser
+and scheduler state, the best weights so far and the history, so a killed run
+continues from its last finished epoch with the same result it would have
+had (the shuffling order is a function of seed and epoch).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from eip2nn.nn.checkpoint import read_checkpoint, save_checkpoint
+from eip2nn.training.loss import LossWeights, batch_loss
+from eip2nn.training.samples import Sample
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 300
+    batch_size: int = 8
+    lr: float = 2e-3  # Adam learning rate
+    weight_decay: float = 0.0
+    energy_weight: float = 1.0  # loss weight on (ΔE/n_atoms)², eV²
+    force_weight: float = 0.1  # loss weight on ΔF², (eV/Å)²
+    patience: int = 40  # epochs without validation improvement before stopping
+    lr_patience: int = 10  # epochs without improvement before LR × lr_factor
+    lr_factor: float = 0.5
+    min_lr: float = 1e-5
+    seed: int = 0
+    dtype: str = "float32"  # "float32" | "float64"
+
+    def __post_init__(self):
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"train.dtype must be float32 or float64, got {self.dtype!r}")
+        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("train: epochs >= 0, batch_size >= 1 and lr > 0 are required")
+
+    @property
+    def loss_weights(self) -> LossWeights:
+        return LossWeights(self.energy_weight, self.force_weight)
+
+
+@dataclass
+class FitResult:
+    history: list[dict] = field(default_factory=list)  # one dict per epoch
+    best_epoch: int = -1
+    best_val: float = math.inf
+    resumed_from: int = 0  # epochs already done when this call started
+    stopped_early: bool = False
+    seconds: float = 0.0
+
+
+def _val_loss(model, val: list[Sample], head_weights, weights, batch_size) -> float:
+    model.eval()
+    total, n = 0.0, 0
+    for k in range(0, len(val), batch_size):
+        chunk = val[k:k + batch_size]
+        if not any(h in s.targets for s in chunk for h in head_weights):
+            continue
+        loss, _ = batch_loss(model, chunk, head_weights, weights)
+        total += float(loss.detach()) * len(chunk)
+        n += len(chunk)
+    model.train()
+    return total / n if n else math.nan
+
+
+def fit(model, train: list[Sample], val: list[Sample], head_weights: dict[str, float], cfg: TrainConfig,
+        checkpoint: str | Path, run_config: dict | None = None,
+        on_epoch: Callable[[dict], None] | None = None) -> FitResult:
+    """Train the trainable parameters of ``model`` on ``head_weights``' heads.
+
+    Validation loss (same weights) drives the LR schedule, early stopping and
+    the choice of the returned weights (the best epoch's). ``checkpoint`` is
+    written every epoch; if it exists from an interrupted run of the same
+    config, training resumes from it.
+    """
+    if not train:
+        raise ValueError("no training samples")
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=cfg.lr_factor, patience=cfg.lr_patience,
+                                                       min_lr=cfg.min_lr)
+    result = FitResult()
+    best_state = copy.deepcopy(model.state_dict())
+    bad_epochs, start = 0, 0
+    checkpoint = Path(checkpoint)
+    if checkpoint.is_file():
+        saved = read_checkpoint(checkpoint)
+        state = saved.get("training") or {}
+        if saved.get("config") != (run_config or {}):
+            raise ValueError(f"{checkpoint} belongs to a run with another config; "
+                             "delete it or choose another output folder")
+        model.load_state_dict(saved["model"]["state_dict"])
+        if state.get("optimizer"):
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+        best_state = state.get("best_state", best_state)
+        result.history = list(state.get("history", []))
+        result.best_epoch, result.best_val = state.get("best_epoch", -1), state.get("best_val", math.inf)
+        bad_epochs, start = state.get("bad_epochs", 0), state.get("epoch", 0)
+        result.stopped_early = state.get("stopped_early", False)
+        result.resumed_from = start
+    t0 = time.perf_counter()
+    weights = cfg.loss_weights
+    model.train()
+    for epoch in range(start, cfg.epochs):
+        if result.stopped_early:
+            break
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
+        total, n = 0.0, 0
+        t_epoch = time.perf_counter()
+        for k in range(0, len(train), cfg.batch_size):
+            chunk = [train[i] for i in order[k:k + cfg.batch_size].tolist()]
+            if not any(h in s.targets for s in chunk for h in head_weights):
+                continue
+            opt.zero_grad(set_to_none=True)
+            loss, _ = batch_loss(model, chunk, head_weights, weights)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(chunk)
+            n += len(chunk)
+        train_loss = total / max(n, 1)
+        val_loss = _val_loss(model, val, head_weights, weights, cfg.batch_size) if val else train_loss
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(f"training loss became {train_loss} at epoch {epoch}; lower train.lr")
+        sched.step(val_loss)
+        if val_loss < result.best_val:
+            result.best_val, result.best_epoch, bad_epochs = val_loss, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            bad_epochs += 1
+        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": opt.param_groups[0]["lr"],
+               "epoch_seconds": time.perf_counter() - t_epoch, "structures_per_second": n / (time.perf_counter() - t_epoch)}
+        result.history.append(row)
+        result.stopped_early = bad_epochs >= cfg.patience
+        save_checkpoint(checkpoint, model, run_config, {
+            "epoch": epoch + 1, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "best_state": best_state, "best_epoch": result.best_epoch, "best_val": result.best_val,
+            "bad_epochs": bad_epochs, "history": result.history, "stopped_early": result.stopped_early})
+        if on_epoch:
+            on_epoch(row)
+    model.load_state_dict(best_state)
+    model.eval()
+    result.seconds = time.perf_counter() - t0
+    return result

@@ -1,0 +1,110 @@
+"""Transfer-learning helpers: which EIPs to pretrain on, and freezing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+from eip2nn.labelling.compare import compare_to_reference
+from eip2nn.labelling.engine import label
+from eip2nn.labelling.export import attach_labels
+from eip2nn.labelling.hashing import structure_hash
+from eip2nn.labelling.store import LabelStore
+from eip2nn.potentials.db import PotentialsDB
+from eip2nn.potentials.spec import PotentialSpec
+
+
+def eligible_eips(db: PotentialsDB, species: list[str], source_tag: str) -> list[PotentialSpec]:
+    """Empirical potentials that may label this data (leakage-tagged ones excluded)."""
+    eligible, _ = db.eligible_for(set(species), source_tag)
+    return [s for s in eligible if s.kind == "empirical"]
+
+
+def resolve_eips(db: PotentialsDB, requested: list[str], species: list[str], source_tag: str) -> list[PotentialSpec]:
+    """The requested EIP specs; refuses any that may not label this data, saying why."""
+    eligible, excluded = db.eligible_for(set(species), source_tag)
+    why = {s.id: reason for s, reason in excluded}
+    specs = []
+    for eip in requested:
+        spec = db.get(eip)
+        if spec.id in why:
+            raise ValueError(f"EIP {spec.id} may not label {source_tag!r} data: {why[spec.id]}")
+        specs.append(spec)
+    return specs
+
+
+def choose_eips(db: PotentialsDB, labelled: list[Atoms], species: list[str], source_tag: str, n: int,
+                store_path: str | Path, workers: int | None) -> list[tuple[PotentialSpec, float]]:
+    """The ``n`` eligible EIPs with the smallest aligned energy MAE (meV/atom) on ``labelled``.
+
+    Uses only the DFT labels the arm may see. An EIP whose energies equal an
+    already chosen one's up to a constant per atom (the same potential through
+    another backend) is skipped.
+    """
+    candidates = eligible_eips(db, species, source_tag)
+    if not candidates:
+        raise ValueError(f"no eligible empirical potential for {species}")
+    label(labelled, candidates, store_path, workers=workers, progress=False)
+    scored = []
+    with LabelStore(store_path) as store:
+        for spec in candidates:
+            a = compare_to_reference(labelled, store, spec.id)
+            if a is not None and a.n_structures == len(labelled):
+                scored.append((spec, a.energy_mae))
+    scored.sort(key=lambda t: t[1])
+    hashes = [structure_hash(a) for a in labelled]
+    n_atoms = np.array([len(a) for a in labelled])
+    chosen, seen = [], []
+    with LabelStore(store_path) as store:
+        for spec, mae in scored:
+            by_hash = {lab.structure_hash: lab.energy for lab in store.labels(spec.id, hashes=hashes)}
+            per_atom = np.array([by_hash[h] for h in hashes]) / n_atoms
+            if any(np.ptp(per_atom - other) < 1e-6 for other in seen):
+                continue
+            seen.append(per_atom)
+            chosen.append((spec, mae))
+            if len(chosen) == n:
+                break
+    return chosen
+
+
+def label_with(structures: list[Atoms], specs: list[PotentialSpec], store_path: str | Path,
+               workers: int | None) -> list[Atoms]:
+    """Copies of ``structures`` carrying each EIP's labels (labelling what is missing)."""
+    label(structures, specs, store_path, workers=workers, progress=False)
+    with LabelStore(store_path) as store:
+        return attach_labels(structures, store, [s.id for s in specs])
+
+
+def freeze(model, spec: str) -> list[str]:
+    """Stop gradients to part of the backbone; returns the frozen parameter names.
+
+    spec: "none"; "backbone" (all of it); "embedding" (SchNet's species
+    embedding); "interactions:N" (SchNet embedding + first N interactions);
+    "layers:N" (first N linear layers of the descriptor network).
+    """
+    names = []
+    bb = model.backbone
+    if spec == "none":
+        return names
+    if spec == "backbone":
+        modules = [bb]
+    elif spec == "embedding" and hasattr(bb, "embedding"):
+        modules = [bb.embedding]
+    elif spec.startswith("interactions:") and hasattr(bb, "interactions"):
+        k = int(spec.split(":", 1)[1])
+        modules = [bb.embedding, *bb.interactions[:k]]
+    elif spec.startswith("layers:") and hasattr(bb, "net"):
+        k = int(spec.split(":", 1)[1])
+        linears = [m for m in bb.net if hasattr(m, "weight")]
+        modules = linears[:k]
+    else:
+        raise ValueError(f"finetune.freeze: {spec!r} does not apply to backbone {model.config.backbone!r}; use "
+                         "none, backbone, embedding, interactions:N (schnet) or layers:N (symmetry_functions)")
+    for m in modules:
+        for p in m.parameters():
+            p.requires_grad_(False)
+    frozen = {id(p) for m in modules for p in m.parameters()}
+    return [n for n, p in model.named_parameters() if id(p) in frozen]

@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # kill = Ctrl-C: save, then stop
     try:
         return args.func(args)
-    except (FileNotFoundError, KeyError, ValueError, StaleLabelsError, FloatingPointError) as e:
+    except (FileNotFoundError, KeyError, ValueError, StaleLabelsError, FloatingPointError) as e:  # ConfigError is a ValueError
         if os.environ.get("EIP2NN_DEBUG"):
             raise
         print(f"eip2nn: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)

@@ -43,6 +43,8 @@ class SymmetryFunctions:
         bounds = np.searchsorted(edge_src, np.arange(n + 1))
         for i in range(n):
             lo, hi = bounds[i], bounds[i + 1]
+            if hi == lo:  # isolated atom: every symmetry function is a sum over neighbours, so 0
+                continue
             # local frame: atom i at the origin, then its neighbours (periodic images included)
             coords = np.ascontiguousarray(np.vstack([np.zeros((1, 3)), edge_vectors[lo:hi]]), dtype=np.double)
             sp = np.ascontiguousarray(np.concatenate([codes[i:i + 1], codes[edge_dst[lo:hi]]]), dtype=np.intc)

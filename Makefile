@@ -21,4 +21,8 @@ test: install
 	$(BIN)/python -m pytest -q
 
 bench: install
+	bash scripts/install_bench_deps.sh
 	$(BIN)/python benchmarks/labelling_throughput.py
+	$(BIN)/python benchmarks/training_throughput.py
+	$(BIN)/python benchmarks/nn_accuracy.py
+	$(BIN)/python benchmarks/transfer_low_data.py

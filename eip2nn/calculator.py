@@ -62,5 +62,5 @@ class EIP2NNCalculator(Calculator):
 
             b = batch.to(next(self.model.parameters()).dtype)
             with torch.no_grad():
-                v = edge_vectors(b, b.positions, torch.zeros_like(b.cell))
+                v = edge_vectors(b, b.positions)
                 self.results["energies"] = self.model.atomic_energies(b, v, [self.head])[self.head].double().numpy()

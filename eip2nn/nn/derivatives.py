@@ -20,20 +20,20 @@ class Prediction(NamedTuple):
     stress: torch.Tensor | None  # (B, 6) eV/Å³; NaN for non-periodic structures
 
 
-def edge_vectors(batch: Batch, positions: torch.Tensor, strain: torch.Tensor) -> torch.Tensor:
-    """(E, 3) Å, strained by ``strain`` (B, 3, 3)."""
-    deform = torch.eye(3, dtype=positions.dtype) + strain  # (B, 3, 3)
+def edge_vectors(batch: Batch, positions: torch.Tensor, strain: torch.Tensor | None = None) -> torch.Tensor:
+    """(E, 3) Å; with ``strain`` (B, 3, 3), deformed by (1 + ε) of each edge's structure."""
+    v = positions[batch.edge_dst] - positions[batch.edge_src] + batch.edge_offset
+    if strain is None:
+        return v
     g = batch.atom_graph[batch.edge_src]
-    cell_shift = torch.einsum("ek,ekl->el", batch.edge_shift, batch.cell[g])
-    v = positions[batch.edge_dst] - positions[batch.edge_src] + cell_shift
-    return torch.einsum("ek,ekl->el", v, deform[g])
+    return v + torch.bmm(v[:, None, :], strain[g]).squeeze(1)
 
 
 def energies_and_derivatives(energy_fn: Callable[[torch.Tensor], dict[str, torch.Tensor]], batch: Batch,
                              forces: bool, stress: bool, create_graph: bool) -> dict[str, Prediction]:
     """Call ``energy_fn(edge_vectors) -> {head: (B,) energies}`` and differentiate each head."""
     positions = batch.positions.detach().clone().requires_grad_(forces)
-    strain = torch.zeros_like(batch.cell).requires_grad_(stress)
+    strain = torch.zeros_like(batch.cell).requires_grad_() if stress else None
     energies = energy_fn(edge_vectors(batch, positions, strain))
     inputs = [t for t, want in ((positions, forces), (strain, stress)) if want]
     volume = torch.linalg.det(batch.cell).abs()

@@ -3,7 +3,8 @@
 A graph is built once per geometry (neighbour list from matscipy, optional
 symmetry-function descriptors with their Jacobians) and reused every epoch.
 Edges are directed pairs (src → dst) within the cut-off, including periodic
-images: the edge vector is ``pos[dst] - pos[src] + shift @ cell`` (Å).
+images: the edge vector is ``pos[dst] - pos[src] + offset`` with
+``offset = shift @ cell`` (Å).
 """
 
 from __future__ import annotations
@@ -30,13 +31,25 @@ class AtomicGraph:
     periodic: bool  # True when all three directions are periodic (stress defined)
     edge_src: torch.Tensor  # (E,) long
     edge_dst: torch.Tensor  # (E,) long
-    edge_shift: torch.Tensor  # (E, 3) integer lattice shifts, stored as float
+    edge_offset: torch.Tensor  # (E, 3) Å, periodic-image offset: integer shift @ cell
     descriptor: torch.Tensor | None = None  # (N, D) symmetry functions at these positions
     descriptor_jacobian: torch.Tensor | None = None  # (E, D, 3) dG[src]/d(edge vector)
 
     @property
     def n_atoms(self) -> int:
         return int(self.species.shape[0])
+
+    def to(self, dtype: torch.dtype) -> "AtomicGraph":
+        """Copy with floating tensors cast to ``dtype``."""
+        return AtomicGraph(**_cast(self, dtype))
+
+
+def _cast(obj, dtype: torch.dtype) -> dict:
+    out = {}
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        out[f.name] = v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+    return out
 
 
 @dataclass
@@ -49,7 +62,7 @@ class Batch:
     periodic: torch.Tensor  # (B,) bool
     edge_src: torch.Tensor  # (E,) global atom index
     edge_dst: torch.Tensor  # (E,)
-    edge_shift: torch.Tensor  # (E, 3)
+    edge_offset: torch.Tensor  # (E, 3) Å
     atom_graph: torch.Tensor  # (N,) structure index of each atom
     n_atoms: torch.Tensor  # (B,)
     descriptor: torch.Tensor | None = None  # (N, D)
@@ -60,12 +73,8 @@ class Batch:
         return int(self.n_atoms.shape[0])
 
     def to(self, dtype: torch.dtype) -> "Batch":
-        """Copy with floating tensors cast to ``dtype``."""
-        out = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
-        return Batch(**out)
+        """Copy with floating tensors cast to ``dtype`` (no copy for tensors already in it)."""
+        return Batch(**_cast(self, dtype))
 
 
 def species_indices(atoms: Atoms, species: list[str], where: str = "") -> np.ndarray:
@@ -114,7 +123,7 @@ def build_graph(atoms: Atoms, cutoff: float, species: list[str], descriptor=None
         periodic=bool(pbc.all()),
         edge_src=torch.from_numpy(src.astype(np.int64)),
         edge_dst=torch.from_numpy(dst.astype(np.int64)),
-        edge_shift=torch.from_numpy(shift.astype(np.float64)),
+        edge_offset=torch.from_numpy(shift.astype(np.float64) @ cell),
     )
     if descriptor is not None:
         vectors = positions[dst] - positions[src] + shift @ cell
@@ -136,7 +145,7 @@ def collate(graphs: list[AtomicGraph]) -> Batch:
         periodic=torch.tensor([g.periodic for g in graphs]),
         edge_src=torch.cat([g.edge_src + s for g, s in zip(graphs, start)]),
         edge_dst=torch.cat([g.edge_dst + s for g, s in zip(graphs, start)]),
-        edge_shift=torch.cat([g.edge_shift for g in graphs]),
+        edge_offset=torch.cat([g.edge_offset for g in graphs]),
         atom_graph=torch.repeat_interleave(torch.arange(len(graphs)), n),
         n_atoms=n,
         descriptor=torch.cat([g.descriptor for g in graphs]) if has_desc else None,

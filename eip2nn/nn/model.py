@@ -104,7 +104,8 @@ class EnergyModel(nn.Module):
 
     def graph(self, atoms: Atoms, where: str = "") -> AtomicGraph:
         """The graph this model needs for ``atoms`` (with descriptors if the backbone uses them)."""
-        return build_graph(atoms, self.config.cutoff, self.species, self.descriptor, where)
+        graph = build_graph(atoms, self.config.cutoff, self.species, self.descriptor, where)
+        return graph.to(next(self.backbone.parameters()).dtype)
 
     def atomic_energies(self, batch: Batch, edge_vectors: torch.Tensor, heads: list[str]) -> dict[str, torch.Tensor]:
         """{head: (N,) eV} per-atom energies."""

@@ -7,8 +7,7 @@ from pathlib import Path
 
 from eip2nn.data import get_dataset, load_dataset
 from eip2nn.nn.model import DFT_HEAD
-from eip2nn.tables import format_table
-from eip2nn.training.metrics import Metrics
+from eip2nn.training.metrics import Metrics, metrics_table
 
 
 @dataclass
@@ -18,11 +17,7 @@ class Evaluation:
     note: str = ""
 
     def table(self) -> str:
-        rows = [("dataset", "structures", "E MAE meV/atom", "E RMSE meV/atom", "F MAE eV/Å", "F RMSE eV/Å")]
-        for name, m in self.per_dataset.items():
-            rows.append((name, str(m.n_structures), f"{m.energy_mae:.2f}", f"{m.energy_rmse:.2f}",
-                         f"{m.force_mae:.3f}", f"{m.force_rmse:.3f}"))
-        return f"{self.subject}\n" + format_table(rows) + (f"\n{self.note}" if self.note else "")
+        return f"{self.subject}\n" + metrics_table("dataset", self.per_dataset) + (f"\n{self.note}" if self.note else "")
 
 
 def evaluate_model(ref: str, datasets: list[str], head: str = DFT_HEAD) -> Evaluation:

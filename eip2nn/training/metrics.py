@@ -66,5 +66,16 @@ def metrics_of(parity: Parity) -> Metrics:
                    float(np.abs(df).mean()) if df.size else nan, float(np.sqrt((df ** 2).mean())) if df.size else nan)
 
 
+def metrics_table(first_column: str, metrics: dict[str, Metrics]) -> str:
+    """Aligned table: one row per entry, energy in meV/atom, forces in eV/Å."""
+    from eip2nn.tables import format_table
+
+    rows = [(first_column, "structures", "E MAE meV/atom", "E RMSE meV/atom", "F MAE eV/Å", "F RMSE eV/Å")]
+    for name, m in metrics.items():
+        rows.append((name, str(m.n_structures), f"{m.energy_mae:.2f}", f"{m.energy_rmse:.2f}",
+                     f"{m.force_mae:.3f}", f"{m.force_rmse:.3f}"))
+    return format_table(rows)
+
+
 def evaluate(model, samples: list[Sample], head: str, batch_size: int = 16) -> Metrics:
     return metrics_of(predict(model, samples, head, batch_size))

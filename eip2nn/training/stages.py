@@ -29,9 +29,8 @@ from eip2nn.nn.model import DFT_HEAD, EnergyModel, ModelConfig
 from eip2nn.nn.offsets import fit_head_statistics
 from eip2nn.plots import learning_curve_plot, parity_plot
 from eip2nn.potentials.db import PotentialsDB
-from eip2nn.tables import format_table
 from eip2nn.tracking import Tracker, download_checkpoint, git_commit
-from eip2nn.training.metrics import Metrics, metrics_of, predict
+from eip2nn.training.metrics import Metrics, metrics_of, metrics_table, predict
 from eip2nn.training.protocol import DataConfig, Split, make_split
 from eip2nn.training.samples import Sample, head_arrays, make_samples
 from eip2nn.training.trainer import FitResult, TrainConfig, fit
@@ -100,11 +99,7 @@ class StageResult:
     notes: list[str] = field(default_factory=list)
 
     def table(self) -> str:
-        rows = [("split", "structures", "E MAE meV/atom", "E RMSE meV/atom", "F MAE eV/Å", "F RMSE eV/Å")]
-        for name, m in self.metrics.items():
-            rows.append((name, str(m.n_structures), f"{m.energy_mae:.2f}", f"{m.energy_rmse:.2f}",
-                         f"{m.force_mae:.3f}", f"{m.force_rmse:.3f}"))
-        return format_table(rows)
+        return metrics_table("split", self.metrics)
 
 
 def _load_pretrained(ref: str) -> tuple[dict, Path]:
@@ -185,6 +180,7 @@ def run_stage(cfg: StageConfig, log=print) -> StageResult:
         tags["eip2nn.pretrained"] = str(path)
         eips = [h for h in model.head_names if h != DFT_HEAD]
         tags["eip2nn.backbone"] = model.config.backbone
+        cfg = dataclasses.replace(cfg, model=model.config)  # the architecture is the pretrained one
         train_atoms, val_atoms = Split.labelled(split.train), Split.labelled(split.val)
         head_weights = {DFT_HEAD: 1.0}
         if cfg.finetune.replay_fraction > 0:
@@ -241,6 +237,9 @@ def run_stage(cfg: StageConfig, log=print) -> StageResult:
         def on_epoch(row):
             if run:
                 run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+            if row["epoch"] % 10 == 0 or row["epoch"] == cfg.train.epochs - 1:
+                log(f"  epoch {row['epoch']:4d}/{cfg.train.epochs}  train {row['train_loss']:.3e}  "
+                    f"val {row['val_loss']:.3e}  lr {row['lr']:.1e}  {row['structures_per_second']:.0f} structures/s")
 
         result = fit(model, train, val, head_weights, cfg.train, out / "checkpoint.pt", cfg.as_dict(), on_epoch)
         if result.resumed_from:

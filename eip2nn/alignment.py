@@ -8,17 +8,6 @@ least squares over the structures that carry both labels.
 from __future__ import annotations
 
 import numpy as np
-from ase import Atoms
-
-
-def element_counts(structures: list[Atoms], elements: list[str]) -> np.ndarray:
-    """(n_structures, n_elements) number of atoms of each element."""
-    index = {e: k for k, e in enumerate(elements)}
-    counts = np.zeros((len(structures), len(elements)))
-    for row, atoms in enumerate(structures):
-        for z, n in zip(*np.unique(atoms.get_chemical_symbols(), return_counts=True)):
-            counts[row, index[z]] = n
-    return counts
 
 
 def per_element_offsets(counts: np.ndarray, residual: np.ndarray) -> np.ndarray:
@@ -29,3 +18,13 @@ def per_element_offsets(counts: np.ndarray, residual: np.ndarray) -> np.ndarray:
     """
     mu, *_ = np.linalg.lstsq(counts.astype(float), residual, rcond=None)
     return mu
+
+
+def aligned_energy_errors(counts: np.ndarray, reference: np.ndarray, predicted: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """(per-structure errors in meV/atom, offsets μ in eV/atom) after aligning ``predicted``.
+
+    counts: (S, n_elements); reference, predicted: (S,) total energies, eV.
+    """
+    mu = per_element_offsets(counts, reference - predicted)
+    return (predicted + counts @ mu - reference) / counts.sum(axis=1) * 1000.0, mu

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from ase import Atoms
 
-from eip2nn.alignment import per_element_offsets
+from eip2nn.alignment import aligned_energy_errors
 from eip2nn.keys import REF_ENERGY, REF_FORCES
 from eip2nn.labelling.hashing import structure_hash
 from eip2nn.labelling.store import LabelStore
@@ -38,11 +38,9 @@ def compare_to_reference(structures: list[Atoms], store: LabelStore, eip_id: str
     hashes = list(labels)
     elements = sorted({s for h in hashes for s in by_hash[h].get_chemical_symbols()})
     counts = np.array([[by_hash[h].get_chemical_symbols().count(e) for e in elements] for h in hashes])
-    n_atoms = counts.sum(axis=1)
     e_ref = np.array([by_hash[h].info[REF_ENERGY] for h in hashes])
     e_eip = np.array([labels[h].energy for h in hashes])
-    mu = per_element_offsets(counts, e_ref - e_eip)
-    de = (e_eip + counts @ mu - e_ref) / n_atoms * 1000.0  # meV/atom
+    de, mu = aligned_energy_errors(counts, e_ref, e_eip)  # meV/atom
     df = np.concatenate([(labels[h].forces - by_hash[h].arrays[REF_FORCES]).ravel()
                          for h in hashes if REF_FORCES in by_hash[h].arrays])
     return Agreement(eip_id, len(hashes), float(np.abs(de).mean()), float(np.sqrt((de ** 2).mean())),

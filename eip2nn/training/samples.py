@@ -44,22 +44,23 @@ def target_keys(head: str) -> tuple[str, str]:
     return eip_key(head, ENERGY), eip_key(head, FORCES)
 
 
-def read_target(atoms: Atoms, head: str) -> Target | None:
+def read_target(atoms: Atoms, head: str, dtype: torch.dtype = torch.float64) -> Target | None:
     ekey, fkey = target_keys(head)
     if ekey not in atoms.info:
         return None
     forces = atoms.arrays.get(fkey)
-    return Target(float(atoms.info[ekey]), None if forces is None else torch.as_tensor(np.array(forces)))
+    return Target(float(atoms.info[ekey]), None if forces is None else torch.tensor(forces, dtype=dtype))
 
 
 def make_samples(model, structures: list[Atoms], heads: list[str]) -> list[Sample]:
     """One sample per structure, with targets for those of ``heads`` it carries."""
+    dtype = next(model.parameters()).dtype
     out = []
     for k, atoms in enumerate(structures):
         name = str(atoms.info.get(CONFIG_ID, f"structure {k}"))
         graph = model.graph(atoms, where=name)
         counts = np.bincount(graph.species.numpy(), minlength=len(model.species)).astype(float)
-        targets = {h: t for h in heads if (t := read_target(atoms, h)) is not None}
+        targets = {h: t for h in heads if (t := read_target(atoms, h, dtype)) is not None}
         out.append(Sample(graph, name, counts, targets))
     return out
 

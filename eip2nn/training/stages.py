@@ -18,10 +18,9 @@ import numpy as np
 import torch
 import yaml
 
-from eip2nn.alignment import per_element_offsets
+from eip2nn.alignment import aligned_energy_errors
 from eip2nn.config import from_dict
 from eip2nn.data import get_dataset
-from eip2nn.data.registry import sha256_of, resolve
 from eip2nn.labelling.provenance import package_versions
 from eip2nn.nn.checkpoint import NN_PACKAGES, model_from_record, read_checkpoint, save_checkpoint
 from eip2nn.nn.graph import collate
@@ -111,27 +110,20 @@ def _best_eip_head(model: EnergyModel, eips: list[str], labelled: list[Sample]) 
     """The EIP head whose predictions, offset-aligned, are closest to DFT on ``labelled``."""
     counts = np.stack([s.counts for s in labelled])
     ref = np.array([s.targets[DFT_HEAD].energy for s in labelled])
-    n = counts.sum(axis=1)
-    scores = {}
     model.eval()
+    scores = {}
     for h in eips:
-        e = []
-        for k in range(0, len(labelled), 16):
-            chunk = labelled[k:k + 16]
-            e.append(model(collate([s.graph for s in chunk]), heads=[h], forces=False)[h].energy.detach().numpy())
-        e = np.concatenate(e)
-        mu = per_element_offsets(counts, ref - e)
-        scores[h] = float(np.abs((e + counts @ mu - ref) / n).mean())
+        pred = np.concatenate([
+            model(collate([s.graph for s in labelled[k:k + 16]]), heads=[h], forces=False)[h].energy.detach().numpy()
+            for k in range(0, len(labelled), 16)])
+        scores[h] = float(np.abs(aligned_energy_errors(counts, ref, pred)[0]).mean())
     return min(scores, key=scores.get)
 
 
 def _dataset_hashes(dataset: str) -> dict[str, str]:
-    out = {}
-    for split in ("train", "test"):
-        ds = get_dataset(f"{dataset}/{split}")
-        for key, datafile in ds.files.items():
-            out[f"{split}_{key}_sha256"] = sha256_of(resolve(datafile))
-    return out
+    """Pinned sha256 of the data files (``load_dataset`` verified the files against them)."""
+    return {f"{split}_{key}_sha256": datafile.sha256 for split in ("train", "test")
+            for key, datafile in get_dataset(f"{dataset}/{split}").files.items()}
 
 
 def run_stage(cfg: StageConfig, log=print) -> StageResult:
@@ -158,11 +150,12 @@ def run_stage(cfg: StageConfig, log=print) -> StageResult:
         if cfg.data.eips:
             specs = resolve_eips(db, cfg.data.eips, split.species, split.source_tag)
         else:
-            ranked = choose_eips(db, Split.labelled(split.train), split.species, split.source_tag,
-                                 cfg.data.n_eips, cfg.data.labels, workers)
+            ranked, passed_over = choose_eips(db, Split.labelled(split.train), split.species, split.source_tag,
+                                              cfg.data.n_eips, cfg.data.labels, workers)
             specs = [s for s, _ in ranked]
             notes += [f"chosen EIP {s.id}: aligned energy MAE {mae:.1f} meV/atom on the labelled training set"
                       for s, mae in ranked]
+            notes += [f"not chosen: {eip} ({reason})" for eip, reason in passed_over]
         eips = [s.id for s in specs]
         train_atoms = label_with(split.train, specs, cfg.data.labels, workers)
         val_atoms = label_with(split.val, specs, cfg.data.labels, workers)
@@ -210,14 +203,10 @@ def run_stage(cfg: StageConfig, log=print) -> StageResult:
         tags["eip2nn.init_head"] = source or "fresh"
         frozen = freeze(model, cfg.finetune.freeze)
         notes.append(f"DFT head initialised from {source or 'scratch'}; {len(frozen)} parameter tensors frozen")
-    for h, scale_too in refit_scale.items():
-        head = model.head(h)
-        old_scale = float(head.scale)
-        stats = fit_head_statistics(head, *head_arrays(train, h))
-        if not scale_too:
-            head.scale.fill_(old_scale)
+    for h, fit_scale in refit_scale.items():
+        stats = fit_head_statistics(model.head(h), *head_arrays(train, h), fit_scale=fit_scale)
         notes.append(f"head {h}: offsets {np.round(stats['offsets_eV_per_atom'], 4).tolist()} eV/atom, "
-                     f"scale {float(head.scale):.3f} eV")
+                     f"scale {stats['scale_eV']:.3f} eV")
     tags["eip2nn.eips"] = ",".join(eips) or "-"
     tags["eip2nn.n_dft_labels"] = str(sum(DFT_HEAD in s.targets for s in train + val))
 

@@ -36,38 +36,40 @@ def resolve_eips(db: PotentialsDB, requested: list[str], species: list[str], sou
 
 
 def choose_eips(db: PotentialsDB, labelled: list[Atoms], species: list[str], source_tag: str, n: int,
-                store_path: str | Path, workers: int | None) -> list[tuple[PotentialSpec, float]]:
+                store_path: str | Path, workers: int | None
+                ) -> tuple[list[tuple[PotentialSpec, float]], list[tuple[str, str]]]:
     """The ``n`` eligible EIPs with the smallest aligned energy MAE (meV/atom) on ``labelled``.
 
-    Uses only the DFT labels the arm may see. An EIP whose energies equal an
-    already chosen one's up to a constant per atom (the same potential through
-    another backend) is skipped.
+    Uses only the DFT labels the arm may see. Returns (chosen (spec, MAE),
+    passed over (id, reason)). Passed over: an EIP that failed on some of the
+    structures, and one whose energies equal an already chosen one's up to a
+    constant per atom (the same potential through another backend).
     """
     candidates = eligible_eips(db, species, source_tag)
     if not candidates:
         raise ValueError(f"no eligible empirical potential for {species}")
     label(labelled, candidates, store_path, workers=workers, progress=False)
-    scored = []
+    hashes = [structure_hash(a) for a in labelled]
+    n_atoms = np.array([len(a) for a in labelled])
+    scored, passed_over = [], []
     with LabelStore(store_path) as store:
         for spec in candidates:
             a = compare_to_reference(labelled, store, spec.id)
-            if a is not None and a.n_structures == len(labelled):
-                scored.append((spec, a.energy_mae))
-    scored.sort(key=lambda t: t[1])
-    hashes = [structure_hash(a) for a in labelled]
-    n_atoms = np.array([len(a) for a in labelled])
-    chosen, seen = [], []
-    with LabelStore(store_path) as store:
-        for spec, mae in scored:
-            by_hash = {lab.structure_hash: lab.energy for lab in store.labels(spec.id, hashes=hashes)}
-            per_atom = np.array([by_hash[h] for h in hashes]) / n_atoms
-            if any(np.ptp(per_atom - other) < 1e-6 for other in seen):
+            done = 0 if a is None else a.n_structures
+            if done < len(labelled):
+                passed_over.append((spec.id, f"failed on {len(labelled) - done} of {len(labelled)} labelled structures"))
                 continue
-            seen.append(per_atom)
-            chosen.append((spec, mae))
-            if len(chosen) == n:
-                break
-    return chosen
+            by_hash = {lab.structure_hash: lab.energy for lab in store.labels(spec.id, hashes=hashes)}
+            scored.append((spec, a.energy_mae, np.array([by_hash[h] for h in hashes]) / n_atoms))
+    scored.sort(key=lambda t: t[1])
+    chosen: list[tuple[PotentialSpec, float, np.ndarray]] = []
+    for spec, mae, per_atom in scored:
+        twin = next((c for c, _, other in chosen if np.ptp(per_atom - other) < 1e-6), None)
+        if twin is not None:
+            passed_over.append((spec.id, f"same energies as {twin.id} up to a constant"))
+        elif len(chosen) < n:
+            chosen.append((spec, mae, per_atom))
+    return [(spec, mae) for spec, mae, _ in chosen], passed_over
 
 
 def label_with(structures: list[Atoms], specs: list[PotentialSpec], store_path: str | Path,

@@ -13,6 +13,11 @@ REF_ENERGY = "REF_energy"  # atoms.info, float, total energy, eV
 REF_FORCES = "REF_forces"  # atoms.arrays, (n_atoms, 3), eV/Å
 REF_STRESS = "REF_stress"  # atoms.info, (6,), Voigt, eV/Å³, positive = tensile
 
+# Weak (pseudo-DFT) labels, from the EIP the selector chose ---------------------
+WEAK_ENERGY = "WEAK_energy"  # atoms.info, float, the chosen EIP's energy aligned to DFT, eV
+WEAK_FORCES = "WEAK_forces"  # atoms.arrays, (n_atoms, 3), that EIP's forces, eV/Å
+WEAK_SOURCE = "WEAK_source"  # atoms.info, str, the chosen EIP's id, or "none" (no weak label)
+
 # Metadata --------------------------------------------------------------------
 DATASET = "dataset"  # atoms.info, str, registry name of the source dataset
 CONFIG_ID = "config_id"  # atoms.info, str, stable id "<dataset>/<split>/<index>"

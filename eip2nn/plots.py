@@ -48,3 +48,23 @@ def learning_curve_plot(history: list[dict], path: str | Path, title: str = "") 
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def confusion_plot(confusion, classes: list[str], path: str | Path, title: str = "") -> Path:
+    """Selector confusion matrix: rows true class, columns predicted, counts in the cells."""
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(2.5 + 0.9 * n, 2 + 0.8 * n))
+    ax.imshow(confusion, cmap="Blues")
+    short = [c if len(c) <= 24 else c[:22] + "…" for c in classes]
+    ax.set_xticks(range(n), short, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), short, fontsize=8)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(int(confusion[i][j])), ha="center", va="center", fontsize=9)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true (closest EIP to DFT)")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

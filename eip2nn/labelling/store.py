@@ -13,6 +13,7 @@ ASE Voigt (6,), positive = tensile).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import socket
@@ -45,6 +46,9 @@ CREATE TABLE IF NOT EXISTS failures (
     structure_hash TEXT NOT NULL, eip_id TEXT NOT NULL, kind TEXT NOT NULL,
     reason TEXT NOT NULL, provenance_id INTEGER REFERENCES provenance(id),
     created_at REAL NOT NULL, PRIMARY KEY (structure_hash, eip_id));
+CREATE TABLE IF NOT EXISTS alignments (
+    eip_id TEXT NOT NULL, reference TEXT NOT NULL, structures_hash TEXT NOT NULL,
+    info TEXT NOT NULL, created_at REAL NOT NULL, PRIMARY KEY (eip_id, reference, structures_hash));
 CREATE TABLE IF NOT EXISTS claims (
     structure_hash TEXT NOT NULL, eip_id TEXT NOT NULL, owner TEXT NOT NULL,
     claimed_at REAL NOT NULL, PRIMARY KEY (structure_hash, eip_id));
@@ -275,6 +279,27 @@ class LabelStore:
         for eip, n in self._db.execute("SELECT eip_id, COUNT(*) FROM claims GROUP BY eip_id"):
             out.setdefault(eip, {})["claimed"] = n
         return out
+
+    # -- alignments to a reference ------------------------------------------------------
+    def save_alignment(self, eip_id: str, reference: str, structure_hashes: Iterable[str], info: dict) -> None:
+        """Keep the per-element offsets aligning ``eip_id`` to ``reference`` (e.g. "mlearn/Si DFT").
+
+        structure_hashes: the labelled structures the offsets were fitted on;
+        info: offsets (eV/atom per element) and aligned errors. Refitting on the
+        same structures replaces the row.
+        """
+        digest = hashlib.sha256("\n".join(sorted(structure_hashes)).encode()).hexdigest()[:16]
+        with self._transaction():
+            self._db.execute("INSERT OR REPLACE INTO alignments VALUES (?, ?, ?, ?, ?)",
+                             (eip_id, reference, digest, json.dumps(info, sort_keys=True), time.time()))
+
+    def alignments(self, eip_id: str | None = None) -> list[dict]:
+        """Stored alignments, oldest first: eip_id, reference, structures_hash, created_at and the info."""
+        sql = "SELECT eip_id, reference, structures_hash, info, created_at FROM alignments"
+        rows = self._db.execute(sql + (" WHERE eip_id = ?" if eip_id else "") + " ORDER BY created_at",
+                                (eip_id,) if eip_id else ()).fetchall()
+        return [{"eip_id": e, "reference": r, "structures_hash": h, "created_at": t, **json.loads(i)}
+                for e, r, h, i, t in rows]
 
     def n_structures(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM structures").fetchone()[0]

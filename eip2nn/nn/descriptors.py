@@ -32,13 +32,13 @@ class SymmetryFunctions:
         self.size = int(self._kliff.get_size())
 
     def compute(self, species_index: np.ndarray, edge_src: np.ndarray, edge_dst: np.ndarray,
-                edge_vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Descriptors (N, D) and Jacobians (E, D, 3) in 1/Å; edges sorted by ``edge_src``."""
+                edge_vectors: np.ndarray, jacobian: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """Descriptors (N, D) and Jacobians (E, D, 3) in 1/Å (None unless ``jacobian``); edges sorted by ``edge_src``."""
         if np.any(np.diff(edge_src) < 0):
             raise ValueError("edges must be sorted by source atom")
         n, d = len(species_index), self.size
         g = np.zeros((n, d))
-        jac = np.zeros((len(edge_src), d, 3))
+        jac = np.zeros((len(edge_src), d, 3)) if jacobian else None
         codes = self._codes[species_index]
         bounds = np.searchsorted(edge_src, np.arange(n + 1))
         for i in range(n):
@@ -49,8 +49,10 @@ class SymmetryFunctions:
             coords = np.ascontiguousarray(np.vstack([np.zeros((1, 3)), edge_vectors[lo:hi]]), dtype=np.double)
             sp = np.ascontiguousarray(np.concatenate([codes[i:i + 1], codes[edge_dst[lo:hi]]]), dtype=np.intc)
             neigh = np.arange(1, hi - lo + 1, dtype=np.intc)
-            zeta, dzeta = self._kliff._cdesc.generate_one_atom(0, coords.ravel(), sp, neigh, True)
+            zeta, dzeta = self._kliff._cdesc.generate_one_atom(0, coords.ravel(), sp, neigh, jacobian)
             g[i] = zeta
+            if not jacobian:
+                continue
             # KLIFF orders the derivative as (neighbours..., centre atom); d/d(neighbour) = d/d(edge)
             jac[lo:hi] = np.asarray(dzeta).reshape(d, hi - lo + 1, 3)[:, : hi - lo, :].transpose(1, 0, 2)
         return g, jac

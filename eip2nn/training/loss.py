@@ -1,4 +1,10 @@
-"""The training loss: per-atom energy and force errors, per head, weighted."""
+"""The training loss: per-atom energy and force errors, per target, weighted.
+
+A *loss term* ties a target (a key of ``Sample.targets``: "dft", an EIP id,
+"weak") to the model head that predicts it. Squared errors by default; a
+term with a Tukey biweight scale ``c`` uses the robust ρ instead, whose
+gradient vanishes for residuals beyond c, so wrong weak labels stop pulling.
+"""
 
 from __future__ import annotations
 
@@ -16,30 +22,57 @@ class LossWeights:
     forces: float = 0.1  # on ΔF², (eV/Å)², per component
 
 
-def batch_loss(model, samples: list[Sample], head_weights: dict[str, float], weights: LossWeights
+@dataclass(frozen=True)
+class LossTerm:
+    target: str  # key of Sample.targets
+    head: str  # model head predicting it
+    weight: float = 1.0
+    tukey_energy: float = 0.0  # Tukey c on ΔE/n_atoms, eV/atom; 0 = squared error
+    tukey_forces: float = 0.0  # Tukey c on each ΔF component, eV/Å; 0 = squared error
+    forces: bool = True  # include this target's forces (when it has them)
+
+
+def as_terms(head_weights: dict[str, float] | list[LossTerm]) -> list[LossTerm]:
+    """``{head: weight}`` (each target predicted by the head of its name) or terms as they are."""
+    if isinstance(head_weights, dict):
+        return [LossTerm(h, h, w) for h, w in head_weights.items()]
+    return list(head_weights)
+
+
+def tukey_rho(r: torch.Tensor, c: float) -> torch.Tensor:
+    """Tukey's biweight ρ, scaled to equal r² for |r| ≪ c and c²/3 for |r| ≥ c."""
+    x = torch.clamp((r / c) ** 2, max=1.0)
+    return (c * c / 3.0) * (1.0 - (1.0 - x) ** 3)
+
+
+def _penalty(r: torch.Tensor, c: float) -> torch.Tensor:
+    return tukey_rho(r, c) if c > 0 else r ** 2
+
+
+def batch_loss(model, samples: list[Sample], terms, weights: LossWeights
                ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Σ_heads w_head (w_E ⟨(ΔE/n)²⟩ + w_F ⟨ΔF²⟩) over the samples labelled for each head."""
-    heads = [h for h in head_weights if any(h in s.targets for s in samples)]
-    if not heads:
-        raise ValueError("batch has no sample labelled for any trained head")
-    want_forces = weights.forces > 0
-    preds = model(collate([s.graph for s in samples]), heads=heads, forces=want_forces)
+    """Σ_terms w (w_E ⟨ρ(ΔE/n)⟩ + w_F ⟨ρ(ΔF)⟩) over the samples carrying each term's target."""
+    terms = [t for t in as_terms(terms) if any(t.target in s.targets for s in samples)]
+    if not terms:
+        raise ValueError("batch has no sample labelled for any trained target")
+    want_forces = weights.forces > 0 and any(t.forces for t in terms)
+    preds = model(collate([s.graph for s in samples]), heads=sorted({t.head for t in terms}), forces=want_forces)
     sizes = [s.n_atoms for s in samples]
     total = torch.zeros(())
     parts: dict[str, float] = {}
-    for h in heads:
-        p = preds[h]
-        idx = [k for k, s in enumerate(samples) if h in s.targets]
-        e_ref = torch.tensor([samples[k].targets[h].energy for k in idx], dtype=p.energy.dtype)
+    for t in terms:
+        p = preds[t.head]
+        idx = [k for k, s in enumerate(samples) if t.target in s.targets]
+        e_ref = torch.tensor([samples[k].targets[t.target].energy for k in idx], dtype=p.energy.dtype)
         n = torch.tensor([sizes[k] for k in idx], dtype=p.energy.dtype)
-        loss_e = (((p.energy[idx] - e_ref) / n) ** 2).mean()
-        loss = weights.energy * loss_e
-        if want_forces:
+        loss = weights.energy * _penalty((p.energy[idx] - e_ref) / n, t.tukey_energy).mean()
+        if want_forces and t.forces:
             per = p.forces.split(sizes)
-            pairs = [(per[k], samples[k].targets[h].forces) for k in idx if samples[k].targets[h].forces is not None]
+            pairs = [(per[k], samples[k].targets[t.target].forces) for k in idx
+                     if samples[k].targets[t.target].forces is not None]
             if pairs:
                 df = torch.cat([(fp - fr.to(fp.dtype)).reshape(-1) for fp, fr in pairs])
-                loss = loss + weights.forces * (df ** 2).mean()
-        total = total + head_weights[h] * loss
-        parts[h] = float(loss.detach())
+                loss = loss + weights.forces * _penalty(df, t.tukey_forces).mean()
+        total = total + t.weight * loss
+        parts[t.target] = float(loss.detach())
     return total, parts

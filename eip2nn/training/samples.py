@@ -1,8 +1,11 @@
 """Training samples: a structure's graph plus its targets, one per head.
 
-The DFT head reads ``REF_energy``/``REF_forces``; an EIP head reads the
-EIP's attached labels ``<eip_id>_energy``/``<eip_id>_forces`` (see
-:func:`eip2nn.labelling.export.attach_labels`). A structure without a label
+Targets are named like the heads that predict them. The DFT head reads
+``REF_energy``/``REF_forces``; an EIP head reads the EIP's attached labels
+``<eip_id>_energy``/``<eip_id>_forces`` (see
+:func:`eip2nn.labelling.export.attach_labels`). The ``weak`` target (read
+from ``WEAK_energy``/``WEAK_forces``, predicted by the DFT head) holds the
+pseudo-DFT labels of weak supervision. A structure without a label
 for a head simply has no target for it (e.g. the EIP failed on it).
 """
 
@@ -14,9 +17,11 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from eip2nn.keys import CONFIG_ID, ENERGY, FORCES, REF_ENERGY, REF_FORCES, eip_key
+from eip2nn.keys import CONFIG_ID, ENERGY, FORCES, REF_ENERGY, REF_FORCES, WEAK_ENERGY, WEAK_FORCES, eip_key
 from eip2nn.nn.graph import AtomicGraph
 from eip2nn.nn.model import DFT_HEAD
+
+WEAK_TARGET = "weak"
 
 
 @dataclass
@@ -41,6 +46,8 @@ def target_keys(head: str) -> tuple[str, str]:
     """(energy key in info, forces key in arrays) for ``head``."""
     if head == DFT_HEAD:
         return REF_ENERGY, REF_FORCES
+    if head == WEAK_TARGET:
+        return WEAK_ENERGY, WEAK_FORCES
     return eip_key(head, ENERGY), eip_key(head, FORCES)
 
 

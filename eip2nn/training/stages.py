@@ -1,9 +1,12 @@
-"""Trainer stages — baseline, pretrain, finetune — each one tracked MLflow run.
+"""Trainer stages — baseline, weak, pretrain, finetune — each one tracked MLflow run.
 
 - baseline: the DFT head on the DFT labels the fraction allows.
+- weak: baseline plus α × a Tukey-biweight loss on pseudo-DFT labels that a
+  selector picks from the EIPs for the unlabelled structures.
 - pretrain: one head per EIP on EIP labels of all training structures.
 - finetune: a pretrained backbone plus a DFT head (fresh, or copied from an EIP
-  head), trained on the DFT labels; optional freezing and EIP replay.
+  head), trained on the DFT labels; optional freezing and EIP replay; with
+  ``weak.enabled`` also the weak labels (the arm "both").
 """
 
 from __future__ import annotations
@@ -26,16 +29,19 @@ from eip2nn.nn.checkpoint import NN_PACKAGES, model_from_record, read_checkpoint
 from eip2nn.nn.graph import collate
 from eip2nn.nn.model import DFT_HEAD, EnergyModel, ModelConfig
 from eip2nn.nn.offsets import fit_head_statistics
-from eip2nn.plots import learning_curve_plot, parity_plot
+from eip2nn.plots import confusion_plot, learning_curve_plot, parity_plot
 from eip2nn.potentials.db import PotentialsDB
 from eip2nn.tracking import Tracker, download_checkpoint, git_commit
 from eip2nn.training.metrics import Metrics, metrics_of, metrics_table, predict
 from eip2nn.training.protocol import DataConfig, Split, make_split
-from eip2nn.training.samples import Sample, head_arrays, make_samples
+from eip2nn.training.loss import LossTerm
+from eip2nn.training.samples import WEAK_TARGET, Sample, head_arrays, make_samples
 from eip2nn.training.trainer import FitResult, TrainConfig, fit
 from eip2nn.training.transfer import choose_eips, freeze, label_with, resolve_eips
+from eip2nn.weak.arm import WeakData, weak_data
+from eip2nn.weak.labeller import WeakConfig
 
-STAGES = ("baseline", "pretrain", "finetune")
+STAGES = ("baseline", "weak", "pretrain", "finetune")
 
 
 @dataclass
@@ -63,6 +69,7 @@ class StageConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    weak: WeakConfig = field(default_factory=WeakConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self):
@@ -70,6 +77,18 @@ class StageConfig:
             raise ValueError(f"stage: {self.stage!r} is not one of {STAGES}")
         if self.stage == "finetune" and not self.finetune.pretrained:
             raise ValueError("finetune.pretrained is required for stage finetune")
+        if self.weak.enabled and self.stage not in ("weak", "finetune"):
+            raise ValueError(f"weak.enabled applies to stages weak and finetune, not {self.stage}; "
+                             "use stage: weak for the weak arm")
+
+    @property
+    def uses_weak_labels(self) -> bool:
+        return self.stage == "weak" or (self.stage == "finetune" and self.weak.enabled)
+
+    @property
+    def arm(self) -> str:
+        """baseline | weak | pretrain | finetune | both (finetune with weak labels)."""
+        return "both" if self.stage == "finetune" and self.weak.enabled else self.stage
 
     @classmethod
     def from_dict(cls, data: dict) -> "StageConfig":
@@ -96,6 +115,7 @@ class StageResult:
     run_id: str | None = None
     eips: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    weak: WeakData | None = None  # selector, its report and the pseudo-labels (weak and both arms)
 
     def table(self) -> str:
         return metrics_table("split", self.metrics)
@@ -136,12 +156,12 @@ def run_stage(cfg: StageConfig, log=print) -> StageResult:
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.as_dict(), sort_keys=False))
     workers = cfg.data.workers or None
     notes: list[str] = []
-    tags = {"eip2nn.stage": cfg.stage, "eip2nn.dataset": cfg.data.dataset,
+    tags = {"eip2nn.stage": cfg.stage, "eip2nn.arm": cfg.arm, "eip2nn.dataset": cfg.data.dataset,
             "eip2nn.dft_fraction": str(cfg.data.dft_fraction), "eip2nn.seed": str(cfg.train.seed),
             "eip2nn.backbone": cfg.model.backbone, "eip2nn.git_commit": git_commit()}
     eips: list[str] = []
     refit_scale = {DFT_HEAD: True}
-    if cfg.stage == "baseline":
+    if cfg.stage in ("baseline", "weak"):
         model = EnergyModel(cfg.model, split.species, [DFT_HEAD]).to(dtype)
         train_atoms, val_atoms = Split.labelled(split.train), Split.labelled(split.val)
         head_weights = {DFT_HEAD: 1.0}
@@ -185,8 +205,22 @@ def run_stage(cfg: StageConfig, log=print) -> StageResult:
             train_atoms = train_atoms + replay
             head_weights.update({e: cfg.finetune.replay_weight for e in eips})
             notes.append(f"replaying {len(replay)} structures with labels of {eips}")
-    train = make_samples(model, train_atoms, list(head_weights))
-    val = make_samples(model, val_atoms, list(head_weights))
+    terms = [LossTerm(h, h, w) for h, w in head_weights.items()]
+    weak = None
+    if cfg.uses_weak_labels:
+        weak = weak_data(cfg.weak, split, cfg.data.labels, workers, cfg.train.seed,
+                         f"{cfg.data.dataset} DFT (fraction {cfg.data.dft_fraction}, split seed {cfg.data.split_seed})")
+        c_e, c_f = weak.labeller.tukey_scales()
+        terms.append(LossTerm(WEAK_TARGET, DFT_HEAD, cfg.weak.alpha, c_e, c_f, cfg.weak.forces))
+        train_atoms = train_atoms + weak.pseudo.labelled
+        notes += weak.notes
+        notes.append(f"weak loss: alpha {cfg.weak.alpha}, Tukey c {c_e * 1000:.1f} meV/atom"
+                     + (f", forces with c {c_f:.3f} eV/Å" if cfg.weak.forces else ", energies only"))
+        tags["eip2nn.weak_eips"] = ",".join(weak.eips)
+        tags["eip2nn.n_weak_labels"] = str(len(weak.pseudo.labelled))
+    targets = [t.target for t in terms]
+    train = make_samples(model, train_atoms, targets)
+    val = make_samples(model, val_atoms, [t for t in targets if t != WEAK_TARGET])
     test = make_samples(model, split.test, [DFT_HEAD])
     if not any(DFT_HEAD in s.targets for s in train) and DFT_HEAD in head_weights:
         raise ValueError(f"no DFT-labelled training structure at dft_fraction={cfg.data.dft_fraction}")
@@ -212,15 +246,19 @@ def run_stage(cfg: StageConfig, log=print) -> StageResult:
 
     run = None
     if cfg.tracking.enabled:
-        name = cfg.tracking.run_name or f"{cfg.stage}-{cfg.data.dataset.replace('/', '-')}-f{cfg.data.dft_fraction}-s{cfg.train.seed}"
+        name = cfg.tracking.run_name or f"{cfg.arm}-{cfg.data.dataset.replace('/', '-')}-f{cfg.data.dft_fraction}-s{cfg.train.seed}"
         run = Tracker(cfg.tracking.experiment).start(name, tags, cfg.tracking.parent_run_id or None)
         run.log_params(cfg.as_dict())
         run.set_tags({"eip2nn.data." + k: v for k, v in _dataset_hashes(cfg.data.dataset).items()})
         run.set_tags({f"eip2nn.version.{k}": v for k, v in package_versions(NN_PACKAGES + ("mlflow",)).items()})
-    log(f"{cfg.stage}: {len(train)} training structures, {len(val)} validation, {len(test)} test; "
-        f"heads {list(head_weights)}; output {out}")
+        if weak:
+            run.log_params({"selector": weak.labeller.selector.get_params()})
+    log(f"{cfg.arm}: {len(train)} training samples, {len(val)} validation, {len(test)} test; "
+        f"targets {targets}; output {out}")
     for note in notes:
         log("  " + note)
+    if weak:
+        log("\n".join("  " + line for line in weak.report.table().splitlines()))
     status = "FAILED"
     try:
         def on_epoch(row):
@@ -230,7 +268,7 @@ def run_stage(cfg: StageConfig, log=print) -> StageResult:
                 log(f"  epoch {row['epoch']:4d}/{cfg.train.epochs}  train {row['train_loss']:.3e}  "
                     f"val {row['val_loss']:.3e}  lr {row['lr']:.1e}  {row['structures_per_second']:.0f} structures/s")
 
-        result = fit(model, train, val, head_weights, cfg.train, out / "checkpoint.pt", cfg.as_dict(), on_epoch)
+        result = fit(model, train, val, terms, cfg.train, out / "checkpoint.pt", cfg.as_dict(), on_epoch)
         if result.resumed_from:
             log(f"  resumed from epoch {result.resumed_from}")
         metrics, parities = {}, {}
@@ -247,6 +285,7 @@ def run_stage(cfg: StageConfig, log=print) -> StageResult:
         parity_path = parity_plot(parities, out / "parity.png", f"{cfg.stage} {cfg.data.dataset}") if parities else None
         curve_path = learning_curve_plot(result.history, out / "learning_curve.png", cfg.stage) if result.history else None
         (out / "metrics.json").write_text(json.dumps({k: dataclasses.asdict(v) for k, v in metrics.items()}, indent=1))
+        weak_files = _write_weak_outputs(weak, out, cfg.arm) if weak else []
         if run:
             final = {}
             for name, m in metrics.items():
@@ -254,9 +293,13 @@ def run_stage(cfg: StageConfig, log=print) -> StageResult:
             run.log_metrics(final, step=len(result.history))
             run.log_metrics({"best_epoch": result.best_epoch, "train_seconds": result.seconds})
             run.log_artifact(model_path, "model")
-            for p in (parity_path, curve_path, out / "config.yaml", out / "metrics.json"):
+            for p in (parity_path, curve_path, out / "config.yaml", out / "metrics.json", *weak_files):
                 if p is not None:
                     run.log_artifact(p, "plots" if p.suffix == ".png" else "outputs")
+            if weak:
+                run.log_metrics(weak.report.as_metrics())
+                run.log_metrics({"n_weak_labels": len(weak.pseudo.labelled),
+                                 "n_weak_excluded": len(weak.pseudo.excluded)})
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -265,7 +308,21 @@ def run_stage(cfg: StageConfig, log=print) -> StageResult:
         if run:
             run.end(status)
     return StageResult(cfg.stage, out, model_path, model.head_names, metrics, result,
-                       run.run_id if run else None, eips, notes)
+                       run.run_id if run else None, eips, notes, weak)
+
+
+def _write_weak_outputs(weak: WeakData, out: Path, arm: str) -> list[Path]:
+    """Selector report (text), confusion matrix (PNG), EIP alignments and excluded structures (JSON)."""
+    report = out / "selector_report.txt"
+    report.write_text(weak.report.table() + "\n")
+    plot = confusion_plot(weak.report.confusion, weak.report.classes, out / "selector_confusion.png",
+                          f"{arm}: selector, held-out labelled structures")
+    details = out / "weak_labels.json"
+    details.write_text(json.dumps({"eips": weak.eips, "alignments": weak.labeller.alignment_rows(),
+                                   "sources": weak.pseudo.sources,
+                                   "excluded": [{"structure": n, "reason": r} for n, r in weak.pseudo.excluded]},
+                                  indent=1))
+    return [report, plot, details]
 
 
 def load_stage_config(path: str | Path, overrides: list[str] | None = None) -> StageConfig:

@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from eip2nn.nn.checkpoint import read_checkpoint, save_checkpoint
-from eip2nn.training.loss import LossWeights, batch_loss
+from eip2nn.training.loss import LossTerm, LossWeights, as_terms, batch_loss
 from eip2nn.training.samples import Sample
 
 
@@ -58,24 +58,24 @@ class FitResult:
     seconds: float = 0.0
 
 
-def _val_loss(model, val: list[Sample], head_weights, weights, batch_size) -> float:
+def _val_loss(model, val: list[Sample], terms: list[LossTerm], weights, batch_size) -> float:
     model.eval()
     total, n = 0.0, 0
     for k in range(0, len(val), batch_size):
         chunk = val[k:k + batch_size]
-        if not any(h in s.targets for s in chunk for h in head_weights):
+        if not any(t.target in s.targets for s in chunk for t in terms):
             continue
-        loss, _ = batch_loss(model, chunk, head_weights, weights)
+        loss, _ = batch_loss(model, chunk, terms, weights)
         total += float(loss.detach()) * len(chunk)
         n += len(chunk)
     model.train()
     return total / n if n else math.nan
 
 
-def fit(model, train: list[Sample], val: list[Sample], head_weights: dict[str, float], cfg: TrainConfig,
+def fit(model, train: list[Sample], val: list[Sample], terms: dict[str, float] | list[LossTerm], cfg: TrainConfig,
         checkpoint: str | Path, run_config: dict | None = None,
         on_epoch: Callable[[dict], None] | None = None) -> FitResult:
-    """Train the trainable parameters of ``model`` on ``head_weights``' heads.
+    """Train the trainable parameters of ``model`` on the loss ``terms`` (or ``{head: weight}``).
 
     Validation loss (same weights) drives the LR schedule, early stopping and
     the choice of the returned weights (the best epoch's). ``checkpoint`` is
@@ -84,6 +84,7 @@ def fit(model, train: list[Sample], val: list[Sample], head_weights: dict[str, f
     """
     if not train:
         raise ValueError("no training samples")
+    terms = as_terms(terms)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=cfg.lr_factor, patience=cfg.lr_patience,
@@ -119,16 +120,16 @@ def fit(model, train: list[Sample], val: list[Sample], head_weights: dict[str, f
         t_epoch = time.perf_counter()
         for k in range(0, len(train), cfg.batch_size):
             chunk = [train[i] for i in order[k:k + cfg.batch_size].tolist()]
-            if not any(h in s.targets for s in chunk for h in head_weights):
+            if not any(t.target in s.targets for s in chunk for t in terms):
                 continue
             opt.zero_grad(set_to_none=True)
-            loss, _ = batch_loss(model, chunk, head_weights, weights)
+            loss, _ = batch_loss(model, chunk, terms, weights)
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(chunk)
             n += len(chunk)
         train_loss = total / max(n, 1)
-        val_loss = _val_loss(model, val, head_weights, weights, cfg.batch_size) if val else train_loss
+        val_loss = _val_loss(model, val, terms, weights, cfg.batch_size) if val else train_loss
         if not math.isfinite(train_loss):
             raise FloatingPointError(f"training loss became {train_loss} at epoch {epoch}; lower train.lr")
         sched.step(val_loss)

@@ -16,6 +16,34 @@ DEFAULT_STORE = "outputs/labels.sqlite"
 
 
 
+def _add_dataclass_options(parser, cls) -> None:
+    """One ``--field-name`` option per field of the dataclass ``cls``, typed and defaulted from it."""
+    import dataclasses
+
+    comments = _field_comments(cls)
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        flag = "--" + f.name.replace("_", "-")
+        help_text = comments.get(f.name, "") + f" (default: {default})"
+        if isinstance(default, list):
+            parser.add_argument(flag, dest=f.name, type=float, nargs="+", default=default, help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, type=type(default), default=default, help=help_text)
+
+
+def _field_comments(cls) -> dict[str, str]:
+    """``# comment`` after each field in the class source: the option's help."""
+    import inspect
+    import re
+
+    out = {}
+    for line in inspect.getsource(cls).splitlines():
+        m = re.match(r"\s+(\w+): .*?#\s*(.+)$", line)
+        if m:
+            out[m.group(1)] = m.group(2)
+    return out
+
+
 # -- data -------------------------------------------------------------------------
 def cmd_data_list(args) -> int:
     from eip2nn.data import get_dataset, list_datasets
@@ -116,6 +144,40 @@ def cmd_label(args) -> int:
         print(e.report.table())
         return 130
     print(report.table())
+    return 0
+
+
+def cmd_generate(args) -> int:
+    import dataclasses
+
+    import numpy as np
+
+    from eip2nn.generate.generator import GenerateConfig, generate, write_generated
+    seeds = _load_structures(args)
+    if args.select and args.select < len(seeds):
+        pick = np.random.default_rng(args.seed).choice(len(seeds), args.select, replace=False)
+        seeds = [seeds[i] for i in sorted(pick)]
+    cfg = GenerateConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(GenerateConfig)})
+    result = generate(seeds, cfg)
+    path, provenance = write_generated(result, args.output, cfg, (args.dataset or []) + (args.file or []))
+    rows = [("method", "structures")] + [(m, n) for m, n in result.counts.items()]
+    print(_table(rows))
+    for r in result.rejected:
+        print(f"rejected: {r['seed_structure']} {r['method']} #{r['repeat']}: {r['reason']}")
+    print(f"{len(result.structures)} structures from {len(seeds)} seed structures -> {path} "
+          f"(provenance {provenance}); label them with: eip2nn label --file {path}")
+    return 0
+
+
+def cmd_labels_alignments(args) -> int:
+    from eip2nn.labelling.store import LabelStore
+    with LabelStore(args.store) as store:
+        rows = [("EIP", "aligned to", "structures", "offsets eV/atom", "E MAE meV/atom", "F MAE eV/Å")]
+        rows += [(r["eip_id"], r["reference"], r["n_structures"],
+                  " ".join(f"{s}:{o:+.4f}" for s, o in zip(r["species"], r["offsets_eV_per_atom"])),
+                  f"{r['energy_mae_meV_per_atom']:.1f}", f"{r['force_mae_eV_per_A']:.3f}")
+                 for r in store.alignments(args.eip)]
+    print(_table(rows) if len(rows) > 1 else "no alignments stored (run a weak stage first)")
     return 0
 
 
@@ -242,7 +304,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_db(q)
     q.set_defaults(func=cmd_label)
 
+    q = sub.add_parser("generate", help="new unlabelled structures from seed structures: LAMMPS MD, strains, "
+                                        "vacancies, rattling (extxyz with provenance)")
+    add_sources(q)
+    q.add_argument("--select", type=int, help="use this many randomly chosen seed structures (default: all)")
+    q.add_argument("-o", "--output", required=True, help="extxyz file to write")
+    from eip2nn.generate.generator import GenerateConfig
+    _add_dataclass_options(q, GenerateConfig)
+    q.set_defaults(func=cmd_generate)
+
     lab = sub.add_parser("labels", help="inspect a label store").add_subparsers(dest="sub", required=True)
+    q = lab.add_parser("alignments", help="per-EIP energy offsets to DFT fitted by weak-supervision runs")
+    q.add_argument("--store", default=DEFAULT_STORE)
+    q.add_argument("--eip")
+    q.set_defaults(func=cmd_labels_alignments)
     q = lab.add_parser("summary", help="labels and failures per EIP")
     q.add_argument("--store", default=DEFAULT_STORE)
     q.set_defaults(func=cmd_labels_summary)

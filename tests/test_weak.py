@@ -158,3 +158,34 @@ def test_weak_arm_never_trains_on_none_structures(tmp_path, data_mirror_session,
         rows = store.alignments()
     assert {r["eip_id"] for r in rows} == set(cfg.weak.eips)
     assert all(r["reference"].startswith("mlearn/Si DFT") and len(r["offsets_eV_per_atom"]) == 1 for r in rows)
+    import subprocess
+    import sys
+
+    shown = subprocess.run([sys.executable, "-m", "eip2nn", "labels", "alignments", "--store",
+                            str(tmp_path / "labels.sqlite")], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    for al in result.weak.labeller.alignments.values():
+        assert f"Si:{al.offsets[0]:+.4f}" in shown.stdout and f"{al.energy_mae:.1f}" in shown.stdout
+
+
+def test_weak_combines_with_pretrain_finetune_as_arm_both(tmp_path, data_mirror_session, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    data = {"dft_fraction": 0.1, "labels": str(tmp_path / "labels.sqlite"), "workers": 1,
+            "eips": ["lmp_Si_sw", "lmp_Si_tersoff"]}
+    pre = run_stage(stage_config(tmp_path, stage="pretrain", data=data, train={"epochs": 1}), log=lambda s: None)
+    both = run_stage(stage_config(tmp_path, stage="finetune", data=data, train={"epochs": 1},
+                                  finetune={"pretrained": f"runs:/{pre.run_id}", "init_head": "best"},
+                                  weak={"enabled": True, "eips": ["lmp_Si_sw", "lmp_Si_tersoff"],
+                                        "n_estimators": 20}), log=lambda s: None)
+    assert both.weak is not None and both.weak.pseudo.labelled
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient().get_run(both.run_id)
+    assert run.data.tags["eip2nn.arm"] == "both" and run.data.tags["eip2nn.pretrain_run_id"] == pre.run_id
+    assert run.data.metrics["n_weak_labels"] == len(both.weak.pseudo.labelled)
+
+
+def test_weak_enabled_on_a_baseline_is_a_config_error(tmp_path):
+    with pytest.raises(ValueError, match="use stage: weak"):
+        stage_config(tmp_path, stage="baseline", weak={"enabled": True})
+

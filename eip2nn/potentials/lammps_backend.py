@@ -115,7 +115,8 @@ class LAMMPSEvaluator:
             self._lmp = None
 
     # -- evaluation ---------------------------------------------------------------
-    def evaluate(self, atoms: Atoms) -> EIPResult:
+    def _check(self, atoms: Atoms) -> np.ndarray:
+        """LAMMPS types of ``atoms``; raises EvaluationError for what this backend cannot do."""
         types = self._type_of[atoms.numbers]
         if not types.all():
             check_species(self.spec, atoms)  # raises with the element names
@@ -124,14 +125,38 @@ class LAMMPSEvaluator:
                 UNSUPPORTED_CELL, f"pbc={atoms.pbc.tolist()}; the LAMMPS backend here "
                 "labels fully periodic cells only (use a KIM entry for clusters/slabs)")
         check_min_distance(atoms)
+        return types
+
+    def _load(self, atoms: Atoms, types: np.ndarray) -> None:
+        if self._lmp is None:
+            self._start()
+        self._set_cell(atoms.cell.array)
+        rcell, inverse, frame = self._cell_cache
+        frac = atoms.positions @ inverse
+        frac -= np.floor(frac)  # wrap into the reduced cell: same lattice, small tilts
+        self._set_atoms(frac @ rcell @ frame.rotation, types)
+
+    def load(self, atoms: Atoms):
+        """Put ``atoms`` into this instance and return the ``lammps`` object (for MD by the caller).
+
+        Read positions back with :meth:`positions`; :meth:`evaluate` reloads its input.
+        """
+        self._load(atoms, self._check(atoms))
+        return self._lmp
+
+    def positions(self) -> np.ndarray:
+        """(n, 3) positions now in LAMMPS, Å, in the frame and atom order of the last loaded structure."""
+        n = len(self._types)
+        ids = np.array(self._lmp.numpy.extract_atom("id")[:n], dtype=np.int64) - 1
+        out = np.empty((n, 3))
+        out[ids] = self._lmp.numpy.extract_atom("x")[:n] @ self._cell_cache[2].rotation.T
+        return out
+
+    def evaluate(self, atoms: Atoms) -> EIPResult:
+        types = self._check(atoms)
         try:
-            if self._lmp is None:
-                self._start()
-            self._set_cell(atoms.cell.array)
+            self._load(atoms, types)
             rcell, inverse, frame = self._cell_cache
-            frac = atoms.positions @ inverse
-            frac -= np.floor(frac)  # wrap into the reduced cell: same lattice, small tilts
-            self._set_atoms(frac @ rcell @ frame.rotation, types)
             lmp = self._lmp
             lmp.command("run 0 post no")
             energy = float(lmp.get_thermo("pe"))

@@ -1,0 +1,1 @@
+"""New unlabelled structures from seed structures: LAMMPS MD, strains, vacancies, rattling."""

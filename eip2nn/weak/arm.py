@@ -73,6 +73,9 @@ def weak_data(cfg: WeakConfig, split: Split, labels: str | Path, workers: int | 
     with LabelStore(labels) as store:
         for row in labeller.alignment_rows():
             store.save_alignment(row["eip"], reference, hashes, row)
+    notes += [f"aligned {a.eip}: offset {', '.join(f'{s} {o:+.4f}' for s, o in zip(split.species, a.offsets))} "
+              f"eV/atom; on {a.n_structures} labelled: E MAE {a.energy_mae:.1f} meV/atom, F MAE {a.force_mae:.3f} eV/Å"
+              for a in labeller.alignments.values()]
     pseudo = labeller.pseudo_label(pool_eip)
     notes.append(f"weak labels for {len(pseudo.labelled)} of {len(pool)} unlabelled structures "
                  f"({', '.join(f'{k}: {v}' for k, v in sorted(pseudo.sources.items()))})")

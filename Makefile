@@ -26,3 +26,5 @@ bench: install
 	$(BIN)/python benchmarks/training_throughput.py
 	$(BIN)/python benchmarks/nn_accuracy.py
 	$(BIN)/python benchmarks/transfer_low_data.py
+	$(BIN)/python benchmarks/eip_alignment.py
+	$(BIN)/python benchmarks/weak_supervision.py

@@ -189,3 +189,14 @@ def test_weak_enabled_on_a_baseline_is_a_config_error(tmp_path):
     with pytest.raises(ValueError, match="use stage: weak"):
         stage_config(tmp_path, stage="baseline", weak={"enabled": True})
 
+
+
+def test_changed_extra_structures_file_changes_the_stage_hash(tmp_path, data_mirror_session):
+    from ase.io import write
+
+    extra = tmp_path / "extra.xyz"
+    write(extra, load_dataset("mlearn/Si/train")[:1])
+    cfg = stage_config(tmp_path, stage="weak", weak={"extra_structures": [str(extra)]})
+    before = cfg.content_hash()
+    write(extra, load_dataset("mlearn/Si/train")[1:2])
+    assert cfg.content_hash() != before

@@ -98,9 +98,11 @@ class StageConfig:
         return dataclasses.asdict(self)
 
     def content_hash(self) -> str:
-        """Hash of everything that shapes the result (not the tracking section)."""
+        """Hash of everything that shapes the result (not the tracking section), extra structure files' contents included."""
         d = self.as_dict()
         d.pop("tracking")
+        d["extra_structures_sha256"] = [hashlib.sha256(Path(p).read_bytes()).hexdigest() if Path(p).is_file() else None
+                                        for p in self.weak.extra_structures]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -106,9 +106,9 @@ class LabelStore:
         self.lease_s = lease_s  # claims by processes on other hosts expire after this
         self.owner = owner_id()
         self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=60000")
+        self._set_wal()
+        self._db.execute("PRAGMA synchronous=NORMAL")
         with self._transaction():
             for stmt in filter(str.strip, _SCHEMA.split(";")):
                 self._db.execute(stmt)
@@ -121,6 +121,21 @@ class LabelStore:
                                f"{SCHEMA_VERSION}")
 
     # -- plumbing --------------------------------------------------------------
+    def _set_wal(self, patience_s: float = 60.0) -> None:
+        """Switch to WAL. Two processes creating one store at once can make SQLite answer
+        SQLITE_BUSY here without waiting on the busy timeout, so retry until ``patience_s``."""
+        deadline = time.monotonic() + patience_s
+        delay = 0.01
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise sqlite3.OperationalError(f"{self.path}: could not switch to WAL: {e}") from e
+                time.sleep(delay)
+                delay = min(2 * delay, 0.5)
+
     @contextlib.contextmanager
     def _transaction(self):
         """One write transaction: committed on success, rolled back on any exception."""

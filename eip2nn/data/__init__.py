@@ -1,6 +1,6 @@
 """Reference DFT data: registry, readers and index splits."""
 
-from .readers import (mlearn_virial_to_ase_stress, read_extxyz, read_extxyz_from_tar,
+from .readers import (hide_dft_labels, mlearn_virial_to_ase_stress, read_extxyz, read_extxyz_from_tar,
                       read_mlearn_json, read_structures)
 from .registry import (
     ChecksumError,
@@ -20,6 +20,7 @@ __all__ = [
     "DataUnavailableError",
     "Dataset",
     "get_dataset",
+    "hide_dft_labels",
     "list_datasets",
     "load_dataset",
     "mlearn_virial_to_ase_stress",

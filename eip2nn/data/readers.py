@@ -202,3 +202,13 @@ def read_structures(path) -> list[Atoms]:
         atoms.info.setdefault(CONFIG_ID, f"{path.name}/{index}")
         atoms.info.setdefault(DATASET, path.name)
     return frames
+
+
+def hide_dft_labels(atoms: Atoms) -> Atoms:
+    """A copy of ``atoms`` without calculator or REF_* (DFT) labels: an unlabelled structure."""
+    out = atoms.copy()
+    out.calc = None
+    out.info.pop(REF_ENERGY, None)
+    out.info.pop(REF_STRESS, None)
+    out.arrays.pop(REF_FORCES, None)
+    return out

@@ -20,7 +20,8 @@ from ase import Atoms
 from ase.io import write
 
 from eip2nn import __version__
-from eip2nn.keys import CONFIG_ID, DATASET, DESCRIPTION, GROUP, REF_ENERGY, REF_FORCES, REF_STRESS
+from eip2nn.data import hide_dft_labels
+from eip2nn.keys import CONFIG_ID, DATASET, DESCRIPTION, GROUP
 from eip2nn.generate.md import lammps_md
 from eip2nn.generate.perturb import Rejected, check_no_overlap, rattle, strain, vacancies
 from eip2nn.potentials.db import PotentialsDB
@@ -64,16 +65,6 @@ def _name(atoms: Atoms, k: int) -> str:
     return str(atoms.info.get(CONFIG_ID, f"seed {k}"))
 
 
-def _clean(atoms: Atoms) -> Atoms:
-    """A copy without calculator or DFT labels: generated structures are unlabelled."""
-    out = atoms.copy()
-    out.calc = None
-    out.info.pop(REF_ENERGY, None)
-    out.info.pop(REF_STRESS, None)
-    out.arrays.pop(REF_FORCES, None)
-    return out
-
-
 def generate(seeds: list[Atoms], cfg: GenerateConfig) -> Generated:
     """New structures from ``seeds``; none of them carries a DFT label."""
     spec = PotentialsDB().get(cfg.md_eip) if cfg.md_eip else None
@@ -110,7 +101,7 @@ def generate(seeds: list[Atoms], cfg: GenerateConfig) -> Generated:
                          "reason": f"{cfg.max_tries} tries, last: {reason}"})
 
     for k, seed_atoms in enumerate(seeds):
-        base = _clean(seed_atoms)
+        base = hide_dft_labels(seed_atoms)  # generated structures are unlabelled
         for r in range(cfg.strains):
             def make(rng):
                 atoms, eps = strain(base, cfg.max_strain, rng)

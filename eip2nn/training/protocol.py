@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 from ase import Atoms
 
-from eip2nn.data import get_dataset, load_dataset
+from eip2nn.data import get_dataset, hide_dft_labels, load_dataset
 from eip2nn.data.splits import nested_fractions, train_val_split
-from eip2nn.keys import REF_ENERGY, REF_FORCES, REF_STRESS
+from eip2nn.keys import REF_ENERGY
 
 
 @dataclass
@@ -51,15 +51,6 @@ class Split:
     @staticmethod
     def unlabelled(structures: list[Atoms]) -> list[Atoms]:
         return [a for a in structures if REF_ENERGY not in a.info]
-
-
-def hide_dft_labels(atoms: Atoms) -> Atoms:
-    out = atoms.copy()
-    out.calc = None
-    out.info.pop(REF_ENERGY, None)
-    out.info.pop(REF_STRESS, None)
-    out.arrays.pop(REF_FORCES, None)
-    return out
 
 
 def _keep_fraction(structures: list[Atoms], fraction: float, seed: int) -> list[Atoms]:

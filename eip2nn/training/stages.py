@@ -37,7 +37,7 @@ from eip2nn.training.protocol import DataConfig, Split, make_split
 from eip2nn.training.loss import LossTerm
 from eip2nn.training.samples import WEAK_TARGET, Sample, head_arrays, make_samples
 from eip2nn.training.trainer import FitResult, TrainConfig, fit
-from eip2nn.training.transfer import choose_eips, freeze, label_with, resolve_eips
+from eip2nn.training.transfer import freeze, label_with, resolve_eips, select_eips
 from eip2nn.weak.arm import WeakData, weak_data
 from eip2nn.weak.labeller import WeakConfig
 
@@ -82,13 +82,13 @@ class StageConfig:
                              "use stage: weak for the weak arm")
 
     @property
-    def uses_weak_labels(self) -> bool:
-        return self.stage == "weak" or (self.stage == "finetune" and self.weak.enabled)
-
-    @property
     def arm(self) -> str:
         """baseline | weak | pretrain | finetune | both (finetune with weak labels)."""
         return "both" if self.stage == "finetune" and self.weak.enabled else self.stage
+
+    @property
+    def uses_weak_labels(self) -> bool:
+        return self.arm in ("weak", "both")
 
     @classmethod
     def from_dict(cls, data: dict) -> "StageConfig":
@@ -168,16 +168,9 @@ def run_stage(cfg: StageConfig, log=print) -> StageResult:
         train_atoms, val_atoms = Split.labelled(split.train), Split.labelled(split.val)
         head_weights = {DFT_HEAD: 1.0}
     elif cfg.stage == "pretrain":
-        db = PotentialsDB()
-        if cfg.data.eips:
-            specs = resolve_eips(db, cfg.data.eips, split.species, split.source_tag)
-        else:
-            ranked, passed_over = choose_eips(db, Split.labelled(split.train), split.species, split.source_tag,
-                                              cfg.data.n_eips, cfg.data.labels, workers)
-            specs = [s for s, _ in ranked]
-            notes += [f"chosen EIP {s.id}: aligned energy MAE {mae:.1f} meV/atom on the labelled training set"
-                      for s, mae in ranked]
-            notes += [f"not chosen: {eip} ({reason})" for eip, reason in passed_over]
+        specs, chosen_notes = select_eips(PotentialsDB(), cfg.data.eips, cfg.data.n_eips, Split.labelled(split.train),
+                                          split.species, split.source_tag, cfg.data.labels, workers)
+        notes += chosen_notes
         eips = [s.id for s in specs]
         train_atoms = label_with(split.train, specs, cfg.data.labels, workers)
         val_atoms = label_with(split.val, specs, cfg.data.labels, workers)

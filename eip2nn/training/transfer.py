@@ -72,6 +72,20 @@ def choose_eips(db: PotentialsDB, labelled: list[Atoms], species: list[str], sou
     return [(spec, mae) for spec, mae, _ in chosen], passed_over
 
 
+def select_eips(db: PotentialsDB, requested: list[str], n: int, labelled: list[Atoms], species: list[str],
+                source_tag: str, store_path: str | Path, workers: int | None,
+                chosen_as: str = "chosen EIP", passed_as: str = "not chosen") -> tuple[list[PotentialSpec], list[str]]:
+    """The ``requested`` EIPs (checked by :func:`resolve_eips`), or else the ``n`` chosen by
+    :func:`choose_eips`; returns (specs, log lines saying what was chosen and what passed over, and why)."""
+    if requested:
+        return resolve_eips(db, requested, species, source_tag), []
+    ranked, passed_over = choose_eips(db, labelled, species, source_tag, n, store_path, workers)
+    notes = [f"{chosen_as} {s.id}: aligned energy MAE {mae:.1f} meV/atom on the labelled training set"
+             for s, mae in ranked]
+    notes += [f"{passed_as}: {eip} ({reason})" for eip, reason in passed_over]
+    return [s for s, _ in ranked], notes
+
+
 def label_with(structures: list[Atoms], specs: list[PotentialSpec], store_path: str | Path,
                workers: int | None) -> list[Atoms]:
     """Copies of ``structures`` carrying each EIP's labels (labelling what is missing)."""

@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ase import Atoms
-from ase.io import read
 
-from eip2nn.keys import CONFIG_ID
+from eip2nn.data import hide_dft_labels, read_structures
 from eip2nn.labelling.hashing import structure_hash
 from eip2nn.labelling.store import LabelStore
 from eip2nn.potentials.db import PotentialsDB
-from eip2nn.training.protocol import Split, hide_dft_labels
-from eip2nn.training.transfer import choose_eips, label_with, resolve_eips
+from eip2nn.training.protocol import Split
+from eip2nn.training.transfer import label_with, select_eips
 from eip2nn.weak.labeller import PseudoLabels, WeakConfig, WeakLabeller
 from eip2nn.weak.report import SelectorReport
 
@@ -40,10 +39,7 @@ def read_extra_structures(paths: list[str]) -> list[Atoms]:
     for path in paths:
         if not Path(path).is_file():
             raise FileNotFoundError(f"weak.extra_structures: {path} does not exist")
-        for k, atoms in enumerate(read(path, ":")):
-            atoms = hide_dft_labels(atoms)
-            atoms.info.setdefault(CONFIG_ID, f"{path}:{k}")
-            out.append(atoms)
+        out += [hide_dft_labels(atoms) for atoms in read_structures(path)]
     return out
 
 
@@ -51,20 +47,12 @@ def weak_data(cfg: WeakConfig, split: Split, labels: str | Path, workers: int | 
               reference: str) -> WeakData:
     """Everything the weak loss needs; ``reference`` names the DFT data the EIPs are aligned to."""
     labelled = Split.labelled(split.train)
-    db = PotentialsDB()
-    notes = []
-    if cfg.eips:
-        specs = resolve_eips(db, cfg.eips, split.species, split.source_tag)
-    else:
-        ranked, passed_over = choose_eips(db, labelled, split.species, split.source_tag, cfg.n_eips, labels, workers)
-        specs = [s for s, _ in ranked]
-        notes += [f"selector candidate {s.id}: aligned energy MAE {mae:.1f} meV/atom on the labelled training set"
-                  for s, mae in ranked]
-        notes += [f"not a candidate: {eip} ({reason})" for eip, reason in passed_over]
+    specs, notes = select_eips(PotentialsDB(), cfg.eips, cfg.n_eips, labelled, split.species, split.source_tag,
+                               labels, workers, "selector candidate", "not a candidate")
     eips = [s.id for s in specs]
     pool = Split.unlabelled(split.train) + read_extra_structures(cfg.extra_structures)
-    labelled_eip = label_with(labelled, specs, labels, workers)
-    pool_eip = label_with(pool, specs, labels, workers)
+    with_labels = label_with(labelled + pool, specs, labels, workers)  # one labelling call, one worker start-up
+    labelled_eip, pool_eip = with_labels[:len(labelled)], with_labels[len(labelled):]
     labeller = WeakLabeller(cfg, split.species, eips, seed)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")

@@ -138,14 +138,20 @@ class LabelStore:
 
     @contextlib.contextmanager
     def _transaction(self):
-        """One write transaction: committed on success, rolled back on any exception."""
-        self._db.execute("BEGIN IMMEDIATE")
+        """One write transaction: committed on success, rolled back on any exception.
+
+        A signal (Ctrl-C, SIGTERM) may raise between any two statements, also
+        right after BEGIN or during COMMIT; so the rollback asks SQLite whether
+        a transaction is still open instead of assuming it.
+        """
         try:
+            self._db.execute("BEGIN IMMEDIATE")
             yield
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     def _meta(self, key: str) -> str:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

@@ -18,6 +18,7 @@ from torch import nn
 from eip2nn.nn.backbones import SchNet, SymmetryFunctionNet, mlp
 from eip2nn.nn.derivatives import Prediction, energies_and_derivatives
 from eip2nn.nn.descriptors import SymmetryFunctions
+from eip2nn.nn.graph_cache import CACHE, geometry_key
 from eip2nn.nn.graph import AtomicGraph, Batch, build_graph
 
 DFT_HEAD = "dft"
@@ -103,9 +104,15 @@ class EnergyModel(nn.Module):
         return self.heads[head_key(name)]
 
     def graph(self, atoms: Atoms, where: str = "") -> AtomicGraph:
-        """The graph this model needs for ``atoms`` (with descriptors if the backbone uses them)."""
-        graph = build_graph(atoms, self.config.cutoff, self.species, self.descriptor, where)
-        return graph.to(next(self.backbone.parameters()).dtype)
+        """The graph this model needs for ``atoms`` (with descriptors if the backbone uses them); cached."""
+        dtype = next(self.backbone.parameters()).dtype
+        key = (geometry_key(atoms), self.config.cutoff, tuple(self.species),
+               self.config.descriptor if self.descriptor is not None else None, str(dtype))
+        graph = CACHE.get(key)
+        if graph is None:
+            graph = build_graph(atoms, self.config.cutoff, self.species, self.descriptor, where).to(dtype)
+            CACHE.put(key, graph)
+        return graph
 
     def atomic_energies(self, batch: Batch, edge_vectors: torch.Tensor, heads: list[str]) -> dict[str, torch.Tensor]:
         """{head: (N,) eV} per-atom energies."""

@@ -256,6 +256,38 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_pipeline_run(args) -> int:
+    from eip2nn.pipeline.config import load_pipeline
+    from eip2nn.pipeline.runner import run_pipeline, summary_text
+    cfg = load_pipeline(args.file, args.set)
+    result = run_pipeline(cfg)
+    print("\n" + summary_text(result))
+    for n in result.notes:
+        print("  note: " + n)
+    print(f"\nwritten: {', '.join(str(p) for p in result.files.values())}")
+    if result.run_id:
+        print(f"MLflow parent run {result.run_id} in experiment {cfg.experiment!r}")
+    print(f"wall time {result.wall_seconds:.0f} s")
+    if result.failed:
+        print(f"{len(result.failed)} cell(s) failed; see {result.files['table_md']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_pipeline_config(args) -> int:
+    from eip2nn.pipeline.config import load_pipeline
+    print(load_pipeline(args.file, args.set).to_yaml(), end="")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from eip2nn.sweep.runner import load_sweep, run_sweep
+    sweep = load_sweep(args.file, args.set)
+    result = run_sweep(sweep, n_trials=args.n_trials, storage=args.storage)
+    print(result.summary())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="eip2nn", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -344,6 +376,23 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=50 (repeatable)")
     q.set_defaults(func=cmd_train)
+
+    pipe = sub.add_parser("pipeline", help="whole studies: arms x DFT fractions x seeds").add_subparsers(
+        dest="sub", required=True)
+    for name, func, text in (("run", cmd_pipeline_run, "run (or resume) a pipeline end to end"),
+                             ("config", cmd_pipeline_config, "print the resolved pipeline config")):
+        q = pipe.add_parser(name, help=text)
+        q.add_argument("file", help="pipeline YAML, e.g. pipelines/si_quick.yaml")
+        q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set study.seeds=[0] (repeatable)")
+        q.set_defaults(func=func)
+
+    q = sub.add_parser("sweep", help="tune a pipeline's knobs with Optuna (several processes may share a study)")
+    q.add_argument("file", help="sweep YAML, e.g. pipelines/sweeps/si_weak_alpha.yaml")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a sweep value")
+    q.add_argument("--n-trials", type=int, help="trials for this process (default: the file's n_trials)")
+    q.add_argument("--storage", help="Optuna storage URL (default: the file's, else sqlite under mlruns/)")
+    q.set_defaults(func=cmd_sweep)
 
     q = sub.add_parser("evaluate", help="score a model or an EIP on dataset splits against DFT")
     q.add_argument("--model", help="checkpoint path or runs:/<MLflow run id>")

@@ -148,19 +148,64 @@ def _dataset_hashes(dataset: str) -> dict[str, str]:
             for key, datafile in get_dataset(f"{dataset}/{split}").files.items()}
 
 
-def run_stage(cfg: StageConfig, log=print) -> StageResult:
-    """Run one stage end to end and return its metrics; resumes an interrupted run of the same config."""
+RESULT_FILE = "result.json"  # written last: its presence marks a finished stage
+
+
+def stage_dir(cfg: StageConfig) -> Path:
+    """Where ``cfg`` writes: ``<output>/<stage>-<content hash>``."""
+    return Path(cfg.output) / f"{cfg.stage}-{cfg.content_hash()}"
+
+
+@dataclass
+class FinishedStage:
+    """What a finished stage left in its folder (for reuse without retraining)."""
+
+    stage: str
+    output_dir: Path
+    model_path: Path
+    run_id: str | None
+    tags: dict[str, str]
+    metrics: dict[str, Metrics]
+    final_metrics: dict[str, float]  # as logged to MLflow at the end of the run
+    eips: list[str]
+    notes: list[str]
+    seconds: float
+
+
+def finished_stage(cfg: StageConfig) -> FinishedStage | None:
+    """The finished run of exactly this config, or None (never run, or interrupted)."""
+    out = stage_dir(cfg)
+    path = out / RESULT_FILE
+    if not path.is_file():
+        return None
+    d = json.loads(path.read_text())
+    metrics = {k: Metrics(**v) for k, v in d["metrics"].items()}
+    return FinishedStage(d["stage"], out, out / "model.pt", d.get("run_id"), d["tags"], metrics,
+                         d["final_metrics"], d["eips"], d["notes"], d["seconds"])
+
+
+class StopStage(Exception):
+    """Raised by an ``on_epoch`` callback to stop a stage early (e.g. an Optuna pruner); the run ends KILLED."""
+
+
+def run_stage(cfg: StageConfig, log=print, on_epoch=None) -> StageResult:
+    """Run one stage end to end and return its metrics; resumes an interrupted run of the same config.
+
+    ``on_epoch(row)`` is called after every epoch with the trainer's history row
+    (epoch, train_loss, val_loss, ...); it may raise :class:`StopStage`.
+    """
     torch.manual_seed(cfg.train.seed)
     dtype = getattr(torch, cfg.train.dtype)
     split = make_split(cfg.data)
-    out = Path(cfg.output) / f"{cfg.stage}-{cfg.content_hash()}"
+    out = stage_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.as_dict(), sort_keys=False))
     workers = cfg.data.workers or None
     notes: list[str] = []
     tags = {"eip2nn.stage": cfg.stage, "eip2nn.arm": cfg.arm, "eip2nn.dataset": cfg.data.dataset,
             "eip2nn.dft_fraction": str(cfg.data.dft_fraction), "eip2nn.seed": str(cfg.train.seed),
-            "eip2nn.backbone": cfg.model.backbone, "eip2nn.git_commit": git_commit()}
+            "eip2nn.backbone": cfg.model.backbone, "eip2nn.element": ",".join(split.species),
+            "eip2nn.git_commit": git_commit()}
     eips: list[str] = []
     refit_scale = {DFT_HEAD: True}
     if cfg.stage in ("baseline", "weak"):
@@ -256,14 +301,16 @@ def run_stage(cfg: StageConfig, log=print) -> StageResult:
         log("\n".join("  " + line for line in weak.report.table().splitlines()))
     status = "FAILED"
     try:
-        def on_epoch(row):
+        def epoch_done(row):
+            if on_epoch:
+                on_epoch(row)
             if run:
                 run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
             if row["epoch"] % 10 == 0 or row["epoch"] == cfg.train.epochs - 1:
                 log(f"  epoch {row['epoch']:4d}/{cfg.train.epochs}  train {row['train_loss']:.3e}  "
                     f"val {row['val_loss']:.3e}  lr {row['lr']:.1e}  {row['structures_per_second']:.0f} structures/s")
 
-        result = fit(model, train, val, terms, cfg.train, out / "checkpoint.pt", cfg.as_dict(), on_epoch)
+        result = fit(model, train, val, terms, cfg.train, out / "checkpoint.pt", cfg.as_dict(), epoch_done)
         if result.resumed_from:
             log(f"  resumed from epoch {result.resumed_from}")
         metrics, parities = {}, {}
@@ -281,22 +328,22 @@ def run_stage(cfg: StageConfig, log=print) -> StageResult:
         curve_path = learning_curve_plot(result.history, out / "learning_curve.png", cfg.stage) if result.history else None
         (out / "metrics.json").write_text(json.dumps({k: dataclasses.asdict(v) for k, v in metrics.items()}, indent=1))
         weak_files = _write_weak_outputs(weak, out, cfg.arm) if weak else []
+        final = {}
+        for name, m in metrics.items():
+            final.update(m.as_dict(name.replace(":", "_")))
+        final.update({"best_epoch": result.best_epoch, "train_seconds": result.seconds})
+        if weak:
+            final.update(weak.report.as_metrics())
+            final.update({"n_weak_labels": len(weak.pseudo.labelled), "n_weak_excluded": len(weak.pseudo.excluded)})
         if run:
-            final = {}
-            for name, m in metrics.items():
-                final.update(m.as_dict(name.replace(":", "_")))
             run.log_metrics(final, step=len(result.history))
-            run.log_metrics({"best_epoch": result.best_epoch, "train_seconds": result.seconds})
             run.log_artifact(model_path, "model")
             for p in (parity_path, curve_path, out / "config.yaml", out / "metrics.json", *weak_files):
                 if p is not None:
                     run.log_artifact(p, "plots" if p.suffix == ".png" else "outputs")
-            if weak:
-                run.log_metrics(weak.report.as_metrics())
-                run.log_metrics({"n_weak_labels": len(weak.pseudo.labelled),
-                                 "n_weak_excluded": len(weak.pseudo.excluded)})
+        _write_result(out, cfg.stage, run.run_id if run else None, tags, metrics, final, eips, notes, result.seconds)
         status = "FINISHED"
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, StopStage):
         status = "KILLED"
         raise
     finally:
@@ -304,6 +351,14 @@ def run_stage(cfg: StageConfig, log=print) -> StageResult:
             run.end(status)
     return StageResult(cfg.stage, out, model_path, model.head_names, metrics, result,
                        run.run_id if run else None, eips, notes, weak)
+
+
+def _write_result(out: Path, stage: str, run_id, tags, metrics, final, eips, notes, seconds) -> None:
+    tmp = out / (RESULT_FILE + ".tmp")
+    tmp.write_text(json.dumps({"stage": stage, "run_id": run_id, "tags": tags,
+                               "metrics": {k: dataclasses.asdict(v) for k, v in metrics.items()},
+                               "final_metrics": final, "eips": eips, "notes": notes, "seconds": seconds}, indent=1))
+    tmp.replace(out / RESULT_FILE)
 
 
 def _write_weak_outputs(weak: WeakData, out: Path, arm: str) -> list[Path]:

@@ -1,0 +1,162 @@
+"""The pipeline's results: arm × DFT fraction, mean ± spread over seeds, against the baseline.
+
+Spread is the sample standard deviation over seeds (0 with one seed).
+Improvement is ``(baseline mean − arm mean) / baseline mean × 100`` %, so
+positive means the arm has the lower test error.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from eip2nn.tables import format_table  # noqa: E402
+
+ARM_LABELS = {"baseline": "baseline (DFT only)", "weak": "weak supervision", "transfer": "pretrain → finetune",
+              "both": "pretrain → finetune + weak"}
+
+
+@dataclass
+class CellResult:
+    """One arm at one DFT fraction and seed."""
+
+    arm: str
+    fraction: float
+    seed: int
+    status: str  # "finished" | "reused" | "failed"
+    n_dft_labels: int = 0  # DFT-labelled structures seen (training + validation)
+    test_energy_mae: float = math.nan  # meV/atom
+    test_force_mae: float = math.nan  # eV/Å
+    val_energy_mae: float = math.nan  # meV/atom
+    seconds: float = 0.0  # training time of the run that produced the numbers
+    run_id: str | None = None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+
+@dataclass
+class Row:
+    arm: str
+    fraction: float
+    n_seeds: int
+    n_dft_labels: float
+    energy: tuple[float, float]  # mean, spread (meV/atom)
+    forces: tuple[float, float]  # mean, spread (eV/Å)
+    energy_gain: float  # % vs baseline (nan without a baseline)
+    forces_gain: float
+
+
+def _mean_spread(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return math.nan, math.nan
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _gain(base: float, value: float) -> float:
+    return (base - value) / base * 100.0 if base and not math.isnan(base) else math.nan
+
+
+def summarise(cells: list[CellResult], arms: list[str], fractions: list[float]) -> list[Row]:
+    """One row per arm and fraction that has at least one finished seed."""
+    rows: list[Row] = []
+    base = {}
+    for arm in ["baseline"] + [a for a in arms if a != "baseline"]:
+        if arm not in arms:
+            continue
+        for f in sorted(fractions):
+            done = [c for c in cells if c.arm == arm and c.fraction == f and c.ok]
+            if not done:
+                continue
+            e, fo = _mean_spread([c.test_energy_mae for c in done]), _mean_spread([c.test_force_mae for c in done])
+            if arm == "baseline":
+                base[f] = (e[0], fo[0])
+            b = base.get(f, (math.nan, math.nan))
+            rows.append(Row(arm, f, len(done), statistics.mean(c.n_dft_labels for c in done), e, fo,
+                            math.nan if arm == "baseline" else _gain(b[0], e[0]),
+                            math.nan if arm == "baseline" else _gain(b[1], fo[0])))
+    return rows
+
+
+def _pm(ms: tuple[float, float], digits: int) -> str:
+    return "-" if math.isnan(ms[0]) else f"{ms[0]:.{digits}f} ± {ms[1]:.{digits}f}"
+
+
+def _pct(x: float) -> str:
+    return "" if math.isnan(x) else f"{x:+.0f}%"
+
+
+HEADER = ("arm", "DFT fraction", "DFT labels", "seeds", "test energy MAE (meV/atom)", "vs baseline",
+          "test force MAE (eV/Å)", "vs baseline")
+
+
+def _cells(r: Row) -> tuple:
+    return (r.arm, f"{r.fraction:g}", f"{r.n_dft_labels:.0f}", str(r.n_seeds), _pm(r.energy, 2),
+            _pct(r.energy_gain), _pm(r.forces, 3), _pct(r.forces_gain))
+
+
+def markdown_table(rows: list[Row]) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def text_table(rows: list[Row]) -> str:
+    return format_table([HEADER] + [_cells(r) for r in rows])
+
+
+def write_csv(rows: list[Row], path: Path) -> Path:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["arm", "dft_fraction", "n_dft_labels", "n_seeds", "test_energy_mae_meV_atom_mean",
+                    "test_energy_mae_meV_atom_spread", "energy_improvement_pct", "test_force_mae_eV_A_mean",
+                    "test_force_mae_eV_A_spread", "force_improvement_pct"])
+        for r in rows:
+            w.writerow([r.arm, r.fraction, r.n_dft_labels, r.n_seeds, r.energy[0], r.energy[1], r.energy_gain,
+                        r.forces[0], r.forces[1], r.forces_gain])
+    return path
+
+
+def write_cells_csv(cells: list[CellResult], path: Path) -> Path:
+    """Every cell (arm, fraction, seed) with its status, numbers and MLflow run."""
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["arm", "dft_fraction", "seed", "status", "n_dft_labels", "test_energy_mae_meV_atom",
+                    "test_force_mae_eV_A", "val_energy_mae_meV_atom", "train_seconds", "mlflow_run_id", "error"])
+        for c in cells:
+            w.writerow([c.arm, c.fraction, c.seed, c.status, c.n_dft_labels, c.test_energy_mae, c.test_force_mae,
+                        c.val_energy_mae, round(c.seconds, 1), c.run_id or "", c.error])
+    return path
+
+
+def learning_curve(rows: list[Row], path: Path, title: str) -> Path:
+    """Test energy and force MAE against the number of DFT labels, one line per arm (error bars: spread)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for arm in dict.fromkeys(r.arm for r in rows):
+        mine = sorted((r for r in rows if r.arm == arm), key=lambda r: r.n_dft_labels)
+        x = [r.n_dft_labels for r in mine]
+        for ax, key in zip(axes, ("energy", "forces")):
+            ax.errorbar(x, [getattr(r, key)[0] for r in mine], yerr=[getattr(r, key)[1] for r in mine],
+                        marker="o", capsize=3, label=ARM_LABELS.get(arm, arm))
+    for ax, ylabel in zip(axes, ("test energy MAE (meV/atom)", "test force MAE (eV/Å)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("DFT-labelled structures")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,273 @@
+"""Run a pipeline: label → pretrain (per seed) → arms × fractions × seeds → report.
+
+Every stage goes through :func:`run_or_reuse`: a stage whose config (hence its
+output folder) is unchanged and finished is reused, not retrained; an
+interrupted one resumes from its checkpoint. A file lock per stage folder lets
+several processes (pipelines, sweep workers) share stages safely. A cell that
+fails is recorded with its error and the pipeline goes on; the report says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eip2nn.labelling.engine import label
+from eip2nn.labelling.hashing import structure_hash
+from eip2nn.labelling.store import LabelStore
+from eip2nn.pipeline.config import PipelineConfig
+from eip2nn.pipeline.report import (CellResult, Row, learning_curve, markdown_table, summarise, text_table,
+                                    write_cells_csv, write_csv)
+from eip2nn.potentials.db import PotentialsDB
+from eip2nn.tracking import Run, Tracker, git_commit
+from eip2nn.training.protocol import make_split
+from eip2nn.training.stages import (FinishedStage, StageConfig, TrackingConfig, finished_stage, run_stage,
+                                    stage_dir)
+from eip2nn.training.transfer import eligible_eips
+
+STAGE_OF_ARM = {"baseline": "baseline", "weak": "weak", "transfer": "finetune", "both": "finetune"}
+
+
+@dataclass
+class PipelineResult:
+    config: PipelineConfig
+    output_dir: Path
+    cells: list[CellResult]
+    rows: list[Row]
+    files: dict[str, Path]  # table_md, table_csv, cells_csv, learning_curve, config
+    run_id: str | None = None
+    notes: list[str] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[CellResult]:
+        return [c for c in self.cells if not c.ok]
+
+
+# -- stage configs -------------------------------------------------------------------
+def _tracking(p: PipelineConfig, parent: str | None, name: str) -> TrackingConfig:
+    return TrackingConfig(enabled=p.tracking.enabled, experiment=p.experiment, run_name=name,
+                          parent_run_id=parent or "")
+
+
+def pretrain_config(p: PipelineConfig, seed: int, parent: str | None = None) -> StageConfig:
+    """The seed's pretraining stage: EIP heads on EIP labels; EIPs chosen with the smallest fraction's DFT labels."""
+    data = dataclasses.replace(p.data, dft_fraction=min(p.study.fractions), split_seed=seed,
+                               eips=list(p.pretrain.eips), n_eips=p.pretrain.n_eips)
+    return StageConfig(stage="pretrain", output=str(p.output_dir / "stages"), data=data, model=p.model,
+                       train=dataclasses.replace(p.pretrain.train, seed=seed),
+                       tracking=_tracking(p, parent, f"pretrain seed={seed}"))
+
+
+def cell_config(p: PipelineConfig, arm: str, fraction: float, seed: int, pretrained: str = "",
+                parent: str | None = None) -> StageConfig:
+    """The stage config of one arm at one DFT fraction and seed."""
+    stage = STAGE_OF_ARM[arm]
+    data = dataclasses.replace(p.data, dft_fraction=fraction, split_seed=seed)
+    finetune = dataclasses.replace(p.finetune, pretrained=pretrained) if stage == "finetune" else p.finetune
+    weak = dataclasses.replace(p.weak, enabled=arm == "both")
+    return StageConfig(stage=stage, output=str(p.output_dir / "stages"), data=data, model=p.model,
+                       train=dataclasses.replace(p.train, seed=seed), finetune=finetune, weak=weak,
+                       tracking=_tracking(p, parent, f"{arm} f={fraction:g} seed={seed}"))
+
+
+# -- running and reusing stages -----------------------------------------------------
+@contextmanager
+def stage_lock(cfg: StageConfig):
+    """Exclusive lock on the stage's folder, held while it runs (other processes wait, then reuse)."""
+    folder = stage_dir(cfg)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f"{folder.name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def log_reused(cfg: StageConfig, done: FinishedStage) -> str | None:
+    """A child run standing for a reused stage: its tags and final metrics, and where they came from."""
+    if not cfg.tracking.enabled:
+        return None
+    tags = dict(done.tags)
+    tags.update({"eip2nn.reused": "true", "eip2nn.reused_from_run": done.run_id or "-",
+                 "eip2nn.stage_dir": str(done.output_dir)})
+    run = Tracker(cfg.tracking.experiment).start(cfg.tracking.run_name + " (reused)", tags,
+                                                 cfg.tracking.parent_run_id or None)
+    run.log_params(cfg.as_dict())
+    run.log_metrics(done.final_metrics)
+    for name in ("metrics.json", "config.yaml"):
+        if (done.output_dir / name).is_file():
+            run.log_artifact(done.output_dir / name, "outputs")
+    run.end("FINISHED")
+    return run.run_id
+
+
+def run_or_reuse(cfg: StageConfig, log=print, on_epoch=None) -> tuple[FinishedStage, bool]:
+    """(the finished stage, whether it was reused). Runs the stage unless this exact config already finished."""
+    with stage_lock(cfg):
+        done = finished_stage(cfg)
+        if done is not None:
+            run_id = log_reused(cfg, done)
+            log(f"  reusing {done.output_dir} (finished run {done.run_id}); logged as {run_id}")
+            return done, True
+        run_stage(cfg, log=lambda s: log("  " + s), on_epoch=on_epoch)
+        done = finished_stage(cfg)
+        if done is None:
+            raise RuntimeError(f"stage {stage_dir(cfg)} ended without writing its result")
+        return done, False
+
+
+def cell_result(arm: str, fraction: float, seed: int, done: FinishedStage, reused: bool) -> CellResult:
+    test, val = done.metrics.get("test"), done.metrics.get("val")
+    return CellResult(arm, fraction, seed, "reused" if reused else "finished",
+                      int(done.tags.get("eip2nn.n_dft_labels", 0)),
+                      test.energy_mae if test else math.nan, test.force_mae if test else math.nan,
+                      val.energy_mae if val else math.nan, done.seconds, done.run_id)
+
+
+# -- the stages of a pipeline ---------------------------------------------------------
+def label_stage(p: PipelineConfig, tracker: Tracker | None, parent: str | None, log=print) -> list[str]:
+    """Label the dataset's training file with every eligible EIP (leakage-tagged ones excluded); returns notes."""
+    split = make_split(dataclasses.replace(p.data, dft_fraction=1.0))
+    structures = split.train + split.val
+    db = PotentialsDB()
+    _, excluded = db.eligible_for(set(split.species), split.source_tag)
+    specs = eligible_eips(db, split.species, split.source_tag)
+    notes = [f"excluded {s.id}: {why}" for s, why in excluded if s.supports(set(split.species))]
+    log(f"labels: {len(structures)} training structures × {len(specs)} eligible EIPs "
+        f"({len(notes)} excluded) into {p.data.labels}")
+    report = label(structures, specs, p.data.labels, workers=p.data.workers or None, progress=False)
+    hashes = sorted({structure_hash(a) for a in structures})
+    counts = {}
+    with LabelStore(p.data.labels) as store:
+        for s in specs:
+            n_ok = sum(1 for _ in store.labels(s.id, hashes=hashes))
+            counts[s.id] = (n_ok, len(hashes) - n_ok)
+    for eip, (ok, bad) in counts.items():
+        if bad:
+            notes.append(f"{eip}: no label for {bad} of {len(hashes)} structures (reasons: eip2nn labels failures)")
+    if tracker:
+        run = tracker.start("labels", {"eip2nn.stage": "labels", "eip2nn.dataset": p.data.dataset,
+                                       "eip2nn.element": p.element}, parent)
+        run.log_params({"eips": ",".join(counts), "store": p.data.labels, "n_structures": len(hashes)})
+        run.log_metrics({f"labelled.{e}": ok for e, (ok, _) in counts.items()})
+        run.log_metrics({f"failed.{e}": bad for e, (_, bad) in counts.items()})
+        run.log_metrics({"wall_seconds": report.wall_seconds, "n_eligible_eips": len(specs)})
+        run.end("FINISHED")
+    return notes
+
+
+def run_pipeline(p: PipelineConfig, log=print) -> PipelineResult:
+    """Run (or resume) the whole pipeline; returns the cells, the summary rows and the files written."""
+    t0 = time.perf_counter()
+    out = p.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    config_path = out / "pipeline.yaml"
+    config_path.write_text(p.to_yaml())
+    log(f"pipeline {p.name}: {p.data.dataset}, arms {p.study.arms}, fractions {p.study.fractions}, "
+        f"seeds {p.study.seeds}; output {out}")
+    tracker = Tracker(p.experiment) if p.tracking.enabled else None
+    parent: Run | None = None
+    if tracker:
+        parent = tracker.start(f"{p.name} {time.strftime('%Y-%m-%d %H:%M')}", {
+            "eip2nn.stage": "pipeline", "eip2nn.pipeline": p.name, "eip2nn.dataset": p.data.dataset,
+            "eip2nn.element": p.element, "eip2nn.backbone": p.model.backbone, "eip2nn.git_commit": git_commit()})
+        parent.log_params(p.as_dict())
+        parent.log_artifact(config_path, "config")
+        log(f"MLflow: experiment {p.experiment!r}, parent run {parent.run_id} ({tracker.uri})")
+    parent_id = parent.run_id if parent else None
+    cells: list[CellResult] = []
+    notes: list[str] = []
+    status = "FAILED"
+    try:
+        if p.label_all:
+            notes += label_stage(p, tracker, parent_id, log)
+        pretrained: dict[int, str] = {}
+        if {"transfer", "both"} & set(p.study.arms):
+            for seed in p.study.seeds:
+                log(f"pretrain seed={seed}")
+                try:
+                    done, _ = run_or_reuse(pretrain_config(p, seed, parent_id), log)
+                    pretrained[seed] = str(done.model_path)
+                except Exception as exc:  # recorded: the transfer cells of this seed fail with this reason
+                    notes.append(f"pretrain seed={seed} failed: {type(exc).__name__}: {exc}")
+                    log("  FAILED: " + notes[-1])
+        for fraction in p.study.fractions:
+            for seed in p.study.seeds:
+                for arm in p.study.arms:
+                    cells.append(_run_cell(p, arm, fraction, seed, pretrained, parent_id, log))
+        rows = summarise(cells, p.study.arms, p.study.fractions)
+        files = write_report(p, cells, rows, notes, out)
+        if parent:
+            for path in files.values():
+                parent.log_artifact(path, "plots" if path.suffix == ".png" else "results")
+            parent.log_metrics(_summary_metrics(rows))
+            parent.log_metrics({"n_cells_failed": sum(not c.ok for c in cells),
+                                "wall_seconds": time.perf_counter() - t0})
+        status = "FINISHED" if all(c.ok for c in cells) else "FAILED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        if parent:
+            parent.end(status)
+    return PipelineResult(p, out, cells, rows, files, parent_id, notes, time.perf_counter() - t0)
+
+
+def _run_cell(p, arm, fraction, seed, pretrained, parent_id, log) -> CellResult:
+    log(f"{arm} f={fraction:g} seed={seed}")
+    if STAGE_OF_ARM[arm] == "finetune" and seed not in pretrained:
+        return CellResult(arm, fraction, seed, "failed", error="pretraining of this seed failed")
+    try:
+        done, reused = run_or_reuse(cell_config(p, arm, fraction, seed, pretrained.get(seed, ""), parent_id), log)
+    except Exception as exc:  # recorded in the cells table and the report, never dropped
+        log(f"  FAILED: {type(exc).__name__}: {exc}")
+        return CellResult(arm, fraction, seed, "failed", error=f"{type(exc).__name__}: {exc}")
+    cell = cell_result(arm, fraction, seed, done, reused)
+    log(f"  test energy MAE {cell.test_energy_mae:.2f} meV/atom, force MAE {cell.test_force_mae:.3f} eV/Å"
+        + (" (reused)" if reused else f" ({cell.seconds:.0f} s)"))
+    return cell
+
+
+def _summary_metrics(rows: list[Row]) -> dict[str, float]:
+    out = {}
+    for r in rows:
+        key = f"{r.arm}.f{r.fraction:g}"
+        out[f"{key}.test_energy_mae_mean"], out[f"{key}.test_energy_mae_spread"] = r.energy
+        out[f"{key}.test_force_mae_mean"], out[f"{key}.test_force_mae_spread"] = r.forces
+        if not math.isnan(r.energy_gain):
+            out[f"{key}.energy_improvement_pct"] = r.energy_gain
+    return out
+
+
+def write_report(p: PipelineConfig, cells: list[CellResult], rows: list[Row], notes: list[str],
+                 out: Path) -> dict[str, Path]:
+    """results.md (table, failures, notes), results.csv, cells.csv, learning_curve.png."""
+    title = f"{p.name}: {p.data.dataset}, {p.model.backbone}, seeds {p.study.seeds}"
+    files = {"table_csv": write_csv(rows, out / "results.csv"), "cells_csv": write_cells_csv(cells, out / "cells.csv")}
+    if rows:
+        files["learning_curve"] = learning_curve(rows, out / "learning_curve.png", title)
+    lines = [f"# {title}", "", markdown_table(rows), "",
+             "Test set: the dataset's own test file. Mean ± sample standard deviation over seeds; "
+             "'vs baseline': (baseline − arm) / baseline of the means, positive = lower error."]
+    failed = [c for c in cells if not c.ok]
+    if failed:
+        lines += ["", "## Failed cells", ""] + [f"- {c.arm} f={c.fraction:g} seed={c.seed}: {c.error}" for c in failed]
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    files["table_md"] = out / "results.md"
+    (out / "cells.json").write_text(json.dumps([dataclasses.asdict(c) for c in cells], indent=1))
+    files["cells_json"] = out / "cells.json"
+    return files
+
+
+def summary_text(result: PipelineResult) -> str:
+    return text_table(result.rows)

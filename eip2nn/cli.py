@@ -194,6 +194,23 @@ def cmd_labels_summary(args) -> int:
     return 0
 
 
+def cmd_labels_forget_stale(args) -> int:
+    from eip2nn.labelling.store import LabelStore
+    from eip2nn.potentials.db import PotentialsDB
+    db = PotentialsDB(args.db)
+    with LabelStore(args.store) as store:
+        eips = args.eip or sorted(store.counts())
+        for eip in eips:
+            if eip not in db.specs:
+                print(f"{eip}: not in {db.folder}; its labels are kept")
+                continue
+            spec = db.get(eip)
+            n = store.forget_stale(spec.id, spec.content_hash())
+            if n or args.eip:
+                print(f"{spec.id}: dropped {n} labels made with an older definition")
+    return 0
+
+
 def cmd_labels_failures(args) -> int:
     from eip2nn.labelling.store import LabelStore
     with LabelStore(args.store) as store:
@@ -353,6 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
     q = lab.add_parser("summary", help="labels and failures per EIP")
     q.add_argument("--store", default=DEFAULT_STORE)
     q.set_defaults(func=cmd_labels_summary)
+    q = lab.add_parser("forget-stale", help="drop labels made with an older definition of an EIP (it changed since)")
+    q.add_argument("--store", default=DEFAULT_STORE)
+    q.add_argument("--eip", action="append", help="EIP id (repeatable); default: every EIP in the store")
+    add_db(q)
+    q.set_defaults(func=cmd_labels_forget_stale)
     q = lab.add_parser("failures", help="every recorded failure with its reason")
     q.add_argument("--store", default=DEFAULT_STORE)
     q.add_argument("--eip")

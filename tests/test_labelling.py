@@ -109,8 +109,14 @@ def test_changed_definition_under_same_id_is_refused(tmp_path, specs):
     structures = si_structures(2)
     label(structures, specs[:1], tmp_path / "s.sqlite", workers=1, progress=False)
     changed = dataclasses.replace(specs[0], cutoff=specs[0].cutoff + 1.0)
-    with pytest.raises(StaleLabelsError, match=SW):
+    with pytest.raises(StaleLabelsError, match=f"eip2nn labels forget-stale .*--eip {SW}"):
         label(structures, [changed], tmp_path / "s.sqlite", workers=1, progress=False)
+    with LabelStore(tmp_path / "s.sqlite") as store:
+        assert store.forget_stale(TERSOFF, specs[1].content_hash()) == 0  # nothing stale: nothing dropped
+        assert store.forget_stale(SW, changed.content_hash()) == 1  # the second structure overlaps: a failure
+        assert not list(store.labels(SW)) and not store.failures(SW)
+    report = label(structures, [changed], tmp_path / "s.sqlite", workers=1, progress=False)
+    assert report.per_eip[SW].labelled == 1 and sum(report.per_eip[SW].failed.values()) == 1
 
 
 def test_export_roundtrip_has_one_key_per_eip(tmp_path, specs):

@@ -167,6 +167,7 @@ def _check_not_stale(store: LabelStore, spec: PotentialSpec) -> None:
         raise StaleLabelsError(
             f"{store.path} holds labels of {spec.id!r} made with a different definition "
             f"(spec hash {sorted(stored)} vs now {spec.content_hash()}, from {spec.source_file}); "
+            f"drop the old labels with `eip2nn labels forget-stale --store {store.path} --eip {spec.id}`, "
             "give the changed EIP a new id, or label into a new store")
 
 

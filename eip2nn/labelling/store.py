@@ -261,6 +261,19 @@ class LabelStore:
                     (eip_id, *kinds))
         return cur.rowcount
 
+    def forget_stale(self, eip_id: str, spec_hash: str) -> int:
+        """Delete the labels, failures and alignments of ``eip_id`` made under another spec hash
+        (its definition changed since); returns how many labels went."""
+        stale = "SELECT id FROM provenance WHERE eip_id = ? AND spec_hash != ?"
+        with self._transaction():
+            cur = self._db.execute(f"DELETE FROM labels WHERE eip_id = ? AND provenance_id IN ({stale})",
+                                   (eip_id, eip_id, spec_hash))
+            self._db.execute(f"DELETE FROM failures WHERE eip_id = ? AND provenance_id IN ({stale})",
+                             (eip_id, eip_id, spec_hash))
+            if cur.rowcount:
+                self._db.execute("DELETE FROM alignments WHERE eip_id = ?", (eip_id,))
+        return cur.rowcount
+
     # -- reading -----------------------------------------------------------------
     def labels(self, eip_id: str | None = None, hashes: Iterable[str] | None = None) -> Iterator[Label]:
         """Stored labels, optionally of one EIP and/or some structures."""

@@ -298,7 +298,8 @@ def cmd_pipeline_config(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from eip2nn.sweep.runner import load_sweep, run_sweep
+    from eip2nn.sweep.config import load_sweep
+    from eip2nn.sweep.runner import run_sweep
     sweep = load_sweep(args.file, args.set)
     result = run_sweep(sweep, n_trials=args.n_trials, storage=args.storage)
     print(result.summary())

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from eip2nn.config import flatten
+from eip2nn.locks import sqlite_store_lock
 
 PARAM_MAX = 6000  # MLflow's limit on a param value's length
 
@@ -59,15 +60,16 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.uri = uri or tracking_uri()
-        self.client = MlflowClient(tracking_uri=self.uri)
-        exp = self.client.get_experiment_by_name(experiment)
-        if exp is None:
-            location = None
-            if self.uri.startswith("sqlite:///"):
-                location = (Path(self.uri[len("sqlite:///"):]).parent / "artifacts" / experiment).as_uri()
-            exp_id = self.client.create_experiment(experiment, artifact_location=location)
-        else:
-            exp_id = exp.experiment_id
+        with sqlite_store_lock(self.uri):  # first use creates/migrates the store: one process at a time
+            self.client = MlflowClient(tracking_uri=self.uri)
+            exp = self.client.get_experiment_by_name(experiment)
+            if exp is None:
+                location = None
+                if self.uri.startswith("sqlite:///"):
+                    location = (Path(self.uri[len("sqlite:///"):]).parent / "artifacts" / experiment).as_uri()
+                exp_id = self.client.create_experiment(experiment, artifact_location=location)
+            else:
+                exp_id = exp.experiment_id
         self.experiment_id = exp_id
 
     def start(self, run_name: str, tags: dict[str, str], parent_run_id: str | None = None) -> "Run":

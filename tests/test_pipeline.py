@@ -124,6 +124,9 @@ def test_pipeline_config_is_strict_and_overridable(tmp_path):
         load_pipeline(TINY, ["study.arms=[baseline,magic]"])
     with pytest.raises(ConfigError, match="finetune.pretrained is set by the pipeline"):
         load_pipeline(TINY, ["finetune.pretrained=x.pt"])
+    assert load_pipeline(TINY, ["train.lr=1e-3"]).train.lr == 0.001  # YAML 1.1 reads 1e-3 as a string
+    with pytest.raises(ConfigError, match="train.lr: expected a number, got 'fast'"):
+        load_pipeline(TINY, ["train.lr=fast"])
     cfg = load_pipeline(TINY, ["study.seeds=[3,4,5]", "model.width=24"])
     assert cfg.study.seeds == [3, 4, 5] and cfg.model.width == 24 and cfg.weak.n_estimators == 30
     assert main(["pipeline", "config", str(TINY), "--set", "train.epochs=7"]) == 0

@@ -10,17 +10,16 @@ fails is recorded with its error and the pipeline goes on; the report says so.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from eip2nn.labelling.engine import label
 from eip2nn.labelling.hashing import structure_hash
 from eip2nn.labelling.store import LabelStore
+from eip2nn.locks import file_lock
 from eip2nn.pipeline.config import PipelineConfig
 from eip2nn.pipeline.report import (CellResult, Row, learning_curve, markdown_table, summarise, text_table,
                                     write_cells_csv, write_csv)
@@ -78,17 +77,10 @@ def cell_config(p: PipelineConfig, arm: str, fraction: float, seed: int, pretrai
 
 
 # -- running and reusing stages -----------------------------------------------------
-@contextmanager
 def stage_lock(cfg: StageConfig):
     """Exclusive lock on the stage's folder, held while it runs (other processes wait, then reuse)."""
     folder = stage_dir(cfg)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / f"{folder.name}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return file_lock(folder.parent / f"{folder.name}.lock")
 
 
 def log_reused(cfg: StageConfig, done: FinishedStage) -> str | None:

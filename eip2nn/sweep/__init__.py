@@ -1,0 +1,1 @@
+"""Optuna sweeps over a pipeline's knobs: one objective cell, pruning, MLflow child runs, the best config out."""

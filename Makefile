@@ -1,5 +1,5 @@
 # The two commands a new user needs (see README):
-#   make run   — install everything, then label the default data with every eligible EIP
+#   make run   — install everything, then run the quick Si pipeline (baseline vs weak vs transfer vs both)
 #   make test  — install everything, then run the test suite
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -15,9 +15,10 @@ install:
 	bash scripts/install.sh
 
 run: install
-	$(BIN)/eip2nn run
+	$(BIN)/eip2nn pipeline run pipelines/si_quick.yaml
 
-test: install
+test:
+	bash scripts/install.sh --with-test-tools
 	$(BIN)/python -m pytest -q
 
 bench: install

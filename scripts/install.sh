@@ -7,8 +7,12 @@ cd "$(dirname "$0")/.."
 VENV=${EIP2NN_VENV:-.venv}
 PY=${PYTHON:-python3}
 
+# --with-test-tools adds what the test suite drives besides Python: headless Chromium
+# (the MLflow UI end-to-end test).
+apt_pkgs=(openkim-models libkim-api-dev pkg-config)
+[ "${1:-}" = "--with-test-tools" ] && apt_pkgs+=(chromium)
 need_apt=()
-for pkg in openkim-models libkim-api-dev pkg-config; do
+for pkg in "${apt_pkgs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -149,3 +149,21 @@ def test_heads_share_the_backbone_but_differ(model):
 def test_unknown_species_is_an_error_naming_the_element(model):
     with pytest.raises(UnknownSpeciesError, match=r"\['C'\]"):
         model.graph(Atoms("C2", positions=[[0, 0, 0], [1.4, 0, 0]]))
+
+
+def test_graph_cache_shares_a_graph_for_the_same_geometry_only():
+    from ase.build import bulk
+
+    from eip2nn.nn.model import EnergyModel, ModelConfig
+    model = EnergyModel(ModelConfig(backbone="symmetry_functions", descriptor="set30", width=8, depth=1),
+                        ["Si"], ["dft"])
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+    first = model.graph(atoms)
+    assert model.graph(atoms.copy()) is first  # same geometry: computed once
+    moved = atoms.copy()
+    moved.positions[0] += 0.05
+    other = model.graph(moved)
+    assert other is not first and not torch.equal(other.descriptor, first.descriptor)
+    wider = EnergyModel(ModelConfig(backbone="symmetry_functions", descriptor="set30", width=8, depth=1,
+                                    cutoff=4.0), ["Si"], ["dft"])
+    assert wider.graph(atoms).edge_src.numel() < first.edge_src.numel()  # another cut-off: another graph

@@ -1,0 +1,29 @@
+"""Every shipped pipeline and stage file loads as a valid config, and the README's main one is the default Si run."""
+
+from pathlib import Path
+
+import pytest
+
+from eip2nn.pipeline.config import load_pipeline
+from eip2nn.potentials.db import PotentialsDB
+
+ROOT = Path(__file__).parent.parent
+PIPELINES = sorted((ROOT / "pipelines").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", PIPELINES, ids=[p.name for p in PIPELINES])
+def test_shipped_pipeline_is_valid_and_names_real_eips(path):
+    cfg = load_pipeline(path)
+    db = PotentialsDB()
+    for eip in cfg.pretrain.eips + cfg.weak.eips + cfg.data.eips:
+        db.get(eip)
+    assert len(cfg.study.seeds) >= 3 and set(cfg.study.arms) == {"baseline", "weak", "transfer", "both"}
+
+
+def test_the_main_command_runs_the_quick_si_pipeline_and_full_variants_exist():
+    makefile = (ROOT / "Makefile").read_text()
+    assert "pipeline run pipelines/si_quick.yaml" in makefile
+    for element in ("si", "mo", "cu", "ni"):
+        cfg = load_pipeline(ROOT / "pipelines" / f"{element}.yaml")
+        assert cfg.study.fractions == [0.05, 0.1, 0.25, 0.5, 1.0]
+        assert cfg.data.dataset == f"mlearn/{element.capitalize()}"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from eip2nn.config import flatten
-from eip2nn.locks import sqlite_store_lock
+from eip2nn.locks import sqlite_path, sqlite_store_lock
 
 PARAM_MAX = 6000  # MLflow's limit on a param value's length
 
@@ -64,9 +64,8 @@ class Tracker:
             self.client = MlflowClient(tracking_uri=self.uri)
             exp = self.client.get_experiment_by_name(experiment)
             if exp is None:
-                location = None
-                if self.uri.startswith("sqlite:///"):
-                    location = (Path(self.uri[len("sqlite:///"):]).parent / "artifacts" / experiment).as_uri()
+                db = sqlite_path(self.uri)
+                location = (db.parent / "artifacts" / experiment).as_uri() if db else None
                 exp_id = self.client.create_experiment(experiment, artifact_location=location)
             else:
                 exp_id = exp.experiment_id

@@ -39,15 +39,13 @@ class GraphCache:
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
         self._items: OrderedDict[tuple, tuple[AtomicGraph, int]] = OrderedDict()
-        self.bytes = self.hits = self.misses = 0
+        self.bytes = 0
 
     def get(self, key: tuple) -> AtomicGraph | None:
         item = self._items.get(key)
         if item is None:
-            self.misses += 1
             return None
         self._items.move_to_end(key)
-        self.hits += 1
         return item[0]
 
     def put(self, key: tuple, graph: AtomicGraph) -> None:
@@ -59,10 +57,6 @@ class GraphCache:
         while self.bytes > self.max_bytes:
             _, (_, old) = self._items.popitem(last=False)
             self.bytes -= old
-
-    def clear(self) -> None:
-        self._items.clear()
-        self.bytes = 0
 
 
 CACHE = GraphCache(int(float(os.environ.get(CACHE_MB_ENV, "2048")) * 2**20))

@@ -39,7 +39,7 @@ class PipelineResult:
     output_dir: Path
     cells: list[CellResult]
     rows: list[Row]
-    files: dict[str, Path]  # table_md, table_csv, cells_csv, learning_curve, config
+    files: dict[str, Path]  # table_md, table_csv, cells_csv, cells_json, learning_curve
     run_id: str | None = None
     notes: list[str] = field(default_factory=list)
     wall_seconds: float = 0.0

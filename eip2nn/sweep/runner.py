@@ -21,7 +21,7 @@ from pathlib import Path
 import optuna
 import yaml
 
-from eip2nn.locks import sqlite_store_lock
+from eip2nn.locks import sqlite_path, sqlite_store_lock
 from eip2nn.pipeline.runner import cell_config, pretrain_config, run_or_reuse
 from eip2nn.sweep.config import ParamSpace, Sweep
 from eip2nn.tracking import Tracker, git_commit, mlruns_dir
@@ -40,8 +40,8 @@ def make_storage(url: str):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
         return JournalStorage(JournalFileBackend(url[len("journal:"):]))
-    if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    if (db := sqlite_path(url)) is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
     return optuna.storages.RDBStorage(url)
 

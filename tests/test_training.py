@@ -242,3 +242,22 @@ def test_cli_train_and_evaluate(workdir, mlflow_client, capsys):
     assert "leakage" in capsys.readouterr().err
     assert main(["train", "pipelines/stages/si_baseline.yaml", "--set", "train.lrr=1"]) == 2
     assert "unknown key 'train.lrr'" in capsys.readouterr().err
+
+
+def test_interrupted_stage_resumes_under_another_parent_run(tmp_path, data_mirror_session, mlflow_client):
+    """A pipeline re-run after a crash has a new parent MLflow run; the stage must still resume, not refuse."""
+    from eip2nn.training.stages import StopStage
+
+    def stop_after_two(row):
+        if row["epoch"] == 1:
+            raise StopStage
+
+    first = stage_config(tmp_path, stage="baseline", train={**TINY["train"], "epochs": 4},
+                         tracking={"experiment": "tests", "run_name": "crash"})
+    with pytest.raises(StopStage):
+        run_stage(first, log=lambda s: None, on_epoch=stop_after_two)
+    second = stage_config(tmp_path, stage="baseline", train={**TINY["train"], "epochs": 4},
+                          tracking={"experiment": "tests", "run_name": "again"})
+    assert second.content_hash() == first.content_hash()
+    resumed = run_stage(second, log=lambda s: None)
+    assert resumed.fit.resumed_from == 2 and len(resumed.fit.history) == 4

@@ -97,10 +97,15 @@ class StageConfig:
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def content_hash(self) -> str:
-        """Hash of everything that shapes the result (not the tracking section), extra structure files' contents included."""
+    def result_dict(self) -> dict:
+        """Everything that shapes the result: the config without its tracking section."""
         d = self.as_dict()
         d.pop("tracking")
+        return d
+
+    def content_hash(self) -> str:
+        """Hash of :meth:`result_dict`, extra structure files' contents included."""
+        d = self.result_dict()
         d["extra_structures_sha256"] = [hashlib.sha256(Path(p).read_bytes()).hexdigest() if Path(p).is_file() else None
                                         for p in self.weak.extra_structures]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
@@ -310,7 +315,7 @@ def run_stage(cfg: StageConfig, log=print, on_epoch=None) -> StageResult:
                 log(f"  epoch {row['epoch']:4d}/{cfg.train.epochs}  train {row['train_loss']:.3e}  "
                     f"val {row['val_loss']:.3e}  lr {row['lr']:.1e}  {row['structures_per_second']:.0f} structures/s")
 
-        result = fit(model, train, val, terms, cfg.train, out / "checkpoint.pt", cfg.as_dict(), epoch_done)
+        result = fit(model, train, val, terms, cfg.train, out / "checkpoint.pt", cfg.result_dict(), epoch_done)
         if result.resumed_from:
             log(f"  resumed from epoch {result.resumed_from}")
         metrics, parities = {}, {}

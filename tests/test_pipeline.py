@@ -131,3 +131,13 @@ def test_pipeline_config_is_strict_and_overridable(tmp_path):
     assert cfg.study.seeds == [3, 4, 5] and cfg.model.width == 24 and cfg.weak.n_estimators == 30
     assert main(["pipeline", "config", str(TINY), "--set", "train.epochs=7"]) == 0
     assert main(["pipeline", "config", str(TINY), "--set", "train.epochz=7"]) == 2
+
+
+def test_weak_arms_at_full_dft_are_skipped_with_the_reason(tmp_path, data_mirror_session):
+    cfg = tiny(tmp_path, "study.fractions=[1.0]", "study.seeds=[0]", "study.arms=[baseline,weak]",
+               "tracking.enabled=false")
+    result = run_pipeline(cfg, log=lambda s: None)
+    assert [(c.arm, c.fraction) for c in result.cells] == [("baseline", 1.0)]
+    assert [r.arm for r in result.rows] == ["baseline"]
+    assert any("weak at dft_fraction 1 not run" in n for n in result.notes)
+    assert "nothing to weakly label" in result.files["table_md"].read_text()

@@ -192,9 +192,14 @@ def run_pipeline(p: PipelineConfig, log=print) -> PipelineResult:
                     notes.append(f"pretrain seed={seed} failed: {type(exc).__name__}: {exc}")
                     log("  FAILED: " + notes[-1])
         for fraction in p.study.fractions:
+            for arm in p.study.arms:
+                if why := nothing_to_weakly_label(p, arm, fraction):
+                    notes.append(why)
+                    log(f"skipping {arm} f={fraction:g}: {why}")
             for seed in p.study.seeds:
                 for arm in p.study.arms:
-                    cells.append(_run_cell(p, arm, fraction, seed, pretrained, parent_id, log))
+                    if not nothing_to_weakly_label(p, arm, fraction):
+                        cells.append(_run_cell(p, arm, fraction, seed, pretrained, parent_id, log))
         rows = summarise(cells, p.study.arms, p.study.fractions)
         files = write_report(p, cells, rows, notes, out)
         if parent:
@@ -211,6 +216,15 @@ def run_pipeline(p: PipelineConfig, log=print) -> PipelineResult:
         if parent:
             parent.end(status)
     return PipelineResult(p, out, cells, rows, files, parent_id, notes, time.perf_counter() - t0)
+
+
+def nothing_to_weakly_label(p: PipelineConfig, arm: str, fraction: float) -> str:
+    """Why a weak-supervision cell would only repeat another arm ('' when it would not)."""
+    if arm in ("weak", "both") and fraction >= 1.0 and not p.weak.extra_structures:
+        same = "baseline" if arm == "weak" else "transfer"
+        return (f"{arm} at dft_fraction {fraction:g} not run: every training structure has its DFT label and "
+                f"weak.extra_structures is empty, so there is nothing to weakly label and it would repeat {same}")
+    return ""
 
 
 def _run_cell(p, arm, fraction, seed, pretrained, parent_id, log) -> CellResult:

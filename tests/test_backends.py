@@ -192,3 +192,37 @@ def test_lammps_edip_is_the_analytic_edip_of_kim_on_real_structures(evaluators, 
         assert abs(a.energy - b.energy) / len(atoms) < 1e-10
         assert np.abs(a.forces - b.forces).max() < 1e-8
     del churn
+
+
+LAMMPS_IDS = sorted(s.id for s in PotentialsDB().specs.values() if s.backend_type == "lammps")
+
+
+@pytest.mark.parametrize("eip_id", LAMMPS_IDS)
+def test_lammps_fast_path_equals_a_fresh_full_set_up(db, eip_id):
+    """Positions-only changes skip LAMMPS's set-up (``run 1 pre no``): every label must equal a fresh instance's."""
+    from eip2nn.potentials.check import REFERENCE_CRYSTALS
+    spec = db.get(eip_id)
+    element = next(e for e in spec.species if e in REFERENCE_CRYSTALS)
+    crystal, a = REFERENCE_CRYSTALS[element]
+    same_cell = [rattled(element, crystal, a, seed=0, amplitude=0.0)]
+    for k in range(1, 4):  # same cell and types, new positions: the fast path
+        atoms = same_cell[0].copy()
+        atoms.positions += 0.08 * np.random.default_rng(k).normal(size=atoms.positions.shape)
+        same_cell.append(atoms)
+    other = rattled(element, crystal, a * 1.02, seed=5)  # a new cell: full set-up, then fast again
+    sequence = same_cell + [other, same_cell[2], same_cell[3]]
+    reused = make_evaluator(spec)
+    try:
+        got = [reused.evaluate(s) for s in sequence]
+    finally:
+        reused.close()
+    for atoms, r in zip(sequence, got):
+        fresh = make_evaluator(spec)
+        try:
+            want = fresh.evaluate(atoms)
+        finally:
+            fresh.close()
+        assert r.energy == pytest.approx(want.energy, abs=1e-9)
+        assert np.abs(r.forces - want.forces).max() < 1e-9
+        assert np.abs(r.stress - want.stress).max() < 1e-11
+    assert len({round(r.energy, 6) for r in got[:4]}) == 4  # the positions really changed

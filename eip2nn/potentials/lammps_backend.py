@@ -2,8 +2,11 @@
 
 One LAMMPS instance per evaluator, re-used for every structure: when the
 next structure has the same atom count and types as the last one, only the
-box and the positions are rewritten and ``run 0`` is called; otherwise the
-atoms are deleted and re-created. Units: LAMMPS ``metal`` (eV, Å, bar).
+box and the positions are rewritten; otherwise the atoms are deleted and
+re-created. After such a change ``run 0`` does LAMMPS's full set-up; when only
+the positions changed, ``run 1 pre no`` skips it (no fix is defined, so
+nothing moves; every step re-neighbours, so the step-1 forces are those of
+the new positions). Units: LAMMPS ``metal`` (eV, Å, bar).
 """
 
 from __future__ import annotations
@@ -87,6 +90,8 @@ class LAMMPSEvaluator:
         self._order = None  # LAMMPS local index -> our atom index
         self._cell_key = None  # bytes of the cell now in LAMMPS
         self._cell_cache = None  # (reduced cell, its inverse, LammpsFrame) of that cell
+        self._set_up = False  # LAMMPS's set-up matches the box and atoms now in it
+        self._handed_out = False  # load() gave the instance to a caller: always do the full set-up
 
     # -- set-up ----------------------------------------------------------------
     def _start(self):
@@ -108,6 +113,7 @@ class LAMMPSEvaluator:
         ])
         self._lmp = lmp
         self._types = self._order = self._cell_key = None
+        self._set_up = False
 
     def close(self) -> None:
         if self._lmp is not None:
@@ -142,6 +148,7 @@ class LAMMPSEvaluator:
         Read positions back with :meth:`positions`; :meth:`evaluate` reloads its input.
         """
         self._load(atoms, self._check(atoms))
+        self._handed_out = True  # the caller may add fixes or run dynamics
         return self._lmp
 
     def positions(self) -> np.ndarray:
@@ -158,7 +165,11 @@ class LAMMPSEvaluator:
             self._load(atoms, types)
             rcell, inverse, frame = self._cell_cache
             lmp = self._lmp
-            lmp.command("run 0 post no")
+            if self._set_up and not self._handed_out:
+                lmp.command("run 1 pre no post no")
+            else:
+                lmp.command("run 0 post no")
+                self._set_up = True
             energy = float(lmp.get_thermo("pe"))
             f_lmp = lmp.numpy.extract_atom("f")[:len(types)]
             p = np.array(lmp.numpy.extract_compute("virial", 0, 1), dtype=float)
@@ -185,7 +196,7 @@ class LAMMPSEvaluator:
             raise EvaluationError(UNSUPPORTED_CELL, str(e)) from None
         frame = lammps_frame(rcell)
         (lx, ly, lz), (xy, xz, yz) = frame.boxhi, frame.tilts
-        self._cell_key = None  # not valid until the command succeeded
+        self._cell_key, self._set_up = None, False  # not valid until the command succeeded
         self._lmp.command(f"change_box all x final 0 {lx!r} y final 0 {ly!r} z final 0 {lz!r} "
                           f"xy final {xy!r} xz final {xz!r} yz final {yz!r} units box")
         self._cell_key, self._cell_cache = key, (rcell, inverse, frame)
@@ -197,7 +208,7 @@ class LAMMPSEvaluator:
         if self._types is not None and np.array_equal(types, self._types):
             lmp.numpy.extract_atom("x")[:n] = x_lmp[self._order]
             return
-        self._types = None
+        self._types, self._set_up = None, False
         lmp.command("delete_atoms group all")
         lmp.create_atoms(n, list(range(1, n + 1)), types.tolist(), x_lmp.ravel().tolist())
         if lmp.get_natoms() != n:

@@ -1,0 +1,69 @@
+"""Copy finished pipelines' reports into docs/results/ and print one compact README table per pipeline.
+
+Usage: python scripts/collect_results.py si-full mo-full ...   (names under outputs/pipelines/)
+
+For each pipeline it copies ``results.md`` and ``learning_curve.png`` to
+``docs/results/<name>_results.md`` / ``<name>_learning_curve.png`` and prints two
+markdown tables (test energy MAE in meV/atom, force MAE in eV/Å): one row per
+DFT fraction, one column per arm, mean ± spread over seeds with the change
+against the baseline in %. It reads only what ``eip2nn pipeline run`` wrote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import shutil
+from pathlib import Path
+
+ARMS = ("baseline", "weak", "transfer", "both")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cell(row: dict | None, key: str, digits: int, gain_key: str) -> str:
+    if row is None:
+        return "–"
+    mean, spread = float(row[f"{key}_mean"]), float(row[f"{key}_spread"])
+    text = f"{mean:.{digits}f} ± {spread:.{digits}f}"
+    gain = float(row[gain_key])
+    return text if math.isnan(gain) else f"{text} ({gain:+.0f}%)"
+
+
+def compact_table(results_csv: Path, quantity: str) -> str:
+    """One row per DFT fraction, one column per arm; quantity "energy" (meV/atom) or "forces" (eV/Å)."""
+    key, digits, gain_key = {"energy": ("test_energy_mae_meV_atom", 1, "energy_improvement_pct"),
+                             "forces": ("test_force_mae_eV_A", 3, "force_improvement_pct")}[quantity]
+    with open(results_csv) as fh:
+        rows = {(r["arm"], float(r["dft_fraction"])): r for r in csv.DictReader(fh)}
+    fractions = sorted({f for _, f in rows})
+    arms = [a for a in ARMS if any(a == arm for arm, _ in rows)]
+    unit = "meV/atom" if quantity == "energy" else "eV/Å"
+    head = [f"DFT fraction (labels): test {'energy' if quantity == 'energy' else 'force'} MAE, {unit}"] + list(arms)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for f in fractions:
+        base = rows.get(("baseline", f))
+        labels = f"{f:g} ({float(base['n_dft_labels']):.0f})" if base else f"{f:g}"
+        lines.append("| " + " | ".join([labels] + [_cell(rows.get((a, f)), key, digits, gain_key) for a in arms]) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("names", nargs="+", help="pipeline names (folders under outputs/pipelines/)")
+    args = p.parse_args()
+    target = ROOT / "docs" / "results"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in args.names:
+        src = ROOT / "outputs" / "pipelines" / name
+        if not (src / "results.csv").is_file():
+            raise SystemExit(f"{src}/results.csv not found: run the pipeline first")
+        shutil.copyfile(src / "results.md", target / f"{name}_results.md")
+        shutil.copyfile(src / "learning_curve.png", target / f"{name}_learning_curve.png")
+        print(f"## {name}\n")
+        for quantity in ("energy", "forces"):
+            print(compact_table(src / "results.csv", quantity) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -413,7 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("sweep", help="tune a pipeline's knobs with Optuna (several processes may share a study)")
     q.add_argument("file", help="sweep YAML, e.g. pipelines/sweeps/si_weak_alpha.yaml")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a sweep value")
-    q.add_argument("--n-trials", type=int, help="trials for this process (default: the file's n_trials)")
+    q.add_argument("--n-trials", type=int, help="trials for this process (default: the file's n_trials); 0: none, "
+                   "only write best.yaml from the trials in storage")
     q.add_argument("--storage", help="Optuna storage URL (default: the file's, else sqlite under mlruns/)")
     q.set_defaults(func=cmd_sweep)
 

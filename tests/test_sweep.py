@@ -51,7 +51,13 @@ def test_two_sweep_processes_share_one_study(tmp_path, data_mirror_session):
     best = tmp_path / "sweep" / "best.yaml"
     cfg = load_pipeline(best)  # ready to re-run as a pipeline
     assert cfg.train.lr == pytest.approx(study.best_params["train.lr"])
-    assert cfg.model.width == study.best_params["model.width"] and cfg.output == str(tmp_path / "out")
+    assert cfg.model.width == study.best_params["model.width"]
+    assert cfg.name == "tiny-best-tiny" and cfg.output_dir == Path("outputs/pipelines/tiny-best-tiny")  # not the
+    assert cfg.experiment == "eip2nn-tiny-best-tiny"  # swept pipeline's folder or experiment: no overwritten report
+    best.unlink()
+    zero = [a if a != "2" else "0" for a in cmd]  # --n-trials 0: no new trial, best.yaml written again
+    assert subprocess.run(zero, env=env, capture_output=True, text=True, timeout=300).returncode == 0
+    assert len(optuna.load_study(study_name="tiny", storage=storage).trials) == 4 and best.is_file()
 
 
 def test_pruned_trials_stop_training_and_are_marked(tmp_path, data_mirror_session, monkeypatch):

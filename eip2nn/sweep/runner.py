@@ -10,9 +10,12 @@ a study name and storage cooperate: Optuna hands each its own trials.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 import os
+import re
 import statistics
 import time
 from dataclasses import dataclass
@@ -140,14 +143,20 @@ def _objective(sweep: Sweep, tracker: Tracker | None, parent_id: str | None, log
 
 
 def write_best(sweep: Sweep, study: optuna.Study) -> Path | None:
-    """best.yaml: the pipeline with the best trial's knobs, fully resolved, ready for `eip2nn pipeline run`."""
+    """best.yaml: the pipeline with the best trial's knobs, fully resolved, ready for `eip2nn pipeline run`.
+
+    It is named ``<pipeline>-best-<study>`` and writes to the default folder of that name.
+    """
     try:
         best = study.best_trial
     except ValueError:
         return None
     out = sweep.config.output_dir
     out.mkdir(parents=True, exist_ok=True)
-    p = sweep.pipeline(best.params)
+    # its own name and output folder: running it must not overwrite the swept pipeline's report
+    swept = sweep.pipeline(best.params)
+    study_tag = re.sub(r"[^A-Za-z0-9_.-]+", "-", study.study_name)
+    p = dataclasses.replace(swept, name=f"{swept.name}-best-{study_tag}", output="")
     header = (f"# Best of Optuna study {study.study_name!r}: trial {best.number}, "
               f"{sweep.config.objective.metric} = {best.value:.6g}\n# knobs: {json.dumps(best.params)}\n"
               f"#   eip2nn pipeline run {out / 'best.yaml'}\n")
@@ -161,7 +170,7 @@ def write_best(sweep: Sweep, study: optuna.Study) -> Path | None:
 
 
 def run_sweep(sweep: Sweep, n_trials: int | None = None, storage: str | None = None, log=print) -> SweepResult:
-    """Run ``n_trials`` (default: the file's) trials of the study in this process."""
+    """Run ``n_trials`` (default: the file's) trials of the study in this process; 0 only writes best.yaml."""
     t0 = time.perf_counter()
     cfg = sweep.config
     url = storage or cfg.storage or default_storage()
@@ -185,7 +194,7 @@ def run_sweep(sweep: Sweep, n_trials: int | None = None, storage: str | None = N
     counter = [0]
     try:
         study.optimize(_objective(sweep, tracker, parent.run_id if parent else None, log, counter),
-                       n_trials=n_trials or cfg.n_trials, catch=(ValueError, FloatingPointError, RuntimeError))
+                       n_trials=cfg.n_trials if n_trials is None else n_trials, catch=(ValueError, FloatingPointError, RuntimeError))
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"

@@ -32,14 +32,15 @@ def _cell(row: dict | None, key: str, digits: int, gain_key: str) -> str:
 
 def compact_table(results_csv: Path, quantity: str) -> str:
     """One row per DFT fraction, one column per arm; quantity "energy" (meV/atom) or "forces" (eV/Å)."""
-    key, digits, gain_key = {"energy": ("test_energy_mae_meV_atom", 1, "energy_improvement_pct"),
-                             "forces": ("test_force_mae_eV_A", 3, "force_improvement_pct")}[quantity]
+    key, digits, gain_key, title = {
+        "energy": ("test_energy_mae_meV_atom", 1, "energy_improvement_pct", "test energy MAE, meV/atom"),
+        "forces": ("test_force_mae_eV_A", 3, "force_improvement_pct", "test force MAE, eV/Å")}[quantity]
     with open(results_csv) as fh:
         rows = {(r["arm"], float(r["dft_fraction"])): r for r in csv.DictReader(fh)}
     fractions = sorted({f for _, f in rows})
-    arms = [a for a in ARMS if any(a == arm for arm, _ in rows)]
-    unit = "meV/atom" if quantity == "energy" else "eV/Å"
-    head = [f"DFT fraction (labels): test {'energy' if quantity == 'energy' else 'force'} MAE, {unit}"] + list(arms)
+    present = {arm for arm, _ in rows}
+    arms = [a for a in ARMS if a in present]
+    head = [f"DFT fraction (labels): {title}"] + arms
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for f in fractions:
         base = rows.get(("baseline", f))

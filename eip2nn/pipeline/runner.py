@@ -192,13 +192,13 @@ def run_pipeline(p: PipelineConfig, log=print) -> PipelineResult:
                     notes.append(f"pretrain seed={seed} failed: {type(exc).__name__}: {exc}")
                     log("  FAILED: " + notes[-1])
         for fraction in p.study.fractions:
-            for arm in p.study.arms:
-                if why := nothing_to_weakly_label(p, arm, fraction):
-                    notes.append(why)
-                    log(f"skipping {arm} f={fraction:g}: {why}")
+            skipped = {arm: why for arm in p.study.arms if (why := nothing_to_weakly_label(p, arm, fraction))}
+            for arm, why in skipped.items():
+                notes.append(why)
+                log(f"skipping {arm} f={fraction:g}: {why}")
             for seed in p.study.seeds:
                 for arm in p.study.arms:
-                    if not nothing_to_weakly_label(p, arm, fraction):
+                    if arm not in skipped:
                         cells.append(_run_cell(p, arm, fraction, seed, pretrained, parent_id, log))
         rows = summarise(cells, p.study.arms, p.study.fractions)
         files = write_report(p, cells, rows, notes, out)

@@ -11,7 +11,6 @@ a study name and storage cooperate: Optuna hands each its own trials.
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import math
 import os
@@ -194,7 +193,8 @@ def run_sweep(sweep: Sweep, n_trials: int | None = None, storage: str | None = N
     counter = [0]
     try:
         study.optimize(_objective(sweep, tracker, parent.run_id if parent else None, log, counter),
-                       n_trials=cfg.n_trials if n_trials is None else n_trials, catch=(ValueError, FloatingPointError, RuntimeError))
+                       n_trials=cfg.n_trials if n_trials is None else n_trials,
+                       catch=(ValueError, FloatingPointError, RuntimeError))
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"

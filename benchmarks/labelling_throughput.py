@@ -13,6 +13,9 @@ structures, in one run, so the ratios are meaningful on a noisy machine:
 - raw LAMMPS: one large cell of the same density, ``run 0`` repeated (no Python
   per structure at all): the per-core compute limit.
 
+The LAMMPS rows use eip2nn's neighbour settings (skin ``NEIGHBOUR_SKIN`` Å), so
+the limit is that of the same computation; the naive row keeps ASE's defaults.
+
 Usage: python benchmarks/labelling_throughput.py [--structures 12000] [--repeat-cell 2] [--repeats 3]
 (--repeat-cell 4 --structures 1500: the same atoms in 512-atom cells.)
 Prints a markdown table; the README quotes it.
@@ -33,7 +36,7 @@ from threadpoolctl import threadpool_limits
 
 from eip2nn.labelling.engine import default_workers, label
 from eip2nn.potentials.db import PotentialsDB
-from eip2nn.potentials.lammps_backend import import_lammps, potentials_folder
+from eip2nn.potentials.lammps_backend import NEIGHBOUR_SKIN, import_lammps, potentials_folder
 
 EIP = "lmp_Si_sw"
 
@@ -83,7 +86,7 @@ def bare_loop_rate(frames) -> float:
         "units metal", "atom_style atomic", "atom_modify map array sort 0 0", "boundary p p p",
         f"region b prism 0 {length} 0 {length} 0 {length} 0 0 0 units box", "create_box 1 b",
         "mass 1 28.0855", "pair_style sw", f"pair_coeff * * {potentials_folder() / 'Si.sw'} Si",
-        "neighbor 1.0 bin", "neigh_modify every 1 delay 0 check no",
+        f"neighbor {NEIGHBOUR_SKIN} bin", "neigh_modify every 1 delay 0 check no",
         "compute virial all pressure NULL virial", "thermo_style custom step pe c_virial[1]",
     ])
     lmp.create_atoms(n, list(range(1, n + 1)), [1] * n, (frames[0].positions % length).ravel().tolist())
@@ -110,7 +113,7 @@ def raw_lammps_rate(n_cells: int = 10, runs: int = 5) -> float:
         "lattice diamond 5.431", f"region box block 0 {n} 0 {n} 0 {n}", "create_box 1 box",
         "create_atoms 1 box", "mass 1 28.0855", "displace_atoms all random 0.1 0.1 0.1 1234",
         "pair_style sw", f"pair_coeff * * {potentials_folder() / 'Si.sw'} Si",
-        "neighbor 1.0 bin", "compute virial all pressure NULL virial",
+        f"neighbor {NEIGHBOUR_SKIN} bin", "compute virial all pressure NULL virial",
         "thermo_style custom step pe c_virial[1]", "run 0 post no",
     ])
     natoms = lmp.get_natoms()

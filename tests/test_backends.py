@@ -226,3 +226,46 @@ def test_lammps_fast_path_equals_a_fresh_full_set_up(db, eip_id):
         assert np.abs(r.forces - want.forces).max() < 1e-9
         assert np.abs(r.stress - want.stress).max() < 1e-11
     assert len({round(r.energy, 6) for r in got[:4]}) == 4  # the positions really changed
+
+
+def test_lammps_labels_are_copies_and_follow_reallocated_arrays(evaluators, db):
+    """eip2nn reads LAMMPS's force and position arrays in place: a label must not change when the next
+    structure is evaluated, and after LAMMPS reallocates its arrays (more than 16,384 local + ghost
+    atoms) the next positions-only update must write into the new ones."""
+    ev = evaluators(LAMMPS_SW)
+    small = bulk("Si", "diamond", a=5.431, cubic=True)
+    small.rattle(0.05, seed=3)
+    sheared = small.copy()
+    sheared.set_cell(small.cell.array @ [[1.0, 0.0, 0.0], [0.6, 1.0, 0.0], [0.0, 0.0, 1.0]],
+                     scale_atoms=True)
+    big = small.repeat(12)  # 13,824 atoms and their ghosts: LAMMPS grows its arrays
+    big_moved = big.copy()
+    big_moved.rattle(0.05, seed=4)
+    huge = small.repeat(15)  # 27,000 atoms: they grow again, so big's cached views go stale
+    sequence = [small, sheared, big, big_moved, huge, big, big_moved]
+    got = [ev.evaluate(s) for s in sequence]
+    kept = [r.forces.copy() for r in got]
+    ev.evaluate(sheared)
+    for r, forces in zip(got, kept):
+        assert np.array_equal(r.forces, forces)
+    for atoms, r in zip(sequence, got):
+        fresh = make_evaluator(db.get(LAMMPS_SW))
+        try:
+            want = fresh.evaluate(atoms)
+        finally:
+            fresh.close()
+        assert r.energy == pytest.approx(want.energy, abs=1e-8)
+        assert np.abs(r.forces - want.forces).max() < 1e-9
+        assert np.abs(r.stress - want.stress).max() < 1e-11
+    assert got[2].energy != pytest.approx(got[3].energy, abs=1e-3)
+
+
+def test_overlap_across_the_periodic_boundary_of_a_skewed_cell_is_refused(evaluators):
+    atoms = bulk("Si", "diamond", a=5.431, cubic=True)
+    atoms.set_cell(atoms.cell.array @ [[1.0, 0.0, 0.0], [0.7, 1.0, 0.0], [0.0, 0.0, 1.0]],
+                   scale_atoms=True)
+    atoms.positions[1] = atoms.positions[0] + atoms.cell[0] + atoms.cell[1] - [0.2, 0.0, 0.0]
+    for eip_id in (LAMMPS_SW, KIM_SW):
+        with pytest.raises(EvaluationError) as err:
+            evaluators(eip_id).evaluate(atoms)
+        assert err.value.kind == TOO_CLOSE and "0.200 Å" in err.value.reason

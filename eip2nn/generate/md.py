@@ -31,7 +31,7 @@ def lammps_md(atoms: Atoms, spec: PotentialSpec, temperature: float, snapshots: 
         lmp = evaluator.load(atoms)
         dt_ps = timestep_fs / 1000.0
         lmp.commands_list([
-            "neigh_modify every 1 delay 0 check yes",
+            "neighbor 1.0 bin", "neigh_modify every 1 delay 0 check yes",  # a skin for dynamics
             f"timestep {dt_ps!r}",
             f"velocity all create {temperature!r} {seed} dist gaussian mom yes rot no",
             f"fix eip2nn_nvt all nvt temp {temperature!r} {temperature!r} {100 * dt_ps!r}",

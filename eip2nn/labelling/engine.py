@@ -107,7 +107,7 @@ def label(structures: list[Atoms], specs: list[PotentialSpec], store_path: str |
     for atoms in structures:
         by_hash.setdefault(structure_hash(atoms), atoms)
     n_dup = len(structures) - len(by_hash)
-    composition = {h: _composition(a) for h, a in by_hash.items()}  # (formula, elements)
+    composition = _compositions(by_hash)  # (formula, elements)
     n_atoms = {h: len(a) for h, a in by_hash.items()}
 
     store = LabelStore(store_path)
@@ -169,6 +169,18 @@ def _check_not_stale(store: LabelStore, spec: PotentialSpec) -> None:
             f"(spec hash {sorted(stored)} vs now {spec.content_hash()}, from {spec.source_file}); "
             f"drop the old labels with `eip2nn labels forget-stale --store {store.path} --eip {spec.id}`, "
             "give the changed EIP a new id, or label into a new store")
+
+
+def _compositions(by_hash: dict[str, Atoms]) -> dict[str, tuple[str, frozenset[str]]]:
+    """:func:`_composition` per hash, computed once per distinct array of atomic numbers."""
+    seen: dict[bytes, tuple[str, frozenset[str]]] = {}
+    out = {}
+    for h, atoms in by_hash.items():
+        key = atoms.numbers.tobytes()
+        if key not in seen:
+            seen[key] = _composition(atoms)
+        out[h] = seen[key]
+    return out
 
 
 def _composition(atoms: Atoms) -> tuple[str, frozenset[str]]:

@@ -246,8 +246,9 @@ class LabelStore:
             self._db.executemany(
                 "INSERT OR IGNORE INTO failures VALUES (?, ?, ?, ?, ?, ?)",
                 [(h, eip_id, kind, reason, provenance_id, now) for h, kind, reason in failures])
-            done = [(h, eip_id) for h, *_ in labels] + [(h, eip_id) for h, *_ in failures]
-            self._db.executemany("DELETE FROM claims WHERE structure_hash = ? AND eip_id = ?", done)
+            done = [h for h, *_ in labels] + [h for h, *_ in failures]
+            self._db.execute(f"DELETE FROM claims WHERE eip_id = ? AND structure_hash IN "
+                             f"({','.join('?' * len(done))})", (eip_id, *done))  # one statement, not one per row
 
     def forget_failures(self, eip_id: str, kinds: Iterable[str] | None = None) -> int:
         """Delete recorded failures of ``eip_id`` (optionally only some kinds) so they are retried."""

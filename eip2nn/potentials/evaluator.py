@@ -8,11 +8,13 @@ as data instead of crashing a batch.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple, Protocol
 
 import numpy as np
 from ase import Atoms
 
+from eip2nn.potentials.frames import inverse_3x3
 from eip2nn.potentials.spec import PotentialSpec
 
 # Failure kinds recorded by the labelling engine.
@@ -77,13 +79,48 @@ def check_min_distance(atoms: Atoms, min_distance: float = MIN_DISTANCE) -> None
     """Raise TOO_CLOSE if two atoms (or periodic images) are closer than ``min_distance`` Å."""
     if len(atoms) < 2 and not atoms.pbc.any():
         return
-    from matscipy.neighbours import neighbour_list
-    i, j, d = neighbour_list("ijd", atoms, min_distance)
-    if len(d):
+    if atoms.pbc.any():
+        cell, origin = atoms.cell.array, _ORIGIN
+    else:  # a cluster or molecule: any box around it will do
+        low, high = atoms.positions.min(axis=0), atoms.positions.max(axis=0)
+        cell, origin = np.diag(high - low + 2 * min_distance + 1.0), low - min_distance - 0.5
+    try:
+        inv_cell_t = inverse_transpose(cell)
+    except ValueError as e:
+        raise EvaluationError(UNSUPPORTED_CELL, f"periodic cell {cell.tolist()}: {e}") from None
+    check_min_distance_in_cell(atoms.positions, cell, inv_cell_t, atoms.pbc, min_distance, origin)
+
+
+def check_min_distance_in_cell(positions: np.ndarray, cell: np.ndarray, inv_cell_t: np.ndarray,
+                               pbc: np.ndarray, min_distance: float = MIN_DISTANCE,
+                               origin: np.ndarray | None = None) -> None:
+    """:func:`check_min_distance` for a known cell: positions (n, 3) Å, cell rows (3, 3) Å,
+    ``inv_cell_t`` = inv(cell.T) (cached by callers that evaluate many structures in one cell).
+
+    Calls matscipy's C neighbour list directly; its Python wrapper costs twice the search.
+    """
+    from matscipy import _matscipy
+
+    args = (_ORIGIN if origin is None else origin, cell, inv_cell_t, pbc, positions, min_distance,
+            _ones(len(positions)))  # as "atomic numbers": one cut-off for all pairs
+    if len(_matscipy.neighbour_list("d", *args)):
+        i, j, d = _matscipy.neighbour_list("ijd", *args)
         k = int(np.argmin(d))
         raise EvaluationError(
-            TOO_CLOSE,
-            f"atoms {i[k]} and {j[k]} are {d[k]:.3f} Å apart (< {min_distance} Å)")
+            TOO_CLOSE, f"atoms {i[k]} and {j[k]} are {d[k]:.3f} Å apart (< {min_distance} Å)")
+
+
+def inverse_transpose(cell: np.ndarray) -> np.ndarray:
+    """inv(cell.T) for a (3, 3) cell; raises ValueError for a cell of zero volume."""
+    return inverse_3x3(np.asarray(cell, dtype=float).T)
+
+
+_ORIGIN = np.zeros(3)
+
+
+@functools.lru_cache(maxsize=64)
+def _ones(n: int) -> np.ndarray:
+    return np.ones(n, dtype=np.int32)
 
 
 def check_result(result: EIPResult, n_atoms: int) -> EIPResult:

@@ -6,7 +6,9 @@ box and the positions are rewritten; otherwise the atoms are deleted and
 re-created. After such a change ``run 0`` does LAMMPS's full set-up; when only
 the positions changed, ``run 1 pre no`` skips it (no fix is defined, so
 nothing moves; every step re-neighbours, so the step-1 forces are those of
-the new positions). Units: LAMMPS ``metal`` (eV, Å, bar).
+the new positions). As every structure is neighboured afresh, the neighbour
+skin is 0: a skin would only add ghost atoms and pairs. Units: LAMMPS
+``metal`` (eV, Å, bar).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from ase import Atoms
@@ -22,13 +25,15 @@ from ase.geometry import minkowski_reduce
 from ase.units import bar
 
 from eip2nn.potentials.evaluator import (BACKEND_ERROR, UNSUPPORTED_CELL, EIPResult,
-                                          EvaluationError, check_min_distance, check_result,
+                                          EvaluationError, check_min_distance_in_cell, check_result,
                                           check_species)
 from eip2nn.potentials.frames import inverse_3x3, lammps_frame, matrix_to_voigt, voigt_to_matrix
 from eip2nn.potentials.spec import PotentialSpec
 
 _LAMMPS_ARGS = ["-screen", "none", "-log", "none", "-nocite"]
 _PRESSURE_TO_ASE_VOIGT = [0, 1, 2, 5, 4, 3]  # LAMMPS (xx yy zz xy xz yz) -> ASE Voigt
+_PBC = np.ones(3, dtype=bool)
+NEIGHBOUR_SKIN = 0.0  # Å
 
 
 def import_lammps():
@@ -75,6 +80,59 @@ def resolve_pair_coeff(spec: PotentialSpec) -> str:
     return text
 
 
+class _CellCache(NamedTuple):
+    """What one cell needs, computed once per distinct cell."""
+
+    to_fractional: np.ndarray  # (3, 3): fractional coordinates in the reduced cell = x @ to_fractional
+    to_lammps: np.ndarray  # (3, 3): LAMMPS positions = fractional @ to_lammps
+    lammps_cell: np.ndarray  # (3, 3) the reduced cell in the LAMMPS frame (lower triangular), Å
+    lammps_inv_t: np.ndarray  # inv(lammps_cell.T), for the overlap check
+    rotation: np.ndarray  # (3, 3) Q of the LAMMPS frame: forces = f_lmp @ Q.T
+    stress_map: np.ndarray  # (6, 6): ASE Voigt stress (eV/Å³) = stress_map @ LAMMPS virial pressure (bar)
+
+
+class _NativeArrays:
+    """NumPy views of LAMMPS's own ``x``, ``f`` and the ``virial`` compute, without copies.
+
+    The ``lammps`` module's ``numpy.extract_*`` builds a new view on every call,
+    which costs as much as evaluating a small cell with a cheap potential. Here a
+    view is re-made only when LAMMPS has moved the array (it does when the number of
+    local plus ghost atoms grows), so every call still asks LAMMPS where it is.
+    """
+
+    def __init__(self, lmp):
+        self._handle = lmp.lmp
+        self._extract_atom = lmp.lib["lammps_extract_atom"]  # own function objects: the module
+        self._extract_atom.restype = ctypes.c_void_p  # re-sets restype on its shared ones
+        self._extract_atom.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        self._extract_compute = lmp.lib["lammps_extract_compute"]
+        self._extract_compute.restype = ctypes.c_void_p
+        self._extract_compute.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_int]
+        self._views: dict[bytes, tuple[int, np.ndarray]] = {}
+
+    def atom(self, name: bytes, n: int) -> np.ndarray:
+        """(n, 3) view of the per-atom array ``name`` (b"x" or b"f") of the n local atoms."""
+        rows = self._extract_atom(self._handle, name)
+        if not rows:
+            raise RuntimeError(f"LAMMPS has no per-atom array {name.decode()!r}")
+        data = ctypes.c_void_p.from_address(rows).value  # double** -> address of row 0
+        return self._view(name, data, 3 * n).reshape(n, 3)
+
+    def virial_pressure(self) -> np.ndarray:
+        """(6,) view of the ``virial`` compute: pressure xx yy zz xy xz yz, bar (computed on demand)."""
+        data = self._extract_compute(self._handle, b"virial", 0, 1)  # global style, vector type
+        if not data:
+            raise RuntimeError("LAMMPS compute 'virial' returned no vector")
+        return self._view(b"virial", data, 6)
+
+    def _view(self, name: bytes, data: int, size: int) -> np.ndarray:
+        cached = self._views.get(name)
+        if cached is None or cached[0] != data or len(cached[1]) != size:
+            cached = (data, np.ctypeslib.as_array((ctypes.c_double * size).from_address(data)))
+            self._views[name] = cached
+        return cached[1]
+
+
 class LAMMPSEvaluator:
     """A long-lived LAMMPS instance evaluating one pair style."""
 
@@ -86,10 +144,13 @@ class LAMMPSEvaluator:
         for t, symbol in enumerate(spec.species, start=1):
             self._type_of[atomic_numbers[symbol]] = t
         self._lmp = None
+        self._arrays = None  # _NativeArrays of self._lmp
+        self._numbers_key = None  # bytes of the atomic numbers last checked ...
+        self._numbers_types = None  # ... and their LAMMPS types
         self._types = None  # LAMMPS types of the atoms now in LAMMPS
-        self._order = None  # LAMMPS local index -> our atom index
+        self._order = None  # LAMMPS local index -> our atom index; None: the same order
         self._cell_key = None  # bytes of the cell now in LAMMPS
-        self._cell_cache = None  # (reduced cell, its inverse, LammpsFrame) of that cell
+        self._cell_cache = None  # _CellCache of that cell
         self._set_up = False  # LAMMPS's set-up matches the box and atoms now in it
         self._handed_out = False  # load() gave the instance to a caller: always do the full set-up
 
@@ -106,48 +167,58 @@ class LAMMPSEvaluator:
               for t, s in enumerate(self.spec.species, start=1)),
             f"pair_style {self.spec.backend.pair_style}",
             f"pair_coeff {self._pair_coeff}",
-            "neighbor 1.0 bin", "neigh_modify every 1 delay 0 check no",
+            # every structure is neighboured afresh, so a skin would only add ghosts and pairs
+            f"neighbor {NEIGHBOUR_SKIN} bin", "neigh_modify every 1 delay 0 check no",
             "compute virial all pressure NULL virial",
             "thermo_style custom step pe c_virial[1]",
             "thermo_modify norm no lost error",
         ])
         self._lmp = lmp
+        self._arrays = _NativeArrays(lmp)
         self._types = self._order = self._cell_key = None
         self._set_up = False
 
     def close(self) -> None:
         if self._lmp is not None:
             self._lmp.close()
-            self._lmp = None
+            self._lmp = self._arrays = None
 
     # -- evaluation ---------------------------------------------------------------
-    def _check(self, atoms: Atoms) -> np.ndarray:
+    def _lammps_types(self, atoms: Atoms) -> np.ndarray:
         """LAMMPS types of ``atoms``; raises EvaluationError for what this backend cannot do."""
-        types = self._type_of[atoms.numbers]
-        if not types.all():
-            check_species(self.spec, atoms)  # raises with the element names
+        numbers = atoms.numbers
+        key = numbers.tobytes()
+        if key != self._numbers_key:
+            types = self._type_of[numbers]
+            if not types.all():
+                check_species(self.spec, atoms)  # raises with the element names
+            self._numbers_key, self._numbers_types = key, types
         if not atoms.pbc.all():
             raise EvaluationError(
                 UNSUPPORTED_CELL, f"pbc={atoms.pbc.tolist()}; the LAMMPS backend here "
                 "labels fully periodic cells only (use a KIM entry for clusters/slabs)")
-        check_min_distance(atoms)
-        return types
+        return self._numbers_types
 
-    def _load(self, atoms: Atoms, types: np.ndarray) -> None:
+    def _load(self, atoms: Atoms) -> np.ndarray:
+        """Check ``atoms`` and put them into LAMMPS; returns their LAMMPS types."""
+        types = self._lammps_types(atoms)
         if self._lmp is None:
             self._start()
-        self._set_cell(atoms.cell.array)
-        rcell, inverse, frame = self._cell_cache
-        frac = atoms.positions @ inverse
+        cache = self._set_cell(atoms.cell.array)
+        frac = atoms.positions @ cache.to_fractional
         frac -= np.floor(frac)  # wrap into the reduced cell: same lattice, small tilts
-        self._set_atoms(frac @ rcell @ frame.rotation, types)
+        x_lmp = frac @ cache.to_lammps
+        # distances are the same in the LAMMPS frame (a rotation, or a reflection)
+        check_min_distance_in_cell(x_lmp, cache.lammps_cell, cache.lammps_inv_t, _PBC)
+        self._set_atoms(x_lmp, types)
+        return types
 
     def load(self, atoms: Atoms):
         """Put ``atoms`` into this instance and return the ``lammps`` object (for MD by the caller).
 
         Read positions back with :meth:`positions`; :meth:`evaluate` reloads its input.
         """
-        self._load(atoms, self._check(atoms))
+        self._load(atoms)
         self._handed_out = True  # the caller may add fixes or run dynamics
         return self._lmp
 
@@ -156,14 +227,12 @@ class LAMMPSEvaluator:
         n = len(self._types)
         ids = np.array(self._lmp.numpy.extract_atom("id")[:n], dtype=np.int64) - 1
         out = np.empty((n, 3))
-        out[ids] = self._lmp.numpy.extract_atom("x")[:n] @ self._cell_cache[2].rotation.T
+        out[ids] = self._lmp.numpy.extract_atom("x")[:n] @ self._cell_cache.rotation.T
         return out
 
     def evaluate(self, atoms: Atoms) -> EIPResult:
-        types = self._check(atoms)
         try:
-            self._load(atoms, types)
-            rcell, inverse, frame = self._cell_cache
+            types = self._load(atoms)
             lmp = self._lmp
             if self._set_up and not self._handed_out:
                 lmp.command("run 1 pre no post no")
@@ -171,27 +240,27 @@ class LAMMPSEvaluator:
                 lmp.command("run 0 post no")
                 self._set_up = True
             energy = float(lmp.get_thermo("pe"))
-            f_lmp = lmp.numpy.extract_atom("f")[:len(types)]
-            p = np.array(lmp.numpy.extract_compute("virial", 0, 1), dtype=float)
-            forces = np.empty((len(types), 3))
-            forces[self._order] = f_lmp @ frame.rotation.T
+            n = len(types)
+            cache = self._cell_cache
+            forces = self._arrays.atom(b"f", n) @ cache.rotation.T  # a copy, in our frame
+            if self._order is not None:
+                forces[self._order] = forces.copy()
+            stress = cache.stress_map @ self._arrays.virial_pressure()
         except EvaluationError:
             raise
         except Exception as e:  # LAMMPS raises plain Exception subclasses
             self.close()  # a failed instance may be in any state: start afresh next time
             raise EvaluationError(BACKEND_ERROR, f"LAMMPS: {e}") from e
-        s_lmp = -p[_PRESSURE_TO_ASE_VOIGT] * bar  # pressure (bar) -> stress (eV/Å³)
-        stress = matrix_to_voigt(frame.rotation @ voigt_to_matrix(s_lmp) @ frame.rotation.T)
-        return check_result(EIPResult(energy, forces, stress), len(types))
+        return check_result(EIPResult(energy, forces, stress), n)
 
-    def _set_cell(self, cell: np.ndarray):
-        """Put ``cell`` (Å) into LAMMPS unless it is already there."""
+    def _set_cell(self, cell: np.ndarray) -> _CellCache:
+        """Put ``cell`` (Å) into LAMMPS unless it is already there; returns its :class:`_CellCache`."""
         key = cell.tobytes()
         if key == self._cell_key:
-            return
+            return self._cell_cache
         rcell, _ = minkowski_reduce(cell)
         try:
-            inverse = inverse_3x3(rcell)
+            to_fractional = inverse_3x3(rcell)
         except ValueError as e:
             raise EvaluationError(UNSUPPORTED_CELL, str(e)) from None
         frame = lammps_frame(rcell)
@@ -199,19 +268,36 @@ class LAMMPSEvaluator:
         self._cell_key, self._set_up = None, False  # not valid until the command succeeded
         self._lmp.command(f"change_box all x final 0 {lx!r} y final 0 {ly!r} z final 0 {lz!r} "
                           f"xy final {xy!r} xz final {xz!r} yz final {yz!r} units box")
-        self._cell_key, self._cell_cache = key, (rcell, inverse, frame)
+        self._cell_key = key
+        self._cell_cache = _CellCache(to_fractional, rcell @ frame.rotation, frame.cell,
+                                      inverse_3x3(frame.cell.T), frame.rotation,
+                                      _stress_map(frame.rotation))
+        return self._cell_cache
 
     def _set_atoms(self, x_lmp: np.ndarray, types: np.ndarray) -> None:
         """Positions (Å, LAMMPS frame) and types: scatter them, or re-create the atoms."""
         lmp = self._lmp
         n = len(types)
         if self._types is not None and np.array_equal(types, self._types):
-            lmp.numpy.extract_atom("x")[:n] = x_lmp[self._order]
+            self._arrays.atom(b"x", n)[:] = x_lmp if self._order is None else x_lmp[self._order]
             return
         self._types, self._set_up = None, False
         lmp.command("delete_atoms group all")
         lmp.create_atoms(n, list(range(1, n + 1)), types.tolist(), x_lmp.ravel().tolist())
         if lmp.get_natoms() != n:
             raise RuntimeError(f"created {lmp.get_natoms()} atoms instead of {n}")
-        self._order = np.array(lmp.numpy.extract_atom("id")[:n], dtype=np.int64) - 1
+        order = np.array(lmp.numpy.extract_atom("id")[:n], dtype=np.int64) - 1
+        self._order = None if np.array_equal(order, np.arange(n)) else order
         self._types = types.copy()
+
+
+def _stress_map(rotation: np.ndarray) -> np.ndarray:
+    """(6, 6) linear map: LAMMPS virial pressure (xx yy zz xy xz yz, bar) -> ASE Voigt stress
+    (xx yy zz yz xz xy, eV/Å³, tensile > 0) in the structure's own frame (S = Q S_lmp Q^T)."""
+    columns = []
+    for k in range(6):
+        p = np.zeros(6)
+        p[k] = 1.0
+        s_lmp = -p[_PRESSURE_TO_ASE_VOIGT] * bar  # pressure (bar) -> stress (eV/Å³)
+        columns.append(matrix_to_voigt(rotation @ voigt_to_matrix(s_lmp) @ rotation.T))
+    return np.array(columns).T

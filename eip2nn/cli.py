@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from eip2nn.labelling.engine import StaleLabelsError
+from eip2nn.labelling.store import StaleLabelsError
 from eip2nn.tables import format_table as _table
 
 DEFAULT_STORE = "outputs/labels.sqlite"

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from eip2nn.labelling import worker
 from eip2nn.labelling.hashing import structure_hash
 from eip2nn.labelling.provenance import provenance_info
-from eip2nn.labelling.store import LabelStore
+from eip2nn.labelling.store import LabelStore, StaleLabelsError
 from eip2nn.potentials.evaluator import UNSUPPORTED_SPECIES, unsupported_reason
 from eip2nn.potentials.spec import PotentialSpec
 from eip2nn.tables import format_table
@@ -83,10 +83,6 @@ class LabellingInterrupted(KeyboardInterrupt):
         self.report = report
 
 
-class StaleLabelsError(RuntimeError):
-    """The store holds labels of an EIP id whose definition has since changed."""
-
-
 def default_workers() -> int:
     return len(os.sched_getaffinity(0))
 
@@ -103,6 +99,22 @@ def label(structures: list[Atoms], specs: list[PotentialSpec], store_path: str |
     """
     t_start = time.perf_counter()
     workers = workers or default_workers()
+    pool = _start_pool(specs, workers) if workers > 1 and structures and specs else None
+    finished = False
+    try:
+        report = _label(structures, specs, store_path, workers, chunk_size, progress, retry_failed,
+                        pool, t_start)
+        finished = not report.interrupted
+    finally:
+        if pool is not None:
+            _stop_pool(pool, finished)
+    if report.interrupted:
+        raise LabellingInterrupted(report)
+    return report
+
+
+def _label(structures, specs, store_path, workers, chunk_size, progress, retry_failed, pool,
+           t_start) -> LabelReport:
     by_hash: dict[str, Atoms] = {}
     for atoms in structures:
         by_hash.setdefault(structure_hash(atoms), atoms)
@@ -143,10 +155,12 @@ def label(structures: list[Atoms], specs: list[PotentialSpec], store_path: str |
                   for i in range(0, len(hashes), size)]
         bar = tqdm(total=sum(n_atoms[h] for _, _, t in jobs for h in t), unit="atom",
                    unit_scale=True, desc="labelling", disable=not progress, smoothing=0.1)
-        runner = _run_in_process if workers == 1 else _run_in_pool
         interrupted = False
         try:
-            runner(chunks, by_hash, n_atoms, store, stats, specs, workers, bar)
+            if pool is None:
+                _run_in_process(chunks, by_hash, n_atoms, store, stats, specs, bar)
+            else:
+                _run_in_pool(pool, chunks, by_hash, n_atoms, store, stats, workers, bar)
         except KeyboardInterrupt:
             interrupted = True
         finally:
@@ -156,8 +170,6 @@ def label(structures: list[Atoms], specs: list[PotentialSpec], store_path: str |
                              time.perf_counter() - t_start, interrupted)
     finally:
         store.close()
-    if report.interrupted:
-        raise LabellingInterrupted(report)
     return report
 
 
@@ -209,7 +221,7 @@ def _claim(store, stats, spec, hashes, n_atoms, bar) -> list[str]:
     return claimed
 
 
-def _run_in_process(chunks, by_hash, n_atoms, store, stats, specs, workers, bar) -> None:
+def _run_in_process(chunks, by_hash, n_atoms, store, stats, specs, bar) -> None:
     from threadpoolctl import threadpool_limits
     worker.init_worker(specs, ignore_sigint=False)
     try:
@@ -223,34 +235,43 @@ def _run_in_process(chunks, by_hash, n_atoms, store, stats, specs, workers, bar)
         worker.close_all()
 
 
-def _run_in_pool(chunks, by_hash, n_atoms, store, stats, specs, workers, bar) -> None:
+def _start_pool(specs, workers) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes, started now: they import their backends while we hash."""
     ctx = multiprocessing.get_context("spawn")  # no inherited MPI/LAMMPS state
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=worker.init_worker,
                                initargs=(specs,))
+    pool.submit(worker.start)  # the first task starts every worker process
+    return pool
+
+
+def _stop_pool(pool: ProcessPoolExecutor, finished: bool) -> None:
+    """Let idle workers exit (``finished``), else stop them (after an error or Ctrl-C)."""
+    if finished:
+        pool.shutdown(wait=True)
+        return
+    for proc in list(getattr(pool, "_processes", {}).values()):
+        proc.terminate()  # work in flight is lost, not half-written: claims are released
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _run_in_pool(pool, chunks, by_hash, n_atoms, store, stats, workers, bar) -> None:
     pending: dict = {}
     queue = iter(chunks)
-    try:
-        while True:
-            while len(pending) < 2 * workers:
-                nxt = next(queue, None)
-                if nxt is None:
-                    break
-                spec, pid, hashes = nxt
-                claimed = _claim(store, stats, spec, hashes, n_atoms, bar)
-                if claimed:
-                    fut = pool.submit(worker.label_packed_chunk, spec.id,
-                                      [(h, worker.pack(by_hash[h])) for h in claimed])
-                    pending[fut] = (spec, pid)
-            if not pending:
+    while True:
+        while len(pending) < 2 * workers:
+            nxt = next(queue, None)
+            if nxt is None:
                 break
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                spec, pid = pending.pop(fut)
-                labels, failures = fut.result()
-                _record(store, stats, spec, pid, n_atoms, labels, failures, bar)
-    except BaseException:
-        for proc in list(getattr(pool, "_processes", {}).values()):
-            proc.terminate()  # work in flight is lost, not half-written: claims are released
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
+            spec, pid, hashes = nxt
+            claimed = _claim(store, stats, spec, hashes, n_atoms, bar)
+            if claimed:
+                fut = pool.submit(worker.label_packed_chunk, spec.id,
+                                  [(h, worker.pack(by_hash[h])) for h in claimed])
+                pending[fut] = (spec, pid)
+        if not pending:
+            break
+        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for fut in done:
+            spec, pid = pending.pop(fut)
+            labels, failures = fut.result()
+            _record(store, stats, spec, pid, n_atoms, labels, failures, bar)

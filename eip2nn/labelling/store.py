@@ -55,6 +55,10 @@ CREATE TABLE IF NOT EXISTS claims (
 """
 
 
+class StaleLabelsError(RuntimeError):
+    """The store holds labels of an EIP id whose definition has since changed."""
+
+
 @dataclass(frozen=True)
 class Label:
     """One stored EIP label."""

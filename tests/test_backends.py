@@ -228,6 +228,33 @@ def test_lammps_fast_path_equals_a_fresh_full_set_up(db, eip_id):
     assert len({round(r.energy, 6) for r in got[:4]}) == 4  # the positions really changed
 
 
+@pytest.mark.parametrize("eip_id", LAMMPS_IDS)
+def test_lammps_without_neighbour_skin_equals_lammps_with_the_default_skin(db, eip_id, monkeypatch):
+    """eip2nn neighbours every structure afresh with no skin; LAMMPS's own default (metal units) is
+    2 Å. Every pair within the cut-off must still be found: the labels must not change."""
+    from eip2nn.potentials import lammps_backend
+    from eip2nn.potentials.check import REFERENCE_CRYSTALS
+    spec = db.get(eip_id)
+    element = next(e for e in spec.species if e in REFERENCE_CRYSTALS)
+    crystal, a = REFERENCE_CRYSTALS[element]
+    structures = [rattled(element, crystal, a * 0.97, seed=k, amplitude=0.15) for k in range(2)]
+    got, ghosts = {}, {}
+    ours = lammps_backend.NEIGHBOUR_SKIN
+    for skin in (ours, 2.0):
+        monkeypatch.setattr(lammps_backend, "NEIGHBOUR_SKIN", skin)
+        ev = make_evaluator(spec)
+        try:
+            got[skin] = [ev.evaluate(s) for s in structures]
+            ghosts[skin] = ev._lmp.extract_global("nghost")
+        finally:
+            ev.close()
+    assert ghosts[2.0] > ghosts[ours]  # the skin reached LAMMPS: more ghost atoms
+    for r0, r2 in zip(*got.values()):
+        assert r0.energy == pytest.approx(r2.energy, abs=1e-9)
+        assert np.abs(r0.forces - r2.forces).max() < 1e-9
+        assert np.abs(r0.stress - r2.stress).max() < 1e-11
+
+
 def test_lammps_labels_are_copies_and_follow_reallocated_arrays(evaluators, db):
     """eip2nn reads LAMMPS's force and position arrays in place: a label must not change when the next
     structure is evaluated, and after LAMMPS reallocates its arrays (more than 16,384 local + ghost

@@ -159,3 +159,35 @@ def test_main_job_excludes_potentials_fitted_to_the_benchmark(tmp_path, data_dir
     with pytest.raises(ValueError, match="lmp_Si_snap_zuo2020"):
         label_benchmark("Si", tmp_path / "t.sqlite", workers=1, progress=False,
                         splits=("test",), eip_ids=["lmp_Si_snap_zuo2020"])
+
+
+def test_structure_hashes_follow_their_definition_in_any_batch():
+    """The store's key: sha256 of int64 numbers, positions and cell rounded to 1e-8 Å (-0.0 as 0.0)
+    and uint8 pbc, first 32 hex digits, whatever the batch it is computed in (sizes mixed)."""
+    import hashlib
+
+    from eip2nn.labelling.hashing import structure_hashes
+
+    def by_definition(atoms):
+        h = hashlib.sha256(atoms.numbers.astype(np.int64).tobytes())
+        for a in (atoms.positions, atoms.cell.array):
+            h.update((np.round(a, 8) + 0.0).tobytes())
+        h.update(atoms.pbc.astype(np.uint8).tobytes())
+        return h.hexdigest()[:32]
+
+    rng = np.random.default_rng(1)
+    frames = []
+    for k in range(12):
+        atoms = bulk("Si", "diamond", a=5.431, cubic=True).repeat(1 + k % 2)
+        atoms.positions += 0.1 * rng.normal(size=atoms.positions.shape)
+        if k % 3 == 0:
+            atoms.positions[0] = [-0.0, 1e-10, 0.0]
+        if k % 4 == 1:
+            atoms.pbc = [True, False, True]
+            atoms.numbers[::2] = 32
+        frames.append(atoms)
+    frames.append(frames[0].copy())
+    batch = structure_hashes(frames)
+    assert batch == [by_definition(a) for a in frames]
+    assert batch == [structure_hash(a) for a in frames]
+    assert len(set(batch)) == 12 and batch[0] == batch[-1]

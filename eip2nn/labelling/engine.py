@@ -24,12 +24,15 @@ from ase.data import chemical_symbols
 from tqdm import tqdm
 
 from eip2nn.labelling import worker
-from eip2nn.labelling.hashing import structure_hash
+from eip2nn.labelling.hashing import structure_hashes
 from eip2nn.labelling.provenance import provenance_info
 from eip2nn.labelling.store import LabelStore, StaleLabelsError
 from eip2nn.potentials.evaluator import UNSUPPORTED_SPECIES, unsupported_reason
 from eip2nn.potentials.spec import PotentialSpec
 from eip2nn.tables import format_table
+
+
+CHUNK_ATOMS = 16384  # atoms per chunk of work at most: a chunk's labels are committed together
 
 
 @dataclass
@@ -116,8 +119,8 @@ def label(structures: list[Atoms], specs: list[PotentialSpec], store_path: str |
 def _label(structures, specs, store_path, workers, chunk_size, progress, retry_failed, pool,
            t_start) -> LabelReport:
     by_hash: dict[str, Atoms] = {}
-    for atoms in structures:
-        by_hash.setdefault(structure_hash(atoms), atoms)
+    for h, atoms in zip(structure_hashes(structures), structures):
+        by_hash.setdefault(h, atoms)
     n_dup = len(structures) - len(by_hash)
     composition = _compositions(by_hash)  # (formula, elements)
     n_atoms = {h: len(a) for h, a in by_hash.items()}
@@ -149,8 +152,7 @@ def _label(structures, specs, store_path, workers, chunk_size, progress, retry_f
             todo.sort(key=lambda h: (n_atoms[h], composition[h][0]))
             jobs.append((spec, pid, todo))
 
-        n_todo = sum(len(t) for _, _, t in jobs)
-        size = chunk_size or max(1, min(64, math.ceil(n_todo / (8 * workers)) if n_todo else 1))
+        size = chunk_size or _chunk_size([n_atoms[h] for _, _, t in jobs for h in t], workers)
         chunks = [(spec, pid, hashes[i:i + size]) for spec, pid, hashes in jobs
                   for i in range(0, len(hashes), size)]
         bar = tqdm(total=sum(n_atoms[h] for _, _, t in jobs for h in t), unit="atom",
@@ -171,6 +173,14 @@ def _label(structures, specs, store_path, workers, chunk_size, progress, retry_f
     finally:
         store.close()
     return report
+
+
+def _chunk_size(todo_atoms: list[int], workers: int) -> int:
+    """Structures per chunk: at least 8 chunks per worker, at most ~CHUNK_ATOMS atoms per chunk."""
+    if not todo_atoms:
+        return 1
+    mean_atoms = sum(todo_atoms) / len(todo_atoms)
+    return max(1, min(math.ceil(len(todo_atoms) / (8 * workers)), int(CHUNK_ATOMS // mean_atoms)))
 
 
 def _check_not_stale(store: LabelStore, spec: PotentialSpec) -> None:

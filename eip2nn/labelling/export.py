@@ -8,7 +8,7 @@ from ase import Atoms
 from ase.io import write
 
 from eip2nn.keys import ENERGY, FORCES, STRESS, eip_key
-from eip2nn.labelling.hashing import structure_hash
+from eip2nn.labelling.hashing import structure_hashes
 from eip2nn.labelling.store import LabelStore
 
 
@@ -19,7 +19,7 @@ def attach_labels(structures: list[Atoms], store: LabelStore, eip_ids: list[str]
     ``arrays``. A structure an EIP failed on gets ``info["<eip_id>_failure"]``
     with the recorded reason; one never attempted gets neither.
     """
-    hashes = [structure_hash(a) for a in structures]
+    hashes = structure_hashes(structures)
     wanted = set(hashes)
     out = [a.copy() for a in structures]
     for a in out:

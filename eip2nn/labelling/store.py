@@ -111,6 +111,7 @@ class LabelStore:
         self.owner = owner_id()
         self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
         self._db.execute("PRAGMA busy_timeout=60000")
+        self._db.execute("PRAGMA page_size=16384")  # a new store's pages: 10 labels of 64 atoms, not 2
         self._set_wal()
         self._db.execute("PRAGMA synchronous=NORMAL")
         with self._transaction():

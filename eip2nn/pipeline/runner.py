@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from eip2nn.labelling.engine import label
-from eip2nn.labelling.hashing import structure_hash
+from eip2nn.labelling.hashing import structure_hashes
 from eip2nn.labelling.store import LabelStore
 from eip2nn.locks import file_lock
 from eip2nn.pipeline.config import PipelineConfig
@@ -136,7 +136,7 @@ def label_stage(p: PipelineConfig, tracker: Tracker | None, parent: str | None, 
     log(f"labels: {len(structures)} training structures × {len(specs)} eligible EIPs "
         f"({len(notes)} excluded) into {p.data.labels}")
     report = label(structures, specs, p.data.labels, workers=p.data.workers or None, progress=False)
-    hashes = sorted({structure_hash(a) for a in structures})
+    hashes = sorted(set(structure_hashes(structures)))
     counts = {}
     with LabelStore(p.data.labels) as store:
         for s in specs:

@@ -278,7 +278,7 @@ class LAMMPSEvaluator:
         """Positions (Å, LAMMPS frame) and types: scatter them, or re-create the atoms."""
         lmp = self._lmp
         n = len(types)
-        if self._types is not None and np.array_equal(types, self._types):
+        if types is self._types or (self._types is not None and np.array_equal(types, self._types)):
             self._arrays.atom(b"x", n)[:] = x_lmp if self._order is None else x_lmp[self._order]
             return
         self._types, self._set_up = None, False
@@ -288,7 +288,7 @@ class LAMMPSEvaluator:
             raise RuntimeError(f"created {lmp.get_natoms()} atoms instead of {n}")
         order = np.array(lmp.numpy.extract_atom("id")[:n], dtype=np.int64) - 1
         self._order = None if np.array_equal(order, np.arange(n)) else order
-        self._types = types.copy()
+        self._types = types  # never written to: from _lammps_types' cache
 
 
 def _stress_map(rotation: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ from ase import Atoms
 from eip2nn.labelling.compare import compare_to_reference
 from eip2nn.labelling.engine import label
 from eip2nn.labelling.export import attach_labels
-from eip2nn.labelling.hashing import structure_hash
+from eip2nn.labelling.hashing import structure_hashes
 from eip2nn.labelling.store import LabelStore
 from eip2nn.potentials.db import PotentialsDB
 from eip2nn.potentials.spec import PotentialSpec
@@ -49,7 +49,7 @@ def choose_eips(db: PotentialsDB, labelled: list[Atoms], species: list[str], sou
     if not candidates:
         raise ValueError(f"no eligible empirical potential for {species}")
     label(labelled, candidates, store_path, workers=workers, progress=False)
-    hashes = [structure_hash(a) for a in labelled]
+    hashes = structure_hashes(labelled)
     n_atoms = np.array([len(a) for a in labelled])
     scored, passed_over = [], []
     with LabelStore(store_path) as store:

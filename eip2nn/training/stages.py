@@ -37,7 +37,7 @@ from eip2nn.training.protocol import DataConfig, Split, make_split
 from eip2nn.training.loss import LossTerm
 from eip2nn.training.samples import WEAK_TARGET, Sample, head_arrays, make_samples
 from eip2nn.training.trainer import FitResult, TrainConfig, fit
-from eip2nn.training.transfer import freeze, label_with, resolve_eips, select_eips
+from eip2nn.training.transfer import EIP_CHOICE_RULE, freeze, label_with, resolve_eips, select_eips
 from eip2nn.weak.arm import WeakData, weak_data
 from eip2nn.weak.labeller import WeakConfig
 
@@ -90,6 +90,11 @@ class StageConfig:
     def uses_weak_labels(self) -> bool:
         return self.arm in ("weak", "both")
 
+    @property
+    def chooses_eips(self) -> bool:
+        """Whether this stage picks its EIPs itself (pretraining heads or weak-selector candidates)."""
+        return (self.stage == "pretrain" and not self.data.eips) or (self.uses_weak_labels and not self.weak.eips)
+
     @classmethod
     def from_dict(cls, data: dict) -> "StageConfig":
         return from_dict(cls, data)
@@ -108,6 +113,8 @@ class StageConfig:
         d = self.result_dict()
         d["extra_structures_sha256"] = [hashlib.sha256(Path(p).read_bytes()).hexdigest() if Path(p).is_file() else None
                                         for p in self.weak.extra_structures]
+        if self.chooses_eips:  # a stage whose EIPs were chosen under another rule is not reused
+            d["eip_choice_rule"] = EIP_CHOICE_RULE
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -219,7 +226,8 @@ def run_stage(cfg: StageConfig, log=print, on_epoch=None) -> StageResult:
         head_weights = {DFT_HEAD: 1.0}
     elif cfg.stage == "pretrain":
         specs, chosen_notes = select_eips(PotentialsDB(), cfg.data.eips, cfg.data.n_eips, Split.labelled(split.train),
-                                          split.species, split.source_tag, cfg.data.labels, workers)
+                                          split.species, split.source_tag, cfg.data.labels, workers,
+                                          compare_on=split.train)
         notes += chosen_notes
         eips = [s.id for s in specs]
         train_atoms = label_with(split.train, specs, cfg.data.labels, workers)

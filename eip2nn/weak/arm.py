@@ -48,7 +48,7 @@ def weak_data(cfg: WeakConfig, split: Split, labels: str | Path, workers: int | 
     """Everything the weak loss needs; ``reference`` names the DFT data the EIPs are aligned to."""
     labelled = Split.labelled(split.train)
     specs, notes = select_eips(PotentialsDB(), cfg.eips, cfg.n_eips, labelled, split.species, split.source_tag,
-                               labels, workers, "selector candidate", "not a candidate")
+                               labels, workers, "selector candidate", "not a candidate", compare_on=split.train)
     eips = [s.id for s in specs]
     pool = Split.unlabelled(split.train) + read_extra_structures(cfg.extra_structures)
     with_labels = label_with(labelled + pool, specs, labels, workers)  # one labelling call, one worker start-up

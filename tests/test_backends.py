@@ -55,6 +55,22 @@ def rattled(element, crystal, a, seed=0, amplitude=0.05, strain=True):
     return atoms
 
 
+def fresh_evaluation(spec, atoms):
+    """``atoms`` evaluated by a new evaluator of ``spec`` (closed afterwards)."""
+    ev = make_evaluator(spec)
+    try:
+        return ev.evaluate(atoms)
+    finally:
+        ev.close()
+
+
+def assert_same_labels(got, want, energy_abs=1e-9):
+    """Energies to ``energy_abs`` eV, forces to 1e-9 eV/Å, stresses to 1e-11 eV/Å³."""
+    assert got.energy == pytest.approx(want.energy, abs=energy_abs)
+    assert np.abs(got.forces - want.forces).max() < 1e-9
+    assert np.abs(got.stress - want.stress).max() < 1e-11
+
+
 @pytest.mark.parametrize("eip_id", [LAMMPS_SW, KIM_SW])
 def test_sw_dimer_at_minimum_has_energy_minus_epsilon_and_no_force(evaluators, eip_id):
     # SW's pair term has its minimum -epsilon at r = 2^(1/6) sigma; a lone dimer has no 3-body term
@@ -217,14 +233,7 @@ def test_lammps_fast_path_equals_a_fresh_full_set_up(db, eip_id):
     finally:
         reused.close()
     for atoms, r in zip(sequence, got):
-        fresh = make_evaluator(spec)
-        try:
-            want = fresh.evaluate(atoms)
-        finally:
-            fresh.close()
-        assert r.energy == pytest.approx(want.energy, abs=1e-9)
-        assert np.abs(r.forces - want.forces).max() < 1e-9
-        assert np.abs(r.stress - want.stress).max() < 1e-11
+        assert_same_labels(r, fresh_evaluation(spec, atoms))
     assert len({round(r.energy, 6) for r in got[:4]}) == 4  # the positions really changed
 
 
@@ -250,9 +259,7 @@ def test_lammps_without_neighbour_skin_equals_lammps_with_the_default_skin(db, e
             ev.close()
     assert ghosts[2.0] > ghosts[ours]  # the skin reached LAMMPS: more ghost atoms
     for r0, r2 in zip(*got.values()):
-        assert r0.energy == pytest.approx(r2.energy, abs=1e-9)
-        assert np.abs(r0.forces - r2.forces).max() < 1e-9
-        assert np.abs(r0.stress - r2.stress).max() < 1e-11
+        assert_same_labels(r0, r2)
 
 
 def test_lammps_labels_are_copies_and_follow_reallocated_arrays(evaluators, db):
@@ -276,14 +283,7 @@ def test_lammps_labels_are_copies_and_follow_reallocated_arrays(evaluators, db):
     for r, forces in zip(got, kept):
         assert np.array_equal(r.forces, forces)
     for atoms, r in zip(sequence, got):
-        fresh = make_evaluator(db.get(LAMMPS_SW))
-        try:
-            want = fresh.evaluate(atoms)
-        finally:
-            fresh.close()
-        assert r.energy == pytest.approx(want.energy, abs=1e-8)
-        assert np.abs(r.forces - want.forces).max() < 1e-9
-        assert np.abs(r.stress - want.stress).max() < 1e-11
+        assert_same_labels(r, fresh_evaluation(db.get(LAMMPS_SW), atoms), energy_abs=1e-8)
     assert got[2].energy != pytest.approx(got[3].energy, abs=1e-3)
 
 

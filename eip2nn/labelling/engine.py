@@ -102,22 +102,6 @@ def label(structures: list[Atoms], specs: list[PotentialSpec], store_path: str |
     """
     t_start = time.perf_counter()
     workers = workers or default_workers()
-    pool = _start_pool(specs, workers) if workers > 1 and structures and specs else None
-    finished = False
-    try:
-        report = _label(structures, specs, store_path, workers, chunk_size, progress, retry_failed,
-                        pool, t_start)
-        finished = not report.interrupted
-    finally:
-        if pool is not None:
-            _stop_pool(pool, finished)
-    if report.interrupted:
-        raise LabellingInterrupted(report)
-    return report
-
-
-def _label(structures, specs, store_path, workers, chunk_size, progress, retry_failed, pool,
-           t_start) -> LabelReport:
     by_hash: dict[str, Atoms] = {}
     for h, atoms in zip(structure_hashes(structures), structures):
         by_hash.setdefault(h, atoms)
@@ -159,10 +143,9 @@ def _label(structures, specs, store_path, workers, chunk_size, progress, retry_f
                    unit_scale=True, desc="labelling", disable=not progress, smoothing=0.1)
         interrupted = False
         try:
-            if pool is None:
-                _run_in_process(chunks, by_hash, n_atoms, store, stats, specs, bar)
-            else:
-                _run_in_pool(pool, chunks, by_hash, n_atoms, store, stats, workers, bar)
+            if chunks:  # nothing to do starts no worker and imports no backend
+                runner = _run_in_process if workers == 1 else _run_in_pool
+                runner(chunks, by_hash, n_atoms, store, stats, specs, workers, bar)
         except KeyboardInterrupt:
             interrupted = True
         finally:
@@ -172,6 +155,8 @@ def _label(structures, specs, store_path, workers, chunk_size, progress, retry_f
                              time.perf_counter() - t_start, interrupted)
     finally:
         store.close()
+    if report.interrupted:
+        raise LabellingInterrupted(report)
     return report
 
 
@@ -231,7 +216,7 @@ def _claim(store, stats, spec, hashes, n_atoms, bar) -> list[str]:
     return claimed
 
 
-def _run_in_process(chunks, by_hash, n_atoms, store, stats, specs, bar) -> None:
+def _run_in_process(chunks, by_hash, n_atoms, store, stats, specs, workers, bar) -> None:
     from threadpoolctl import threadpool_limits
     worker.init_worker(specs, ignore_sigint=False)
     try:
@@ -245,43 +230,34 @@ def _run_in_process(chunks, by_hash, n_atoms, store, stats, specs, bar) -> None:
         worker.close_all()
 
 
-def _start_pool(specs, workers) -> ProcessPoolExecutor:
-    """A pool of ``workers`` processes, started now: they import their backends while we hash."""
+def _run_in_pool(chunks, by_hash, n_atoms, store, stats, specs, workers, bar) -> None:
     ctx = multiprocessing.get_context("spawn")  # no inherited MPI/LAMMPS state
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=worker.init_worker,
                                initargs=(specs,))
-    pool.submit(worker.start)  # the first task starts every worker process
-    return pool
-
-
-def _stop_pool(pool: ProcessPoolExecutor, finished: bool) -> None:
-    """Let idle workers exit (``finished``), else stop them (after an error or Ctrl-C)."""
-    if finished:
-        pool.shutdown(wait=True)
-        return
-    for proc in list(getattr(pool, "_processes", {}).values()):
-        proc.terminate()  # work in flight is lost, not half-written: claims are released
-    pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _run_in_pool(pool, chunks, by_hash, n_atoms, store, stats, workers, bar) -> None:
     pending: dict = {}
     queue = iter(chunks)
-    while True:
-        while len(pending) < 2 * workers:
-            nxt = next(queue, None)
-            if nxt is None:
+    try:
+        while True:
+            while len(pending) < 2 * workers:
+                nxt = next(queue, None)
+                if nxt is None:
+                    break
+                spec, pid, hashes = nxt
+                claimed = _claim(store, stats, spec, hashes, n_atoms, bar)
+                if claimed:
+                    fut = pool.submit(worker.label_packed_chunk, spec.id,
+                                      [(h, worker.pack(by_hash[h])) for h in claimed])
+                    pending[fut] = (spec, pid)
+            if not pending:
                 break
-            spec, pid, hashes = nxt
-            claimed = _claim(store, stats, spec, hashes, n_atoms, bar)
-            if claimed:
-                fut = pool.submit(worker.label_packed_chunk, spec.id,
-                                  [(h, worker.pack(by_hash[h])) for h in claimed])
-                pending[fut] = (spec, pid)
-        if not pending:
-            break
-        done, _ = wait(pending, return_when=FIRST_COMPLETED)
-        for fut in done:
-            spec, pid = pending.pop(fut)
-            labels, failures = fut.result()
-            _record(store, stats, spec, pid, n_atoms, labels, failures, bar)
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                spec, pid = pending.pop(fut)
+                labels, failures = fut.result()
+                _record(store, stats, spec, pid, n_atoms, labels, failures, bar)
+    except BaseException:
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()  # work in flight is lost, not half-written: claims are released
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)

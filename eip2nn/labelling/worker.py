@@ -27,7 +27,7 @@ def init_worker(specs: list[PotentialSpec], ignore_sigint: bool = True) -> None:
 
 
 def _import_backends(specs: list[PotentialSpec]) -> None:
-    """Import the backends' modules now (tenths of a second), while the parent is still hashing.
+    """Import the backends' modules in the initializer (tenths of a second), before the first chunk.
 
     A backend that cannot be imported is recorded as the load error of its EIPs,
     so each of their structures fails with that reason, as a failed load would.
@@ -51,10 +51,6 @@ def _import_lammps() -> None:
 
 def _import_kim() -> None:
     importlib.import_module("ase.calculators.kim")
-
-
-def start() -> None:
-    """A task that does nothing: submitting it makes a process pool start its workers."""
 
 
 def _evaluator(eip_id: str) -> Evaluator:

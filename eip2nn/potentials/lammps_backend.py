@@ -225,9 +225,9 @@ class LAMMPSEvaluator:
     def positions(self) -> np.ndarray:
         """(n, 3) positions now in LAMMPS, Å, in the frame and atom order of the last loaded structure."""
         n = len(self._types)
-        ids = np.array(self._lmp.numpy.extract_atom("id")[:n], dtype=np.int64) - 1
+        ids = np.array(self._lmp.numpy.extract_atom("id")[:n], dtype=np.int64) - 1  # may have moved in MD
         out = np.empty((n, 3))
-        out[ids] = self._lmp.numpy.extract_atom("x")[:n] @ self._cell_cache.rotation.T
+        out[ids] = self._arrays.atom(b"x", n) @ self._cell_cache.rotation.T
         return out
 
     def evaluate(self, atoms: Atoms) -> EIPResult:

@@ -15,7 +15,7 @@ from pathlib import Path
 from ase import Atoms
 
 from eip2nn.data import hide_dft_labels, read_structures
-from eip2nn.labelling.hashing import structure_hash
+from eip2nn.labelling.hashing import structure_hashes
 from eip2nn.labelling.store import LabelStore
 from eip2nn.potentials.db import PotentialsDB
 from eip2nn.training.protocol import Split
@@ -57,7 +57,7 @@ def weak_data(cfg: WeakConfig, split: Split, labels: str | Path, workers: int | 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
         report = labeller.fit(labelled_eip)
-    hashes = [structure_hash(a) for a in labelled]
+    hashes = structure_hashes(labelled)
     with LabelStore(labels) as store:
         for row in labeller.alignment_rows():
             store.save_alignment(row["eip"], reference, hashes, row)

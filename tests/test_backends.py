@@ -6,8 +6,8 @@ from ase import Atoms
 from ase.build import bulk
 
 from eip2nn.potentials.db import PotentialsDB
-from eip2nn.potentials.evaluator import (TOO_CLOSE, UNSUPPORTED_SPECIES, EvaluationError,
-                                          make_evaluator)
+from eip2nn.potentials.evaluator import (TOO_CLOSE, UNSUPPORTED_SPECIES, EIPResult, EvaluationError,
+                                          Geometry, make_evaluator, timed)
 
 KIM_SW = "SW_StillingerWeber_1985_Si"
 LAMMPS_SW = "lmp_Si_sw"
@@ -296,3 +296,66 @@ def test_overlap_across_the_periodic_boundary_of_a_skewed_cell_is_refused(evalua
         with pytest.raises(EvaluationError) as err:
             evaluators(eip_id).evaluate(atoms)
         assert err.value.kind == TOO_CLOSE and "0.200 Å" in err.value.reason
+
+
+def _outcomes_equal(got, want):
+    """Two outcomes of evaluate_many / evaluate: the same labels bit for bit, or the same failure."""
+    if isinstance(want, EvaluationError):
+        return isinstance(got, EvaluationError) and (got.kind, got.reason) == (want.kind, want.reason)
+    return (isinstance(got, EIPResult) and got.energy == want.energy
+            and np.array_equal(got.forces, want.forces) and np.array_equal(got.stress, want.stress))
+
+
+@pytest.mark.parametrize("eip_id", [LAMMPS_SW, "lmp_Si_meam_spline_lenosky", "lmp_CuNi_eam_onat"])
+def test_lammps_batch_gives_what_one_by_one_evaluation_gives(db, eip_id):
+    """evaluate_many runs the structures that share atoms and cell with the one before in one tight loop.
+    Every outcome must be that of evaluate() on the same sequence, bit for bit, through an overlap, an atom
+    moved by a lattice vector, NaN positions (a LAMMPS error: the rest starts on a fresh instance), new cells
+    and new atoms; and the tight loop must really have run."""
+    from eip2nn.potentials.check import REFERENCE_CRYSTALS
+    spec = db.get(eip_id)
+    element = next(e for e in spec.species if e in REFERENCE_CRYSTALS)
+    crystal, a = REFERENCE_CRYSTALS[element]
+    base = rattled(element, crystal, a, seed=0)  # a triclinic cell
+    if len(spec.species) > 1:  # an alloy: the second species on every third site
+        base.symbols[::3] = [s for s in spec.species if s != element][0]
+    rng = np.random.default_rng(1)
+
+    def moved(atoms, amplitude=0.08):
+        out = atoms.copy()
+        out.positions += amplitude * rng.normal(size=out.positions.shape)
+        return out
+    run = [moved(base) for _ in range(8)]
+    run[2].positions[5] = run[2].positions[4] + [0.3, 0.0, 0.0]  # too close
+    run[3].positions[1] += base.cell[0] - base.cell[2]  # same crystal, atom outside the cell
+    run[5].positions[6, 1] = np.nan  # LAMMPS refuses it
+    strained = base.copy()
+    strained.set_cell(base.cell.array * 1.02, scale_atoms=True)
+    swapped = base.copy()
+    swapped.numbers = np.roll(swapped.numbers, 1)
+    sequence = run + [moved(strained) for _ in range(3)] + [moved(swapped) for _ in range(2)] + run[6:]
+    geometries = [Geometry.of(s) for s in sequence]
+
+    batch = make_evaluator(spec)
+    heads = []
+    evaluate_alone = batch._evaluate
+    batch._evaluate = lambda g: heads.append(g) or evaluate_alone(g)
+    one_by_one = make_evaluator(spec)
+    try:
+        got = batch.evaluate_many(geometries)
+        want = [timed(one_by_one.evaluate, s)[0] for s in sequence]
+    finally:
+        batch.close()
+        one_by_one.close()
+    assert len(got) == len(sequence)
+    for k, ((result, seconds), expected) in enumerate(zip(got, want)):
+        assert _outcomes_equal(result, expected), (k, result, expected)
+        assert seconds > 0
+    kinds = [r.kind if isinstance(r, EvaluationError) else "ok" for r, _ in got]
+    assert kinds[2] == TOO_CLOSE and kinds[5] == "backend_error" and kinds.count("ok") == len(sequence) - 2
+    assert "Non-numeric atom coords" in got[5][0].reason
+    # alone: the first structure, the one after the LAMMPS error, and the first of each new cell or
+    # atoms (rolling the atoms of a one-element crystal changes nothing)
+    alone = [0, 6, 8, 11] + ([13] if len(spec.species) > 1 else [])
+    assert [id(g.positions) for g in heads] == [id(sequence[i].positions) for i in alone]
+    assert_same_labels(got[3][0], fresh_evaluation(spec, sequence[3]))

@@ -132,8 +132,9 @@ def label(structures: list[Atoms], specs: list[PotentialSpec], store_path: str |
                     todo.append(h)
             store.write(spec.id, pid, [], unsupported)
             stats[spec.id].failed.update(k for _, k, _ in unsupported)
-            # same size and composition next to each other: the backend reuses its set-up
-            todo.sort(key=lambda h: (n_atoms[h], composition[h][0]))
+            # same atoms and cell next to each other: the backend reuses its set-up
+            todo.sort(key=lambda h: (n_atoms[h], by_hash[h].numbers.tobytes(),
+                                     by_hash[h].cell.array.tobytes()))
             jobs.append((spec, pid, todo))
 
         size = chunk_size or _chunk_size([n_atoms[h] for _, _, t in jobs for h in t], workers)
@@ -224,7 +225,8 @@ def _run_in_process(chunks, by_hash, n_atoms, store, stats, specs, workers, bar)
             for spec, pid, hashes in chunks:
                 claimed = _claim(store, stats, spec, hashes, n_atoms, bar)
                 if claimed:
-                    labels, failures = worker.label_chunk(spec.id, [(h, by_hash[h]) for h in claimed])
+                    labels, failures = worker.label_chunk(spec.id, [(h, worker.pack(by_hash[h]))
+                                                                    for h in claimed])
                     _record(store, stats, spec, pid, n_atoms, labels, failures, bar)
     finally:
         worker.close_all()
@@ -245,7 +247,7 @@ def _run_in_pool(chunks, by_hash, n_atoms, store, stats, specs, workers, bar) ->
                 spec, pid, hashes = nxt
                 claimed = _claim(store, stats, spec, hashes, n_atoms, bar)
                 if claimed:
-                    fut = pool.submit(worker.label_packed_chunk, spec.id,
+                    fut = pool.submit(worker.label_chunk, spec.id,
                                       [(h, worker.pack(by_hash[h])) for h in claimed])
                     pending[fut] = (spec, pid)
             if not pending:

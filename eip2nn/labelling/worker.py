@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import importlib
 import signal
-import time
 
 from ase import Atoms
 
-from eip2nn.potentials.evaluator import BACKEND_ERROR, EvaluationError, Evaluator, make_evaluator
+from eip2nn.potentials.evaluator import (BACKEND_ERROR, EvaluationError, Evaluator, Geometry,
+                                          evaluate_many, make_evaluator)
 from eip2nn.potentials.spec import PotentialSpec
 
 _SPECS: dict[str, PotentialSpec] = {}
@@ -65,36 +65,28 @@ def _evaluator(eip_id: str) -> Evaluator:
     return _EVALUATORS[eip_id]
 
 
-def label_chunk(eip_id: str, items: list[tuple[str, Atoms]]) -> tuple[list[tuple], list[tuple]]:
-    """Evaluate one EIP on (hash, atoms) items.
+def label_chunk(eip_id: str, items: list[tuple[str, Geometry]]) -> tuple[list[tuple], list[tuple]]:
+    """Evaluate one EIP on (hash, geometry) items (geometries made by :func:`pack`).
 
     Returns (labels, failures): labels are (hash, energy, forces, stress,
     seconds), failures (hash, kind, reason). Every item lands in one of them.
     """
+    try:
+        outcomes = evaluate_many(_evaluator(eip_id), [g for _, g in items])
+    except EvaluationError as e:  # the EIP could not be loaded: each structure fails with why
+        outcomes = [(e, 0.0)] * len(items)
     labels, failures = [], []
-    for h, atoms in items:
-        t0 = time.perf_counter()
-        try:
-            r = _evaluator(eip_id).evaluate(atoms)
-        except EvaluationError as e:
-            failures.append((h, e.kind, e.reason))
-            continue
-        except Exception as e:  # an unexpected backend error is data for this structure
-            failures.append((h, BACKEND_ERROR, f"{type(e).__name__}: {e}"))
-            continue
-        labels.append((h, r.energy, r.forces, r.stress, time.perf_counter() - t0))
+    for (h, _), (result, seconds) in zip(items, outcomes):
+        if isinstance(result, EvaluationError):
+            failures.append((h, result.kind, result.reason))
+        else:
+            labels.append((h, result.energy, result.forces, result.stress, seconds))
     return labels, failures
 
 
-def pack(atoms: Atoms) -> tuple:
-    """The geometry only, cheap to send to a worker: (numbers, positions Å, cell Å, pbc)."""
-    return atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc
-
-
-def label_packed_chunk(eip_id: str, items: list[tuple[str, tuple]]) -> tuple[list[tuple], list[tuple]]:
-    """:func:`label_chunk` for items made by :func:`pack` (what the process pool sends)."""
-    return label_chunk(eip_id, [(h, Atoms(numbers=n, positions=x, cell=c, pbc=p))
-                                for h, (n, x, c, p) in items])
+def pack(atoms: Atoms) -> Geometry:
+    """The geometry only, cheap to send to a worker."""
+    return Geometry.of(atoms)
 
 
 def close_all() -> None:

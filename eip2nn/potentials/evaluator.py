@@ -3,18 +3,21 @@
 An evaluator is long-lived: it loads its model once and then evaluates many
 structures (``evaluate(atoms) -> EIPResult``). Problems with one structure are
 raised as :class:`EvaluationError` with a ``kind`` so callers can record them
-as data instead of crashing a batch.
+as data instead of crashing a batch. :func:`evaluate_many` labels a batch and
+returns each structure's result or error; a backend may do that faster than
+one call per structure (the LAMMPS one does).
 """
 
 from __future__ import annotations
 
-import functools
-from typing import NamedTuple, Protocol
+import time
+from collections.abc import Callable, Sequence
+from typing import NamedTuple, Protocol, Union
 
 import numpy as np
 from ase import Atoms
+from ase.data import chemical_symbols
 
-from eip2nn.potentials.frames import inverse_3x3
 from eip2nn.potentials.spec import PotentialSpec
 
 # Failure kinds recorded by the labelling engine.
@@ -45,12 +48,56 @@ class EvaluationError(Exception):
         self.reason = reason
 
 
+class Geometry(NamedTuple):
+    """What an EIP needs of a structure; cheaper to make and to send to a worker than ``Atoms``."""
+
+    numbers: np.ndarray  # (n,) atomic numbers
+    positions: np.ndarray  # (n, 3), Å
+    cell: np.ndarray  # (3, 3), rows are the lattice vectors, Å
+    pbc: np.ndarray  # (3,) bool
+
+    @classmethod
+    def of(cls, atoms: Atoms) -> "Geometry":
+        return cls(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc)
+
+    def to_atoms(self) -> Atoms:
+        return Atoms(numbers=self.numbers, positions=self.positions, cell=self.cell, pbc=self.pbc)
+
+
+Outcome = tuple[Union[EIPResult, EvaluationError], float]  # result or error, and seconds spent
+
+
 class Evaluator(Protocol):
     spec: PotentialSpec
 
     def evaluate(self, atoms: Atoms) -> EIPResult: ...
 
     def close(self) -> None: ...
+
+
+def evaluate_many(evaluator: Evaluator, geometries: Sequence[Geometry]) -> list[Outcome]:
+    """Each structure's result, or the EvaluationError that refused it, with its seconds.
+
+    Uses the evaluator's own ``evaluate_many`` where it has one, else one
+    :meth:`Evaluator.evaluate` per structure. Never raises for one structure.
+    """
+    batched = getattr(evaluator, "evaluate_many", None)
+    if batched is not None:
+        return batched(geometries)
+    return [timed(evaluator.evaluate, g.to_atoms()) for g in geometries]
+
+
+def timed(evaluate: Callable, structure) -> Outcome:
+    """``evaluate(structure)`` as an :data:`Outcome`: an unexpected exception becomes a
+    BACKEND_ERROR of this structure (recorded by the caller, never swallowed)."""
+    t0 = time.perf_counter()
+    try:
+        result = evaluate(structure)
+    except EvaluationError as e:
+        result = e
+    except Exception as e:
+        result = EvaluationError(BACKEND_ERROR, f"{type(e).__name__}: {e}")
+    return result, time.perf_counter() - t0
 
 
 def make_evaluator(spec: PotentialSpec) -> Evaluator:
@@ -62,9 +109,9 @@ def make_evaluator(spec: PotentialSpec) -> Evaluator:
     return LAMMPSEvaluator(spec)
 
 
-def check_species(spec: PotentialSpec, atoms: Atoms) -> None:
-    """Raise UNSUPPORTED_SPECIES if ``atoms`` has an element ``spec`` lacks."""
-    elements = set(atoms.get_chemical_symbols())
+def check_species(spec: PotentialSpec, numbers: np.ndarray) -> None:
+    """Raise UNSUPPORTED_SPECIES if the atomic ``numbers`` hold an element ``spec`` lacks."""
+    elements = {chemical_symbols[z] for z in np.unique(numbers)}
     if not spec.supports(elements):
         raise EvaluationError(UNSUPPORTED_SPECIES, unsupported_reason(spec, elements))
 
@@ -73,54 +120,6 @@ def unsupported_reason(spec: PotentialSpec, elements: set[str] | frozenset[str])
     """Why ``spec`` cannot label a structure made of ``elements`` (one wording everywhere)."""
     missing = sorted(set(elements) - set(spec.species))
     return f"structure contains {missing}; {spec.id} supports only {list(spec.species)}"
-
-
-def check_min_distance(atoms: Atoms, min_distance: float = MIN_DISTANCE) -> None:
-    """Raise TOO_CLOSE if two atoms (or periodic images) are closer than ``min_distance`` Å."""
-    if len(atoms) < 2 and not atoms.pbc.any():
-        return
-    if atoms.pbc.any():
-        cell, origin = atoms.cell.array, _ORIGIN
-    else:  # a cluster or molecule: any box around it will do
-        low, high = atoms.positions.min(axis=0), atoms.positions.max(axis=0)
-        cell, origin = np.diag(high - low + 2 * min_distance + 1.0), low - min_distance - 0.5
-    try:
-        inv_cell_t = inverse_transpose(cell)
-    except ValueError as e:
-        raise EvaluationError(UNSUPPORTED_CELL, f"periodic cell {cell.tolist()}: {e}") from None
-    check_min_distance_in_cell(atoms.positions, cell, inv_cell_t, atoms.pbc, min_distance, origin)
-
-
-def check_min_distance_in_cell(positions: np.ndarray, cell: np.ndarray, inv_cell_t: np.ndarray,
-                               pbc: np.ndarray, min_distance: float = MIN_DISTANCE,
-                               origin: np.ndarray | None = None) -> None:
-    """:func:`check_min_distance` for a known cell: positions (n, 3) Å, cell rows (3, 3) Å,
-    ``inv_cell_t`` = inv(cell.T) (cached by callers that evaluate many structures in one cell).
-
-    Calls matscipy's C neighbour list directly; its Python wrapper costs twice the search.
-    """
-    from matscipy import _matscipy
-
-    args = (_ORIGIN if origin is None else origin, cell, inv_cell_t, pbc, positions, min_distance,
-            _ones(len(positions)))  # as "atomic numbers": one cut-off for all pairs
-    if len(_matscipy.neighbour_list("d", *args)):
-        i, j, d = _matscipy.neighbour_list("ijd", *args)
-        k = int(np.argmin(d))
-        raise EvaluationError(
-            TOO_CLOSE, f"atoms {i[k]} and {j[k]} are {d[k]:.3f} Å apart (< {min_distance} Å)")
-
-
-def inverse_transpose(cell: np.ndarray) -> np.ndarray:
-    """inv(cell.T) for a (3, 3) cell; raises ValueError for a cell of zero volume."""
-    return inverse_3x3(np.asarray(cell, dtype=float).T)
-
-
-_ORIGIN = np.zeros(3)
-
-
-@functools.lru_cache(maxsize=64)
-def _ones(n: int) -> np.ndarray:
-    return np.ones(n, dtype=np.int32)
 
 
 def check_result(result: EIPResult, n_atoms: int) -> EIPResult:

@@ -10,8 +10,9 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import all_changes
 
-from eip2nn.potentials.evaluator import (BACKEND_ERROR, EIPResult, EvaluationError,
-                                          check_min_distance, check_result, check_species)
+from eip2nn.potentials.evaluator import (BACKEND_ERROR, EIPResult, EvaluationError, check_result,
+                                          check_species)
+from eip2nn.potentials.overlap import check_min_distance
 from eip2nn.potentials.spec import PotentialSpec
 
 
@@ -40,7 +41,7 @@ class KIMEvaluator:
         self._calc = load_kim_calculator(spec.backend.model)
 
     def evaluate(self, atoms: Atoms) -> EIPResult:
-        check_species(self.spec, atoms)
+        check_species(self.spec, atoms.numbers)
         check_min_distance(atoms)
         periodic = bool(atoms.pbc.all())
         props = ["energy", "forces", "stress"] if periodic else ["energy", "forces"]

@@ -7,14 +7,17 @@ re-created. After such a change ``run 0`` does LAMMPS's full set-up; when only
 the positions changed, ``run 1 pre no`` skips it (no fix is defined, so
 nothing moves; every step re-neighbours, so the step-1 forces are those of
 the new positions). As every structure is neighboured afresh, the neighbour
-skin is 0: a skin would only add ghost atoms and pairs. Units: LAMMPS
-``metal`` (eV, Å, bar).
+skin is 0: a skin would only add ghost atoms and pairs. A batch
+(:meth:`LAMMPSEvaluator.evaluate_many`) handles a run of structures with the
+same atoms and cell in one tight loop. Units: LAMMPS ``metal`` (eV, Å, bar).
 """
 
 from __future__ import annotations
 
 import ctypes
 import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -24,9 +27,11 @@ from ase.data import atomic_masses, atomic_numbers
 from ase.geometry import minkowski_reduce
 from ase.units import bar
 
-from eip2nn.potentials.evaluator import (BACKEND_ERROR, UNSUPPORTED_CELL, EIPResult,
-                                          EvaluationError, check_min_distance_in_cell, check_result,
-                                          check_species)
+from eip2nn.potentials.evaluator import (BACKEND_ERROR, MAX_ABS_ENERGY_PER_ATOM, UNSUPPORTED_CELL,
+                                          EIPResult, EvaluationError, Geometry, Outcome, check_result,
+                                          check_species, timed)
+from eip2nn.potentials.overlap import (check_min_distance_in_cell, clear_by_displacement,
+                                        closest_pair_distance)
 from eip2nn.potentials.frames import inverse_3x3, lammps_frame, matrix_to_voigt, voigt_to_matrix
 from eip2nn.potentials.spec import PotentialSpec
 
@@ -34,6 +39,7 @@ _LAMMPS_ARGS = ["-screen", "none", "-log", "none", "-nocite"]
 _PRESSURE_TO_ASE_VOIGT = [0, 1, 2, 5, 4, 3]  # LAMMPS (xx yy zz xy xz yz) -> ASE Voigt
 _PBC = np.ones(3, dtype=bool)
 NEIGHBOUR_SKIN = 0.0  # Å
+_STEP = b"run 1 pre no post no"  # evaluate new positions in the set-up box (see the module docstring)
 
 
 def import_lammps():
@@ -91,16 +97,19 @@ class _CellCache(NamedTuple):
     stress_map: np.ndarray  # (6, 6): ASE Voigt stress (eV/Å³) = stress_map @ LAMMPS virial pressure (bar)
 
 
-class _NativeArrays:
-    """NumPy views of LAMMPS's own ``x``, ``f`` and the ``virial`` compute, without copies.
+class _Direct:
+    """Direct C-library calls on one LAMMPS instance, for the per-structure loop.
 
-    The ``lammps`` module's ``numpy.extract_*`` builds a new view on every call,
-    which costs as much as evaluating a small cell with a cheap potential. Here a
-    view is re-made only when LAMMPS has moved the array (it does when the number of
-    local plus ghost atoms grows), so every call still asks LAMMPS where it is.
+    NumPy views of LAMMPS's own ``x``, ``f`` and the ``virial`` compute, without
+    copies: the ``lammps`` module's ``numpy.extract_*`` builds a new view on every
+    call, which costs as much as evaluating a small cell with a cheap potential.
+    A view is re-made only when LAMMPS has moved the array (it does when the
+    number of local plus ghost atoms grows), so every call still asks LAMMPS
+    where it is. Also the potential energy and the one command a step needs.
     """
 
     def __init__(self, lmp):
+        self._lmp = lmp
         self._handle = lmp.lmp
         self._extract_atom = lmp.lib["lammps_extract_atom"]  # own function objects: the module
         self._extract_atom.restype = ctypes.c_void_p  # re-sets restype on its shared ones
@@ -117,6 +126,20 @@ class _NativeArrays:
             raise RuntimeError(f"LAMMPS has no per-atom array {name.decode()!r}")
         data = ctypes.c_void_p.from_address(rows).value  # double** -> address of row 0
         return self._view(name, data, 3 * n).reshape(n, 3)
+
+    def potential_energy(self) -> float:
+        """Total potential energy of the last step, eV (LAMMPS's ``thermo_pe`` compute)."""
+        data = self._extract_compute(self._handle, b"thermo_pe", 0, 0)  # global style, scalar type
+        if not data:
+            raise RuntimeError("LAMMPS compute 'thermo_pe' returned no scalar")
+        return ctypes.c_double.from_address(data).value
+
+    def command(self, command: bytes) -> None:
+        """One LAMMPS command; raises LAMMPS's error as the ``lammps`` module would."""
+        lmp = self._lmp
+        lmp.lib.lammps_command(self._handle, command)
+        if lmp.lib.lammps_has_error(self._handle):
+            raise lmp._lammps_exception  # the module's own exception, with LAMMPS's message
 
     def virial_pressure(self) -> np.ndarray:
         """(6,) view of the ``virial`` compute: pressure xx yy zz xy xz yz, bar (computed on demand)."""
@@ -144,7 +167,7 @@ class LAMMPSEvaluator:
         for t, symbol in enumerate(spec.species, start=1):
             self._type_of[atomic_numbers[symbol]] = t
         self._lmp = None
-        self._arrays = None  # _NativeArrays of self._lmp
+        self._direct = None  # _Direct calls on self._lmp
         self._numbers_key = None  # bytes of the atomic numbers last checked ...
         self._numbers_types = None  # ... and their LAMMPS types
         self._types = None  # LAMMPS types of the atoms now in LAMMPS
@@ -174,40 +197,37 @@ class LAMMPSEvaluator:
             "thermo_modify norm no lost error",
         ])
         self._lmp = lmp
-        self._arrays = _NativeArrays(lmp)
+        self._direct = _Direct(lmp)
         self._types = self._order = self._cell_key = None
         self._set_up = False
 
     def close(self) -> None:
         if self._lmp is not None:
             self._lmp.close()
-            self._lmp = self._arrays = None
+            self._lmp = self._direct = None
 
     # -- evaluation ---------------------------------------------------------------
-    def _lammps_types(self, atoms: Atoms) -> np.ndarray:
-        """LAMMPS types of ``atoms``; raises EvaluationError for what this backend cannot do."""
-        numbers = atoms.numbers
-        key = numbers.tobytes()
+    def _lammps_types(self, g: Geometry) -> np.ndarray:
+        """LAMMPS types of the atoms of ``g``; raises EvaluationError for what this backend cannot do."""
+        key = g.numbers.tobytes()
         if key != self._numbers_key:
-            types = self._type_of[numbers]
+            types = self._type_of[g.numbers]
             if not types.all():
-                check_species(self.spec, atoms)  # raises with the element names
+                check_species(self.spec, g.numbers)  # raises with the element names
             self._numbers_key, self._numbers_types = key, types
-        if not atoms.pbc.all():
+        if not np.all(g.pbc):
             raise EvaluationError(
-                UNSUPPORTED_CELL, f"pbc={atoms.pbc.tolist()}; the LAMMPS backend here "
+                UNSUPPORTED_CELL, f"pbc={np.asarray(g.pbc).tolist()}; the LAMMPS backend here "
                 "labels fully periodic cells only (use a KIM entry for clusters/slabs)")
         return self._numbers_types
 
-    def _load(self, atoms: Atoms) -> np.ndarray:
-        """Check ``atoms`` and put them into LAMMPS; returns their LAMMPS types."""
-        types = self._lammps_types(atoms)
+    def _load(self, g: Geometry) -> np.ndarray:
+        """Check ``g`` and put it into LAMMPS; returns its LAMMPS types."""
+        types = self._lammps_types(g)
         if self._lmp is None:
             self._start()
-        cache = self._set_cell(atoms.cell.array)
-        frac = atoms.positions @ cache.to_fractional
-        frac -= np.floor(frac)  # wrap into the reduced cell: same lattice, small tilts
-        x_lmp = frac @ cache.to_lammps
+        cache = self._set_cell(g.cell)
+        x_lmp = self._to_lammps(g.positions[None])[0]
         # distances are the same in the LAMMPS frame (a rotation, or a reflection)
         check_min_distance_in_cell(x_lmp, cache.lammps_cell, cache.lammps_inv_t, _PBC)
         self._set_atoms(x_lmp, types)
@@ -218,7 +238,7 @@ class LAMMPSEvaluator:
 
         Read positions back with :meth:`positions`; :meth:`evaluate` reloads its input.
         """
-        self._load(atoms)
+        self._load(Geometry.of(atoms))
         self._handed_out = True  # the caller may add fixes or run dynamics
         return self._lmp
 
@@ -227,31 +247,133 @@ class LAMMPSEvaluator:
         n = len(self._types)
         ids = np.array(self._lmp.numpy.extract_atom("id")[:n], dtype=np.int64) - 1  # may have moved in MD
         out = np.empty((n, 3))
-        out[ids] = self._arrays.atom(b"x", n) @ self._cell_cache.rotation.T
+        out[ids] = self._direct.atom(b"x", n) @ self._cell_cache.rotation.T
         return out
 
     def evaluate(self, atoms: Atoms) -> EIPResult:
+        return self._evaluate(Geometry.of(atoms))
+
+    def _evaluate(self, g: Geometry) -> EIPResult:
         try:
-            types = self._load(atoms)
-            lmp = self._lmp
+            types = self._load(g)
             if self._set_up and not self._handed_out:
-                lmp.command("run 1 pre no post no")
+                self._direct.command(_STEP)
             else:
-                lmp.command("run 0 post no")
+                self._direct.command(b"run 0 post no")
                 self._set_up = True
-            energy = float(lmp.get_thermo("pe"))
             n = len(types)
-            cache = self._cell_cache
-            forces = self._arrays.atom(b"f", n) @ cache.rotation.T  # a copy, in our frame
-            if self._order is not None:
-                forces[self._order] = forces.copy()
-            stress = cache.stress_map @ self._arrays.virial_pressure()
+            energy = self._direct.potential_energy()
+            forces, stress = self._from_lammps(self._direct.atom(b"f", n)[None],
+                                               self._direct.virial_pressure()[None])
         except EvaluationError:
             raise
         except Exception as e:  # LAMMPS raises plain Exception subclasses
             self.close()  # a failed instance may be in any state: start afresh next time
             raise EvaluationError(BACKEND_ERROR, f"LAMMPS: {e}") from e
-        return check_result(EIPResult(energy, forces, stress), n)
+        return check_result(EIPResult(energy, forces[0], stress[0]), n)
+
+    def evaluate_many(self, geometries: Sequence[Geometry]) -> list[Outcome]:
+        """Each structure's result or EvaluationError, with its seconds; the same labels as
+        :meth:`evaluate` on each.
+
+        A structure that needs LAMMPS set up (new atoms or cell) is evaluated alone;
+        the structures right after it with the same atoms and cell go through
+        :meth:`_evaluate_run`.
+        """
+        out: list[Outcome] = []
+        k = 0
+        while k < len(geometries):
+            out.append(timed(self._evaluate, geometries[k]))
+            end = _end_of_run(geometries, k)
+            if end > k + 1 and isinstance(out[-1][0], EIPResult) and not self._handed_out:
+                out.extend(self._evaluate_run(geometries[k], geometries[k + 1:end]))
+            else:
+                end = k + 1
+            k = end
+        return out
+
+    def _evaluate_run(self, head: Geometry, rest: Sequence[Geometry]) -> list[Outcome]:
+        """Evaluate ``rest``: structures with the atoms and cell of ``head``, which LAMMPS holds set up.
+
+        Positions go to the LAMMPS frame all at once; overlaps are ruled out by
+        displacement from ``head`` where it suffices (searched otherwise); then each
+        structure costs one write of ``x``, one step and three reads. A LAMMPS error
+        fails its structure, and the structures after it start on a fresh instance.
+        """
+        t0 = time.perf_counter()
+        m, n = len(rest), len(head.numbers)
+        positions = np.stack([g.positions for g in rest])
+        x_lmp = self._to_lammps(positions)
+        refused = self._overlaps(head, positions, x_lmp)
+        if self._order is not None:
+            x_lmp = x_lmp[:, self._order]
+        energies, forces, virials = np.zeros(m), np.zeros((m, n, 3)), np.zeros((m, 6))
+        seconds = np.zeros(m)
+        direct, failed_at, error = self._direct, m, None
+        for i in range(m):
+            if i in refused:
+                continue
+            t = time.perf_counter()
+            try:
+                direct.atom(b"x", n)[:] = x_lmp[i]
+                direct.command(_STEP)
+                energies[i] = direct.potential_energy()
+                forces[i] = direct.atom(b"f", n)
+                virials[i] = direct.virial_pressure()
+            except Exception as e:  # LAMMPS raises plain Exception subclasses
+                self.close()  # as in _evaluate: start afresh
+                failed_at, error = i, EvaluationError(BACKEND_ERROR, f"LAMMPS: {e}")
+                break
+            seconds[i] = time.perf_counter() - t
+        forces, stresses = self._from_lammps(forces[:failed_at], virials[:failed_at])
+        suspicious = ~np.isfinite(energies[:failed_at] + forces.sum(axis=(1, 2)) + stresses.sum(axis=1))
+        suspicious |= np.abs(energies[:failed_at]) > MAX_ABS_ENERGY_PER_ATOM * n
+        out: list[Outcome] = []
+        for i in range(failed_at):
+            result = refused.get(i) or EIPResult(float(energies[i]), forces[i], stresses[i])
+            if suspicious[i] and i not in refused:
+                try:
+                    check_result(result, n)  # raises NON_FINITE with its reason
+                except EvaluationError as e:
+                    result = e
+            out.append((result, float(seconds[i])))
+        shared = (time.perf_counter() - t0 - seconds.sum()) / max(failed_at + (error is not None), 1)
+        out = [(r, sec + shared) for r, sec in out]
+        if error is not None:
+            out.append((error, float(seconds[failed_at]) + shared))
+            out.extend(self.evaluate_many(rest[failed_at + 1:]))
+        return out
+
+    def _overlaps(self, head: Geometry, positions: np.ndarray, x_lmp: np.ndarray) -> dict[int, EvaluationError]:
+        """TOO_CLOSE errors of a run, by index: positions (m, n, 3) as given, x_lmp the same in LAMMPS's frame."""
+        cache = self._cell_cache
+        closest = closest_pair_distance(self._to_lammps(head.positions[None])[0], cache.lammps_cell,
+                                        cache.lammps_inv_t, _PBC)
+        refused = {}
+        for i in np.flatnonzero(~clear_by_displacement(head.positions, positions, closest)):
+            try:
+                check_min_distance_in_cell(x_lmp[i], cache.lammps_cell, cache.lammps_inv_t, _PBC)
+            except EvaluationError as e:
+                refused[int(i)] = e
+        return refused
+
+    def _to_lammps(self, positions: np.ndarray) -> np.ndarray:
+        """(m, n, 3) positions, Å, wrapped into the reduced cell and put in the LAMMPS frame."""
+        cache = self._cell_cache
+        frac = positions @ cache.to_fractional
+        frac -= np.floor(frac)  # wrap into the reduced cell: same lattice, small tilts
+        return frac @ cache.to_lammps
+
+    def _from_lammps(self, forces_lmp: np.ndarray, virials: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Forces (m, n, 3) eV/Å in our frame and atom order, and ASE Voigt stresses (m, 6) eV/Å³,
+        from LAMMPS forces (m, n, 3) and virial pressures (m, 6) bar. New arrays."""
+        cache = self._cell_cache
+        forces = forces_lmp @ cache.rotation.T
+        if self._order is not None:
+            forces[:, self._order] = forces.copy()
+        # einsum, not matmul: BLAS takes another route for one row than for many, and the
+        # labels of a batch must equal those of one structure at a time, bit for bit
+        return forces, np.einsum("mj,ij->mi", virials, cache.stress_map)
 
     def _set_cell(self, cell: np.ndarray) -> _CellCache:
         """Put ``cell`` (Å) into LAMMPS unless it is already there; returns its :class:`_CellCache`."""
@@ -279,7 +401,7 @@ class LAMMPSEvaluator:
         lmp = self._lmp
         n = len(types)
         if types is self._types or (self._types is not None and np.array_equal(types, self._types)):
-            self._arrays.atom(b"x", n)[:] = x_lmp if self._order is None else x_lmp[self._order]
+            self._direct.atom(b"x", n)[:] = x_lmp if self._order is None else x_lmp[self._order]
             return
         self._types, self._set_up = None, False
         lmp.command("delete_atoms group all")
@@ -301,3 +423,17 @@ def _stress_map(rotation: np.ndarray) -> np.ndarray:
         s_lmp = -p[_PRESSURE_TO_ASE_VOIGT] * bar  # pressure (bar) -> stress (eV/Å³)
         columns.append(matrix_to_voigt(rotation @ voigt_to_matrix(s_lmp) @ rotation.T))
     return np.array(columns).T
+
+
+def _end_of_run(geometries: Sequence[Geometry], k: int) -> int:
+    """Index after the structures from ``k`` on with the atomic numbers, cell and pbc of the k-th."""
+    head = geometries[k]
+    numbers, cell, pbc = head.numbers.tobytes(), head.cell.tobytes(), np.asarray(head.pbc).tobytes()
+    end = k + 1
+    while end < len(geometries):
+        g = geometries[end]
+        if (g.cell.tobytes() != cell or g.numbers.tobytes() != numbers
+                or np.asarray(g.pbc).tobytes() != pbc):
+            break
+        end += 1
+    return end

@@ -93,6 +93,7 @@ def test_claims_of_live_processes_are_respected_and_dead_ones_taken_over(tmp_pat
     dead.wait()
     try:
         with LabelStore(path) as other:
+            other.add_structures((h, len(a), a.get_chemical_formula(), "") for h, a in zip(hashes, structures))
             other.owner = f"{host}:{live.pid}:0"
             assert other.claim(SW, hashes[:1]) == hashes[:1]
             other.owner = f"{host}:{dead.pid}:0"
@@ -191,3 +192,80 @@ def test_structure_hashes_follow_their_definition_in_any_batch():
     assert batch == [by_definition(a) for a in frames]
     assert batch == [structure_hash(a) for a in frames]
     assert len(set(batch)) == 12 and batch[0] == batch[-1]
+
+
+# Label store schema 1 as shipped before 2026-11-21: rows keyed by the structure hash.
+SCHEMA_1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE structures (hash TEXT PRIMARY KEY, n_atoms INTEGER NOT NULL, formula TEXT NOT NULL,
+    first_source TEXT NOT NULL);
+CREATE TABLE provenance (id INTEGER PRIMARY KEY, eip_id TEXT NOT NULL, spec_hash TEXT NOT NULL,
+    info TEXT NOT NULL, UNIQUE (eip_id, spec_hash, info));
+CREATE TABLE labels (structure_hash TEXT NOT NULL, eip_id TEXT NOT NULL, energy REAL NOT NULL,
+    forces BLOB NOT NULL, stress BLOB, seconds REAL NOT NULL,
+    provenance_id INTEGER NOT NULL REFERENCES provenance(id), created_at REAL NOT NULL,
+    PRIMARY KEY (structure_hash, eip_id));
+CREATE TABLE failures (structure_hash TEXT NOT NULL, eip_id TEXT NOT NULL, kind TEXT NOT NULL,
+    reason TEXT NOT NULL, provenance_id INTEGER REFERENCES provenance(id), created_at REAL NOT NULL,
+    PRIMARY KEY (structure_hash, eip_id));
+CREATE TABLE alignments (eip_id TEXT NOT NULL, reference TEXT NOT NULL, structures_hash TEXT NOT NULL,
+    info TEXT NOT NULL, created_at REAL NOT NULL, PRIMARY KEY (eip_id, reference, structures_hash));
+CREATE TABLE claims (structure_hash TEXT NOT NULL, eip_id TEXT NOT NULL, owner TEXT NOT NULL,
+    claimed_at REAL NOT NULL, PRIMARY KEY (structure_hash, eip_id));
+"""
+
+
+def _schema_1_copy(source, target, drop_structure=None):
+    """The rows of the store ``source`` written into a new schema-1 store at ``target``."""
+    import sqlite3
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    dst.executescript(SCHEMA_1)
+    hash_of = dict(src.execute("SELECT id, hash FROM structures"))
+    dst.executemany("INSERT INTO meta VALUES (?, ?)",
+                    [(k, "1" if k == "schema_version" else v) for k, v in src.execute("SELECT * FROM meta")])
+    dst.executemany("INSERT INTO structures VALUES (?, ?, ?, ?)",
+                    [r for r in src.execute("SELECT hash, n_atoms, formula, first_source FROM structures "
+                                            "ORDER BY id") if r[0] != drop_structure])
+    for table in ("provenance", "alignments"):
+        rows = src.execute(f"SELECT * FROM {table}").fetchall()
+        if rows:
+            dst.executemany(f"INSERT INTO {table} VALUES ({','.join('?' * len(rows[0]))})", rows)
+    dst.executemany("INSERT INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(hash_of[sid], eip, *rest) for eip, sid, *rest in src.execute(
+                        "SELECT * FROM labels ORDER BY rowid")])
+    dst.executemany("INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?)",
+                    [(hash_of[sid], eip, *rest) for eip, sid, *rest in src.execute("SELECT * FROM failures")])
+    dst.execute("INSERT INTO claims VALUES (?, ?, 'somehost:1:0', 0.0)", (next(iter(hash_of.values())), SW))
+    dst.commit()
+    src.close()
+    dst.close()
+
+
+def test_a_schema_1_store_is_migrated_with_every_row(tmp_path, specs):
+    structures = si_structures()
+    label(structures, specs, tmp_path / "now.sqlite", workers=1, progress=False)
+    _schema_1_copy(tmp_path / "now.sqlite", tmp_path / "old.sqlite")
+    with LabelStore(tmp_path / "old.sqlite") as store:
+        assert store.counts()[SW] == {"labels": len(structures) - 1, "failed:atoms_too_close": 1, "claimed": 1}
+        old_order = [(lab.structure_hash, lab.eip_id) for lab in store.labels()]
+    (old, old_failures), (now, now_failures) = snapshot(tmp_path / "old.sqlite"), snapshot(tmp_path / "now.sqlite")
+    assert old.keys() == now.keys() and old_failures == now_failures
+    for key, (energy, forces, stress) in now.items():
+        assert old[key][0] == energy
+        assert np.array_equal(old[key][1], forces) and np.array_equal(old[key][2], stress)
+    with LabelStore(tmp_path / "now.sqlite") as store:
+        assert old_order == [(lab.structure_hash, lab.eip_id) for lab in store.labels()]
+    report = label(structures, specs, tmp_path / "old.sqlite", workers=1, progress=False)
+    assert all(s.labelled == 0 and s.already_done == len(structures) for s in report.per_eip.values())
+
+
+def test_a_schema_1_store_naming_an_unknown_structure_is_refused_unchanged(tmp_path, specs):
+    import sqlite3
+    structures = si_structures(3)
+    label(structures, specs[:1], tmp_path / "now.sqlite", workers=1, progress=False)
+    _schema_1_copy(tmp_path / "now.sqlite", tmp_path / "old.sqlite", drop_structure=structure_hash(structures[0]))
+    with pytest.raises(RuntimeError, match="1 labels rows of label store schema 1 name a structure hash missing"):
+        LabelStore(tmp_path / "old.sqlite")
+    with sqlite3.connect(tmp_path / "old.sqlite") as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("1",)
+        assert db.execute("SELECT COUNT(*) FROM labels").fetchone() == (2,)  # the third overlaps

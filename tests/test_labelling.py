@@ -269,3 +269,23 @@ def test_a_schema_1_store_naming_an_unknown_structure_is_refused_unchanged(tmp_p
     with sqlite3.connect(tmp_path / "old.sqlite") as db:
         assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("1",)
         assert db.execute("SELECT COUNT(*) FROM labels").fetchone() == (2,)  # the third overlaps
+
+
+def test_what_crosses_to_workers_and_back_is_unchanged():
+    """Chunks travel to workers as arrays per run of equal atom counts, labels back as a few arrays."""
+    from eip2nn.labelling.packing import pack_geometries, pack_labels, unpack_geometries, unpack_labels
+    structures = si_structures(5) + [bulk("Cu", "fcc", a=3.6), bulk("Si", "diamond", a=5.431, cubic=True)]
+    structures[-1].pbc = [True, False, True]
+    back = unpack_geometries(pack_geometries(structures))
+    assert len(back) == len(structures)
+    for g, atoms in zip(back, structures):
+        assert np.array_equal(g.numbers, atoms.numbers) and np.array_equal(g.positions, atoms.positions)
+        assert np.array_equal(g.cell, atoms.cell.array) and np.array_equal(g.pbc, atoms.pbc)
+    rng = np.random.default_rng(0)
+    labels = [(f"h{k}", float(rng.normal()), rng.normal(size=(n, 3)), None if k == 1 else rng.normal(size=6),
+               float(k)) for k, n in enumerate((8, 16, 2, 8))]
+    for got, want in zip(unpack_labels(pack_labels(labels)), labels, strict=True):
+        assert got[0] == want[0] and got[1] == want[1] and got[4] == want[4]
+        assert np.array_equal(got[2], want[2])
+        assert (got[3] is None) if want[3] is None else np.array_equal(got[3], want[3])
+    assert unpack_labels(pack_labels([])) == []

@@ -25,14 +25,15 @@ from tqdm import tqdm
 
 from eip2nn.labelling import worker
 from eip2nn.labelling.hashing import structure_hashes
+from eip2nn.labelling.packing import pack_geometries, unpack_labels
 from eip2nn.labelling.provenance import provenance_info
 from eip2nn.labelling.store import LabelStore, StaleLabelsError
-from eip2nn.potentials.evaluator import UNSUPPORTED_SPECIES, unsupported_reason
+from eip2nn.potentials.evaluator import UNSUPPORTED_SPECIES, Geometry, unsupported_reason
 from eip2nn.potentials.spec import PotentialSpec
 from eip2nn.tables import format_table
 
 
-CHUNK_ATOMS = 16384  # atoms per chunk of work at most: a chunk's labels are committed together
+CHUNK_ATOMS = 65536  # atoms per chunk of work at most: a chunk's labels are committed together
 
 
 @dataclass
@@ -225,8 +226,8 @@ def _run_in_process(chunks, by_hash, n_atoms, store, stats, specs, workers, bar)
             for spec, pid, hashes in chunks:
                 claimed = _claim(store, stats, spec, hashes, n_atoms, bar)
                 if claimed:
-                    labels, failures = worker.label_chunk(spec.id, [(h, worker.pack(by_hash[h]))
-                                                                    for h in claimed])
+                    labels, failures = worker.label_chunk(
+                        spec.id, [(h, Geometry.of(by_hash[h])) for h in claimed])
                     _record(store, stats, spec, pid, n_atoms, labels, failures, bar)
     finally:
         worker.close_all()
@@ -247,16 +248,16 @@ def _run_in_pool(chunks, by_hash, n_atoms, store, stats, specs, workers, bar) ->
                 spec, pid, hashes = nxt
                 claimed = _claim(store, stats, spec, hashes, n_atoms, bar)
                 if claimed:
-                    fut = pool.submit(worker.label_chunk, spec.id,
-                                      [(h, worker.pack(by_hash[h])) for h in claimed])
+                    fut = pool.submit(worker.label_packed_chunk, spec.id, claimed,
+                                      pack_geometries([by_hash[h] for h in claimed]))
                     pending[fut] = (spec, pid)
             if not pending:
                 break
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
                 spec, pid = pending.pop(fut)
-                labels, failures = fut.result()
-                _record(store, stats, spec, pid, n_atoms, labels, failures, bar)
+                packed, failures = fut.result()
+                _record(store, stats, spec, pid, n_atoms, unpack_labels(packed), failures, bar)
     except BaseException:
         for proc in list(getattr(pool, "_processes", {}).values()):
             proc.terminate()  # work in flight is lost, not half-written: claims are released

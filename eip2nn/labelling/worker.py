@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib
 import signal
 
-from ase import Atoms
 
+from eip2nn.labelling.packing import pack_labels, unpack_geometries
 from eip2nn.potentials.evaluator import (BACKEND_ERROR, EvaluationError, Evaluator, Geometry,
                                           evaluate_many, make_evaluator)
 from eip2nn.potentials.spec import PotentialSpec
@@ -66,7 +66,7 @@ def _evaluator(eip_id: str) -> Evaluator:
 
 
 def label_chunk(eip_id: str, items: list[tuple[str, Geometry]]) -> tuple[list[tuple], list[tuple]]:
-    """Evaluate one EIP on (hash, geometry) items (geometries made by :func:`pack`).
+    """Evaluate one EIP on (hash, geometry) items.
 
     Returns (labels, failures): labels are (hash, energy, forces, stress,
     seconds), failures (hash, kind, reason). Every item lands in one of them.
@@ -84,9 +84,12 @@ def label_chunk(eip_id: str, items: list[tuple[str, Geometry]]) -> tuple[list[tu
     return labels, failures
 
 
-def pack(atoms: Atoms) -> Geometry:
-    """The geometry only, cheap to send to a worker."""
-    return Geometry.of(atoms)
+def label_packed_chunk(eip_id: str, hashes: list[str], blocks: list) -> tuple[tuple, list[tuple]]:
+    """:func:`label_chunk` as the process pool calls it: structures packed by
+    :func:`~eip2nn.labelling.packing.pack_geometries`, labels returned packed by
+    :func:`~eip2nn.labelling.packing.pack_labels`."""
+    labels, failures = label_chunk(eip_id, list(zip(hashes, unpack_geometries(blocks))))
+    return pack_labels(labels), failures
 
 
 def close_all() -> None:

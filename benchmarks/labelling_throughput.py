@@ -12,7 +12,9 @@ structures, in one run, so the ratios are meaningful on a noisy machine:
   per structure (the usual ASE loop);
 - bare LAMMPS loop: one instance, positions scattered, ``run 1 pre no`` per
   structure (the set-up skipped, as eip2nn does), no checks and no store: what
-  any per-structure labeller can reach at best;
+  any per-structure labeller can reach at best; and one such loop per core, all
+  timed at once in separate processes: what the cores give together, the
+  reference for eip2nn's scaling over workers;
 - raw LAMMPS: one large cell of the same density, ``run 0`` repeated (no Python
   per structure at all): the per-core compute limit.
 
@@ -27,6 +29,7 @@ Prints a markdown table; the README quotes it.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import tempfile
@@ -81,8 +84,9 @@ def naive_ase_rate(frames) -> float:
     return sum(len(a) for a in frames) / (time.perf_counter() - t0)
 
 
-def bare_loop_rate(frames) -> float:
-    """One LAMMPS instance, positions scattered, ``run 1 pre no`` per structure (cubic cells only)."""
+def bare_loop_rate(frames, before_timing=None) -> float:
+    """One LAMMPS instance, positions scattered, ``run 1 pre no`` per structure (cubic cells only).
+    ``before_timing``: called once set up, right before the timed loop."""
     lammps = import_lammps()
     lmp = lammps.lammps(cmdargs=["-screen", "none", "-log", "none", "-nocite"])
     length = frames[0].cell[0, 0]
@@ -96,6 +100,8 @@ def bare_loop_rate(frames) -> float:
     ])
     lmp.create_atoms(n, list(range(1, n + 1)), [1] * n, (frames[0].positions % length).ravel().tolist())
     lmp.command("run 0 post no")  # the full set-up, once
+    if before_timing is not None:
+        before_timing()
     t0 = time.perf_counter()
     for atoms in frames:
         lmp.numpy.extract_atom("x")[:n] = atoms.positions % length
@@ -106,6 +112,26 @@ def bare_loop_rate(frames) -> float:
     rate = n * len(frames) / (time.perf_counter() - t0)
     lmp.close()
     return rate
+
+
+def concurrent_bare_loops_rate(n_structures: int, repeat: int, processes: int) -> float:
+    """Summed rate of ``processes`` bare loops timed at once, each in its own process: what the
+    cores give together with no coordination at all (the reference for eip2nn's scaling)."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier, rates = ctx.Barrier(processes), ctx.Queue()
+    procs = [ctx.Process(target=_bare_loop_job, args=(n_structures, repeat, barrier, rates))
+             for _ in range(processes)]
+    for p in procs:
+        p.start()
+    total = sum(rates.get() for _ in procs)
+    for p in procs:
+        p.join()
+    return total
+
+
+def _bare_loop_job(n_structures, repeat, barrier, rates) -> None:
+    with threadpool_limits(1, user_api="blas"):
+        rates.put(bare_loop_rate(structures(n_structures, repeat), before_timing=barrier.wait))
 
 
 def raw_lammps_rate(n_cells: int = 10, runs: int = 5) -> float:
@@ -145,6 +171,8 @@ def main() -> None:
         for _ in range(args.repeats):  # interleaved, so machine noise hits every row alike
             runs.setdefault("raw", []).append(raw_lammps_rate())
             runs.setdefault("bare", []).append(bare_loop_rate(frames))
+            runs.setdefault("bare_together", []).append(
+                concurrent_bare_loops_rate(args.structures, args.repeat_cell, workers))
             for w in (1, workers):
                 t_half, t_all = eip2nn_seconds(half, w), eip2nn_seconds(frames, w)
                 steady = (n_atoms - n_half) / (t_all - t_half)
@@ -172,6 +200,9 @@ def main() -> None:
     print(f"| eip2nn `label`, {workers} workers, steady state | {med[f'steady{workers}'] / k:.0f} | "
           f"{med[f'steady{workers}'] / med['steady1']:.2f}x 1 worker "
           f"({med[f'steady{workers}'] / (workers * med['steady1']):.0%} of linear) |")
+    print(f"| {workers} bare loops at once, one per process (what the cores give together) | "
+          f"{med['bare_together'] / k:.0f} | {med['bare_together'] / med['bare']:.2f}x one bare loop "
+          f"({med['bare_together'] / (workers * med['bare']):.0%} of linear) |")
     print(f"| naive ASE `LAMMPSlib` loop, one call per structure | {med['naive'] / k:.0f} | "
           f"eip2nn 1 worker is {med['eip1'] / med['naive']:.1f}x faster |")
     print(f"\nFixed cost of one `label` call (whole-call time minus atoms / steady-state rate): "

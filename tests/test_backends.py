@@ -359,3 +359,28 @@ def test_lammps_batch_gives_what_one_by_one_evaluation_gives(db, eip_id):
     alone = [0, 6, 8, 11] + ([13] if len(spec.species) > 1 else [])
     assert [id(g.positions) for g in heads] == [id(sequence[i].positions) for i in alone]
     assert_same_labels(got[3][0], fresh_evaluation(spec, sequence[3]))
+
+
+def test_lammps_batch_that_fails_unexpectedly_warns_and_labels_one_by_one(db):
+    """Not a structure's fault, so no structure may fail or be lost: the run is evaluated one at a time."""
+    spec = db.get(LAMMPS_SW)
+    base = rattled("Si", "diamond", 5.431, seed=2)
+    sequence = [base.copy() for _ in range(4)]
+    for k, atoms in enumerate(sequence):
+        atoms.positions += 0.05 * np.random.default_rng(k).normal(size=atoms.positions.shape)
+    batch, one_by_one = make_evaluator(spec), make_evaluator(spec)
+
+    def broken(head, rest):
+        raise MemoryError("pretend")
+    batch._evaluate_run = broken
+    try:
+        with pytest.warns(UserWarning, match=r"batch evaluation failed \(MemoryError: pretend\); "
+                                             "evaluating these 3 structures one at a time"):
+            got = batch.evaluate_many([Geometry.of(s) for s in sequence])
+        want = [one_by_one.evaluate(s) for s in sequence]
+    finally:
+        batch.close()
+        one_by_one.close()
+    assert len(got) == 4
+    for (result, _), expected in zip(got, want):  # from a fresh instance: equal to 1e-9 eV, not bit for bit
+        assert_same_labels(result, expected)

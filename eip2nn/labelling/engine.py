@@ -115,6 +115,9 @@ def label(structures: list[Atoms], specs: list[PotentialSpec], store_path: str |
         store.add_structures((h, n_atoms[h], composition[h][0], str(a.info.get("config_id", "")))
                              for h, a in by_hash.items())
         stats = {s.id: EIPStats() for s in specs}
+        # same atoms and cell next to each other: the backend reuses its set-up
+        set_up_order = {h: (n_atoms[h], a.numbers.tobytes(), a.cell.array.tobytes())
+                        for h, a in by_hash.items()}
         jobs: list[tuple[PotentialSpec, int, list[str]]] = []  # (spec, provenance id, hashes)
         for spec in specs:
             _check_not_stale(store, spec)
@@ -133,9 +136,7 @@ def label(structures: list[Atoms], specs: list[PotentialSpec], store_path: str |
                     todo.append(h)
             store.write(spec.id, pid, [], unsupported)
             stats[spec.id].failed.update(k for _, k, _ in unsupported)
-            # same atoms and cell next to each other: the backend reuses its set-up
-            todo.sort(key=lambda h: (n_atoms[h], by_hash[h].numbers.tobytes(),
-                                     by_hash[h].cell.array.tobytes()))
+            todo.sort(key=set_up_order.__getitem__)
             jobs.append((spec, pid, todo))
 
         size = chunk_size or _chunk_size([n_atoms[h] for _, _, t in jobs for h in t], workers)

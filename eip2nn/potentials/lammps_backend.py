@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -278,27 +279,40 @@ class LAMMPSEvaluator:
 
         A structure that needs LAMMPS set up (new atoms or cell) is evaluated alone;
         the structures right after it with the same atoms and cell go through
-        :meth:`_evaluate_run`.
+        :meth:`_evaluate_run`, up to the first LAMMPS error (the structure after
+        that starts afresh, alone).
         """
         out: list[Outcome] = []
         k = 0
         while k < len(geometries):
             out.append(timed(self._evaluate, geometries[k]))
-            end = _end_of_run(geometries, k)
-            if end > k + 1 and isinstance(out[-1][0], EIPResult) and not self._handed_out:
-                out.extend(self._evaluate_run(geometries[k], geometries[k + 1:end]))
-            else:
-                end = k + 1
-            k = end
+            k += 1
+            end = _end_of_run(geometries, k - 1)
+            if end > k and isinstance(out[-1][0], EIPResult) and not self._handed_out:
+                done = self._evaluate_run_or_one_by_one(geometries[k - 1], geometries[k:end])
+                out.extend(done)
+                k += len(done)
         return out
 
+    def _evaluate_run_or_one_by_one(self, head: Geometry, rest: Sequence[Geometry]) -> list[Outcome]:
+        """:meth:`_evaluate_run`; should it fail unexpectedly (not LAMMPS refusing a structure,
+        which it records), warn and evaluate ``rest`` one structure at a time."""
+        try:
+            return self._evaluate_run(head, rest)
+        except Exception as e:
+            warnings.warn(f"{self.spec.id}: batch evaluation failed ({type(e).__name__}: {e}); "
+                          f"evaluating these {len(rest)} structures one at a time")
+            self.close()
+            return [timed(self._evaluate, g) for g in rest]
+
     def _evaluate_run(self, head: Geometry, rest: Sequence[Geometry]) -> list[Outcome]:
-        """Evaluate ``rest``: structures with the atoms and cell of ``head``, which LAMMPS holds set up.
+        """Evaluate ``rest``, structures with the atoms and cell of ``head``, which LAMMPS holds set
+        up; returns the outcomes of ``rest`` up to and including the first LAMMPS error.
 
         Positions go to the LAMMPS frame all at once; overlaps are ruled out by
         displacement from ``head`` where it suffices (searched otherwise); then each
         structure costs one write of ``x``, one step and three reads. A LAMMPS error
-        fails its structure, and the structures after it start on a fresh instance.
+        fails its structure and ends the run: the instance is closed, to start afresh.
         """
         t0 = time.perf_counter()
         m, n = len(rest), len(head.numbers)
@@ -341,7 +355,6 @@ class LAMMPSEvaluator:
         out = [(r, sec + shared) for r, sec in out]
         if error is not None:
             out.append((error, float(seconds[failed_at]) + shared))
-            out.extend(self.evaluate_many(rest[failed_at + 1:]))
         return out
 
     def _overlaps(self, head: Geometry, positions: np.ndarray, x_lmp: np.ndarray) -> dict[int, EvaluationError]:

@@ -74,7 +74,7 @@ def clear_by_displacement(reference: np.ndarray, positions: np.ndarray, referenc
     if reach <= 0:
         return np.zeros(len(positions), dtype=bool)
     moved = positions - reference
-    return np.einsum("mni,mni->mn", moved, moved).max(axis=1) < reach * reach
+    return np.einsum("mni,mni->mn", moved, moved).max(axis=1, initial=0.0) < reach * reach
 
 
 def inverse_transpose(cell: np.ndarray) -> np.ndarray:

@@ -141,17 +141,21 @@ class LabelStore:
         self._set_wal()
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._ids: dict[str, int] = {}  # structure hash -> its number in `structures` (fixed once given)
-        with self._transaction():
-            version = self._schema_version()
-            if version is None:
-                self._run_script(_SCHEMA)
-                self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                self._db.execute("INSERT INTO meta VALUES ('units', ?)", (json.dumps(UNITS),))
-            elif version == 1:
-                self._migrate_from_1()
-            elif version != SCHEMA_VERSION:
-                raise RuntimeError(f"{self.path}: label store schema {version}, this eip2nn reads "
-                                   f"{SCHEMA_VERSION} (and migrates 1)")
+        try:
+            with self._transaction():
+                version = self._schema_version()
+                if version is None:
+                    self._run_script(_SCHEMA)
+                    self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                    self._db.execute("INSERT OR IGNORE INTO meta VALUES ('units', ?)", (json.dumps(UNITS),))
+                elif version == 1:
+                    self._migrate_from_1()
+                elif version != SCHEMA_VERSION:
+                    raise RuntimeError(f"{self.path}: label store schema {version}, this eip2nn reads "
+                                       f"{SCHEMA_VERSION} (and migrates 1)")
+        except BaseException:
+            self._db.close()
+            raise
         if version == 1:
             self._give_back_space()
 

@@ -8,6 +8,8 @@ from collections import defaultdict
 import numpy as np
 from ase import Atoms
 
+from eip2nn.labelling.packing import geometry_block
+
 DECIMALS = 8  # positions and cell are rounded to 1e-8 Å before hashing
 
 
@@ -29,14 +31,10 @@ def structure_hashes(structures: list[Atoms]) -> list[str]:
         by_size[len(atoms)].append(k)
     out: list[str] = [""] * len(structures)
     for members in by_size.values():
-        group = [structures[k] for k in members]
-        m, n = len(group), len(group[0])  # np.array of a list of arrays: faster than np.stack
-        rows = np.concatenate([
-            np.array([a.arrays["numbers"] for a in group], dtype=np.int64).reshape(m, n).view(np.uint8),
-            _rounded(np.array([a.arrays["positions"] for a in group])).reshape(m, 3 * n).view(np.uint8),
-            _rounded(np.array([a.cell.array for a in group])).reshape(m, 9).view(np.uint8),
-            np.array([a.pbc for a in group], dtype=np.uint8),
-        ], axis=1)
+        numbers, positions, cells, pbc = geometry_block([structures[k] for k in members])
+        m = len(members)
+        rows = np.concatenate([numbers.view(np.uint8), _rounded(positions).reshape(m, 3 * numbers.shape[1]).view(np.uint8),
+                               _rounded(cells).reshape(m, 9).view(np.uint8), pbc.view(np.uint8)], axis=1)
         for k, row in zip(members, rows):
             out[k] = hashlib.sha256(row).hexdigest()[:32]
     return out

@@ -24,13 +24,19 @@ def pack_geometries(structures: list[Atoms]) -> list[GeometryBlock]:
         n, end = len(structures[start]), start + 1
         while end < len(structures) and len(structures[end]) == n:
             end += 1
-        group, m = structures[start:end], end - start
-        blocks.append((np.array([a.arrays["numbers"] for a in group], dtype=np.int64).reshape(m, n),
-                       np.array([a.arrays["positions"] for a in group], dtype=float).reshape(m, n, 3),
-                       np.array([a.cell.array for a in group], dtype=float),
-                       np.array([a.pbc for a in group], dtype=bool)))
+        blocks.append(geometry_block(structures[start:end]))
         start = end
     return blocks
+
+
+def geometry_block(group: list[Atoms]) -> GeometryBlock:
+    """The arrays of structures that all have the same number of atoms (np.array of a list of
+    arrays: several times faster than np.stack)."""
+    m, n = len(group), len(group[0])
+    return (np.array([a.arrays["numbers"] for a in group], dtype=np.int64).reshape(m, n),
+            np.array([a.arrays["positions"] for a in group], dtype=float).reshape(m, n, 3),
+            np.array([a.cell.array for a in group], dtype=float).reshape(m, 3, 3),
+            np.array([a.pbc for a in group], dtype=bool).reshape(m, 3))
 
 
 def unpack_geometries(blocks: list[GeometryBlock]) -> list[Geometry]:

@@ -43,11 +43,11 @@ def check_min_distance_in_cell(positions: np.ndarray, cell: np.ndarray, inv_cell
 
     Calls matscipy's C neighbour list directly; its Python wrapper costs twice the search.
     """
-    distances = _distances(positions, cell, inv_cell_t, pbc, min_distance, origin)
-    if len(distances):
-        from matscipy import _matscipy
-        i, j, d = _matscipy.neighbour_list("ijd", *_search_args(positions, cell, inv_cell_t, pbc,
-                                                                 min_distance, origin))
+    from matscipy import _matscipy
+
+    args = _search_args(positions, cell, inv_cell_t, pbc, min_distance, origin)
+    if len(_matscipy.neighbour_list("d", *args)):  # the common case: no pair, and only distances asked
+        i, j, d = _matscipy.neighbour_list("ijd", *args)
         k = int(np.argmin(d))
         raise EvaluationError(
             TOO_CLOSE, f"atoms {i[k]} and {j[k]} are {d[k]:.3f} Å apart (< {min_distance} Å)")
@@ -56,7 +56,9 @@ def check_min_distance_in_cell(positions: np.ndarray, cell: np.ndarray, inv_cell
 def closest_pair_distance(positions: np.ndarray, cell: np.ndarray, inv_cell_t: np.ndarray,
                           pbc: np.ndarray, search_range: float = REFERENCE_RANGE) -> float:
     """Distance of the closest pair (periodic images included), Å; ``search_range`` if none is closer."""
-    distances = _distances(positions, cell, inv_cell_t, pbc, search_range)
+    from matscipy import _matscipy
+
+    distances = _matscipy.neighbour_list("d", *_search_args(positions, cell, inv_cell_t, pbc, search_range))
     return float(distances.min()) if len(distances) else search_range
 
 
@@ -82,13 +84,8 @@ def inverse_transpose(cell: np.ndarray) -> np.ndarray:
     return inverse_3x3(np.asarray(cell, dtype=float).T)
 
 
-def _distances(positions, cell, inv_cell_t, pbc, cutoff, origin=None) -> np.ndarray:
-    """Distances (Å) of all pairs closer than ``cutoff``, each pair twice."""
-    from matscipy import _matscipy
-    return _matscipy.neighbour_list("d", *_search_args(positions, cell, inv_cell_t, pbc, cutoff, origin))
-
-
-def _search_args(positions, cell, inv_cell_t, pbc, cutoff, origin):
+def _search_args(positions, cell, inv_cell_t, pbc, cutoff, origin=None) -> tuple:
+    """Arguments of matscipy's C ``neighbour_list`` for all pairs closer than ``cutoff`` Å."""
     return (_ORIGIN if origin is None else origin, cell, inv_cell_t, pbc, positions, cutoff,
             _ones(len(positions)))  # as "atomic numbers": one cut-off for all pairs
 

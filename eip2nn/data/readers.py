@@ -43,14 +43,17 @@ def mlearn_virial_to_ase_stress(v6) -> np.ndarray:
 # --- mlearn JSON -----------------------------------------------------------------
 
 
-def _mlearn_item_to_atoms(item: dict, dataset_name: str, index: int) -> Atoms:
+def mlearn_structure(item: dict) -> Atoms:
+    """The geometry of one mlearn item: symbols, Cartesian positions (Å) and cell (Å), pbc.
+
+    ``item["structure"]`` is a pymatgen Structure dict (``lattice.matrix``,
+    ``sites[*].species[0].element``, ``sites[*].xyz``). No labels are read here.
+    Raises KeyError/IndexError/TypeError/ValueError for a malformed item.
+    """
     sites = item["structure"]["sites"]
     cell = np.asarray(item["structure"]["lattice"]["matrix"], dtype=float)
     positions = np.asarray([s["xyz"] for s in sites], dtype=float)
     symbols = [s["species"][0]["element"] for s in sites]
-    out = item["outputs"]
-    energy = float(out["energy"])
-    forces = np.asarray(out["forces"], dtype=float)
     n = len(sites)
     if "num_atoms" in item and int(item["num_atoms"]) != n:
         raise ValueError(f"num_atoms = {item['num_atoms']} but {n} sites")
@@ -61,14 +64,24 @@ def _mlearn_item_to_atoms(item: dict, dataset_name: str, index: int) -> Atoms:
         raise ValueError(f"lattice matrix has shape {cell.shape}, expected (3, 3)")
     if positions.shape != (n, 3):
         raise ValueError(f"positions have shape {positions.shape}, expected ({n}, 3)")
+    for label, value in (("cell", cell), ("positions", positions)):
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"non-finite {label}")
+    return Atoms(symbols=symbols, positions=positions, cell=cell, pbc=True)
+
+
+def _mlearn_item_to_atoms(item: dict, dataset_name: str, index: int) -> Atoms:
+    atoms = mlearn_structure(item)
+    out = item["outputs"]
+    energy = float(out["energy"])
+    forces = np.asarray(out["forces"], dtype=float)
+    n = len(atoms)
     if forces.shape != (n, 3):
         raise ValueError(f"forces have shape {forces.shape}, expected ({n}, 3)")
     stress = mlearn_virial_to_ase_stress(out["virial_stress"])
-    for label, value in (("cell", cell), ("positions", positions), ("energy", energy),
-                         ("forces", forces), ("virial_stress", stress)):
+    for label, value in (("energy", energy), ("forces", forces), ("virial_stress", stress)):
         if not np.all(np.isfinite(value)):
             raise ValueError(f"non-finite {label}")
-    atoms = Atoms(symbols=symbols, positions=positions, cell=cell, pbc=True)
     atoms.info[REF_ENERGY] = energy
     atoms.arrays[REF_FORCES] = forces
     atoms.info[REF_STRESS] = stress

@@ -1,9 +1,9 @@
-"""The EIP registry: every entry valid and loadable; bad entries named clearly; leakage tags."""
+"""The EIP registry: every entry valid and loadable; bad entries named clearly; leakage tags; ML only if named."""
 
 import pytest
 import yaml
 
-from eip2nn.potentials.db import PotentialsDB
+from eip2nn.potentials.db import ML_REASON, PotentialsDB, db_folder
 from eip2nn.potentials.discover import installed_portable_models, species_from_name
 from eip2nn.potentials.lammps_backend import potentials_folder, resolve_pair_coeff
 from eip2nn.potentials.spec import PotentialSpecError, load_spec
@@ -46,6 +46,21 @@ def test_benchmark_leakage_is_tagged(db):
     eligible, excluded = db.eligible_for({"Si"}, "mlearn")
     assert not tagged & {s.id for s in eligible}
     assert all(s.kind == "empirical" for s in eligible)
+
+
+def test_machine_learned_entries_are_used_only_when_named(db):
+    eligible, excluded = db.eligible_for({"Cu"}, "other-data")
+    reasons = {s.id: why for s, why in excluded}
+    assert reasons["SNAP_LiHuChen_2018_Cu"] == ML_REASON and reasons["lmp_Cu_snap_zuo2020"] == ML_REASON
+    assert all(s.kind == "empirical" for s in eligible)
+    eligible, _ = db.eligible_for({"Cu"}, "other-data", named=["lmp_Cu_snap_zuo2020"])
+    assert "lmp_Cu_snap_zuo2020" in {s.id for s in eligible}
+
+
+def test_the_folder_alone_without_discovery():
+    only = PotentialsDB(discover_installed=False)
+    assert len(only) == len(list(db_folder().glob("*.yaml")))
+    assert not any(s.discovered for s in only) and only.discovery_failures == []
 
 
 def test_known_issues_exclude_with_reason(db):

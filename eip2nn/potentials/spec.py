@@ -18,6 +18,8 @@ from ase.data import chemical_symbols
 
 BACKENDS = ("kim", "lammps")
 KINDS = ("empirical", "machine-learned")
+# ``source_file`` of a spec made for an installed OpenKIM model that has no potentials_db entry
+DISCOVERED_SOURCE = "discovered: installed OpenKIM collection"
 
 
 class PotentialSpecError(ValueError):
@@ -60,7 +62,12 @@ class PotentialSpec:
     fitted_to: tuple[str, ...] = ()  # dataset source tags this EIP was fitted to
     known_issues: tuple[tuple[str, str], ...] = ()  # (element, problem) found by `potentials check`
     notes: str = ""
-    source_file: str = ""  # the YAML file it came from (not part of the identity)
+    source_file: str = ""  # the YAML file it came from, or DISCOVERED_SOURCE (not part of the identity)
+
+    @property
+    def discovered(self) -> bool:
+        """True for an installed OpenKIM model without a potentials_db entry (see discover.discovered_specs)."""
+        return self.source_file == DISCOVERED_SOURCE
 
     @property
     def backend_type(self) -> str:

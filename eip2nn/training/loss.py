@@ -1,9 +1,12 @@
-"""The training loss: per-atom energy and force errors, per target, weighted.
+"""The training loss: per-atom energy, force and stress errors, per target, weighted.
 
 A *loss term* ties a target (a key of ``Sample.targets``: "dft", an EIP id,
 "weak") to the model head that predicts it. Squared errors by default; a
 term with a Tukey biweight scale ``c`` uses the robust ρ instead, whose
 gradient vanishes for residuals beyond c, so wrong weak labels stop pulling.
+Stress (squared error only) enters when its weight is positive, on the
+samples whose target carries a stress (periodic structures; never weak labels);
+the model is asked for stress only then, so a zero weight costs nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from eip2nn.training.samples import Sample
 class LossWeights:
     energy: float = 1.0  # on (ΔE / n_atoms)², eV²/atom²
     forces: float = 0.1  # on ΔF², (eV/Å)², per component
+    stress: float = 0.0  # on Δσ², (eV/Å³)², per Voigt component; see TrainConfig.stress_weight
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,7 @@ class LossTerm:
     tukey_energy: float = 0.0  # Tukey c on ΔE/n_atoms, eV/atom; 0 = squared error
     tukey_forces: float = 0.0  # Tukey c on each ΔF component, eV/Å; 0 = squared error
     forces: bool = True  # include this target's forces (when it has them)
+    stress: bool = True  # include this target's stress (when it has one and LossWeights.stress > 0)
 
 
 def as_terms(head_weights: dict[str, float] | list[LossTerm]) -> list[LossTerm]:
@@ -51,12 +56,15 @@ def _penalty(r: torch.Tensor, c: float) -> torch.Tensor:
 
 def batch_loss(model, samples: list[Sample], terms, weights: LossWeights
                ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Σ_terms w (w_E ⟨ρ(ΔE/n)⟩ + w_F ⟨ρ(ΔF)⟩) over the samples carrying each term's target."""
+    """Σ_terms w (w_E ⟨ρ(ΔE/n)⟩ + w_F ⟨ρ(ΔF)⟩ + w_σ ⟨Δσ²⟩) over the samples carrying each term's target."""
     terms = [t for t in as_terms(terms) if any(t.target in s.targets for s in samples)]
     if not terms:
         raise ValueError("batch has no sample labelled for any trained target")
     want_forces = weights.forces > 0 and any(t.forces for t in terms)
-    preds = model(collate([s.graph for s in samples]), heads=sorted({t.head for t in terms}), forces=want_forces)
+    stressed = {t.target: _with_stress(samples, t.target) for t in terms if weights.stress > 0 and t.stress}
+    want_stress = any(stressed.values())
+    preds = model(collate([s.graph for s in samples]), heads=sorted({t.head for t in terms}), forces=want_forces,
+                  stress=want_stress)
     sizes = [s.n_atoms for s in samples]
     total = torch.zeros(())
     parts: dict[str, float] = {}
@@ -73,6 +81,16 @@ def batch_loss(model, samples: list[Sample], terms, weights: LossWeights
             if pairs:
                 df = torch.cat([(fp - fr.to(fp.dtype)).reshape(-1) for fp, fr in pairs])
                 loss = loss + weights.forces * _penalty(df, t.tukey_forces).mean()
+        if stressed.get(t.target):
+            ks = stressed[t.target]
+            s_ref = torch.stack([samples[k].targets[t.target].stress for k in ks]).to(p.stress.dtype)
+            loss = loss + weights.stress * ((p.stress[ks] - s_ref) ** 2).mean()
         total = total + t.weight * loss
         parts[t.target] = float(loss.detach())
     return total, parts
+
+
+def _with_stress(samples: list[Sample], target: str) -> list[int]:
+    """Indices of the periodic samples whose ``target`` carries a stress (the model's is NaN elsewhere)."""
+    return [k for k, s in enumerate(samples)
+            if target in s.targets and s.targets[target].stress is not None and s.graph.periodic]

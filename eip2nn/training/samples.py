@@ -1,12 +1,14 @@
 """Training samples: a structure's graph plus its targets, one per head.
 
 Targets are named like the heads that predict them. The DFT head reads
-``REF_energy``/``REF_forces``; an EIP head reads the EIP's attached labels
-``<eip_id>_energy``/``<eip_id>_forces`` (see
+``REF_energy``/``REF_forces``/``REF_stress``; an EIP head reads the EIP's
+attached labels ``<eip_id>_energy``/``_forces``/``_stress`` (see
 :func:`eip2nn.labelling.export.attach_labels`). The ``weak`` target (read
 from ``WEAK_energy``/``WEAK_forces``, predicted by the DFT head) holds the
-pseudo-DFT labels of weak supervision. A structure without a label
-for a head simply has no target for it (e.g. the EIP failed on it).
+pseudo-DFT labels of weak supervision; it has no stress. A structure without
+a label for a head simply has no target for it (e.g. the EIP failed on it).
+Stress is read for fully periodic structures only (the model's stress of any
+other structure is NaN), and only when it is finite.
 """
 
 from __future__ import annotations
@@ -17,17 +19,20 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from eip2nn.keys import CONFIG_ID, ENERGY, FORCES, REF_ENERGY, REF_FORCES, WEAK_ENERGY, WEAK_FORCES, eip_key
+from eip2nn.keys import (CONFIG_ID, ENERGY, FORCES, GROUP, REF_ENERGY, REF_FORCES, REF_STRESS, STRESS, WEAK_ENERGY,
+                         WEAK_FORCES, eip_key)
 from eip2nn.nn.graph import AtomicGraph
 from eip2nn.nn.model import DFT_HEAD
 
 WEAK_TARGET = "weak"
+NO_GROUP = "unknown"  # Sample.group of a structure without atoms.info[GROUP]
 
 
 @dataclass
 class Target:
     energy: float  # eV, total
     forces: torch.Tensor | None  # (n_atoms, 3) eV/Å
+    stress: torch.Tensor | None = None  # (6,) Voigt xx yy zz yz xz xy, eV/Å³, positive = tensile; periodic only
 
 
 @dataclass
@@ -36,27 +41,40 @@ class Sample:
     name: str  # config id, for error messages and parity plots
     counts: np.ndarray  # (n_species,) atoms per element, in the model's species order
     targets: dict[str, Target] = field(default_factory=dict)
+    group: str = NO_GROUP  # atoms.info[GROUP], e.g. "Elastic"; for per-group metrics
 
     @property
     def n_atoms(self) -> int:
         return self.graph.n_atoms
 
 
-def target_keys(head: str) -> tuple[str, str]:
-    """(energy key in info, forces key in arrays) for ``head``."""
+def target_keys(head: str) -> tuple[str, str, str | None]:
+    """(energy key in info, forces key in arrays, stress key in info or None) for ``head``."""
     if head == DFT_HEAD:
-        return REF_ENERGY, REF_FORCES
+        return REF_ENERGY, REF_FORCES, REF_STRESS
     if head == WEAK_TARGET:
-        return WEAK_ENERGY, WEAK_FORCES
-    return eip_key(head, ENERGY), eip_key(head, FORCES)
+        return WEAK_ENERGY, WEAK_FORCES, None
+    return eip_key(head, ENERGY), eip_key(head, FORCES), eip_key(head, STRESS)
+
+
+def _stress(atoms: Atoms, key: str | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """The (6,) stress under ``key``, if ``atoms`` is fully periodic and the value finite."""
+    value = atoms.info.get(key) if key is not None and atoms.pbc.all() else None
+    if value is None:
+        return None
+    value = np.asarray(value, dtype=float)
+    if value.shape != (6,):
+        raise ValueError(f"{key} has shape {value.shape}; expected (6,) Voigt xx yy zz yz xz xy in eV/Å³")
+    return torch.tensor(value, dtype=dtype) if np.isfinite(value).all() else None
 
 
 def read_target(atoms: Atoms, head: str, dtype: torch.dtype = torch.float64) -> Target | None:
-    ekey, fkey = target_keys(head)
+    ekey, fkey, skey = target_keys(head)
     if ekey not in atoms.info:
         return None
     forces = atoms.arrays.get(fkey)
-    return Target(float(atoms.info[ekey]), None if forces is None else torch.tensor(forces, dtype=dtype))
+    return Target(float(atoms.info[ekey]), None if forces is None else torch.tensor(forces, dtype=dtype),
+                  _stress(atoms, skey, dtype))
 
 
 def make_samples(model, structures: list[Atoms], heads: list[str]) -> list[Sample]:
@@ -68,7 +86,7 @@ def make_samples(model, structures: list[Atoms], heads: list[str]) -> list[Sampl
         graph = model.graph(atoms, where=name)
         counts = np.bincount(graph.species.numpy(), minlength=len(model.species)).astype(float)
         targets = {h: t for h in heads if (t := read_target(atoms, h, dtype)) is not None}
-        out.append(Sample(graph, name, counts, targets))
+        out.append(Sample(graph, name, counts, targets, str(atoms.info.get(GROUP, NO_GROUP))))
     return out
 
 

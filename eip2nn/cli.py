@@ -45,6 +45,41 @@ def _field_comments(cls) -> dict[str, str]:
 
 
 # -- data -------------------------------------------------------------------------
+def _add_user_data_options(q) -> None:
+    """Options saying how to read the user's DFT files (as a pipeline's ``data`` section does)."""
+    q.add_argument("--key", action="append", default=[], metavar="FIELD=NAME",
+                   help="name of a field in your files, e.g. --key forces=force --key energy=E_dft "
+                        "(fields: energy, forces, stress, virial, group; default: detected from the first frame)")
+    q.add_argument("--format", default="", help="ASE format name of the files (default: guessed from the name)")
+    q.add_argument("--stress-units", default="eV/A^3", help="stress units in the files: eV/A^3, GPa, kbar, bar")
+    q.add_argument("--stress-sign", default="tensile", choices=("tensile", "compressive"),
+                   help="stress sign convention in the files (ASE: tensile positive)")
+    q.add_argument("--on-bad", default="error", choices=("error", "skip"),
+                   help="a bad frame stops with an error naming it (default), or is left out and listed")
+    q.add_argument("--source", default="", metavar="TAG",
+                   help="tag naming your data's origin: EIPs listing it in fitted_to are refused")
+
+
+def _data_keys(args, path: str):
+    """The files' field names: detected from ``path``'s first frame, then the --key options."""
+    import dataclasses
+
+    from eip2nn.data.user import detect_keys
+    keys = detect_keys(path, args.format)
+    for item in args.key:
+        field, sep, name = item.partition("=")
+        if not sep or field not in {f.name for f in dataclasses.fields(keys)}:
+            raise ValueError(f"--key {item!r}: expected FIELD=NAME with FIELD one of energy, forces, stress, "
+                             "virial, group")
+        keys = dataclasses.replace(keys, **{field: name})
+    return keys
+
+
+def _user_data_options(args, path: str):
+    from eip2nn.data.user import UserDataOptions
+    return UserDataOptions(_data_keys(args, path), args.stress_units, args.stress_sign, args.format, args.on_bad)
+
+
 def cmd_data_list(args) -> int:
     from eip2nn.data import get_dataset, list_datasets
     rows = [("dataset", "format", "file")]
@@ -63,16 +98,29 @@ def cmd_data_fetch(args) -> int:
     return 0
 
 
+def cmd_data_export(args) -> int:
+    from eip2nn.data import load_dataset
+    from eip2nn.data.files import write_dft_extxyz
+    structures = load_dataset(args.name)
+    path = write_dft_extxyz(structures, args.output)
+    print(f"wrote {len(structures)} structures of {args.name} with their DFT energy, forces and stress to {path}")
+    return 0
+
+
 # -- potentials -------------------------------------------------------------------
 def cmd_potentials_list(args) -> int:
     from eip2nn.potentials.db import PotentialsDB
-    specs = PotentialsDB(args.db).select(species=args.species, backend=args.backend,
-                                         exclude_fitted_to=args.exclude_fitted_to or ())
-    rows = [("id", "species", "family", "backend", "kind", "cutoff/Å", "fitted_to")]
+    db = PotentialsDB(args.db)
+    specs = db.select(species=args.species, backend=args.backend, exclude_fitted_to=args.exclude_fitted_to or ())
+    rows = [("id", "species", "family", "backend", "kind", "cutoff/Å", "fitted_to", "origin")]
     rows += [(s.id, ",".join(s.species), s.family, s.backend_type, s.kind, f"{s.cutoff:.3f}",
-              ",".join(s.fitted_to) or "-") for s in specs]
+              ",".join(s.fitted_to) or "-", "discovered" if s.discovered else "potentials_db") for s in specs]
     print(_table(rows))
-    print(f"{len(specs)} potential(s)")
+    n_found = sum(s.discovered for s in specs)
+    print(f"{len(specs)} potential(s): {len(specs) - n_found} from {db.folder}, {n_found} discovered among the "
+          "installed OpenKIM models")
+    for model, why in db.discovery_failures:
+        print(f"not discovered: {model}: {why}")
     return 0
 
 
@@ -130,7 +178,9 @@ def cmd_label(args) -> int:
     db = PotentialsDB(args.db)
     structures = _load_structures(args)
     if args.eip:
+        from eip2nn.potentials.db import warn_machine_learned
         specs = [db.get(i) for i in args.eip]
+        warn_machine_learned(specs)
     else:
         species = {s for a in structures for s in a.get_chemical_symbols()}
         specs, excluded = db.eligible_for(species, args.exclude_fitted_to)
@@ -233,17 +283,23 @@ def cmd_labels_export(args) -> int:
 
 # -- the main job -------------------------------------------------------------------
 def cmd_run(args) -> int:
-    from eip2nn.labelling.benchmark_job import label_benchmark
+    from eip2nn.labelling.benchmark_job import label_against_dft, label_benchmark
     from eip2nn.labelling.engine import LabellingInterrupted
     try:
-        result = label_benchmark(args.element, args.store, workers=args.workers,
-                                 progress=not args.no_progress)
+        if args.file:
+            sources = _labelled_sources(args)
+            structures = [a for s, _ in sources.values() for a in s]
+            result = label_against_dft(structures, list(sources), args.source, args.store, args.workers,
+                                       not args.no_progress)
+        else:
+            result = label_benchmark(args.element, args.store, workers=args.workers, progress=not args.no_progress)
     except LabellingInterrupted as e:
         print(e.report.table())
         return 130
+    species = {el for a in structures for el in a.get_chemical_symbols()} if args.file else {args.element}
     print(f"\nLabelled {', '.join(result.datasets)} with {len(result.eligible)} eligible EIP(s).")
     for spec, why in result.excluded:
-        if spec.supports({args.element}):
+        if spec.supports(species):
             print(f"  excluded {spec.id}: {why}")
     print("\nAgreement with DFT (energies after per-element offsets; forces per component):")
     print(result.table())
@@ -265,11 +321,56 @@ def cmd_evaluate(args) -> int:
     from eip2nn.evaluation import evaluate_eip, evaluate_model
     if bool(args.model) == bool(args.eip):
         raise SystemExit("give exactly one of --model REF or --eip ID")
+    if not (args.dataset or args.file):
+        raise SystemExit("give --dataset NAME and/or --file PATH to evaluate on")
+    sources = _labelled_sources(args)
     if args.model:
-        result = evaluate_model(args.model, args.dataset, args.head)
+        result = evaluate_model(args.model, sources, args.head)
     else:
-        result = evaluate_eip(args.eip, args.dataset, args.store, args.workers)
+        result = evaluate_eip(args.eip, sources, args.store, args.workers)
     print(result.table())
+    return 0
+
+
+def _labelled_sources(args):
+    """{name: (structures, source tag)} of the registered datasets and the user's files, in order."""
+    from eip2nn.data import get_dataset, load_dataset
+    from eip2nn.data.user import load_labelled_file
+    out = {}
+    for name in getattr(args, "dataset", None) or ():
+        out[name] = (load_dataset(name), get_dataset(name).source_tag)
+    for path in args.file or ():
+        structures, omitted = load_labelled_file(path, _user_data_options(args, path))
+        for bad in omitted:
+            print(f"left out: {bad}", file=sys.stderr)
+        out[path] = (structures, args.source)
+    return out
+
+
+def cmd_init(args) -> int:
+    from eip2nn.pipeline.guided_start import start_pipeline
+    from eip2nn.training.protocol import DataConfig
+    options = _user_data_options(args, args.train)
+    data = DataConfig(train=args.train, test=args.test or "", test_fraction=args.test_fraction, format=args.format,
+                      keys=options.keys, stress_units=args.stress_units, stress_sign=args.stress_sign,
+                      on_bad=args.on_bad, source=args.source, labels=args.store, workers=args.workers or 0)
+    result = start_pipeline(data, args.name, args.workers)
+    print(result.summary.table())
+    for bad in result.summary.omitted:
+        print(f"  left out: {bad}")
+    print(f"\nEligible EIPs against your DFT labels ({result.summary.n_train} training structures; energies after "
+          "per-element offsets, forces per component), best first:")
+    print(result.eip_table() if result.scores else "  none")
+    for eip, why in result.excluded:
+        print(f"  excluded {eip}: {why}")
+    for note in result.notes:
+        print("note: " + note)
+    out = Path(args.output or f"{result.pipeline.name}.yaml")
+    if out.exists() and not args.overwrite:
+        raise ValueError(f"{out} exists; give -o PATH or --overwrite")
+    out.write_text(result.yaml_text(" ".join(["eip2nn", *sys.argv[1:]]) if sys.argv[1:2] == ["init"] else ""))
+    print(f"\nwrote {out}: arms {result.pipeline.study.arms}, fractions {result.pipeline.study.fractions}, "
+          f"seeds {result.pipeline.study.seeds}\nnext: eip2nn pipeline run {out}")
     return 0
 
 
@@ -323,6 +424,10 @@ def build_parser() -> argparse.ArgumentParser:
     q = data.add_parser("fetch", help="resolve (mirror, cache or download) and verify datasets")
     q.add_argument("names", nargs="+")
     q.set_defaults(func=cmd_data_fetch)
+    q = data.add_parser("export", help="write a registered dataset as extxyz with its DFT labels (as your own file)")
+    q.add_argument("name", help="e.g. mlearn/Si/train")
+    q.add_argument("-o", "--output", required=True, help="extxyz file to write")
+    q.set_defaults(func=cmd_data_export)
 
     pot = sub.add_parser("potentials", help="the EIP registry").add_subparsers(dest="sub", required=True)
     q = pot.add_parser("list", help="table of EIPs")
@@ -387,8 +492,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("-o", "--output", required=True)
     q.set_defaults(func=cmd_labels_export)
 
-    q = sub.add_parser("run", help="the main job: label a benchmark element with every eligible EIP")
-    q.add_argument("--element", default="Si")
+    q = sub.add_parser("run", help="the main job: label a benchmark element (or your files) with every eligible EIP "
+                                   "and compare each with DFT")
+    q.add_argument("--element", default="Si", help="mlearn element (without --file)")
+    q.add_argument("--file", action="append", help="your DFT file(s) instead of the benchmark (repeatable)")
+    _add_user_data_options(q)
     q.add_argument("--store", default=DEFAULT_STORE)
     q.add_argument("--workers", type=int)
     q.add_argument("--no-progress", action="store_true")
@@ -422,10 +530,24 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--model", help="checkpoint path or runs:/<MLflow run id>")
     q.add_argument("--head", default="dft", help="model head to score (default: dft)")
     q.add_argument("--eip", help="potentials_db id of an EIP to score instead of a model")
-    q.add_argument("--dataset", action="append", required=True, help="registry name, e.g. mlearn/Si/test")
+    q.add_argument("--dataset", action="append", help="registry name, e.g. mlearn/Si/test")
+    q.add_argument("--file", action="append", help="your DFT file with energies and forces (repeatable)")
+    _add_user_data_options(q)
     q.add_argument("--store", default=DEFAULT_STORE, help="label store for --eip")
     q.add_argument("--workers", type=int)
     q.set_defaults(func=cmd_evaluate)
+
+    q = sub.add_parser("init", help="inspect your DFT files, score the eligible EIPs on them, write a pipeline YAML")
+    q.add_argument("train", help="your DFT training file (extxyz, OUTCAR, vasprun.xml, ASE db, mlearn JSON, ...)")
+    q.add_argument("--test", help="your DFT test file (default: hold out --test-fraction of the training file)")
+    q.add_argument("--test-fraction", type=float, default=0.1)
+    q.add_argument("-o", "--output", help="pipeline YAML to write (default: <training file name>.yaml)")
+    q.add_argument("--overwrite", action="store_true")
+    q.add_argument("--name", default="", help="pipeline name (default: from the training file's name)")
+    _add_user_data_options(q)
+    q.add_argument("--store", default=DEFAULT_STORE, help="label store")
+    q.add_argument("--workers", type=int)
+    q.set_defaults(func=cmd_init)
     return p
 
 

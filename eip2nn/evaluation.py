@@ -1,11 +1,16 @@
-"""Score a trained model or an EIP on dataset splits against their DFT labels."""
+"""Score a trained model or an EIP on DFT-labelled structures (registered datasets or the user's files).
+
+``sources`` maps a name (dataset or file) to (structures, source tag); the
+tag names the data's origin, so an EIP fitted to it is refused (leakage).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from eip2nn.data import get_dataset, load_dataset
+from ase import Atoms
+
 from eip2nn.nn.model import DFT_HEAD
 from eip2nn.training.metrics import Metrics, metrics_table
 
@@ -20,17 +25,28 @@ class Evaluation:
         return f"{self.subject}\n" + metrics_table("dataset", self.per_dataset) + (f"\n{self.note}" if self.note else "")
 
 
-def evaluate_model(ref: str, datasets: list[str], head: str = DFT_HEAD) -> Evaluation:
-    """Metrics of model ``ref`` (checkpoint path or ``runs:/<id>``), head ``head``, per dataset."""
+Sources = dict[str, tuple[list[Atoms], str]]
+
+
+def as_sources(sources: Sources | list[str]) -> Sources:
+    """``sources`` as they are, or registered dataset names loaded with their source tags."""
+    if isinstance(sources, dict):
+        return sources
+    from eip2nn.data import get_dataset, load_dataset
+    return {name: (load_dataset(name), get_dataset(name).source_tag) for name in sources}
+
+
+def evaluate_model(ref: str, sources: Sources | list[str], head: str = DFT_HEAD) -> Evaluation:
+    """Metrics of model ``ref`` (checkpoint path or ``runs:/<id>``), head ``head``, per source."""
     from eip2nn.calculator import EIP2NNCalculator
     from eip2nn.training.metrics import evaluate
     from eip2nn.training.samples import make_samples
 
     model = EIP2NNCalculator.load(ref, head).model
     out = {}
-    for name in datasets:
+    for name, (structures, _) in as_sources(sources).items():
         # the structures' DFT labels are the reference for whichever head is scored
-        samples = make_samples(model, load_dataset(name), [DFT_HEAD])
+        samples = make_samples(model, structures, [DFT_HEAD])
         for s in samples:
             if DFT_HEAD in s.targets:
                 s.targets[head] = s.targets[DFT_HEAD]
@@ -38,7 +54,7 @@ def evaluate_model(ref: str, datasets: list[str], head: str = DFT_HEAD) -> Evalu
     return Evaluation(f"model {ref} (head {head})", out)
 
 
-def evaluate_eip(eip_id: str, datasets: list[str], store_path: str | Path, workers: int | None = None) -> Evaluation:
+def evaluate_eip(eip_id: str, sources: Sources | list[str], store_path: str | Path, workers: int | None = None) -> Evaluation:
     """Metrics of EIP ``eip_id``, energies aligned per element on each evaluated set itself.
 
     Refuses an EIP fitted to the dataset's own DFT data (leakage).
@@ -50,11 +66,9 @@ def evaluate_eip(eip_id: str, datasets: list[str], store_path: str | Path, worke
 
     spec = PotentialsDB().get(eip_id)
     out = {}
-    for name in datasets:
-        tag = get_dataset(name).source_tag
-        if tag in spec.fitted_to:
+    for name, (structures, tag) in as_sources(sources).items():
+        if tag and tag in spec.fitted_to:
             raise ValueError(f"EIP {spec.id} was fitted to {tag!r} data; scoring it on {name} would be leakage")
-        structures = load_dataset(name)
         label(structures, [spec], store_path, workers=workers, progress=False)
         with LabelStore(store_path) as store:
             a = compare_to_reference(structures, store, spec.id)

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -230,7 +231,7 @@ def test_cli_train_and_evaluate(workdir, mlflow_client, capsys):
             "--set", "train.epochs=1", "--set", "model.width=8", "--set", "model.depth=1"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "test   25" in out and "MLflow run:" in out
+    assert re.search(r"^test +25 ", out, re.M) and "MLflow run:" in out
     model_path = out.split("model: ")[1].split()[0]
     assert main(["evaluate", "--model", model_path, "--dataset", "mlearn/Si/test"]) == 0
     assert "mlearn/Si/test  25" in capsys.readouterr().out

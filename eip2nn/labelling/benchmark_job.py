@@ -1,7 +1,8 @@
 """The default job: label one benchmark element with every eligible EIP.
 
-Eligible = supports the element and was not fitted to the benchmark's own
-DFT data (``fitted_to`` contains the dataset's source tag).
+Eligible = supports the element, was not fitted to the benchmark's own
+DFT data (``fitted_to`` contains the dataset's source tag), and is not
+machine-learned unless named (see ``PotentialsDB.eligible_for``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from eip2nn.data import get_dataset, load_dataset
 from eip2nn.labelling.compare import Agreement, compare_to_reference
 from eip2nn.labelling.engine import LabelReport, label
 from eip2nn.labelling.store import LabelStore
-from eip2nn.potentials.db import PotentialsDB
+from eip2nn.potentials.db import PotentialsDB, warn_machine_learned
 from eip2nn.potentials.spec import PotentialSpec
 from eip2nn.tables import format_table
 
@@ -43,19 +44,28 @@ def label_benchmark(element: str = "Si", store_path: str | Path = "outputs/label
                     db: PotentialsDB | None = None, splits: tuple[str, ...] = ("train", "test"),
                     eip_ids: list[str] | None = None) -> BenchmarkLabelling:
     """Label ``mlearn/<element>/<split>`` with all eligible EIPs (or ``eip_ids``)."""
-    db = db or PotentialsDB()
     names = [f"mlearn/{element}/{s}" for s in splits]
     structures = [a for n in names for a in load_dataset(n)]
-    source_tag = get_dataset(names[0]).source_tag
+    return label_against_dft(structures, names, get_dataset(names[0]).source_tag, store_path, workers, progress,
+                             db, eip_ids)
+
+
+def label_against_dft(structures: list, names: list[str], source_tag: str, store_path: str | Path,
+                      workers: int | None = None, progress: bool = True, db: PotentialsDB | None = None,
+                      eip_ids: list[str] | None = None) -> BenchmarkLabelling:
+    """Label ``structures`` (DFT-labelled, from the sources ``names``) with every eligible EIP (or ``eip_ids``)
+    and compare each with DFT. ``source_tag`` names the data's origin: EIPs fitted to it are refused."""
+    db = db or PotentialsDB()
     species = {s for a in structures for s in a.get_chemical_symbols()}
-    eligible, excluded = db.eligible_for(species, source_tag)
+    chosen = {db.get(i).id for i in eip_ids} if eip_ids is not None else set()
+    eligible, excluded = db.eligible_for(species, source_tag, named=chosen)  # machine-learned: only if named
     if eip_ids is not None:
-        chosen = {db.get(i).id for i in eip_ids}
         leaking = [s.id for s, _ in excluded if s.id in chosen and source_tag in s.fitted_to]
         if leaking:
             raise ValueError(f"{leaking} were fitted to {source_tag!r} data and may not label it")
         excluded += [(s, "not requested") for s in eligible if s.id not in chosen]
         eligible = [s for s in eligible if s.id in chosen]
+        warn_machine_learned(eligible)
     report = label(structures, eligible, store_path, workers=workers, progress=progress)
     with LabelStore(store_path) as store:
         agreement = {s.id: compare_to_reference(structures, store, s.id) for s in eligible}

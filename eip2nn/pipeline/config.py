@@ -1,6 +1,7 @@
 """The pipeline file: one typed tree, loaded strictly from YAML.
 
-A pipeline crosses arms × DFT fractions × seeds on one dataset. Every cell is
+A pipeline crosses arms × DFT fractions × seeds on one dataset (registered, or the
+user's own files: ``data.train`` and optionally ``data.test``). Every cell is
 one training stage (:mod:`eip2nn.training.stages`) built from the shared
 ``data``/``model``/``train``/``finetune``/``weak`` sections; the transfer arms
 fine-tune one backbone per seed, pretrained on EIP labels with ``pretrain.train``.
@@ -83,7 +84,8 @@ class PipelineConfig:
 
     @property
     def element(self) -> str:
-        return self.data.dataset.rstrip("/").split("/")[-1]
+        """The registered dataset's element, or the user's training file name (its species are known once read)."""
+        return self.data.name if self.data.is_files else self.data.dataset.rstrip("/").split("/")[-1]
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -40,6 +40,8 @@ class CellResult:
     seconds: float = 0.0  # training time of the run that produced the numbers
     run_id: str | None = None
     error: str = ""
+    test_stress_mae: float = math.nan  # GPa; NaN when the test set has no stress
+    groups: dict[str, tuple[float, float]] = field(default_factory=dict)  # group -> test (E MAE meV/atom, F MAE eV/Å)
 
     @property
     def ok(self) -> bool:
@@ -56,6 +58,7 @@ class Row:
     forces: tuple[float, float]  # mean, spread (eV/Å)
     energy_gain: float  # % vs baseline (nan without a baseline)
     forces_gain: float
+    stress: tuple[float, float] = (math.nan, math.nan)  # mean, spread (GPa); NaN without test stress
 
 
 def _mean_spread(values: list[float]) -> tuple[float, float]:
@@ -86,8 +89,37 @@ def summarise(cells: list[CellResult], arms: list[str], fractions: list[float]) 
             b = base.get(f, (math.nan, math.nan))
             rows.append(Row(arm, f, len(done), statistics.mean(c.n_dft_labels for c in done), e, fo,
                             math.nan if arm == "baseline" else _gain(b[0], e[0]),
-                            math.nan if arm == "baseline" else _gain(b[1], fo[0])))
+                            math.nan if arm == "baseline" else _gain(b[1], fo[0]),
+                            _mean_spread([c.test_stress_mae for c in done])))
     return rows
+
+
+def group_rows(cells: list[CellResult], arms: list[str], fractions: list[float]) -> tuple[list[str], list[tuple]]:
+    """(groups, one row per arm and fraction: arm, fraction, then "E ± s / F ± s" per group) over finished seeds."""
+    groups = sorted({g for c in cells if c.ok for g in c.groups})
+    out = []
+    for arm in arms:
+        for f in sorted(fractions):
+            done = [c for c in cells if c.arm == arm and c.fraction == f and c.ok and c.groups]
+            if not done:
+                continue
+            row = [arm, f"{f:g}"]
+            for g in groups:
+                e = _mean_spread([c.groups[g][0] for c in done if g in c.groups])
+                fo = _mean_spread([c.groups[g][1] for c in done if g in c.groups])
+                row.append(f"{_pm(e, 2)} / {_pm(fo, 3)}")
+            out.append(tuple(row))
+    return groups, out
+
+
+def group_markdown_table(cells: list[CellResult], arms: list[str], fractions: list[float]) -> str:
+    """Test errors per group (energy MAE meV/atom / force MAE eV/Å, mean ± spread over seeds); '' with one group."""
+    groups, rows = group_rows(cells, arms, fractions)
+    if len(groups) < 2 or not rows:
+        return ""
+    header = ["arm", "DFT fraction"] + [f"{g}: E (meV/atom) / F (eV/Å)" for g in groups]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
 def _pm(ms: tuple[float, float], digits: int) -> str:
@@ -102,19 +134,31 @@ HEADER = ("arm", "DFT fraction", "DFT labels", "seeds", "test energy MAE (meV/at
           "test force MAE (eV/Å)", "vs baseline")
 
 
-def _cells(r: Row) -> tuple:
+STRESS_HEADER = ("test stress MAE (GPa)",)
+
+
+def _with_stress(rows: list[Row]) -> bool:
+    return any(not math.isnan(r.stress[0]) for r in rows)
+
+
+def _header(rows: list[Row]) -> tuple:
+    return HEADER + (STRESS_HEADER if _with_stress(rows) else ())
+
+
+def _cells(r: Row, stress: bool = False) -> tuple:
     return (r.arm, f"{r.fraction:g}", f"{r.n_dft_labels:.0f}", str(r.n_seeds), _pm(r.energy, 2),
-            _pct(r.energy_gain), _pm(r.forces, 3), _pct(r.forces_gain))
+            _pct(r.energy_gain), _pm(r.forces, 3), _pct(r.forces_gain)) + ((_pm(r.stress, 3),) if stress else ())
 
 
 def markdown_table(rows: list[Row]) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
+    header = _header(rows)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cells(r, _with_stress(rows))) + " |" for r in rows]
     return "\n".join(lines)
 
 
 def text_table(rows: list[Row]) -> str:
-    return format_table([HEADER] + [_cells(r) for r in rows])
+    return format_table([_header(rows)] + [_cells(r, _with_stress(rows)) for r in rows])
 
 
 def write_csv(rows: list[Row], path: Path) -> Path:
@@ -122,10 +166,11 @@ def write_csv(rows: list[Row], path: Path) -> Path:
         w = csv.writer(fh)
         w.writerow(["arm", "dft_fraction", "n_dft_labels", "n_seeds", "test_energy_mae_meV_atom_mean",
                     "test_energy_mae_meV_atom_spread", "energy_improvement_pct", "test_force_mae_eV_A_mean",
-                    "test_force_mae_eV_A_spread", "force_improvement_pct"])
+                    "test_force_mae_eV_A_spread", "force_improvement_pct", "test_stress_mae_GPa_mean",
+                    "test_stress_mae_GPa_spread"])
         for r in rows:
             w.writerow([r.arm, r.fraction, r.n_dft_labels, r.n_seeds, r.energy[0], r.energy[1], r.energy_gain,
-                        r.forces[0], r.forces[1], r.forces_gain])
+                        r.forces[0], r.forces[1], r.forces_gain, r.stress[0], r.stress[1]])
     return path
 
 
@@ -134,10 +179,11 @@ def write_cells_csv(cells: list[CellResult], path: Path) -> Path:
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["arm", "dft_fraction", "seed", "status", "n_dft_labels", "test_energy_mae_meV_atom",
-                    "test_force_mae_eV_A", "val_energy_mae_meV_atom", "train_seconds", "mlflow_run_id", "error"])
+                    "test_force_mae_eV_A", "val_energy_mae_meV_atom", "train_seconds", "mlflow_run_id", "error",
+                    "test_stress_mae_GPa"])
         for c in cells:
             w.writerow([c.arm, c.fraction, c.seed, c.status, c.n_dft_labels, c.test_energy_mae, c.test_force_mae,
-                        c.val_energy_mae, round(c.seconds, 1), c.run_id or "", c.error])
+                        c.val_energy_mae, round(c.seconds, 1), c.run_id or "", c.error, c.test_stress_mae])
     return path
 
 

@@ -21,12 +21,12 @@ from eip2nn.labelling.hashing import structure_hashes
 from eip2nn.labelling.store import LabelStore
 from eip2nn.locks import file_lock
 from eip2nn.pipeline.config import PipelineConfig
-from eip2nn.pipeline.report import (CellResult, Row, learning_curve, markdown_table, summarise, text_table,
-                                    write_cells_csv, write_csv)
+from eip2nn.pipeline.report import (CellResult, Row, group_markdown_table, learning_curve, markdown_table, summarise,
+                                    text_table, write_cells_csv, write_csv)
 from eip2nn.potentials.db import PotentialsDB
 from eip2nn.tracking import Run, Tracker, git_commit
-from eip2nn.training.protocol import make_split
-from eip2nn.training.stages import (FinishedStage, StageConfig, TrackingConfig, finished_stage, run_stage,
+from eip2nn.training.protocol import Split, candidate_species, make_split
+from eip2nn.training.stages import (GROUP_PREFIX, FinishedStage, StageConfig, TrackingConfig, finished_stage, run_stage,
                                     stage_dir)
 from eip2nn.training.transfer import eligible_eips
 
@@ -118,21 +118,48 @@ def run_or_reuse(cfg: StageConfig, log=print, on_epoch=None) -> tuple[FinishedSt
 
 def cell_result(arm: str, fraction: float, seed: int, done: FinishedStage, reused: bool) -> CellResult:
     test, val = done.metrics.get("test"), done.metrics.get("val")
+    groups = {name[len(GROUP_PREFIX):]: (m.energy_mae, m.force_mae) for name, m in done.metrics.items()
+              if name.startswith(GROUP_PREFIX)}
     return CellResult(arm, fraction, seed, "reused" if reused else "finished",
                       int(done.tags.get("eip2nn.n_dft_labels", 0)),
                       test.energy_mae if test else math.nan, test.force_mae if test else math.nan,
-                      val.energy_mae if val else math.nan, done.seconds, done.run_id)
+                      val.energy_mae if val else math.nan, done.seconds, done.run_id,
+                      test_stress_mae=getattr(test, "stress_mae", math.nan) if test else math.nan, groups=groups)
 
 
 # -- the stages of a pipeline ---------------------------------------------------------
-def label_stage(p: PipelineConfig, tracker: Tracker | None, parent: str | None, log=print) -> list[str]:
-    """Label the dataset's training file with every eligible EIP (leakage-tagged ones excluded); returns notes."""
-    split = make_split(dataclasses.replace(p.data, dft_fraction=1.0))
+def uses_eips(p: PipelineConfig) -> bool:
+    """Whether some arm of ``p`` needs EIP labels (all but the baseline do)."""
+    return p.label_all or any(arm != "baseline" for arm in p.study.arms)
+
+
+def check_data(p: PipelineConfig, log=print) -> Split:
+    """Read and check the pipeline's data once, before any training; DataError names every bad frame."""
+    split = make_split(dataclasses.replace(p.data, dft_fraction=1.0), candidate_species() if uses_eips(p) else None)
+    log(f"data {p.data.name}: {len(split.train) + len(split.val)} training structures, {len(split.test)} test "
+        f"({split.test_note}); species {', '.join(split.species)}")
+    for bad in split.omitted:
+        log(f"  left out (data.on_bad: skip): {bad}")
+    return split
+
+
+def omitted_notes(split: Split) -> list[str]:
+    """One report line per frame left out (data.on_bad: skip)."""
+    return [f"left out (data.on_bad: skip): {bad}" for bad in split.omitted]
+
+
+def label_stage(p: PipelineConfig, split: Split, tracker: Tracker | None, parent: str | None,
+                log=print) -> list[str]:
+    """Label the training structures with every eligible EIP (leakage-tagged ones excluded); returns notes."""
     structures = split.train + split.val
     db = PotentialsDB()
     _, excluded = db.eligible_for(set(split.species), split.source_tag)
     specs = eligible_eips(db, split.species, split.source_tag)
     notes = [f"excluded {s.id}: {why}" for s, why in excluded if s.supports(set(split.species))]
+    if not specs:
+        notes.append(f"no eligible empirical potential supports {split.species}: the EIP arms cannot run")
+        log("labels: " + notes[-1])
+        return notes
     log(f"labels: {len(structures)} training structures × {len(specs)} eligible EIPs "
         f"({len(notes)} excluded) into {p.data.labels}")
     report = label(structures, specs, p.data.labels, workers=p.data.workers or None, progress=False)
@@ -146,8 +173,8 @@ def label_stage(p: PipelineConfig, tracker: Tracker | None, parent: str | None, 
         if bad:
             notes.append(f"{eip}: no label for {bad} of {len(hashes)} structures (reasons: eip2nn labels failures)")
     if tracker:
-        run = tracker.start("labels", {"eip2nn.stage": "labels", "eip2nn.dataset": p.data.dataset,
-                                       "eip2nn.element": p.element}, parent)
+        run = tracker.start("labels", {"eip2nn.stage": "labels", "eip2nn.dataset": p.data.name,
+                                       "eip2nn.element": ",".join(split.species)}, parent)
         run.log_params({"eips": ",".join(counts), "store": p.data.labels, "n_structures": len(hashes)})
         run.log_metrics({f"labelled.{e}": ok for e, (ok, _) in counts.items()})
         run.log_metrics({f"failed.{e}": bad for e, (_, bad) in counts.items()})
@@ -163,14 +190,13 @@ def run_pipeline(p: PipelineConfig, log=print) -> PipelineResult:
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / "pipeline.yaml"
     config_path.write_text(p.to_yaml())
-    log(f"pipeline {p.name}: {p.data.dataset}, arms {p.study.arms}, fractions {p.study.fractions}, "
+    log(f"pipeline {p.name}: {p.data.name}, arms {p.study.arms}, fractions {p.study.fractions}, "
         f"seeds {p.study.seeds}; output {out}")
     tracker = Tracker(p.experiment) if p.tracking.enabled else None
     parent: Run | None = None
     if tracker:
         parent = tracker.start(f"{p.name} {time.strftime('%Y-%m-%d %H:%M')}", {
-            "eip2nn.stage": "pipeline", "eip2nn.pipeline": p.name, "eip2nn.dataset": p.data.dataset,
-            "eip2nn.element": p.element, "eip2nn.backbone": p.model.backbone, "eip2nn.git_commit": git_commit()})
+            "eip2nn.stage": "pipeline", "eip2nn.pipeline": p.name, "eip2nn.dataset": p.data.name, "eip2nn.backbone": p.model.backbone, "eip2nn.git_commit": git_commit()})
         parent.log_params(p.as_dict())
         parent.log_artifact(config_path, "config")
         log(f"MLflow: experiment {p.experiment!r}, parent run {parent.run_id} ({tracker.uri})")
@@ -179,8 +205,19 @@ def run_pipeline(p: PipelineConfig, log=print) -> PipelineResult:
     notes: list[str] = []
     status = "FAILED"
     try:
+        split = check_data(p, log)
+        notes.append(f"test set: {split.test_note}")
+        notes += omitted_notes(split)
+        if parent:
+            parent.set_tags({"eip2nn.element": ",".join(split.species), "eip2nn.n_frames_omitted": str(len(split.omitted))})
+            parent.set_tags({"eip2nn.data." + k: v for k, v in split.hashes.items()})
+        if split.omitted:
+            omitted = out / "omitted_frames.json"
+            omitted.write_text(json.dumps([dataclasses.asdict(b) for b in split.omitted], indent=1))
+            if parent:
+                parent.log_artifact(omitted, "results")
         if p.label_all:
-            notes += label_stage(p, tracker, parent_id, log)
+            notes += label_stage(p, split, tracker, parent_id, log)
         pretrained: dict[int, str] = {}
         if {"transfer", "both"} & set(p.study.arms):
             for seed in p.study.seeds:
@@ -256,13 +293,16 @@ def _summary_metrics(rows: list[Row]) -> dict[str, float]:
 def write_report(p: PipelineConfig, cells: list[CellResult], rows: list[Row], notes: list[str],
                  out: Path) -> dict[str, Path]:
     """results.md (table, failures, notes), results.csv, cells.csv, learning_curve.png."""
-    title = f"{p.name}: {p.data.dataset}, {p.model.backbone}, seeds {p.study.seeds}"
+    title = f"{p.name}: {p.data.name}, {p.model.backbone}, seeds {p.study.seeds}"
     files = {"table_csv": write_csv(rows, out / "results.csv"), "cells_csv": write_cells_csv(cells, out / "cells.csv")}
     if rows:
         files["learning_curve"] = learning_curve(rows, out / "learning_curve.png", title)
     lines = [f"# {title}", "", markdown_table(rows), "",
-             "Test set: the dataset's own test file. Mean ± sample standard deviation over seeds; "
+             "Mean ± sample standard deviation over seeds; "
              "'vs baseline': (baseline − arm) / baseline of the means, positive = lower error."]
+    by_group = group_markdown_table(cells, p.study.arms, p.study.fractions)
+    if by_group:
+        lines += ["", "## Test errors by group", "", by_group]
     failed = [c for c in cells if not c.ok]
     if failed:
         lines += ["", "## Failed cells", ""] + [f"- {c.arm} f={c.fraction:g} seed={c.seed}: {c.error}" for c in failed]

@@ -1,26 +1,43 @@
 """The data protocol: train/validation/test and which DFT labels an arm may see.
 
-The dataset's training file is split once into train and validation parts
-(seeded). A DFT fraction f keeps the DFT labels of a nested, seeded f-subset
-of each part and *removes* them from every other structure, which becomes
-unlabelled; so no code downstream can see a hidden label by mistake. The
-test file is never touched.
+The data is a registered benchmark (``data.dataset``) or the user's own files
+(``data.train``, optionally ``data.test``; without a test file a seeded share
+of the training file is held out as the test set). The training structures
+are split once into train and validation parts (seeded). A DFT fraction f
+keeps the DFT labels of a nested, seeded f-subset of each part and *removes*
+them from every other structure, which becomes unlabelled; so no code
+downstream can see a hidden label by mistake. The test set is never touched.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ase import Atoms
 
 from eip2nn.data import get_dataset, hide_dft_labels, load_dataset
+from eip2nn.data.files import BadFrame, DataKeys
 from eip2nn.data.splits import nested_fractions, train_val_split
-from eip2nn.keys import REF_ENERGY
+from eip2nn.data.user import UserDataOptions, load_user_data
+from eip2nn.keys import REF_ENERGY, REF_STRESS
+
+ON_BAD = ("error", "skip")
 
 
 @dataclass
 class DataConfig:
-    dataset: str = "mlearn/Si"  # registry prefix; "<dataset>/train" and "<dataset>/test" are used
+    dataset: str = "mlearn/Si"  # registry prefix ("<dataset>/train", "<dataset>/test"); unused with data.train
+    train: str = ""  # the user's DFT training file (any format ASE reads, or mlearn JSON); replaces dataset
+    test: str = ""  # the user's DFT test file; "" = hold out test_fraction of the training file
+    test_fraction: float = 0.1  # without data.test: share of the training file held out as the test set
+    test_seed: int = 0  # seeds that held-out test split (one test set for every seed of a study)
+    format: str = ""  # ASE format name of the files; "" = guess from the file name
+    keys: DataKeys = field(default_factory=DataKeys)  # names of energy, forces, stress, virial, group in the files
+    stress_units: str = "eV/A^3"  # units of the files' stress: eV/A^3 | GPa | kbar | bar (virial: always eV)
+    stress_sign: str = "tensile"  # "tensile" (ASE: positive = tensile) | "compressive" (VASP: positive = compressive)
+    on_bad: str = "error"  # a bad frame: "error" (stop, naming file, frame, problem) | "skip" (leave out, listed)
+    source: str = ""  # a tag naming where the data comes from: EIPs with it in fitted_to are refused
     dft_fraction: float = 1.0  # share of the training file whose DFT labels may be used, (0, 1]
     val_fraction: float = 0.1  # share of the training file held out for validation
     split_seed: int = 0  # seeds the train/validation split and the fraction subsets
@@ -34,6 +51,30 @@ class DataConfig:
             raise ValueError(f"data.dft_fraction must be in (0, 1], got {self.dft_fraction}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.on_bad not in ON_BAD:
+            raise ValueError(f"data.on_bad must be one of {ON_BAD}, got {self.on_bad!r}")
+        if self.test and not self.train:
+            raise ValueError("data.test needs data.train (the registered datasets bring their own test file)")
+
+    @property
+    def is_files(self) -> bool:
+        """True for the user's own files, False for a registered dataset."""
+        return bool(self.train)
+
+    @property
+    def name(self) -> str:
+        """A short name of the data: the registered dataset, or the training file's name."""
+        return Path(self.train).name if self.train else self.dataset
+
+    @property
+    def options(self) -> UserDataOptions:
+        return UserDataOptions(self.keys, self.stress_units, self.stress_sign, self.format, self.on_bad,
+                               self.test_fraction, self.test_seed)
+
+    # fields added after stage hashes were first written: left out of a stage's hash while at their default,
+    # so finished stages of registered datasets keep being reused
+    LATE_FIELDS = ("train", "test", "test_fraction", "test_seed", "format", "keys", "stress_units", "stress_sign",
+                   "on_bad", "source")
 
 
 @dataclass
@@ -43,6 +84,9 @@ class Split:
     test: list[Atoms]  # the dataset's test file, all labelled
     source_tag: str  # where the DFT data comes from (leakage checks)
     species: list[str] = field(default_factory=list)
+    omitted: list[BadFrame] = field(default_factory=list)  # bad frames left out (data.on_bad: skip)
+    hashes: dict[str, str] = field(default_factory=dict)  # sha256 of the data files and contents (MLflow tags)
+    test_note: str = "the dataset's own test file"
 
     @staticmethod
     def labelled(structures: list[Atoms]) -> list[Atoms]:
@@ -60,11 +104,38 @@ def _keep_fraction(structures: list[Atoms], fraction: float, seed: int) -> list[
     return [a if i in keep else hide_dft_labels(a) for i, a in enumerate(structures)]
 
 
-def make_split(cfg: DataConfig) -> Split:
-    train_name, test_name = f"{cfg.dataset}/train", f"{cfg.dataset}/test"
-    structures, test = load_dataset(train_name), load_dataset(test_name)
+def make_split(cfg: DataConfig, supported_species: set[str] | None = None) -> Split:
+    """The split of ``cfg``; ``supported_species`` (elements some candidate EIP supports) checks user files."""
+    if cfg.is_files:
+        data = load_user_data(cfg.train, cfg.test, cfg.options, supported_species)
+        structures, test, omitted, test_note = data.train, data.test, data.omitted, data.test_note
+        source_tag = cfg.source
+        hashes = {f"{split}_file_sha256": sha for split, sha in data.sha256.items()}
+        hashes.update({f"{split}_content_sha256": sha for split, sha in data.content_sha256.items()})
+    else:
+        train_name, test_name = f"{cfg.dataset}/train", f"{cfg.dataset}/test"
+        structures, test = load_dataset(train_name), load_dataset(test_name)
+        omitted, test_note = [], "the dataset's own test file"
+        source_tag = get_dataset(train_name).source_tag
+        if cfg.source and cfg.source != source_tag:
+            raise ValueError(f"data.source {cfg.source!r}: the registered dataset {cfg.dataset} is {source_tag!r} "
+                             "data; data.source applies to your own files (data.train)")
+        hashes = {f"{split}_{key}_sha256": datafile.sha256 for split in ("train", "test")
+                  for key, datafile in get_dataset(f"{cfg.dataset}/{split}").files.items()}
     tr, va = train_val_split(len(structures), cfg.val_fraction, cfg.split_seed)
     train = _keep_fraction([structures[i] for i in tr], cfg.dft_fraction, cfg.split_seed)
     val = _keep_fraction([structures[i] for i in va], cfg.dft_fraction, cfg.split_seed + 1)
     species = sorted({s for a in structures + test for s in a.get_chemical_symbols()})
-    return Split(train, val, test, get_dataset(train_name).source_tag, species)
+    return Split(train, val, test, source_tag, species, omitted, hashes, test_note)
+
+
+def candidate_species() -> set[str]:
+    """Every element some empirical potential (registered or installed) supports."""
+    from eip2nn.potentials.db import PotentialsDB
+
+    return {el for spec in PotentialsDB() if spec.kind == "empirical" for el in spec.species}
+
+
+def has_stress(structures: list[Atoms]) -> bool:
+    """True if some structure carries a DFT stress."""
+    return any(REF_STRESS in a.info for a in structures)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,6 @@ import yaml
 
 from eip2nn.alignment import aligned_energy_errors
 from eip2nn.config import from_dict
-from eip2nn.data import get_dataset
 from eip2nn.labelling.provenance import package_versions
 from eip2nn.nn.checkpoint import NN_PACKAGES, model_from_record, read_checkpoint, save_checkpoint
 from eip2nn.nn.graph import collate
@@ -32,8 +32,8 @@ from eip2nn.nn.offsets import fit_head_statistics
 from eip2nn.plots import confusion_plot, learning_curve_plot, parity_plot
 from eip2nn.potentials.db import PotentialsDB
 from eip2nn.tracking import Tracker, download_checkpoint, git_commit
-from eip2nn.training.metrics import Metrics, metrics_of, metrics_table, predict
-from eip2nn.training.protocol import DataConfig, Split, make_split
+from eip2nn.training.metrics import Metrics, metrics_by_group, metrics_of, metrics_table, predict
+from eip2nn.training.protocol import DataConfig, Split, candidate_species, make_split
 from eip2nn.training.loss import LossTerm
 from eip2nn.training.samples import WEAK_TARGET, Sample, head_arrays, make_samples
 from eip2nn.training.trainer import FitResult, TrainConfig, fit
@@ -103,9 +103,18 @@ class StageConfig:
         return dataclasses.asdict(self)
 
     def result_dict(self) -> dict:
-        """Everything that shapes the result: the config without its tracking section."""
+        """Everything that shapes the result: the config without its tracking section.
+
+        Data and training fields added later (``LATE_FIELDS``) are left out while at their
+        defaults, so stages finished before they existed are still found and reused.
+        """
         d = self.as_dict()
         d.pop("tracking")
+        for section, cls in (("data", DataConfig), ("train", TrainConfig)):
+            defaults = dataclasses.asdict(cls())
+            for name in cls.LATE_FIELDS:
+                if d[section][name] == defaults[name]:
+                    del d[section][name]
         return d
 
     def content_hash(self) -> str:
@@ -154,12 +163,7 @@ def _best_eip_head(model: EnergyModel, eips: list[str], labelled: list[Sample]) 
     return min(scores, key=scores.get)
 
 
-def _dataset_hashes(dataset: str) -> dict[str, str]:
-    """Pinned sha256 of the data files (``load_dataset`` verified the files against them)."""
-    return {f"{split}_{key}_sha256": datafile.sha256 for split in ("train", "test")
-            for key, datafile in get_dataset(f"{dataset}/{split}").files.items()}
-
-
+GROUP_PREFIX = "test/"  # metrics of one group of the test set: "test/<group>"
 RESULT_FILE = "result.json"  # written last: its presence marks a finished stage
 
 
@@ -208,16 +212,21 @@ def run_stage(cfg: StageConfig, log=print, on_epoch=None) -> StageResult:
     """
     torch.manual_seed(cfg.train.seed)
     dtype = getattr(torch, cfg.train.dtype)
-    split = make_split(cfg.data)
+    split = make_split(cfg.data, candidate_species() if cfg.stage != "baseline" else None)
     out = stage_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.as_dict(), sort_keys=False))
     workers = cfg.data.workers or None
     notes: list[str] = []
-    tags = {"eip2nn.stage": cfg.stage, "eip2nn.arm": cfg.arm, "eip2nn.dataset": cfg.data.dataset,
+    tags = {"eip2nn.stage": cfg.stage, "eip2nn.arm": cfg.arm, "eip2nn.dataset": cfg.data.name,
             "eip2nn.dft_fraction": str(cfg.data.dft_fraction), "eip2nn.seed": str(cfg.train.seed),
             "eip2nn.backbone": cfg.model.backbone, "eip2nn.element": ",".join(split.species),
             "eip2nn.git_commit": git_commit()}
+    if split.omitted:
+        notes.append(f"{len(split.omitted)} bad frame(s) left out (data.on_bad: skip): "
+                     + "; ".join(str(b) for b in split.omitted[:20]) + (" ..." if len(split.omitted) > 20 else ""))
+        tags["eip2nn.n_frames_omitted"] = str(len(split.omitted))
+    notes.append(f"test set: {split.test_note}")
     eips: list[str] = []
     refit_scale = {DFT_HEAD: True}
     if cfg.stage in ("baseline", "weak"):
@@ -262,7 +271,7 @@ def run_stage(cfg: StageConfig, log=print, on_epoch=None) -> StageResult:
     weak = None
     if cfg.uses_weak_labels:
         weak = weak_data(cfg.weak, split, cfg.data.labels, workers, cfg.train.seed,
-                         f"{cfg.data.dataset} DFT (fraction {cfg.data.dft_fraction}, split seed {cfg.data.split_seed})")
+                         f"{cfg.data.name} DFT (fraction {cfg.data.dft_fraction}, split seed {cfg.data.split_seed})")
         c_e, c_f = weak.labeller.tukey_scales()
         terms.append(LossTerm(WEAK_TARGET, DFT_HEAD, cfg.weak.alpha, c_e, c_f, cfg.weak.forces))
         train_atoms = train_atoms + weak.pseudo.labelled
@@ -299,10 +308,10 @@ def run_stage(cfg: StageConfig, log=print, on_epoch=None) -> StageResult:
 
     run = None
     if cfg.tracking.enabled:
-        name = cfg.tracking.run_name or f"{cfg.arm}-{cfg.data.dataset.replace('/', '-')}-f{cfg.data.dft_fraction}-s{cfg.train.seed}"
+        name = cfg.tracking.run_name or f"{cfg.arm}-{cfg.data.name.replace('/', '-')}-f{cfg.data.dft_fraction}-s{cfg.train.seed}"
         run = Tracker(cfg.tracking.experiment).start(name, tags, cfg.tracking.parent_run_id or None)
         run.log_params(cfg.as_dict())
-        run.set_tags({"eip2nn.data." + k: v for k, v in _dataset_hashes(cfg.data.dataset).items()})
+        run.set_tags({"eip2nn.data." + k: v for k, v in split.hashes.items()})
         run.set_tags({f"eip2nn.version.{k}": v for k, v in package_versions(NN_PACKAGES + ("mlflow",)).items()})
         if weak:
             run.log_params({"selector": weak.labeller.selector.get_params()})
@@ -331,13 +340,16 @@ def run_stage(cfg: StageConfig, log=print, on_epoch=None) -> StageResult:
             for name, samples in (("train", train), ("val", val), ("test", test)):
                 parities[name] = predict(model, samples, DFT_HEAD)
                 metrics[name] = metrics_of(parities[name])
+            by_group = metrics_by_group(model, test, DFT_HEAD)
+            if len(by_group) > 1:
+                metrics.update({GROUP_PREFIX + re.sub(r"[^A-Za-z0-9_.-]", "_", g): m for g, m in by_group.items()})
         else:
             for e in eips:
                 metrics[f"val:{e}"] = metrics_of(predict(model, val, e))
         model_path = save_checkpoint(out / "model.pt", model, cfg.as_dict(), {
             "mlflow_run_id": run.run_id if run else None, "stage": cfg.stage, "eips": eips,
             "best_epoch": result.best_epoch, "history": result.history})
-        parity_path = parity_plot(parities, out / "parity.png", f"{cfg.stage} {cfg.data.dataset}") if parities else None
+        parity_path = parity_plot(parities, out / "parity.png", f"{cfg.stage} {cfg.data.name}") if parities else None
         curve_path = learning_curve_plot(result.history, out / "learning_curve.png", cfg.stage) if result.history else None
         (out / "metrics.json").write_text(json.dumps({k: dataclasses.asdict(v) for k, v in metrics.items()}, indent=1))
         weak_files = _write_weak_outputs(weak, out, cfg.arm) if weak else []

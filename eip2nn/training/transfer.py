@@ -12,26 +12,29 @@ from eip2nn.labelling.engine import label
 from eip2nn.labelling.export import attach_labels
 from eip2nn.labelling.hashing import structure_hashes
 from eip2nn.labelling.store import LabelStore
-from eip2nn.potentials.db import PotentialsDB
+from eip2nn.potentials.db import ML_KIND, PotentialsDB, ml_warning, warn_machine_learned
 from eip2nn.potentials.spec import PotentialSpec
 
 
 def eligible_eips(db: PotentialsDB, species: list[str], source_tag: str) -> list[PotentialSpec]:
-    """Empirical potentials that may label this data (leakage-tagged ones excluded)."""
+    """Potentials that may label this data unasked: leakage-tagged and machine-learned ones excluded."""
     eligible, _ = db.eligible_for(set(species), source_tag)
     return [s for s in eligible if s.kind == "empirical"]
 
 
 def resolve_eips(db: PotentialsDB, requested: list[str], species: list[str], source_tag: str) -> list[PotentialSpec]:
-    """The requested EIP specs; refuses any that may not label this data, saying why."""
-    eligible, excluded = db.eligible_for(set(species), source_tag)
+    """The requested EIP specs; refuses any that may not label this data, saying why.
+
+    A machine-learned one is used because it was named, with a
+    :class:`~eip2nn.potentials.db.MachineLearnedEIPWarning` (:func:`~eip2nn.potentials.db.ml_warning`).
+    """
+    specs = [db.get(eip) for eip in requested]
+    _, excluded = db.eligible_for(set(species), source_tag, named=[s.id for s in specs])
     why = {s.id: reason for s, reason in excluded}
-    specs = []
-    for eip in requested:
-        spec = db.get(eip)
+    for spec in specs:
         if spec.id in why:
             raise ValueError(f"EIP {spec.id} may not label {source_tag!r} data: {why[spec.id]}")
-        specs.append(spec)
+    warn_machine_learned(specs)
     return specs
 
 
@@ -106,7 +109,8 @@ def select_eips(db: PotentialsDB, requested: list[str], n: int, labelled: list[A
     """The ``requested`` EIPs (checked by :func:`resolve_eips`), or else the ``n`` chosen by
     :func:`choose_eips`; returns (specs, log lines saying what was chosen and what passed over, and why)."""
     if requested:
-        return resolve_eips(db, requested, species, source_tag), []
+        specs = resolve_eips(db, requested, species, source_tag)
+        return specs, [ml_warning(s) for s in specs if s.kind == ML_KIND]
     ranked, passed_over = choose_eips(db, labelled, species, source_tag, n, store_path, workers, compare_on)
     notes = [f"{chosen_as} {s.id}: aligned energy MAE {mae:.1f} meV/atom on the labelled training set"
              for s, mae in ranked]

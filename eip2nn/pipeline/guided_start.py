@@ -48,16 +48,17 @@ class DataSummary:
     omitted: list[str]  # frames left out (data.on_bad: skip)
 
     def table(self) -> str:
-        rows = [("", "")]
-        rows += [("training structures", str(self.n_train)), ("test structures", f"{self.n_test} ({self.test_note})"),
-                 ("atoms per structure", "{} / {} / {} (min / median / max)".format(*self.atoms)),
-                 ("species", ", ".join(self.species)),
-                 ("DFT energy", f"{self.energy_per_atom[0]:.4f} to {self.energy_per_atom[1]:.4f} eV/atom"),
-                 ("labels", ", ".join(f"{k} {n}" for k, n in self.n_with.items())),
-                 ("groups", ", ".join(f"{g} {n}" for g, n in self.groups.items()))]
+        rows = [("data", ""),
+                ("training structures", str(self.n_train)),
+                ("test structures", f"{self.n_test} ({self.test_note})"),
+                ("atoms per structure", "{} / {} / {} (min / median / max)".format(*self.atoms)),
+                ("species", ", ".join(self.species)),
+                ("DFT energy", f"{self.energy_per_atom[0]:.4f} to {self.energy_per_atom[1]:.4f} eV/atom"),
+                ("labels", ", ".join(f"{k} {n}" for k, n in self.n_with.items())),
+                ("groups", ", ".join(f"{g} {n}" for g, n in self.groups.items()))]
         if self.omitted:
             rows.append(("left out", f"{len(self.omitted)} frame(s), listed below"))
-        return format_table(rows[1:] and [("data", "")] + rows[1:])
+        return format_table(rows)
 
 
 @dataclass
@@ -78,7 +79,8 @@ class StartResult:
     def yaml_text(self, command: str = "") -> str:
         head = [f"# Written by `{command or 'eip2nn init'}`; run: eip2nn pipeline run <this file>",
                 f"# {self.summary.n_train} training structures, species {', '.join(self.summary.species)}; "
-                f"{len(self.scores)} eligible EIP(s)"]
+                f"{len(self.scores)} eligible EIP(s)",
+                "# Paths are relative to the folder eip2nn runs in. For a full study add fractions and raise epochs."]
         return "\n".join(head) + "\n" + yaml.safe_dump(_compact(self.pipeline), sort_keys=False)
 
 

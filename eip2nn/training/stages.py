@@ -24,6 +24,7 @@ import yaml
 
 from eip2nn.alignment import aligned_energy_errors
 from eip2nn.config import from_dict
+from eip2nn.data.registry import sha256_of
 from eip2nn.labelling.provenance import package_versions
 from eip2nn.nn.checkpoint import NN_PACKAGES, model_from_record, read_checkpoint, save_checkpoint
 from eip2nn.nn.graph import collate
@@ -118,13 +119,20 @@ class StageConfig:
         return d
 
     def content_hash(self) -> str:
-        """Hash of :meth:`result_dict`, extra structure files' contents included."""
+        """Hash of :meth:`result_dict`, the contents of the user's data files and extra structure files included
+        (an edited file is new data: its stages run again)."""
         d = self.result_dict()
-        d["extra_structures_sha256"] = [hashlib.sha256(Path(p).read_bytes()).hexdigest() if Path(p).is_file() else None
-                                        for p in self.weak.extra_structures]
+        d["extra_structures_sha256"] = [_file_sha256(p) for p in self.weak.extra_structures]
+        if self.data.is_files:
+            d["data_files_sha256"] = [_file_sha256(p) for p in (self.data.train, self.data.test) if p]
         if self.chooses_eips:  # a stage whose EIPs were chosen under another rule is not reused
             d["eip_choice_rule"] = EIP_CHOICE_RULE
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _file_sha256(path: str) -> str | None:
+    """sha256 of a file's bytes (memoised per size and mtime), None when it does not exist."""
+    return sha256_of(Path(path)) if Path(path).is_file() else None
 
 
 @dataclass

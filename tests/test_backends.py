@@ -5,9 +5,10 @@ import pytest
 from ase import Atoms
 from ase.build import bulk
 
+from eip2nn.potentials.backends import make_evaluator
 from eip2nn.potentials.db import PotentialsDB
 from eip2nn.potentials.evaluator import (TOO_CLOSE, UNSUPPORTED_SPECIES, EIPResult, EvaluationError,
-                                          Geometry, make_evaluator, timed)
+                                          Geometry, timed)
 
 KIM_SW = "SW_StillingerWeber_1985_Si"
 LAMMPS_SW = "lmp_Si_sw"

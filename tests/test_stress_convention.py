@@ -13,7 +13,7 @@ import pytest
 from eip2nn.data import load_dataset
 from eip2nn.keys import REF_STRESS
 from eip2nn.potentials.db import PotentialsDB
-from eip2nn.potentials.evaluator import make_evaluator
+from eip2nn.potentials import make_evaluator
 
 
 @pytest.fixture(scope="module")

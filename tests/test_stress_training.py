@@ -37,7 +37,7 @@ def _cell(rng, strain: float, rattle: float) -> Atoms:
 
 def _label(structures: list[Atoms]) -> list[Atoms]:
     from eip2nn.potentials.db import PotentialsDB
-    from eip2nn.potentials.evaluator import make_evaluator
+    from eip2nn.potentials import make_evaluator
 
     ev = make_evaluator(PotentialsDB().get("lmp_Si_sw"))
     try:

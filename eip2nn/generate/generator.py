@@ -22,7 +22,7 @@ from ase.io import write
 from eip2nn import __version__
 from eip2nn.data import hide_dft_labels
 from eip2nn.keys import CONFIG_ID, DATASET, DESCRIPTION, GROUP
-from eip2nn.generate.md import lammps_md
+from eip2nn.generate.md import lammps_md, require_md
 from eip2nn.generate.perturb import Rejected, check_no_overlap, rattle, strain, vacancies
 from eip2nn.potentials.db import PotentialsDB
 
@@ -68,9 +68,8 @@ def _name(atoms: Atoms, k: int) -> str:
 def generate(seeds: list[Atoms], cfg: GenerateConfig) -> Generated:
     """New structures from ``seeds``; none of them carries a DFT label."""
     spec = PotentialsDB().get(cfg.md_eip) if cfg.md_eip else None
-    if spec is not None and spec.backend_type != "lammps":
-        raise ValueError(f"md_eip: MD runs inside LAMMPS and {spec.id} is a {spec.backend_type} potential; "
-                         "choose a LAMMPS entry (eip2nn potentials list --backend lammps)")
+    if spec is not None:
+        require_md(spec, key="md_eip")
     out: list[Atoms] = []
     rejected: list[dict] = []
     counts = {m: 0 for m in METHODS}
@@ -140,6 +139,7 @@ def generate(seeds: list[Atoms], cfg: GenerateConfig) -> Generated:
 def write_generated(result: Generated, path: str | Path, cfg: GenerateConfig, sources: list[str]) -> tuple[Path, Path]:
     """The structures as extxyz, and ``<path>.provenance.json`` (config, sources, counts, rejections)."""
     from eip2nn.labelling.provenance import package_versions
+    from eip2nn.potentials.backends import backend, md_backends
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,7 +147,8 @@ def write_generated(result: Generated, path: str | Path, cfg: GenerateConfig, so
     write(tmp, result.structures, format="extxyz")
     tmp.replace(path)
     provenance = path.with_name(path.name + ".provenance.json")
+    md_packages = tuple(backend(name).package for name in md_backends())
     provenance.write_text(json.dumps({
         "config": asdict(cfg), "seed_sources": sources, "counts": result.counts, "n_structures": len(result.structures),
-        "rejected": result.rejected, "versions": package_versions(("eip2nn", "lammps", "ase", "numpy"))}, indent=1))
+        "rejected": result.rejected, "versions": package_versions(("eip2nn", *md_packages, "ase", "numpy"))}, indent=1))
     return path, provenance

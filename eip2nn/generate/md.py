@@ -11,22 +11,28 @@ from __future__ import annotations
 import numpy as np
 from ase import Atoms
 
-from eip2nn.potentials.lammps_backend import LAMMPSEvaluator
+from eip2nn.potentials.backends import backend, make_evaluator, md_backends
 from eip2nn.potentials.spec import PotentialSpec
+
+
+def require_md(spec: PotentialSpec, key: str = "") -> None:
+    """Raise ValueError (prefixed by the config ``key``, if given) unless ``spec``'s backend runs MD."""
+    if not backend(spec.backend_type).runs_md:
+        names = "/".join(md_backends())
+        raise ValueError(f"{key + ': ' if key else ''}MD runs inside LAMMPS; {spec.id} is a {spec.backend_type} "
+                         f"potential. Choose a {names} entry (eip2nn potentials list --backend {names})")
 
 
 def lammps_md(atoms: Atoms, spec: PotentialSpec, temperature: float, snapshots: int, every: int,
               equilibrate: int, timestep_fs: float, seed: int) -> list[tuple[int, Atoms]]:
     """[(MD step, structure)] of ``snapshots`` snapshots; the seed ``atoms`` is untouched.
 
-    ``spec`` must use the LAMMPS backend. Raises if LAMMPS fails (e.g. lost atoms).
+    ``spec``'s backend must run MD (:func:`require_md`). Raises if LAMMPS fails (e.g. lost atoms).
     """
-    if spec.backend_type != "lammps":
-        raise ValueError(f"MD runs inside LAMMPS; {spec.id} is a {spec.backend_type} potential. "
-                         "Choose a LAMMPS entry (eip2nn potentials list --backend lammps)")
+    require_md(spec)
     if not 1 <= seed < 2 ** 31 or temperature <= 0:
         raise ValueError(f"MD needs a seed in [1, 2^31) and T > 0 K, got seed {seed}, T {temperature}")
-    evaluator = LAMMPSEvaluator(spec)
+    evaluator = make_evaluator(spec)
     try:
         lmp = evaluator.load(atoms)
         dt_ps = timestep_fs / 1000.0

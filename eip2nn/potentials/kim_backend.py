@@ -10,19 +10,25 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import all_changes
 
-from eip2nn.potentials.evaluator import (BACKEND_ERROR, EIPResult, EvaluationError, check_result,
+from eip2nn.potentials.evaluator import (BACKEND_ERROR, Backend, EIPResult, EvaluationError, check_result,
                                           check_species)
 from eip2nn.potentials.overlap import check_min_distance
 from eip2nn.potentials.spec import PotentialSpec
 
 
-def load_kim_calculator(model: str):
-    """An ASE calculator for an installed KIM portable model, with a clear error otherwise."""
+def import_kim():
+    """ASE's KIM calculator class (imports kimpy), with an actionable ImportError otherwise."""
     try:
         from ase.calculators.kim import KIM
     except ImportError as e:
         raise ImportError("the KIM backend needs kimpy and the KIM-API: run scripts/install.sh "
                           f"({e})") from e
+    return KIM
+
+
+def load_kim_calculator(model: str):
+    """An ASE calculator for an installed KIM portable model, with a clear error otherwise."""
+    KIM = import_kim()
     if "__SM_" in model:
         raise ValueError(f"{model} is a KIM simulator model; only portable models (__MO_) are "
                          "supported (this LAMMPS build has no KIM package)")
@@ -57,3 +63,11 @@ class KIMEvaluator:
 
     def close(self) -> None:
         self._calc = None
+
+
+def provenance(spec: PotentialSpec) -> dict:
+    """What a label records of a KIM EIP: its model id."""
+    return {"model": spec.backend.model}
+
+
+BACKEND = Backend(evaluator=KIMEvaluator, provenance=provenance, preload=import_kim, package="kimpy")

@@ -15,6 +15,7 @@ same atoms and cell in one tight loop. Units: LAMMPS ``metal`` (eV, Å, bar).
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import sys
 import time
 import warnings
@@ -28,7 +29,7 @@ from ase.data import atomic_masses, atomic_numbers
 from ase.geometry import minkowski_reduce
 from ase.units import bar
 
-from eip2nn.potentials.evaluator import (BACKEND_ERROR, MAX_ABS_ENERGY_PER_ATOM, UNSUPPORTED_CELL,
+from eip2nn.potentials.evaluator import (BACKEND_ERROR, MAX_ABS_ENERGY_PER_ATOM, UNSUPPORTED_CELL, Backend,
                                           EIPResult, EvaluationError, Geometry, Outcome, check_result,
                                           check_species, timed)
 from eip2nn.potentials.overlap import (check_min_distance_in_cell, clear_by_displacement,
@@ -85,6 +86,14 @@ def resolve_pair_coeff(spec: PotentialSpec) -> str:
         raise ValueError(f"{spec.source_file}: unresolved placeholder in pair_coeff {text!r}; "
                          "list every {file:NAME} under backend.files")
     return text
+
+
+def provenance(spec: PotentialSpec) -> dict:
+    """What a label records of a LAMMPS EIP: pair style and coefficients, sha256 of each parameter file."""
+    folder = potentials_folder()
+    return {"pair_style": spec.backend.pair_style, "pair_coeff": spec.backend.pair_coeff,
+            "files_sha256": {name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
+                             for name in spec.backend.files if (folder / name).is_file()}}
 
 
 class _CellCache(NamedTuple):
@@ -450,3 +459,7 @@ def _end_of_run(geometries: Sequence[Geometry], k: int) -> int:
             break
         end += 1
     return end
+
+
+BACKEND = Backend(evaluator=LAMMPSEvaluator, provenance=provenance, preload=import_lammps, package="lammps",
+                  runs_md=True)

@@ -81,6 +81,10 @@ class StartResult:
                 f"# {self.summary.n_train} training structures, species {', '.join(self.summary.species)}; "
                 f"{len(self.scores)} eligible EIP(s)",
                 "# Paths are relative to the folder eip2nn runs in. For a full study add fractions and raise epochs."]
+        if self.summary.n_with["stress"]:
+            head.append("# Your data has stress: it is evaluated (test stress MAE, GPa). To train on it set "
+                        "train.stress_weight (e.g. 100);\n# on mlearn Si that lowered the stress error but raised the "
+                        "energy error (docs/own_data.md).")
         return "\n".join(head) + "\n" + yaml.safe_dump(_compact(self.pipeline), sort_keys=False)
 
 
@@ -138,8 +142,6 @@ def default_pipeline(data: DataConfig, summary: DataSummary, n_eips: int, name: 
              {"backbone": "symmetry_functions", "descriptor": "set30", "cutoff": 5.0, "width": 32, "depth": 2})
     epochs = 60  # as the quick Si pipeline: minutes per cell on 2 cores for a few hundred structures
     train = {"epochs": epochs, "batch_size": 8, "lr": 0.003, "patience": 20}
-    if summary.n_with["stress"] == n:
-        train["stress_weight"] = 100.0  # on (Δσ eV/Å³)²: 0.5 GPa off weighs as 0.1 eV/Å of force error
     config = {
         "name": name,
         "study": {"fractions": fractions, "seeds": [0, 1, 2], "arms": arms},

@@ -13,6 +13,8 @@ import logging
 import os
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -71,17 +73,89 @@ class Tracker:
                 exp_id = exp.experiment_id
         self.experiment_id = exp_id
 
+    enabled = True
+
     def start(self, run_name: str, tags: dict[str, str], parent_run_id: str | None = None) -> "Run":
+        """A new run; the caller ends it (prefer :meth:`run`, which does)."""
         tags = dict(tags)
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         return Run(self.client, run.info.run_id)
 
+    @contextmanager
+    def run(self, run_name: str, tags: dict[str, str], parent_run_id: str | None = None,
+            killed_by: tuple[type[BaseException], ...] = ()) -> Iterator["Run"]:
+        """A run that ends itself: FINISHED (or the ``status`` the block set), KILLED on Ctrl-C/SIGTERM
+        or an exception of ``killed_by`` (a pruned trial), FAILED on any other exception (re-raised)."""
+        run = self.start(run_name, tags, parent_run_id)
+        with ending(run, killed_by):
+            yield run
+
+
+@contextmanager
+def ending(run: "Run | NullRun", killed_by: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """End ``run`` when the block ends, with the status that says how it ended."""
+    status = "FAILED"
+    try:
+        yield
+        status = run.status or "FINISHED"
+    except (KeyboardInterrupt, *killed_by):
+        status = "KILLED"
+        raise
+    finally:
+        run.end(status)
+
+
+class NullRun:
+    """Stands in for a run when tracking is off: it records nothing."""
+
+    run_id = None
+    status: str | None = None
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        pass
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        pass
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        pass
+
+    def end(self, status: str = "FINISHED") -> None:
+        pass
+
+
+class NullTracker:
+    """Stands in for a :class:`Tracker` when tracking is off: its runs record nothing."""
+
+    enabled = False
+    uri = None
+    experiment_id = None
+
+    def start(self, run_name: str, tags: dict[str, str], parent_run_id: str | None = None) -> NullRun:
+        return NullRun()
+
+    @contextmanager
+    def run(self, run_name: str, tags: dict[str, str], parent_run_id: str | None = None,
+            killed_by: tuple[type[BaseException], ...] = ()) -> Iterator[NullRun]:
+        yield NullRun()
+
+
+def make_tracker(experiment: str, enabled: bool = True) -> Tracker | NullTracker:
+    """The experiment's :class:`Tracker`, or a :class:`NullTracker` when tracking is off."""
+    return Tracker(experiment) if enabled else NullTracker()
+
 
 class Run:
+    """One MLflow run. Set :attr:`status` inside :meth:`Tracker.run` to end it otherwise than FINISHED."""
+
     def __init__(self, client, run_id: str):
         self.client, self.run_id = client, run_id
+        self.status: str | None = None
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param

@@ -24,7 +24,7 @@ from eip2nn.pipeline.config import PipelineConfig
 from eip2nn.pipeline.report import (CellResult, Row, group_markdown_table, learning_curve, markdown_table, summarise,
                                     text_table, write_cells_csv, write_csv)
 from eip2nn.potentials.db import PotentialsDB
-from eip2nn.tracking import Run, Tracker, git_commit
+from eip2nn.tracking import NullTracker, Tracker, git_commit, make_tracker
 from eip2nn.training.protocol import Split, candidate_species, make_split
 from eip2nn.training.stages import (GROUP_PREFIX, FinishedStage, StageConfig, TrackingConfig, finished_stage, run_stage,
                                     stage_dir)
@@ -85,19 +85,16 @@ def stage_lock(cfg: StageConfig):
 
 def log_reused(cfg: StageConfig, done: FinishedStage) -> str | None:
     """A child run standing for a reused stage: its tags and final metrics, and where they came from."""
-    if not cfg.tracking.enabled:
-        return None
     tags = dict(done.tags)
     tags.update({"eip2nn.reused": "true", "eip2nn.reused_from_run": done.run_id or "-",
                  "eip2nn.stage_dir": str(done.output_dir)})
-    run = Tracker(cfg.tracking.experiment).start(cfg.tracking.run_name + " (reused)", tags,
-                                                 cfg.tracking.parent_run_id or None)
-    run.log_params(cfg.as_dict())
-    run.log_metrics(done.final_metrics)
-    for name in ("metrics.json", "config.yaml"):
-        if (done.output_dir / name).is_file():
-            run.log_artifact(done.output_dir / name, "outputs")
-    run.end("FINISHED")
+    tracker = make_tracker(cfg.tracking.experiment, cfg.tracking.enabled)
+    with tracker.run(cfg.tracking.run_name + " (reused)", tags, cfg.tracking.parent_run_id or None) as run:
+        run.log_params(cfg.as_dict())
+        run.log_metrics(done.final_metrics)
+        for name in ("metrics.json", "config.yaml"):
+            if (done.output_dir / name).is_file():
+                run.log_artifact(done.output_dir / name, "outputs")
     return run.run_id
 
 
@@ -148,7 +145,7 @@ def omitted_notes(split: Split) -> list[str]:
     return [f"left out (data.on_bad: skip): {bad}" for bad in split.omitted]
 
 
-def label_stage(p: PipelineConfig, split: Split, tracker: Tracker | None, parent: str | None,
+def label_stage(p: PipelineConfig, split: Split, tracker: Tracker | NullTracker, parent: str | None,
                 log=print) -> list[str]:
     """Label the training structures with every eligible EIP (leakage-tagged ones excluded); returns notes."""
     structures = split.train + split.val
@@ -172,19 +169,20 @@ def label_stage(p: PipelineConfig, split: Split, tracker: Tracker | None, parent
     for eip, (ok, bad) in counts.items():
         if bad:
             notes.append(f"{eip}: no label for {bad} of {len(hashes)} structures (reasons: eip2nn labels failures)")
-    if tracker:
-        run = tracker.start("labels", {"eip2nn.stage": "labels", "eip2nn.dataset": p.data.name,
-                                       "eip2nn.element": ",".join(split.species)}, parent)
+    with tracker.run("labels", {"eip2nn.stage": "labels", "eip2nn.dataset": p.data.name,
+                                "eip2nn.element": ",".join(split.species)}, parent) as run:
         run.log_params({"eips": ",".join(counts), "store": p.data.labels, "n_structures": len(hashes)})
         run.log_metrics({f"labelled.{e}": ok for e, (ok, _) in counts.items()})
         run.log_metrics({f"failed.{e}": bad for e, (_, bad) in counts.items()})
         run.log_metrics({"wall_seconds": report.wall_seconds, "n_eligible_eips": len(specs)})
-        run.end("FINISHED")
     return notes
 
 
 def run_pipeline(p: PipelineConfig, log=print) -> PipelineResult:
-    """Run (or resume) the whole pipeline; returns the cells, the summary rows and the files written."""
+    """Run (or resume) the whole pipeline; returns the cells, the summary rows and the files written.
+
+    One parent run holds every stage's run; it ends FAILED when a cell failed, KILLED on Ctrl-C.
+    """
     t0 = time.perf_counter()
     out = p.output_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -192,67 +190,63 @@ def run_pipeline(p: PipelineConfig, log=print) -> PipelineResult:
     config_path.write_text(p.to_yaml())
     log(f"pipeline {p.name}: {p.data.name}, arms {p.study.arms}, fractions {p.study.fractions}, "
         f"seeds {p.study.seeds}; output {out}")
-    tracker = Tracker(p.experiment) if p.tracking.enabled else None
-    parent: Run | None = None
-    if tracker:
-        parent = tracker.start(f"{p.name} {time.strftime('%Y-%m-%d %H:%M')}", {
-            "eip2nn.stage": "pipeline", "eip2nn.pipeline": p.name, "eip2nn.dataset": p.data.name, "eip2nn.backbone": p.model.backbone, "eip2nn.git_commit": git_commit()})
+    tracker = make_tracker(p.experiment, p.tracking.enabled)
+    with tracker.run(f"{p.name} {time.strftime('%Y-%m-%d %H:%M')}", {
+            "eip2nn.stage": "pipeline", "eip2nn.pipeline": p.name, "eip2nn.dataset": p.data.name,
+            "eip2nn.backbone": p.model.backbone, "eip2nn.git_commit": git_commit()}) as parent:
         parent.log_params(p.as_dict())
         parent.log_artifact(config_path, "config")
-        log(f"MLflow: experiment {p.experiment!r}, parent run {parent.run_id} ({tracker.uri})")
-    parent_id = parent.run_id if parent else None
-    cells: list[CellResult] = []
-    notes: list[str] = []
-    status = "FAILED"
-    try:
+        if tracker.enabled:
+            log(f"MLflow: experiment {p.experiment!r}, parent run {parent.run_id} ({tracker.uri})")
         split = check_data(p, log)
-        notes.append(f"test set: {split.test_note}")
-        notes += omitted_notes(split)
-        if parent:
-            parent.set_tags({"eip2nn.element": ",".join(split.species), "eip2nn.n_frames_omitted": str(len(split.omitted))})
-            parent.set_tags({"eip2nn.data." + k: v for k, v in split.hashes.items()})
-        if split.omitted:
-            omitted = out / "omitted_frames.json"
-            omitted.write_text(json.dumps([dataclasses.asdict(b) for b in split.omitted], indent=1))
-            if parent:
-                parent.log_artifact(omitted, "results")
+        notes = [f"test set: {split.test_note}", *omitted_notes(split)]
+        _record_data(split, parent, out)
         if p.label_all:
-            notes += label_stage(p, split, tracker, parent_id, log)
-        pretrained: dict[int, str] = {}
-        if {"transfer", "both"} & set(p.study.arms):
-            for seed in p.study.seeds:
-                log(f"pretrain seed={seed}")
-                try:
-                    done, _ = run_or_reuse(pretrain_config(p, seed, parent_id), log)
-                    pretrained[seed] = str(done.model_path)
-                except Exception as exc:  # recorded: the transfer cells of this seed fail with this reason
-                    notes.append(f"pretrain seed={seed} failed: {type(exc).__name__}: {exc}")
-                    log("  FAILED: " + notes[-1])
-        for fraction in p.study.fractions:
-            skipped = {arm: why for arm in p.study.arms if (why := nothing_to_weakly_label(p, arm, fraction))}
-            for arm, why in skipped.items():
-                notes.append(why)
-                log(f"skipping {arm} f={fraction:g}: {why}")
-            for seed in p.study.seeds:
-                for arm in p.study.arms:
-                    if arm not in skipped:
-                        cells.append(_run_cell(p, arm, fraction, seed, pretrained, parent_id, log))
+            notes += label_stage(p, split, tracker, parent.run_id, log)
+        cells = _run_study(p, parent.run_id, notes, log)
         rows = summarise(cells, p.study.arms, p.study.fractions)
         files = write_report(p, cells, rows, notes, out)
-        if parent:
-            for path in files.values():
-                parent.log_artifact(path, "plots" if path.suffix == ".png" else "results")
-            parent.log_metrics(_summary_metrics(rows))
-            parent.log_metrics({"n_cells_failed": sum(not c.ok for c in cells),
-                                "wall_seconds": time.perf_counter() - t0})
-        status = "FINISHED" if all(c.ok for c in cells) else "FAILED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        if parent:
-            parent.end(status)
-    return PipelineResult(p, out, cells, rows, files, parent_id, notes, time.perf_counter() - t0)
+        for path in files.values():
+            parent.log_artifact(path, "plots" if path.suffix == ".png" else "results")
+        parent.log_metrics(_summary_metrics(rows))
+        parent.log_metrics({"n_cells_failed": sum(not c.ok for c in cells), "wall_seconds": time.perf_counter() - t0})
+        parent.status = "FINISHED" if all(c.ok for c in cells) else "FAILED"
+    return PipelineResult(p, out, cells, rows, files, parent.run_id, notes, time.perf_counter() - t0)
+
+
+def _record_data(split: Split, parent, out: Path) -> None:
+    """The data's species, hashes and left-out frames as the parent run's tags and artifacts."""
+    parent.set_tags({"eip2nn.element": ",".join(split.species), "eip2nn.n_frames_omitted": str(len(split.omitted))})
+    parent.set_tags({"eip2nn.data." + k: v for k, v in split.hashes.items()})
+    if split.omitted:
+        omitted = out / "omitted_frames.json"
+        omitted.write_text(json.dumps([dataclasses.asdict(b) for b in split.omitted], indent=1))
+        parent.log_artifact(omitted, "results")
+
+
+def _run_study(p: PipelineConfig, parent_id: str | None, notes: list[str], log) -> list[CellResult]:
+    """Pretrain each seed (transfer arms), then every arm × fraction × seed; failures become failed cells."""
+    pretrained: dict[int, str] = {}
+    if {"transfer", "both"} & set(p.study.arms):
+        for seed in p.study.seeds:
+            log(f"pretrain seed={seed}")
+            try:
+                done, _ = run_or_reuse(pretrain_config(p, seed, parent_id), log)
+                pretrained[seed] = str(done.model_path)
+            except Exception as exc:  # recorded: the transfer cells of this seed fail with this reason
+                notes.append(f"pretrain seed={seed} failed: {type(exc).__name__}: {exc}")
+                log("  FAILED: " + notes[-1])
+    cells = []
+    for fraction in p.study.fractions:
+        skipped = {arm: why for arm in p.study.arms if (why := nothing_to_weakly_label(p, arm, fraction))}
+        for arm, why in skipped.items():
+            notes.append(why)
+            log(f"skipping {arm} f={fraction:g}: {why}")
+        for seed in p.study.seeds:
+            for arm in p.study.arms:
+                if arm not in skipped:
+                    cells.append(_run_cell(p, arm, fraction, seed, pretrained, parent_id, log))
+    return cells
 
 
 def nothing_to_weakly_label(p: PipelineConfig, arm: str, fraction: float) -> str:

@@ -26,7 +26,7 @@ import yaml
 from eip2nn.locks import sqlite_path, sqlite_store_lock
 from eip2nn.pipeline.runner import cell_config, pretrain_config, run_or_reuse
 from eip2nn.sweep.config import ParamSpace, Sweep
-from eip2nn.tracking import Tracker, git_commit, mlruns_dir
+from eip2nn.tracking import NullTracker, Tracker, git_commit, make_tracker, mlruns_dir
 from eip2nn.training.stages import StopStage
 
 METRIC_OF = {"val_energy_mae": lambda m: m.energy_mae, "val_force_mae": lambda m: m.force_mae}
@@ -87,56 +87,46 @@ class SweepResult:
         return "\n".join(lines)
 
 
-def _objective(sweep: Sweep, tracker: Tracker | None, parent_id: str | None, log, counter: list[int]):
+def _objective(sweep: Sweep, tracker: Tracker | NullTracker, parent_id: str | None, log, counter: list[int]):
     obj = sweep.config.objective
 
     def objective(trial: optuna.Trial) -> float:
         counter[0] += 1
         values = {name: suggest(trial, name, space) for name, space in sweep.config.params.items()}
         p = sweep.pipeline(values)
-        run = None
-        if tracker:
-            run = tracker.start(f"trial {trial.number}", {
+        with tracker.run(f"trial {trial.number}", {
                 "eip2nn.stage": "trial", "optuna.study": sweep.config.study, "optuna.trial": str(trial.number),
                 "eip2nn.arm": obj.arm, "eip2nn.dft_fraction": str(obj.fraction), "eip2nn.element": p.element,
-                "eip2nn.backbone": p.model.backbone}, parent_id)
+                "eip2nn.backbone": p.model.backbone}, parent_id, killed_by=(optuna.TrialPruned,)) as run:
             run.log_params(values)
-        trial_id = run.run_id if run else None
-        log(f"trial {trial.number}: {values}")
-        status = "FAILED"
-        try:
-            scores = []
-            for k, seed in enumerate(obj.seeds):
-                pretrained = ""
-                if obj.arm in ("transfer", "both"):
-                    pretrained = str(run_or_reuse(pretrain_config(p, seed, trial_id), log)[0].model_path)
-
-                def on_epoch(row, first=k == 0):
-                    if first and math.isfinite(row["val_loss"]):
-                        trial.report(row["val_loss"], row["epoch"])
-                        if trial.should_prune():
-                            raise StopStage(f"pruned at epoch {row['epoch']}")
-
-                done, _ = run_or_reuse(cell_config(p, obj.arm, obj.fraction, seed, pretrained, trial_id), log,
-                                       on_epoch=on_epoch)
-                scores.append(METRIC_OF[obj.metric](done.metrics["val"]))
+            log(f"trial {trial.number}: {values}")
+            try:
+                scores = [_score(p, trial, run.run_id, seed, first=k == 0, log=log) for k, seed in enumerate(obj.seeds)]
+            except StopStage as exc:
+                run.set_tags({"optuna.state": "PRUNED"})
+                log(f"trial {trial.number}: {exc}")
+                raise optuna.TrialPruned(str(exc)) from None
             value = statistics.mean(scores)
-            if run:
-                run.log_metrics({obj.metric: value, **{f"{obj.metric}.seed{s}": v for s, v in zip(obj.seeds, scores)}})
-            status = "FINISHED"
+            run.log_metrics({obj.metric: value, **{f"{obj.metric}.seed{s}": v for s, v in zip(obj.seeds, scores)}})
+            run.set_tags({"optuna.state": "COMPLETE"})
             log(f"trial {trial.number}: {obj.metric} {value:.4g}")
             return value
-        except StopStage as exc:
-            status = "KILLED"
-            if run:
-                run.set_tags({"optuna.state": "PRUNED"})
-            log(f"trial {trial.number}: {exc}")
-            raise optuna.TrialPruned(str(exc)) from None
-        finally:
-            if run:
-                if status == "FINISHED":
-                    run.set_tags({"optuna.state": "COMPLETE"})
-                run.end(status)
+
+    def _score(p, trial, trial_id, seed, first, log) -> float:
+        """The objective's metric for one seed; the first seed's validation loss feeds the pruner."""
+        pretrained = ""
+        if obj.arm in ("transfer", "both"):
+            pretrained = str(run_or_reuse(pretrain_config(p, seed, trial_id), log)[0].model_path)
+
+        def on_epoch(row):
+            if first and math.isfinite(row["val_loss"]):
+                trial.report(row["val_loss"], row["epoch"])
+                if trial.should_prune():
+                    raise StopStage(f"pruned at epoch {row['epoch']}")
+
+        done, _ = run_or_reuse(cell_config(p, obj.arm, obj.fraction, seed, pretrained, trial_id), log,
+                               on_epoch=on_epoch)
+        return METRIC_OF[obj.metric](done.metrics["val"])
 
     return objective
 
@@ -178,32 +168,25 @@ def run_sweep(sweep: Sweep, n_trials: int | None = None, storage: str | None = N
         study = optuna.create_study(study_name=cfg.study, storage=make_storage(url), direction="minimize",
                                     sampler=sampler, pruner=make_pruner(cfg.pruner), load_if_exists=True)
     base = sweep.pipeline({})
-    tracker = Tracker(base.experiment) if base.tracking.enabled else None
-    parent = None
-    if tracker:
-        parent = tracker.start(f"sweep {cfg.study} (pid {os.getpid()})", {
+    tracker = make_tracker(base.experiment, base.tracking.enabled)
+    with tracker.run(f"sweep {cfg.study} (pid {os.getpid()})", {
             "eip2nn.stage": "sweep", "optuna.study": cfg.study, "optuna.storage": url.split("@")[-1],
-            "eip2nn.element": base.element, "eip2nn.git_commit": git_commit()})
-        parent.log_params({"sweep": {"objective": vars(cfg.objective), "params": {k: vars(v) for k, v in cfg.params.items()},
+            "eip2nn.element": base.element, "eip2nn.git_commit": git_commit()}) as parent:
+        parent.log_params({"sweep": {"objective": vars(cfg.objective),
+                                     "params": {k: vars(v) for k, v in cfg.params.items()},
                                      "overrides": cfg.overrides, "pipeline": str(sweep.pipeline_path)}})
-        log(f"MLflow: experiment {base.experiment!r}, sweep run {parent.run_id}")
-    log(f"Optuna study {cfg.study!r} in {url}")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    status = "FAILED"
-    counter = [0]
-    try:
-        study.optimize(_objective(sweep, tracker, parent.run_id if parent else None, log, counter),
-                       n_trials=cfg.n_trials if n_trials is None else n_trials,
-                       catch=(ValueError, FloatingPointError, RuntimeError))
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        best = write_best(sweep, study)
-        if parent:
+        if tracker.enabled:
+            log(f"MLflow: experiment {base.experiment!r}, sweep run {parent.run_id}")
+        log(f"Optuna study {cfg.study!r} in {url}")
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        counter = [0]
+        try:
+            study.optimize(_objective(sweep, tracker, parent.run_id, log, counter),
+                           n_trials=cfg.n_trials if n_trials is None else n_trials,
+                           catch=(ValueError, FloatingPointError, RuntimeError))
+        finally:
+            best = write_best(sweep, study)
             if best:
                 parent.log_artifact(best, "best")
                 parent.log_metrics({"best_value": study.best_value})
-            parent.end(status)
     return SweepResult(study, best, counter[0], time.perf_counter() - t0)

@@ -18,28 +18,22 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
-from eip2nn.alignment import aligned_energy_errors
 from eip2nn.config import from_dict
 from eip2nn.data.registry import sha256_of
 from eip2nn.labelling.provenance import package_versions
-from eip2nn.nn.checkpoint import NN_PACKAGES, model_from_record, read_checkpoint, save_checkpoint
-from eip2nn.nn.graph import collate
-from eip2nn.nn.model import DFT_HEAD, EnergyModel, ModelConfig
-from eip2nn.nn.offsets import fit_head_statistics
+from eip2nn.nn.checkpoint import NN_PACKAGES, save_checkpoint
+from eip2nn.nn.model import DFT_HEAD, ModelConfig
 from eip2nn.plots import confusion_plot, learning_curve_plot, parity_plot
-from eip2nn.potentials.db import PotentialsDB
-from eip2nn.tracking import Tracker, download_checkpoint, git_commit
+from eip2nn.tracking import make_tracker
 from eip2nn.training.metrics import Metrics, metrics_by_group, metrics_of, metrics_table, predict
-from eip2nn.training.protocol import DataConfig, Split, candidate_species, make_split
-from eip2nn.training.loss import LossTerm
-from eip2nn.training.samples import WEAK_TARGET, Sample, head_arrays, make_samples
+from eip2nn.training.plan import StagePlan, plan_stage
+from eip2nn.training.protocol import DataConfig
 from eip2nn.training.trainer import FitResult, TrainConfig, fit
-from eip2nn.training.transfer import EIP_CHOICE_RULE, freeze, label_with, resolve_eips, select_eips
-from eip2nn.weak.arm import WeakData, weak_data
+from eip2nn.training.transfer import EIP_CHOICE_RULE
+from eip2nn.weak.arm import WeakData
 from eip2nn.weak.labeller import WeakConfig
 
 STAGES = ("baseline", "weak", "pretrain", "finetune")
@@ -152,25 +146,6 @@ class StageResult:
         return metrics_table("split", self.metrics)
 
 
-def _load_pretrained(ref: str) -> tuple[dict, Path]:
-    path = download_checkpoint(ref[len("runs:/"):]) if ref.startswith("runs:/") else Path(ref)
-    return read_checkpoint(path), path
-
-
-def _best_eip_head(model: EnergyModel, eips: list[str], labelled: list[Sample]) -> str:
-    """The EIP head whose predictions, offset-aligned, are closest to DFT on ``labelled``."""
-    counts = np.stack([s.counts for s in labelled])
-    ref = np.array([s.targets[DFT_HEAD].energy for s in labelled])
-    model.eval()
-    scores = {}
-    for h in eips:
-        pred = np.concatenate([
-            model(collate([s.graph for s in labelled[k:k + 16]]), heads=[h], forces=False)[h].energy.detach().numpy()
-            for k in range(0, len(labelled), 16)])
-        scores[h] = float(np.abs(aligned_energy_errors(counts, ref, pred)[0]).mean())
-    return min(scores, key=scores.get)
-
-
 GROUP_PREFIX = "test/"  # metrics of one group of the test set: "test/<group>"
 RESULT_FILE = "result.json"  # written last: its presence marks a finished stage
 
@@ -215,175 +190,98 @@ class StopStage(Exception):
 def run_stage(cfg: StageConfig, log=print, on_epoch=None) -> StageResult:
     """Run one stage end to end and return its metrics; resumes an interrupted run of the same config.
 
+    Planned (:func:`eip2nn.training.plan.plan_stage`), fitted, then recorded, inside one
+    tracked run that ends FINISHED, KILLED (Ctrl-C, :class:`StopStage`) or FAILED by itself.
     ``on_epoch(row)`` is called after every epoch with the trainer's history row
     (epoch, train_loss, val_loss, ...); it may raise :class:`StopStage`.
     """
     torch.manual_seed(cfg.train.seed)
-    dtype = getattr(torch, cfg.train.dtype)
-    split = make_split(cfg.data, candidate_species() if cfg.stage != "baseline" else None)
     out = stage_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.as_dict(), sort_keys=False))
-    workers = cfg.data.workers or None
-    notes: list[str] = []
-    tags = {"eip2nn.stage": cfg.stage, "eip2nn.arm": cfg.arm, "eip2nn.dataset": cfg.data.name,
-            "eip2nn.dft_fraction": str(cfg.data.dft_fraction), "eip2nn.seed": str(cfg.train.seed),
-            "eip2nn.backbone": cfg.model.backbone, "eip2nn.element": ",".join(split.species),
-            "eip2nn.git_commit": git_commit()}
-    if split.omitted:
-        notes.append(f"{len(split.omitted)} bad frame(s) left out (data.on_bad: skip): "
-                     + "; ".join(str(b) for b in split.omitted[:20]) + (" ..." if len(split.omitted) > 20 else ""))
-        tags["eip2nn.n_frames_omitted"] = str(len(split.omitted))
-    notes.append(f"test set: {split.test_note}")
-    eips: list[str] = []
-    refit_scale = {DFT_HEAD: True}
-    if cfg.stage in ("baseline", "weak"):
-        model = EnergyModel(cfg.model, split.species, [DFT_HEAD]).to(dtype)
-        train_atoms, val_atoms = Split.labelled(split.train), Split.labelled(split.val)
-        head_weights = {DFT_HEAD: 1.0}
-    elif cfg.stage == "pretrain":
-        specs, chosen_notes = select_eips(PotentialsDB(), cfg.data.eips, cfg.data.n_eips, Split.labelled(split.train),
-                                          split.species, split.source_tag, cfg.data.labels, workers,
-                                          compare_on=split.train)
-        notes += chosen_notes
-        eips = [s.id for s in specs]
-        train_atoms = label_with(split.train, specs, cfg.data.labels, workers)
-        val_atoms = label_with(split.val, specs, cfg.data.labels, workers)
-        model = EnergyModel(cfg.model, split.species, eips).to(dtype)
-        head_weights = {e: 1.0 for e in eips}
-        refit_scale = {e: True for e in eips}
-    else:
-        record, path = _load_pretrained(cfg.finetune.pretrained)
-        model = model_from_record(record["model"]).to(dtype)
-        if record["model"]["species"] != split.species:
-            raise ValueError(f"pretrained model {path} knows {record['model']['species']}, data has {split.species}")
-        pre_run = (record.get("training") or {}).get("mlflow_run_id")
-        if pre_run:
-            tags["eip2nn.pretrain_run_id"] = pre_run
-        tags["eip2nn.pretrained"] = str(path)
-        eips = [h for h in model.head_names if h != DFT_HEAD]
-        tags["eip2nn.backbone"] = model.config.backbone
-        cfg = dataclasses.replace(cfg, model=model.config)  # the architecture is the pretrained one
-        train_atoms, val_atoms = Split.labelled(split.train), Split.labelled(split.val)
-        head_weights = {DFT_HEAD: 1.0}
-        if cfg.finetune.replay_fraction > 0:
-            pool = Split.unlabelled(split.train) or split.train
-            n = max(1, round(cfg.finetune.replay_fraction * len(pool)))
-            pick = np.random.default_rng(cfg.train.seed).choice(len(pool), size=min(n, len(pool)), replace=False)
-            specs = resolve_eips(PotentialsDB(), eips, split.species, split.source_tag)
-            replay = label_with([pool[i] for i in sorted(pick)], specs, cfg.data.labels, workers)
-            train_atoms = train_atoms + replay
-            head_weights.update({e: cfg.finetune.replay_weight for e in eips})
-            notes.append(f"replaying {len(replay)} structures with labels of {eips}")
-    terms = [LossTerm(h, h, w) for h, w in head_weights.items()]
-    weak = None
-    if cfg.uses_weak_labels:
-        weak = weak_data(cfg.weak, split, cfg.data.labels, workers, cfg.train.seed,
-                         f"{cfg.data.name} DFT (fraction {cfg.data.dft_fraction}, split seed {cfg.data.split_seed})")
-        c_e, c_f = weak.labeller.tukey_scales()
-        terms.append(LossTerm(WEAK_TARGET, DFT_HEAD, cfg.weak.alpha, c_e, c_f, cfg.weak.forces))
-        train_atoms = train_atoms + weak.pseudo.labelled
-        notes += weak.notes
-        notes.append(f"weak loss: alpha {cfg.weak.alpha}, Tukey c {c_e * 1000:.1f} meV/atom"
-                     + (f", forces with c {c_f:.3f} eV/Å" if cfg.weak.forces else ", energies only"))
-        tags["eip2nn.weak_eips"] = ",".join(weak.eips)
-        tags["eip2nn.n_weak_labels"] = str(len(weak.pseudo.labelled))
-    targets = [t.target for t in terms]
-    train = make_samples(model, train_atoms, targets)
-    val = make_samples(model, val_atoms, [t for t in targets if t != WEAK_TARGET])
-    test = make_samples(model, split.test, [DFT_HEAD])
-    if not any(DFT_HEAD in s.targets for s in train) and DFT_HEAD in head_weights:
-        raise ValueError(f"no DFT-labelled training structure at dft_fraction={cfg.data.dft_fraction}")
-    if cfg.stage != "finetune" and model.backbone.needs_descriptor:
-        model.backbone.fit_standardisation([s.graph for s in train])
-    if cfg.stage == "finetune":
-        init = cfg.finetune.init_head
-        labelled = [s for s in train if DFT_HEAD in s.targets]
-        source = None if init == "fresh" else (_best_eip_head(model, eips, labelled) if init == "best" else init)
-        if source is not None and source not in eips:
-            raise ValueError(f"finetune.init_head: {source!r} is not a head of the pretrained model ({eips})")
-        model.add_head(DFT_HEAD, copy_from=source)
-        refit_scale = {DFT_HEAD: source is None}
-        tags["eip2nn.init_head"] = source or "fresh"
-        frozen = freeze(model, cfg.finetune.freeze)
-        notes.append(f"DFT head initialised from {source or 'scratch'}; {len(frozen)} parameter tensors frozen")
-    for h, fit_scale in refit_scale.items():
-        stats = fit_head_statistics(model.head(h), *head_arrays(train, h), fit_scale=fit_scale)
-        notes.append(f"head {h}: offsets {np.round(stats['offsets_eV_per_atom'], 4).tolist()} eV/atom, "
-                     f"scale {stats['scale_eV']:.3f} eV")
-    tags["eip2nn.eips"] = ",".join(eips) or "-"
-    tags["eip2nn.n_dft_labels"] = str(sum(DFT_HEAD in s.targets for s in train + val))
+    plan = plan_stage(cfg)
+    tracker = make_tracker(cfg.tracking.experiment, cfg.tracking.enabled)
+    name = cfg.tracking.run_name or f"{cfg.arm}-{cfg.data.name.replace('/', '-')}-f{cfg.data.dft_fraction}-s{cfg.train.seed}"
+    with tracker.run(name, plan.tags, cfg.tracking.parent_run_id or None, killed_by=(StopStage,)) as run:
+        _log_plan(plan, run, out, log)
+        result = _fit(plan, run, out, log, on_epoch)
+        return _record(plan, run, out, result)
 
-    run = None
-    if cfg.tracking.enabled:
-        name = cfg.tracking.run_name or f"{cfg.arm}-{cfg.data.name.replace('/', '-')}-f{cfg.data.dft_fraction}-s{cfg.train.seed}"
-        run = Tracker(cfg.tracking.experiment).start(name, tags, cfg.tracking.parent_run_id or None)
-        run.log_params(cfg.as_dict())
-        run.set_tags({"eip2nn.data." + k: v for k, v in split.hashes.items()})
-        run.set_tags({f"eip2nn.version.{k}": v for k, v in package_versions(NN_PACKAGES + ("mlflow",)).items()})
-        if weak:
-            run.log_params({"selector": weak.labeller.selector.get_params()})
-    log(f"{cfg.arm}: {len(train)} training samples, {len(val)} validation, {len(test)} test; "
-        f"targets {targets}; output {out}")
-    for note in notes:
+
+def _log_plan(plan: StagePlan, run, out: Path, log) -> None:
+    """The run's parameters and provenance tags; the plan in the log."""
+    run.log_params(plan.cfg.as_dict())
+    run.set_tags({"eip2nn.data." + k: v for k, v in plan.split.hashes.items()})
+    run.set_tags({f"eip2nn.version.{k}": v for k, v in package_versions(NN_PACKAGES + ("mlflow",)).items()})
+    if plan.weak:
+        run.log_params({"selector": plan.weak.labeller.selector.get_params()})
+    log(f"{plan.cfg.arm}: {len(plan.train)} training samples, {len(plan.val)} validation, {len(plan.test)} test; "
+        f"targets {[t.target for t in plan.terms]}; output {out}")
+    for note in plan.notes:
         log("  " + note)
-    if weak:
-        log("\n".join("  " + line for line in weak.report.table().splitlines()))
-    status = "FAILED"
-    try:
-        def epoch_done(row):
-            if on_epoch:
-                on_epoch(row)
-            if run:
-                run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
-            if row["epoch"] % 10 == 0 or row["epoch"] == cfg.train.epochs - 1:
-                log(f"  epoch {row['epoch']:4d}/{cfg.train.epochs}  train {row['train_loss']:.3e}  "
-                    f"val {row['val_loss']:.3e}  lr {row['lr']:.1e}  {row['structures_per_second']:.0f} structures/s")
+    if plan.weak:
+        log("\n".join("  " + line for line in plan.weak.report.table().splitlines()))
 
-        result = fit(model, train, val, terms, cfg.train, out / "checkpoint.pt", cfg.result_dict(), epoch_done)
-        if result.resumed_from:
-            log(f"  resumed from epoch {result.resumed_from}")
-        metrics, parities = {}, {}
-        if DFT_HEAD in head_weights:
-            for name, samples in (("train", train), ("val", val), ("test", test)):
-                parities[name] = predict(model, samples, DFT_HEAD)
-                metrics[name] = metrics_of(parities[name])
-            by_group = metrics_by_group(model, test, DFT_HEAD)
-            if len(by_group) > 1:
-                metrics.update({GROUP_PREFIX + re.sub(r"[^A-Za-z0-9_.-]", "_", g): m for g, m in by_group.items()})
-        else:
-            for e in eips:
-                metrics[f"val:{e}"] = metrics_of(predict(model, val, e))
-        model_path = save_checkpoint(out / "model.pt", model, cfg.as_dict(), {
-            "mlflow_run_id": run.run_id if run else None, "stage": cfg.stage, "eips": eips,
-            "best_epoch": result.best_epoch, "history": result.history})
-        parity_path = parity_plot(parities, out / "parity.png", f"{cfg.stage} {cfg.data.name}") if parities else None
-        curve_path = learning_curve_plot(result.history, out / "learning_curve.png", cfg.stage) if result.history else None
-        (out / "metrics.json").write_text(json.dumps({k: dataclasses.asdict(v) for k, v in metrics.items()}, indent=1))
-        weak_files = _write_weak_outputs(weak, out, cfg.arm) if weak else []
-        final = {}
-        for name, m in metrics.items():
-            final.update(m.as_dict(name.replace(":", "_")))
-        final.update({"best_epoch": result.best_epoch, "train_seconds": result.seconds})
-        if weak:
-            final.update(weak.report.as_metrics())
-            final.update({"n_weak_labels": len(weak.pseudo.labelled), "n_weak_excluded": len(weak.pseudo.excluded)})
-        if run:
-            run.log_metrics(final, step=len(result.history))
-            run.log_artifact(model_path, "model")
-            for p in (parity_path, curve_path, out / "config.yaml", out / "metrics.json", *weak_files):
-                if p is not None:
-                    run.log_artifact(p, "plots" if p.suffix == ".png" else "outputs")
-        _write_result(out, cfg.stage, run.run_id if run else None, tags, metrics, final, eips, notes, result.seconds)
-        status = "FINISHED"
-    except (KeyboardInterrupt, StopStage):
-        status = "KILLED"
-        raise
-    finally:
-        if run:
-            run.end(status)
-    return StageResult(cfg.stage, out, model_path, model.head_names, metrics, result,
-                       run.run_id if run else None, eips, notes, weak)
+
+def _fit(plan: StagePlan, run, out: Path, log, on_epoch) -> FitResult:
+    """Train the plan's model (resuming its checkpoint), logging every epoch to the run and every tenth to ``log``."""
+    cfg = plan.cfg
+
+    def epoch_done(row):
+        if on_epoch:
+            on_epoch(row)
+        run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+        if row["epoch"] % 10 == 0 or row["epoch"] == cfg.train.epochs - 1:
+            log(f"  epoch {row['epoch']:4d}/{cfg.train.epochs}  train {row['train_loss']:.3e}  "
+                f"val {row['val_loss']:.3e}  lr {row['lr']:.1e}  {row['structures_per_second']:.0f} structures/s")
+
+    result = fit(plan.model, plan.train, plan.val, plan.terms, cfg.train, out / "checkpoint.pt", cfg.result_dict(),
+                 epoch_done)
+    if result.resumed_from:
+        log(f"  resumed from epoch {result.resumed_from}")
+    return result
+
+
+def stage_metrics(plan: StagePlan) -> tuple[dict[str, Metrics], dict]:
+    """(metrics, parities): the DFT head on train/val/test and on each test group, or each EIP head on val."""
+    metrics, parities = {}, {}
+    if not plan.scores_dft:
+        return {f"val:{e}": metrics_of(predict(plan.model, plan.val, e)) for e in plan.eips}, parities
+    for name, samples in (("train", plan.train), ("val", plan.val), ("test", plan.test)):
+        parities[name] = predict(plan.model, samples, DFT_HEAD)
+        metrics[name] = metrics_of(parities[name])
+    by_group = metrics_by_group(plan.model, plan.test, DFT_HEAD)
+    if len(by_group) > 1:
+        metrics.update({GROUP_PREFIX + re.sub(r"[^A-Za-z0-9_.-]", "_", g): m for g, m in by_group.items()})
+    return metrics, parities
+
+
+def _record(plan: StagePlan, run, out: Path, result: FitResult) -> StageResult:
+    """Metrics, model, plots and outputs into the stage folder and the run; result.json last."""
+    cfg, weak = plan.cfg, plan.weak
+    metrics, parities = stage_metrics(plan)
+    model_path = save_checkpoint(out / "model.pt", plan.model, cfg.as_dict(), {
+        "mlflow_run_id": run.run_id, "stage": cfg.stage, "eips": plan.eips,
+        "best_epoch": result.best_epoch, "history": result.history})
+    parity_path = parity_plot(parities, out / "parity.png", f"{cfg.stage} {cfg.data.name}") if parities else None
+    curve_path = learning_curve_plot(result.history, out / "learning_curve.png", cfg.stage) if result.history else None
+    (out / "metrics.json").write_text(json.dumps({k: dataclasses.asdict(v) for k, v in metrics.items()}, indent=1))
+    weak_files = _write_weak_outputs(weak, out, cfg.arm) if weak else []
+    final = {}
+    for name, m in metrics.items():
+        final.update(m.as_dict(name.replace(":", "_")))
+    final.update({"best_epoch": result.best_epoch, "train_seconds": result.seconds})
+    if weak:
+        final.update(weak.report.as_metrics())
+        final.update({"n_weak_labels": len(weak.pseudo.labelled), "n_weak_excluded": len(weak.pseudo.excluded)})
+    run.log_metrics(final, step=len(result.history))
+    run.log_artifact(model_path, "model")
+    for p in (parity_path, curve_path, out / "config.yaml", out / "metrics.json", *weak_files):
+        if p is not None:
+            run.log_artifact(p, "plots" if p.suffix == ".png" else "outputs")
+    _write_result(out, cfg.stage, run.run_id, plan.tags, metrics, final, plan.eips, plan.notes, result.seconds)
+    return StageResult(cfg.stage, out, model_path, plan.model.head_names, metrics, result, run.run_id, plan.eips,
+                       plan.notes, weak)
 
 
 def _write_result(out: Path, stage: str, run_id, tags, metrics, final, eips, notes, seconds) -> None:

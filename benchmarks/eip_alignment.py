@@ -18,11 +18,11 @@ from collections import Counter
 
 import numpy as np
 
+from eip2nn.data.protocol import DataConfig, make_split
 from eip2nn.keys import ENERGY, eip_key
+from eip2nn.labelling.choice import eligible_eips, label_with
 from eip2nn.potentials.db import PotentialsDB
 from eip2nn.tables import format_table
-from eip2nn.training.protocol import DataConfig, make_split
-from eip2nn.training.transfer import eligible_eips, label_with
 from eip2nn.weak.targets import error_matrix, fit_alignments
 
 

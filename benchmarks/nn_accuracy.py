@@ -16,7 +16,8 @@ import json
 import time
 from pathlib import Path
 
-from eip2nn.training.stages import StageConfig, run_stage
+from eip2nn.training.config import StageConfig
+from eip2nn.training.stages import run_stage
 from stats import mean_spread
 
 PUBLISHED = {  # element: (GAP E meV/atom, MTP E, GAP F eV/Å, MTP F)

@@ -47,8 +47,10 @@ def batches(n: int, size: int, seed: int) -> list[list[int]]:
 
 
 def time_eip2nn(structures, args) -> tuple[float, list[float]]:
-    from eip2nn.nn.model import EnergyModel, ModelConfig
-    from eip2nn.training.loss import LossWeights, batch_loss
+    from eip2nn.nn.config import ModelConfig
+    from eip2nn.nn.model import EnergyModel
+    from eip2nn.training.config import LossWeights
+    from eip2nn.training.loss import batch_loss
     from eip2nn.training.samples import make_samples
 
     torch.manual_seed(0)

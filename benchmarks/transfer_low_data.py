@@ -18,7 +18,8 @@ import statistics
 import time
 from pathlib import Path
 
-from eip2nn.training.stages import StageConfig, run_stage
+from eip2nn.training.config import StageConfig
+from eip2nn.training.stages import run_stage
 from stats import mean_spread
 
 

@@ -25,7 +25,8 @@ import numpy as np
 
 from eip2nn.data import load_dataset
 from eip2nn.keys import CONFIG_ID, REF_ENERGY, WEAK_ENERGY
-from eip2nn.training.stages import StageConfig, run_stage
+from eip2nn.training.config import StageConfig
+from eip2nn.training.stages import run_stage
 from stats import mean_spread
 
 

@@ -309,7 +309,8 @@ def cmd_run(args) -> int:
 
 # -- training and evaluation -----------------------------------------------------
 def cmd_train(args) -> int:
-    from eip2nn.training.stages import load_stage_config, run_stage
+    from eip2nn.training.config import load_stage_config
+    from eip2nn.training.stages import run_stage
     cfg = load_stage_config(args.config, args.set)
     result = run_stage(cfg)
     print(result.table())
@@ -349,7 +350,7 @@ def _labelled_sources(args):
 
 def cmd_init(args) -> int:
     from eip2nn.pipeline.guided_start import start_pipeline
-    from eip2nn.training.protocol import DataConfig
+    from eip2nn.data.protocol import DataConfig
     options = _user_data_options(args, args.train)
     data = DataConfig(train=args.train, test=args.test or "", test_fraction=args.test_fraction, format=args.format,
                       keys=options.keys, stress_units=args.stress_units, stress_sign=args.stress_sign,

@@ -5,7 +5,7 @@ Usage: python scripts/check_eip_choices.py si-full mo-full ...   (names under ou
 For each finished stage that chose its EIPs (pretraining heads, weak-selector
 candidates) under another rule (its folder's hash is not the one today's code
 gives its config), it reads the EIPs from the stage's notes, chooses again on
-the same split with :func:`eip2nn.training.transfer.select_eips`, and prints
+the same split with :func:`eip2nn.labelling.choice.select_eips`, and prints
 any difference. The labels come from the stage's label store, so nothing is
 relabelled when they are there. Run with EIP2NN_DATA_DIR set, like the pipelines.
 """
@@ -18,10 +18,11 @@ from pathlib import Path
 
 import yaml
 
+from eip2nn.data.protocol import Split, make_split
+from eip2nn.labelling.choice import select_eips
 from eip2nn.potentials.db import PotentialsDB
-from eip2nn.training.protocol import Split, make_split
-from eip2nn.training.stages import RESULT_FILE, StageConfig, stage_dir
-from eip2nn.training.transfer import select_eips
+from eip2nn.training.config import StageConfig
+from eip2nn.training.stages import RESULT_FILE, stage_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,8 @@ from ase.md.verlet import VelocityVerlet
 
 from eip2nn.calculator import EIP2NNCalculator
 from eip2nn.nn.checkpoint import save_checkpoint
-from eip2nn.nn.model import DFT_HEAD, EnergyModel, ModelConfig
+from eip2nn.nn.config import ModelConfig
+from eip2nn.nn.model import DFT_HEAD, EnergyModel
 
 
 @pytest.fixture(params=["schnet", "symmetry_functions"])

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 
 from eip2nn.data import load_dataset
+from eip2nn.labelling.choice import TWIN_TOLERANCE, choose_eips, eligible_eips
 from eip2nn.labelling.hashing import structure_hashes
 from eip2nn.labelling.store import LabelStore
 from eip2nn.potentials.db import PotentialsDB
-from eip2nn.training import stages as stages_module
-from eip2nn.training.stages import StageConfig
-from eip2nn.training.transfer import TWIN_TOLERANCE, choose_eips, eligible_eips
+from eip2nn.training import config as training_config
+from eip2nn.training.config import StageConfig
 
 # the same potential through KIM and through LAMMPS (equal to 1e-13 eV/atom, or 8e-5 for SW)
 TWINS = [("Tersoff_LAMMPS_Tersoff_1988T2_Si", "lmp_Si_tersoff"),
@@ -75,7 +75,7 @@ def test_stages_that_choose_their_eips_are_keyed_by_the_choice_rule(tmp_path, mo
         "weak auto": StageConfig.from_dict({"stage": "weak", "output": str(tmp_path), "weak": {"enabled": True}}),
     }
     before = {k: c.content_hash() for k, c in configs.items()}
-    monkeypatch.setattr(stages_module, "EIP_CHOICE_RULE", "another rule")
+    monkeypatch.setattr(training_config, "EIP_CHOICE_RULE", "another rule")
     after = {k: c.content_hash() for k, c in configs.items()}
     changed = {k for k in configs if before[k] != after[k]}
     assert changed == {"pretrain auto", "weak auto"}

@@ -12,8 +12,9 @@ from ase import Atoms
 from ase.build import bulk
 from scipy.spatial.transform import Rotation
 
+from eip2nn.nn.config import ModelConfig
 from eip2nn.nn.graph import UnknownSpeciesError, collate
-from eip2nn.nn.model import EnergyModel, ModelConfig
+from eip2nn.nn.model import EnergyModel
 
 CUTOFF = 4.0
 BACKBONES = ["schnet", "symmetry_functions"]
@@ -154,7 +155,8 @@ def test_unknown_species_is_an_error_naming_the_element(model):
 def test_graph_cache_shares_a_graph_for_the_same_geometry_only():
     from ase.build import bulk
 
-    from eip2nn.nn.model import EnergyModel, ModelConfig
+    from eip2nn.nn.config import ModelConfig
+    from eip2nn.nn.model import EnergyModel
     model = EnergyModel(ModelConfig(backbone="symmetry_functions", descriptor="set30", width=8, depth=1),
                         ["Si"], ["dft"])
     atoms = bulk("Si", "diamond", a=5.43, cubic=True)

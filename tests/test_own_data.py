@@ -85,7 +85,7 @@ def _own(tmp, train, test, keys, **extra):
 
 def test_every_format_gives_the_registered_dataset_s_training_inputs_and_result(si_files):
     """extxyz (default and renamed keys), ASE db and mlearn JSON files train exactly as mlearn/Si does."""
-    from eip2nn.training.protocol import make_split
+    from eip2nn.data.protocol import make_split
     tmp, files = si_files
     registered = pipeline_from_dict({**TINY, "output": str(tmp / "out-registered"),
                                      "data": {"dataset": "mlearn/Si", "workers": 1}})
@@ -114,7 +114,7 @@ def test_every_format_gives_the_registered_dataset_s_training_inputs_and_result(
 
 def test_without_a_test_file_a_seeded_share_is_held_out_and_never_trained_on(si_files):
     from eip2nn.data.checks import structure_fingerprints
-    from eip2nn.training.protocol import make_split
+    from eip2nn.data.protocol import make_split
     tmp, files = si_files
     train, _, _ = files["extxyz"]
     p = pipeline_from_dict({**TINY, "data": {"train": str(train), "test_fraction": 0.2, "workers": 1}})
@@ -252,7 +252,7 @@ def test_registered_data_keeps_the_stage_hashes_of_before_files_were_accepted():
     The values were computed by eip2nn at commit 1445648, before data.train and train.stress_weight existed.
     """
     from eip2nn.pipeline.runner import cell_config, pretrain_config
-    from eip2nn.training.stages import StageConfig
+    from eip2nn.training.config import StageConfig
     p = load_pipeline(Path(__file__).parents[1] / "pipelines" / "si_quick.yaml")
     assert StageConfig().content_hash() == "64ff020bdd51"
     assert cell_config(p, "both", 0.1, 1, "x").content_hash() == "6708a8708361"

@@ -16,12 +16,14 @@ from ase import Atoms, units
 from ase.build import bulk
 
 from eip2nn.keys import GROUP, REF_ENERGY, REF_FORCES, REF_STRESS, STRESS, WEAK_ENERGY, WEAK_FORCES, eip_key
-from eip2nn.nn.model import DFT_HEAD, EnergyModel, ModelConfig
+from eip2nn.nn.config import ModelConfig
+from eip2nn.nn.model import DFT_HEAD, EnergyModel
 from eip2nn.nn.offsets import fit_head_statistics
-from eip2nn.training.loss import LossWeights, batch_loss
+from eip2nn.training.config import LossWeights, TrainConfig
+from eip2nn.training.loss import batch_loss
 from eip2nn.training.metrics import (Metrics, Parity, metrics_by_group, metrics_of, metrics_table, predict)
 from eip2nn.training.samples import NO_GROUP, WEAK_TARGET, head_arrays, make_samples, read_target
-from eip2nn.training.trainer import TrainConfig, fit
+from eip2nn.training.trainer import fit
 
 TINY = ModelConfig(width=16, depth=2, n_rbf=12, head_hidden=16, cutoff=4.5)
 STRESS_WEIGHT = 1000.0  # on (eV/Å³)²: a 1 GPa error costs 0.039

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from eip2nn.config import ConfigError
+from eip2nn.data.protocol import DataConfig, make_split
 from eip2nn.keys import REF_ENERGY, REF_FORCES
 from eip2nn.nn.checkpoint import load_model, read_checkpoint
 from eip2nn.nn.model import DFT_HEAD
-from eip2nn.training.protocol import DataConfig, make_split
-from eip2nn.training.stages import StageConfig, run_stage
+from eip2nn.training.config import StageConfig
+from eip2nn.training.stages import run_stage
 
 TINY = {"model": {"width": 8, "depth": 1, "n_rbf": 8, "head_hidden": 8, "cutoff": 4.5},
         "train": {"epochs": 3, "batch_size": 16, "lr": 5e-3}}
@@ -166,10 +167,12 @@ def test_leakage_tagged_eip_is_refused_for_pretraining(workdir, mlflow_client):
 
 def test_resume_after_interrupt_equals_uninterrupted(tmp_path, data_mirror_session):
     from eip2nn.data import load_dataset
-    from eip2nn.nn.model import EnergyModel, ModelConfig
+    from eip2nn.nn.config import ModelConfig
+    from eip2nn.nn.model import EnergyModel
     from eip2nn.nn.offsets import fit_head_statistics
     from eip2nn.training.samples import head_arrays, make_samples
-    from eip2nn.training.trainer import TrainConfig, fit
+    from eip2nn.training.config import TrainConfig
+    from eip2nn.training.trainer import fit
 
     structures = load_dataset("mlearn/Si/test")
 

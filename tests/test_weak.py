@@ -11,7 +11,8 @@ from eip2nn.training import trainer
 from eip2nn.training.loss import tukey_rho
 from eip2nn.training.samples import WEAK_TARGET
 from eip2nn.training.stages import run_stage
-from eip2nn.weak.labeller import WeakConfig, WeakLabeller
+from eip2nn.weak.config import WeakConfig
+from eip2nn.weak.labeller import WeakLabeller
 from eip2nn.weak.selector import EIPSelector
 from eip2nn.weak.targets import NONE, fit_alignments
 from test_training import stage_config

@@ -1,4 +1,4 @@
-"""DFT data: the registry of reference sets, readers, a user's own files and their checks, splits."""
+"""DFT data: the registry of reference sets, readers, a user's own files and their checks, splits, the protocol."""
 
 from .checks import CheckedData, check_dft_data, close_pairs, structure_fingerprints
 from .files import STRESS_UNITS, BadFrame, DataError, DataKeys, FileData, read_dft_file

@@ -1,1 +1,1 @@
-"""Label structures with EIPs into a resumable on-disk store."""
+"""Label structures with EIPs into a resumable on-disk store; choose the EIPs an arm trains on."""

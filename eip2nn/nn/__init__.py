@@ -1,1 +1,1 @@
-"""Neural-network potentials: graphs, backbones, multi-head energy models."""
+"""Neural-network potentials: graphs, backbones, multi-head energy models, freezing."""

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from eip2nn.labelling.provenance import package_versions
-from eip2nn.nn.model import EnergyModel, ModelConfig
+from eip2nn.nn.config import ModelConfig
+from eip2nn.nn.model import EnergyModel
 
 FORMAT = "eip2nn-checkpoint/1"
 NN_PACKAGES = ("torch", "numpy", "ase", "matscipy", "kliff")

@@ -9,39 +9,18 @@ DFT energies have zeros eV/atom apart.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 from ase import Atoms
 from torch import nn
 
 from eip2nn.nn.backbones import SchNet, SymmetryFunctionNet, mlp
+from eip2nn.nn.config import ModelConfig
 from eip2nn.nn.derivatives import Prediction, energies_and_derivatives
 from eip2nn.nn.descriptors import SymmetryFunctions
 from eip2nn.nn.graph_cache import CACHE, geometry_key
 from eip2nn.nn.graph import AtomicGraph, Batch, build_graph
 
 DFT_HEAD = "dft"
-BACKBONES = ("schnet", "symmetry_functions")
-
-
-@dataclass
-class ModelConfig:
-    """Architecture; every field is a constructor keyword with its default."""
-
-    backbone: str = "schnet"  # "schnet" | "symmetry_functions"
-    cutoff: float = 5.0  # Å
-    width: int = 64  # features per atom
-    depth: int = 3  # SchNet interactions, or MLP layers of the descriptor net
-    n_rbf: int = 20  # SchNet radial basis size
-    descriptor: str = "set51"  # KLIFF symmetry-function set ("set51" | "set30")
-    head_hidden: int = 32  # hidden units of each head's MLP
-
-    def __post_init__(self):
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"model.backbone: {self.backbone!r} is not one of {BACKBONES}")
-        if self.cutoff <= 0 or self.width < 1 or self.depth < 1:
-            raise ValueError(f"model: cutoff, width and depth must be positive, got {asdict(self)}")
 
 
 def head_key(name: str) -> str:

@@ -2,7 +2,7 @@
 
 A pipeline crosses arms × DFT fractions × seeds on one dataset (registered, or the
 user's own files: ``data.train`` and optionally ``data.test``). Every cell is
-one training stage (:mod:`eip2nn.training.stages`) built from the shared
+one training stage (:class:`eip2nn.training.config.StageConfig`) built from the shared
 ``data``/``model``/``train``/``finetune``/``weak`` sections; the transfer arms
 fine-tune one backbone per seed, pretrained on EIP labels with ``pretrain.train``.
 """
@@ -16,11 +16,10 @@ from pathlib import Path
 import yaml
 
 from eip2nn.config import ConfigError, apply_overrides, from_dict, load_yaml
-from eip2nn.nn.model import ModelConfig
-from eip2nn.training.protocol import DataConfig
-from eip2nn.training.stages import FinetuneConfig
-from eip2nn.training.trainer import TrainConfig
-from eip2nn.weak.labeller import WeakConfig
+from eip2nn.data.protocol import DataConfig
+from eip2nn.nn.config import ModelConfig
+from eip2nn.training.config import FinetuneConfig, TrainConfig
+from eip2nn.weak.config import WeakConfig
 
 ARMS = ("baseline", "weak", "transfer", "both")
 

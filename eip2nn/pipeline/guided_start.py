@@ -1,7 +1,7 @@
 """``eip2nn init``: look at a user's DFT files, score the eligible EIPs on them, write a pipeline.
 
 :func:`start_pipeline` reads and checks the files exactly as a pipeline will
-(:func:`eip2nn.training.protocol.make_split`), labels the training structures
+(:func:`eip2nn.data.protocol.make_split`), labels the training structures
 with every eligible empirical potential, compares each with the DFT labels
 (energies after per-element offsets, forces per component) and returns a
 ready pipeline config whose defaults follow the size of the data.
@@ -19,15 +19,15 @@ import numpy as np
 import yaml
 
 from eip2nn.data.files import DataKeys
+from eip2nn.data.protocol import DataConfig, Split, candidate_species, make_split
 from eip2nn.keys import GROUP, REF_ENERGY, REF_FORCES, REF_STRESS
+from eip2nn.labelling.choice import eligible_eips
 from eip2nn.labelling.compare import Agreement, compare_to_reference
 from eip2nn.labelling.engine import label
 from eip2nn.labelling.store import LabelStore
 from eip2nn.pipeline.config import PipelineConfig, pipeline_from_dict
 from eip2nn.potentials.db import PotentialsDB
 from eip2nn.tables import format_table
-from eip2nn.training.protocol import DataConfig, Split, candidate_species, make_split
-from eip2nn.training.transfer import eligible_eips
 
 MIN_LABELS = 5  # the smallest DFT fraction offered keeps at least this many labelled training structures
 FRACTIONS = (0.1, 0.5, 1.0)  # a learning curve in three points; add fractions (and epochs) for a full study

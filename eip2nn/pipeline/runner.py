@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from eip2nn.data.protocol import Split, candidate_species, make_split
+from eip2nn.labelling.choice import eligible_eips
 from eip2nn.labelling.engine import label
 from eip2nn.labelling.hashing import structure_hashes
 from eip2nn.labelling.store import LabelStore
@@ -25,10 +27,8 @@ from eip2nn.pipeline.report import (CellResult, Row, group_markdown_table, learn
                                     text_table, write_cells_csv, write_csv)
 from eip2nn.potentials.db import PotentialsDB
 from eip2nn.tracking import NullTracker, Tracker, git_commit, make_tracker
-from eip2nn.training.protocol import Split, candidate_species, make_split
-from eip2nn.training.stages import (GROUP_PREFIX, FinishedStage, StageConfig, TrackingConfig, finished_stage, run_stage,
-                                    stage_dir)
-from eip2nn.training.transfer import eligible_eips
+from eip2nn.training.config import StageConfig, TrackingConfig
+from eip2nn.training.stages import GROUP_PREFIX, FinishedStage, finished_stage, run_stage, stage_dir
 
 STAGE_OF_ARM = {"baseline": "baseline", "weak": "weak", "transfer": "finetune", "both": "finetune"}
 

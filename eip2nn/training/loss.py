@@ -16,14 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from eip2nn.nn.graph import collate
+from eip2nn.training.config import LossWeights
 from eip2nn.training.samples import Sample
-
-
-@dataclass(frozen=True)
-class LossWeights:
-    energy: float = 1.0  # on (ΔE / n_atoms)², eV²/atom²
-    forces: float = 0.1  # on ΔF², (eV/Å)², per component
-    stress: float = 0.0  # on Δσ², (eV/Å³)², per Voigt component; see TrainConfig.stress_weight
 
 
 @dataclass(frozen=True)

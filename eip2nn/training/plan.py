@@ -17,16 +17,17 @@ import torch
 from ase import Atoms
 
 from eip2nn.alignment import aligned_energy_errors
+from eip2nn.data.protocol import Split, candidate_species, make_split
+from eip2nn.labelling.choice import label_with, resolve_eips, select_eips
 from eip2nn.nn.checkpoint import model_from_record, read_checkpoint
+from eip2nn.nn.freezing import freeze
 from eip2nn.nn.graph import collate
 from eip2nn.nn.model import DFT_HEAD, EnergyModel
 from eip2nn.nn.offsets import fit_head_statistics
 from eip2nn.potentials.db import PotentialsDB
 from eip2nn.tracking import download_checkpoint, git_commit
 from eip2nn.training.loss import LossTerm
-from eip2nn.training.protocol import Split, candidate_species, make_split
 from eip2nn.training.samples import WEAK_TARGET, Sample, head_arrays, make_samples
-from eip2nn.training.transfer import freeze, label_with, resolve_eips, select_eips
 from eip2nn.weak.arm import WeakData, weak_data
 
 

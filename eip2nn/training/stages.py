@@ -1,5 +1,7 @@
 """Trainer stages — baseline, weak, pretrain, finetune — each one tracked MLflow run.
 
+A stage's config is :class:`eip2nn.training.config.StageConfig`; this module runs it.
+
 - baseline: the DFT head on the DFT labels the fraction allows.
 - weak: baseline plus α × a Tukey-biweight loss on pseudo-DFT labels that a
   selector picks from the EIPs for the unlabelled structures.
@@ -12,7 +14,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -21,112 +22,16 @@ from pathlib import Path
 import torch
 import yaml
 
-from eip2nn.config import from_dict
-from eip2nn.data.registry import sha256_of
 from eip2nn.labelling.provenance import package_versions
 from eip2nn.nn.checkpoint import NN_PACKAGES, save_checkpoint
-from eip2nn.nn.model import DFT_HEAD, ModelConfig
+from eip2nn.nn.model import DFT_HEAD
 from eip2nn.plots import confusion_plot, learning_curve_plot, parity_plot
 from eip2nn.tracking import make_tracker
+from eip2nn.training.config import StageConfig
 from eip2nn.training.metrics import Metrics, metrics_by_group, metrics_of, metrics_table, predict
 from eip2nn.training.plan import StagePlan, plan_stage
-from eip2nn.training.protocol import DataConfig
-from eip2nn.training.trainer import FitResult, TrainConfig, fit
-from eip2nn.training.transfer import EIP_CHOICE_RULE
+from eip2nn.training.trainer import FitResult, fit
 from eip2nn.weak.arm import WeakData
-from eip2nn.weak.labeller import WeakConfig
-
-STAGES = ("baseline", "weak", "pretrain", "finetune")
-
-
-@dataclass
-class FinetuneConfig:
-    pretrained: str = ""  # checkpoint path, or "runs:/<mlflow run id>"
-    init_head: str = "fresh"  # "fresh" | "best" (EIP head closest to DFT) | an EIP head's id
-    freeze: str = "none"  # "none" | "backbone" | "embedding" | "interactions:N" | "layers:N"
-    replay_fraction: float = 0.0  # share of unlabelled training structures replayed with EIP labels
-    replay_weight: float = 0.1  # loss weight of each replayed EIP head
-
-
-@dataclass
-class TrackingConfig:
-    enabled: bool = True
-    experiment: str = "eip2nn"
-    run_name: str = ""  # default: "<stage>-<dataset>-f<fraction>-s<seed>"
-    parent_run_id: str = ""
-
-
-@dataclass
-class StageConfig:
-    stage: str = "baseline"  # "baseline" | "pretrain" | "finetune"
-    output: str = "outputs/runs"  # each run writes to <output>/<stage>-<config hash>/
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    weak: WeakConfig = field(default_factory=WeakConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-
-    def __post_init__(self):
-        if self.stage not in STAGES:
-            raise ValueError(f"stage: {self.stage!r} is not one of {STAGES}")
-        if self.stage == "finetune" and not self.finetune.pretrained:
-            raise ValueError("finetune.pretrained is required for stage finetune")
-        if self.weak.enabled and self.stage not in ("weak", "finetune"):
-            raise ValueError(f"weak.enabled applies to stages weak and finetune, not {self.stage}; "
-                             "use stage: weak for the weak arm")
-
-    @property
-    def arm(self) -> str:
-        """baseline | weak | pretrain | finetune | both (finetune with weak labels)."""
-        return "both" if self.stage == "finetune" and self.weak.enabled else self.stage
-
-    @property
-    def uses_weak_labels(self) -> bool:
-        return self.arm in ("weak", "both")
-
-    @property
-    def chooses_eips(self) -> bool:
-        """Whether this stage picks its EIPs itself (pretraining heads or weak-selector candidates)."""
-        return (self.stage == "pretrain" and not self.data.eips) or (self.uses_weak_labels and not self.weak.eips)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "StageConfig":
-        return from_dict(cls, data)
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def result_dict(self) -> dict:
-        """Everything that shapes the result: the config without its tracking section.
-
-        Data and training fields added later (``LATE_FIELDS``) are left out while at their
-        defaults, so stages finished before they existed are still found and reused.
-        """
-        d = self.as_dict()
-        d.pop("tracking")
-        for section, cls in (("data", DataConfig), ("train", TrainConfig)):
-            defaults = dataclasses.asdict(cls())
-            for name in cls.LATE_FIELDS:
-                if d[section][name] == defaults[name]:
-                    del d[section][name]
-        return d
-
-    def content_hash(self) -> str:
-        """Hash of :meth:`result_dict`, the contents of the user's data files and extra structure files included
-        (an edited file is new data: its stages run again)."""
-        d = self.result_dict()
-        d["extra_structures_sha256"] = [_file_sha256(p) for p in self.weak.extra_structures]
-        if self.data.is_files:
-            d["data_files_sha256"] = [_file_sha256(p) for p in (self.data.train, self.data.test) if p]
-        if self.chooses_eips:  # a stage whose EIPs were chosen under another rule is not reused
-            d["eip_choice_rule"] = EIP_CHOICE_RULE
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def _file_sha256(path: str) -> str | None:
-    """sha256 of a file's bytes (memoised per size and mtime), None when it does not exist."""
-    return sha256_of(Path(path)) if Path(path).is_file() else None
 
 
 @dataclass
@@ -304,10 +209,3 @@ def _write_weak_outputs(weak: WeakData, out: Path, arm: str) -> list[Path]:
                                    "excluded": [{"structure": n, "reason": r} for n, r in weak.pseudo.excluded]},
                                   indent=1))
     return [report, plot, details]
-
-
-def load_stage_config(path: str | Path, overrides: list[str] | None = None) -> StageConfig:
-    from eip2nn.config import apply_overrides, load_yaml
-
-    return StageConfig.from_dict(apply_overrides(load_yaml(path), overrides or []))
-

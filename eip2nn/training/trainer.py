@@ -18,45 +18,9 @@ from typing import Callable
 import torch
 
 from eip2nn.nn.checkpoint import read_checkpoint, save_checkpoint
-from eip2nn.training.loss import LossTerm, LossWeights, as_terms, batch_loss
+from eip2nn.training.config import TrainConfig
+from eip2nn.training.loss import LossTerm, as_terms, batch_loss
 from eip2nn.training.samples import Sample
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 300
-    batch_size: int = 8
-    lr: float = 2e-3  # Adam learning rate
-    weight_decay: float = 0.0
-    energy_weight: float = 1.0  # loss weight on (ΔE/n_atoms)², eV²
-    force_weight: float = 0.1  # loss weight on ΔF², (eV/Å)²
-    # Loss weight on Δσ² per Voigt component, (eV/Å³)²; 0 = stress not trained (and not computed).
-    # Stress errors are small in eV/Å³ (1 GPa = 6.24e-3 eV/Å³), so the weight must be large:
-    # a 1 GPa error adds 3.9e-5 × weight, and 1e3 weighs it like a 0.2 eV/atom energy error at
-    # energy_weight 1, or 0.6 eV/Å force error at force_weight 0.1. Try 1e2–1e3 (metrics report GPa).
-    stress_weight: float = 0.0
-    patience: int = 40  # epochs without validation improvement before stopping
-    lr_patience: int = 10  # epochs without improvement before LR × lr_factor
-    lr_factor: float = 0.5
-    min_lr: float = 1e-5
-    seed: int = 0
-    dtype: str = "float32"  # "float32" | "float64"
-
-    # fields added after stage hashes were first written: to be left out of a stage's hash while at
-    # their default (as DataConfig.LATE_FIELDS), so finished stages keep being reused
-    LATE_FIELDS = ("stress_weight",)
-
-    def __post_init__(self):
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"train.dtype must be float32 or float64, got {self.dtype!r}")
-        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("train: epochs >= 0, batch_size >= 1 and lr > 0 are required")
-        if self.stress_weight < 0:
-            raise ValueError(f"train.stress_weight must be >= 0, got {self.stress_weight}")
-
-    @property
-    def loss_weights(self) -> LossWeights:
-        return LossWeights(self.energy_weight, self.force_weight, self.stress_weight)
 
 
 @dataclass

@@ -15,12 +15,13 @@ from pathlib import Path
 from ase import Atoms
 
 from eip2nn.data import hide_dft_labels, read_structures
+from eip2nn.data.protocol import Split
+from eip2nn.labelling.choice import label_with, select_eips
 from eip2nn.labelling.hashing import structure_hashes
 from eip2nn.labelling.store import LabelStore
 from eip2nn.potentials.db import PotentialsDB
-from eip2nn.training.protocol import Split
-from eip2nn.training.transfer import label_with, select_eips
-from eip2nn.weak.labeller import PseudoLabels, WeakConfig, WeakLabeller
+from eip2nn.weak.config import WeakConfig
+from eip2nn.weak.labeller import PseudoLabels, WeakLabeller
 from eip2nn.weak.report import SelectorReport
 
 

@@ -16,11 +16,12 @@ from pathlib import Path
 
 from ase import Atoms
 
-from eip2nn.data import get_dataset, hide_dft_labels, load_dataset
-from eip2nn.data.files import BadFrame, DataKeys
-from eip2nn.data.splits import nested_fractions, train_val_split
-from eip2nn.data.user import UserDataOptions, load_user_data
-from eip2nn.keys import REF_ENERGY, REF_STRESS
+from ..keys import REF_ENERGY, REF_STRESS
+from .files import BadFrame, DataKeys
+from .readers import hide_dft_labels
+from .registry import get_dataset, load_dataset
+from .splits import nested_fractions, train_val_split
+from .user import UserDataOptions, load_user_data
 
 ON_BAD = ("error", "skip")
 

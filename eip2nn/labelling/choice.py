@@ -1,4 +1,9 @@
-"""Transfer-learning helpers: which EIPs to pretrain on, and freezing."""
+"""EIP choice for training: which EIPs an arm may use, which it picks, and their labels.
+
+An arm pretrains on (or offers its weak selector) the EIPs it names, checked
+for leakage, or else the eligible empirical EIPs closest to the DFT labels it
+may see, a twin of one already chosen counted once (:func:`choose_eips`).
+"""
 
 from __future__ import annotations
 
@@ -124,35 +129,3 @@ def label_with(structures: list[Atoms], specs: list[PotentialSpec], store_path: 
     label(structures, specs, store_path, workers=workers, progress=False)
     with LabelStore(store_path) as store:
         return attach_labels(structures, store, [s.id for s in specs])
-
-
-def freeze(model, spec: str) -> list[str]:
-    """Stop gradients to part of the backbone; returns the frozen parameter names.
-
-    spec: "none"; "backbone" (all of it); "embedding" (SchNet's species
-    embedding); "interactions:N" (SchNet embedding + first N interactions);
-    "layers:N" (first N linear layers of the descriptor network).
-    """
-    names = []
-    bb = model.backbone
-    if spec == "none":
-        return names
-    if spec == "backbone":
-        modules = [bb]
-    elif spec == "embedding" and hasattr(bb, "embedding"):
-        modules = [bb.embedding]
-    elif spec.startswith("interactions:") and hasattr(bb, "interactions"):
-        k = int(spec.split(":", 1)[1])
-        modules = [bb.embedding, *bb.interactions[:k]]
-    elif spec.startswith("layers:") and hasattr(bb, "net"):
-        k = int(spec.split(":", 1)[1])
-        linears = [m for m in bb.net if hasattr(m, "weight")]
-        modules = linears[:k]
-    else:
-        raise ValueError(f"finetune.freeze: {spec!r} does not apply to backbone {model.config.backbone!r}; use "
-                         "none, backbone, embedding, interactions:N (schnet) or layers:N (symmetry_functions)")
-    for m in modules:
-        for p in m.parameters():
-            p.requires_grad_(False)
-    frozen = {id(p) for m in modules for p in m.parameters()}
-    return [n for n, p in model.named_parameters() if id(p) in frozen]

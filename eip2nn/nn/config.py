@@ -1,0 +1,26 @@
+"""The model section of a config: the architecture, cheap to import (no torch)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+BACKBONES = ("schnet", "symmetry_functions")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture; every field is a constructor keyword with its default."""
+
+    backbone: str = "schnet"  # "schnet" | "symmetry_functions"
+    cutoff: float = 5.0  # Å
+    width: int = 64  # features per atom
+    depth: int = 3  # SchNet interactions, or MLP layers of the descriptor net
+    n_rbf: int = 20  # SchNet radial basis size
+    descriptor: str = "set51"  # KLIFF symmetry-function set ("set51" | "set30")
+    head_hidden: int = 32  # hidden units of each head's MLP
+
+    def __post_init__(self):
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"model.backbone: {self.backbone!r} is not one of {BACKBONES}")
+        if self.cutoff <= 0 or self.width < 1 or self.depth < 1:
+            raise ValueError(f"model: cutoff, width and depth must be positive, got {asdict(self)}")

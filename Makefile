@@ -1,6 +1,6 @@
 # The two commands a new user needs (see README):
 #   make run   — install everything, then run the quick Si pipeline (baseline vs weak vs transfer vs both)
-#   make test  — install everything, then run the test suite
+#   make test  — install everything, then lint (ruff, pyproject.toml) and run the test suite
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Read the reference data from a local mirror when one sits beside the repo (../shared/data);
@@ -10,7 +10,7 @@ ifneq ($(wildcard $(SHARED_DATA)/mlearn),)
 export EIP2NN_DATA_DIR ?= $(SHARED_DATA)
 endif
 
-.PHONY: install run test bench
+.PHONY: install run test lint bench
 install:
 	bash scripts/install.sh
 
@@ -19,7 +19,11 @@ run: install
 
 test:
 	bash scripts/install.sh --with-test-tools
+	$(BIN)/ruff check eip2nn tests benchmarks scripts
 	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check eip2nn tests benchmarks scripts
 
 bench: install
 	bash scripts/install_bench_deps.sh

@@ -16,9 +16,10 @@ import json
 import time
 from pathlib import Path
 
+from stats import mean_spread
+
 from eip2nn.training.config import StageConfig
 from eip2nn.training.stages import run_stage
-from stats import mean_spread
 
 PUBLISHED = {  # element: (GAP E meV/atom, MTP E, GAP F eV/Å, MTP F)
     "Ni": (0.42, 0.48, 0.02, 0.01), "Cu": (0.46, 0.41, 0.01, 0.01), "Li": (0.49, 0.49, 0.01, 0.01),

@@ -18,9 +18,10 @@ import statistics
 import time
 from pathlib import Path
 
+from stats import mean_spread
+
 from eip2nn.training.config import StageConfig
 from eip2nn.training.stages import run_stage
-from stats import mean_spread
 
 
 def config(stage: str, args, seed: int, **extra) -> StageConfig:

@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from stats import mean_spread
 
 from eip2nn.data import load_dataset
 from eip2nn.keys import CONFIG_ID, REF_ENERGY, WEAK_ENERGY
 from eip2nn.training.config import StageConfig
 from eip2nn.training.stages import run_stage
-from stats import mean_spread
 
 
 def config(stage: str, args, element: str, fraction: float, seed: int) -> StageConfig:

@@ -349,8 +349,8 @@ def _labelled_sources(args):
 
 
 def cmd_init(args) -> int:
-    from eip2nn.pipeline.guided_start import start_pipeline
     from eip2nn.data.protocol import DataConfig
+    from eip2nn.pipeline.guided_start import start_pipeline
     options = _user_data_options(args, args.train)
     data = DataConfig(train=args.train, test=args.test or "", test_fraction=args.test_fraction, format=args.format,
                       keys=options.keys, stress_units=args.stress_units, stress_sign=args.stress_sign,

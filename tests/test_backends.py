@@ -7,8 +7,7 @@ from ase.build import bulk
 
 from eip2nn.potentials.backends import make_evaluator
 from eip2nn.potentials.db import PotentialsDB
-from eip2nn.potentials.evaluator import (TOO_CLOSE, UNSUPPORTED_SPECIES, EIPResult, EvaluationError,
-                                          Geometry, timed)
+from eip2nn.potentials.evaluator import TOO_CLOSE, UNSUPPORTED_SPECIES, EIPResult, EvaluationError, Geometry, timed
 
 KIM_SW = "SW_StillingerWeber_1985_Si"
 LAMMPS_SW = "lmp_Si_sw"

@@ -3,7 +3,6 @@
 import subprocess
 import sys
 
-
 from eip2nn.cli import main
 
 

@@ -16,10 +16,10 @@ from eip2nn.data import (
     nested_fractions,
     read_extxyz,
     read_mlearn_json,
+    registry,
     resolve,
     train_val_split,
 )
-from eip2nn.data import registry
 from eip2nn.keys import CONFIG_ID, DATASET, GROUP, REF_ENERGY, REF_FORCES, REF_STRESS
 
 # Configurations per file: data README table; Cu/Ni train counted in the ACEData archive.

@@ -9,8 +9,7 @@ import yaml
 
 from eip2nn.labelling.choice import eligible_eips, resolve_eips
 from eip2nn.potentials.db import ML_REASON, MachineLearnedEIPWarning, PotentialsDB, ml_warning
-from eip2nn.potentials.discover import (find_models, installed_portable_models, metadata_cache_file,
-                                        short_id)
+from eip2nn.potentials.discover import find_models, installed_portable_models, metadata_cache_file, short_id
 from eip2nn.potentials.spec import DISCOVERED_SOURCE
 
 SNAP_TA = "SNAP_ThompsonSwilerTrott_2015_Ta"  # machine-learned, no potentials_db entry, fitted to unknown data

@@ -6,8 +6,7 @@ from ase.build import bulk
 from ase.neighborlist import neighbor_list
 
 from eip2nn.potentials.evaluator import MIN_DISTANCE, TOO_CLOSE, EvaluationError
-from eip2nn.potentials.overlap import (check_min_distance, clear_by_displacement,
-                                        closest_pair_distance, inverse_transpose)
+from eip2nn.potentials.overlap import check_min_distance, clear_by_displacement, closest_pair_distance, inverse_transpose
 
 
 def closest_by_ase(atoms, search=6.0):

@@ -12,8 +12,8 @@ import pytest
 
 from eip2nn.data import load_dataset
 from eip2nn.keys import REF_STRESS
-from eip2nn.potentials.db import PotentialsDB
 from eip2nn.potentials import make_evaluator
+from eip2nn.potentials.db import PotentialsDB
 
 
 @pytest.fixture(scope="module")

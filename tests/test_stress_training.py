@@ -21,7 +21,7 @@ from eip2nn.nn.model import DFT_HEAD, EnergyModel
 from eip2nn.nn.offsets import fit_head_statistics
 from eip2nn.training.config import LossWeights, TrainConfig
 from eip2nn.training.loss import batch_loss
-from eip2nn.training.metrics import (Metrics, Parity, metrics_by_group, metrics_of, metrics_table, predict)
+from eip2nn.training.metrics import Metrics, Parity, metrics_by_group, metrics_of, metrics_table, predict
 from eip2nn.training.samples import NO_GROUP, WEAK_TARGET, head_arrays, make_samples, read_target
 from eip2nn.training.trainer import fit
 
@@ -38,8 +38,8 @@ def _cell(rng, strain: float, rattle: float) -> Atoms:
 
 
 def _label(structures: list[Atoms]) -> list[Atoms]:
-    from eip2nn.potentials.db import PotentialsDB
     from eip2nn.potentials import make_evaluator
+    from eip2nn.potentials.db import PotentialsDB
 
     ev = make_evaluator(PotentialsDB().get("lmp_Si_sw"))
     try:

@@ -170,8 +170,8 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path, data_mirror_sessi
     from eip2nn.nn.config import ModelConfig
     from eip2nn.nn.model import EnergyModel
     from eip2nn.nn.offsets import fit_head_statistics
-    from eip2nn.training.samples import head_arrays, make_samples
     from eip2nn.training.config import TrainConfig
+    from eip2nn.training.samples import head_arrays, make_samples
     from eip2nn.training.trainer import fit
 
     structures = load_dataset("mlearn/Si/test")

@@ -14,8 +14,16 @@ from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read, write
 
-from eip2nn.data import (BadFrame, DataError, DataKeys, check_dft_data, close_pairs, load_dataset, read_dft_file,
-                         structure_fingerprints)
+from eip2nn.data import (
+    BadFrame,
+    DataError,
+    DataKeys,
+    check_dft_data,
+    close_pairs,
+    load_dataset,
+    read_dft_file,
+    structure_fingerprints,
+)
 from eip2nn.keys import CONFIG_ID, DATASET, GROUP, REF_ENERGY, REF_FORCES, REF_STRESS
 
 TIAL = "acedata/TiAl_tutorial.tar.gz"

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from test_training import stage_config
 
 from eip2nn.data import load_dataset
 from eip2nn.keys import ENERGY, FORCES, REF_ENERGY, REF_FORCES, WEAK_ENERGY, WEAK_SOURCE, eip_key
@@ -15,7 +16,6 @@ from eip2nn.weak.config import WeakConfig
 from eip2nn.weak.labeller import WeakLabeller
 from eip2nn.weak.selector import EIPSelector
 from eip2nn.weak.targets import NONE, fit_alignments
-from test_training import stage_config
 
 
 @pytest.fixture(scope="module")

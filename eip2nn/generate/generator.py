@@ -21,9 +21,9 @@ from ase.io import write
 
 from eip2nn import __version__
 from eip2nn.data import hide_dft_labels
-from eip2nn.keys import CONFIG_ID, DATASET, DESCRIPTION, GROUP
 from eip2nn.generate.md import lammps_md, require_md
 from eip2nn.generate.perturb import Rejected, check_no_overlap, rattle, strain, vacancies
+from eip2nn.keys import CONFIG_ID, DATASET, DESCRIPTION, GROUP
 from eip2nn.potentials.db import PotentialsDB
 
 METHODS = ("md", "strain", "vacancy", "rattle")

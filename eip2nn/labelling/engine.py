@@ -32,7 +32,6 @@ from eip2nn.potentials.evaluator import UNSUPPORTED_SPECIES, Geometry, unsupport
 from eip2nn.potentials.spec import PotentialSpec
 from eip2nn.tables import format_table
 
-
 CHUNK_ATOMS = 65536  # atoms per chunk of work at most: a chunk's labels are committed together
 
 

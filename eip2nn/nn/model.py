@@ -17,8 +17,8 @@ from eip2nn.nn.backbones import SchNet, SymmetryFunctionNet, mlp
 from eip2nn.nn.config import ModelConfig
 from eip2nn.nn.derivatives import Prediction, energies_and_derivatives
 from eip2nn.nn.descriptors import SymmetryFunctions
-from eip2nn.nn.graph_cache import CACHE, geometry_key
 from eip2nn.nn.graph import AtomicGraph, Batch, build_graph
+from eip2nn.nn.graph_cache import CACHE, geometry_key
 
 DFT_HEAD = "dft"
 

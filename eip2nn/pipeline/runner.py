@@ -23,8 +23,17 @@ from eip2nn.labelling.hashing import structure_hashes
 from eip2nn.labelling.store import LabelStore
 from eip2nn.locks import file_lock
 from eip2nn.pipeline.config import PipelineConfig
-from eip2nn.pipeline.report import (CellResult, Row, group_markdown_table, learning_curve, markdown_table, summarise,
-                                    text_table, write_cells_csv, write_csv)
+from eip2nn.pipeline.report import (
+    CellResult,
+    Row,
+    group_markdown_table,
+    learning_curve,
+    markdown_table,
+    summarise,
+    text_table,
+    write_cells_csv,
+    write_csv,
+)
 from eip2nn.potentials.db import PotentialsDB
 from eip2nn.tracking import NullTracker, Tracker, git_commit, make_tracker
 from eip2nn.training.config import StageConfig, TrackingConfig

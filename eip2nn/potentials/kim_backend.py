@@ -10,8 +10,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import all_changes
 
-from eip2nn.potentials.evaluator import (BACKEND_ERROR, Backend, EIPResult, EvaluationError, check_result,
-                                          check_species)
+from eip2nn.potentials.evaluator import BACKEND_ERROR, Backend, EIPResult, EvaluationError, check_result, check_species
 from eip2nn.potentials.overlap import check_min_distance
 from eip2nn.potentials.spec import PotentialSpec
 

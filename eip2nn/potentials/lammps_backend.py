@@ -29,12 +29,21 @@ from ase.data import atomic_masses, atomic_numbers
 from ase.geometry import minkowski_reduce
 from ase.units import bar
 
-from eip2nn.potentials.evaluator import (BACKEND_ERROR, MAX_ABS_ENERGY_PER_ATOM, UNSUPPORTED_CELL, Backend,
-                                          EIPResult, EvaluationError, Geometry, Outcome, check_result,
-                                          check_species, timed)
-from eip2nn.potentials.overlap import (check_min_distance_in_cell, clear_by_displacement,
-                                        closest_pair_distance)
+from eip2nn.potentials.evaluator import (
+    BACKEND_ERROR,
+    MAX_ABS_ENERGY_PER_ATOM,
+    UNSUPPORTED_CELL,
+    Backend,
+    EIPResult,
+    EvaluationError,
+    Geometry,
+    Outcome,
+    check_result,
+    check_species,
+    timed,
+)
 from eip2nn.potentials.frames import inverse_3x3, lammps_frame, matrix_to_voigt, voigt_to_matrix
+from eip2nn.potentials.overlap import check_min_distance_in_cell, clear_by_displacement, closest_pair_distance
 from eip2nn.potentials.spec import PotentialSpec
 
 _LAMMPS_ARGS = ["-screen", "none", "-log", "none", "-nocite"]

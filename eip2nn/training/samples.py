@@ -19,8 +19,19 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from eip2nn.keys import (CONFIG_ID, ENERGY, FORCES, GROUP, REF_ENERGY, REF_FORCES, REF_STRESS, STRESS, WEAK_ENERGY,
-                         WEAK_FORCES, eip_key)
+from eip2nn.keys import (
+    CONFIG_ID,
+    ENERGY,
+    FORCES,
+    GROUP,
+    REF_ENERGY,
+    REF_FORCES,
+    REF_STRESS,
+    STRESS,
+    WEAK_ENERGY,
+    WEAK_FORCES,
+    eip_key,
+)
 from eip2nn.nn.graph import AtomicGraph
 from eip2nn.nn.model import DFT_HEAD
 

@@ -21,8 +21,7 @@ from eip2nn.keys import CONFIG_ID, FORCES, REF_ENERGY, WEAK_ENERGY, WEAK_FORCES,
 from eip2nn.weak.config import WeakConfig
 from eip2nn.weak.features import StructureFeatures, lowest_aligned_energy
 from eip2nn.weak.report import SelectorReport
-from eip2nn.weak.targets import NONE, Alignment, element_counts, error_matrix, fit_alignments, missing_label, \
-    selector_targets
+from eip2nn.weak.targets import NONE, Alignment, element_counts, error_matrix, fit_alignments, missing_label, selector_targets
 
 TUKEY_95 = 4.685  # Tukey biweight c in units of σ: 95% efficiency for Gaussian errors
 SIGMA_PER_MAE = 1.2533  # σ / MAE of a Gaussian, √(π/2)

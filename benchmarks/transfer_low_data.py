@@ -51,10 +51,10 @@ def main() -> None:
     t0 = time.perf_counter()
     pre = run_stage(config("pretrain", args, 0, train={"epochs": args.pretrain_epochs, "patience": 30}))
     pretrain_s = time.perf_counter() - t0
-    rows = {"baseline": [], "finetune": []}
+    rows = {"baseline": [], "transfer": []}  # arms: the pipeline's names
     for seed in args.seeds:
         for arm, cfg in (("baseline", config("baseline", args, seed)),
-                         ("finetune", config("finetune", args, seed, train={"lr": 1e-3},
+                         ("transfer", config("finetune", args, seed, train={"lr": 1e-3},
                                              finetune={"pretrained": str(pre.model_path), "init_head": "best"}))):
             t = time.perf_counter()
             r = run_stage(cfg)

@@ -11,9 +11,26 @@ from pathlib import Path
 from eip2nn.labelling.store import StaleLabelsError
 from eip2nn.tables import format_table as _table
 
-DEFAULT_STORE = "outputs/labels.sqlite"
+DEFAULT_LABELS = "outputs/labels.sqlite"
 
 
+class _OldName(argparse.Action):
+    """A renamed option's old spelling: still accepted, with one line on stderr naming the new one."""
+
+    def __init__(self, option_strings, dest, new: str, **kwargs):
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"eip2nn: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _add_labels_option(q, help_text: str = "label store") -> None:
+    """``--labels PATH``, the label store (``data.labels`` in a config); ``--store`` is its old name."""
+    q.add_argument("--labels", default=DEFAULT_LABELS, metavar="PATH",
+                   help=f"{help_text} (default: {DEFAULT_LABELS}; --store is the old name)")
+    q.add_argument("--store", dest="labels", action=_OldName, new="--labels")
 
 
 def _add_dataclass_options(parser, cls) -> None:
@@ -187,7 +204,7 @@ def cmd_label(args) -> int:
         for s, why in excluded:
             print(f"excluded {s.id}: {why}")
     try:
-        report = label(structures, specs, args.store, workers=args.workers,
+        report = label(structures, specs, args.labels, workers=args.workers,
                        chunk_size=args.chunk_size, progress=not args.no_progress,
                        retry_failed=args.retry_failed)
     except LabellingInterrupted as e:
@@ -221,7 +238,7 @@ def cmd_generate(args) -> int:
 
 def cmd_labels_alignments(args) -> int:
     from eip2nn.labelling.store import LabelStore
-    with LabelStore(args.store) as store:
+    with LabelStore(args.labels) as store:
         rows = [("EIP", "aligned to", "structures", "offsets eV/atom", "E MAE meV/atom", "F MAE eV/Å")]
         rows += [(r["eip_id"], r["reference"], r["n_structures"],
                   " ".join(f"{s}:{o:+.4f}" for s, o in zip(r["species"], r["offsets_eV_per_atom"])),
@@ -233,13 +250,13 @@ def cmd_labels_alignments(args) -> int:
 
 def cmd_labels_summary(args) -> int:
     from eip2nn.labelling.store import LabelStore
-    with LabelStore(args.store) as store:
+    with LabelStore(args.labels) as store:
         counts = store.counts()
         kinds = sorted({k for c in counts.values() for k in c if k.startswith("failed:")})
         rows = [("EIP", "labels", *kinds, "claimed")]
         rows += [(eip, c.get("labels", 0), *(c.get(k, 0) for k in kinds), c.get("claimed", 0))
                  for eip, c in sorted(counts.items())]
-        print(f"{args.store}: {store.n_structures()} structures")
+        print(f"{args.labels}: {store.n_structures()} structures")
         print(_table(rows) if len(rows) > 1 else "no labels yet")
     return 0
 
@@ -248,7 +265,7 @@ def cmd_labels_forget_stale(args) -> int:
     from eip2nn.labelling.store import LabelStore
     from eip2nn.potentials.db import PotentialsDB
     db = PotentialsDB(args.db)
-    with LabelStore(args.store) as store:
+    with LabelStore(args.labels) as store:
         eips = args.eip or sorted(store.counts())
         for eip in eips:
             if eip not in db.specs:
@@ -263,7 +280,7 @@ def cmd_labels_forget_stale(args) -> int:
 
 def cmd_labels_failures(args) -> int:
     from eip2nn.labelling.store import LabelStore
-    with LabelStore(args.store) as store:
+    with LabelStore(args.labels) as store:
         rows = [("EIP", "structure", "kind", "reason")]
         rows += [(f.eip_id, f.structure_hash, f.kind, f.reason) for f in store.failures(args.eip)]
     print(_table(rows) if len(rows) > 1 else "no failures recorded")
@@ -274,25 +291,26 @@ def cmd_labels_export(args) -> int:
     from eip2nn.labelling.export import export_extxyz
     from eip2nn.labelling.store import LabelStore
     structures = _load_structures(args)
-    with LabelStore(args.store) as store:
+    with LabelStore(args.labels) as store:
         eips = args.eip or sorted(store.counts())
         path = export_extxyz(structures, store, eips, args.output)
     print(f"wrote {len(structures)} structures with labels of {len(eips)} EIP(s) to {path}")
     return 0
 
 
-# -- the main job -------------------------------------------------------------------
-def cmd_run(args) -> int:
+# -- scoring the EIPs against DFT -------------------------------------------------------
+def cmd_score_eips(args) -> int:
+    """Label a benchmark element (or the user's DFT files) with every eligible EIP; compare each with DFT."""
     from eip2nn.labelling.benchmark_job import label_against_dft, label_benchmark
     from eip2nn.labelling.engine import LabellingInterrupted
     try:
         if args.file:
             sources = _labelled_sources(args)
             structures = [a for s, _ in sources.values() for a in s]
-            result = label_against_dft(structures, list(sources), args.source, args.store, args.workers,
+            result = label_against_dft(structures, list(sources), args.source, args.labels, args.workers,
                                        not args.no_progress)
         else:
-            result = label_benchmark(args.element, args.store, workers=args.workers, progress=not args.no_progress)
+            result = label_benchmark(args.element, args.labels, workers=args.workers, progress=not args.no_progress)
     except LabellingInterrupted as e:
         print(e.report.table())
         return 130
@@ -305,6 +323,11 @@ def cmd_run(args) -> int:
     print(result.table())
     print("\n" + result.report.table())
     return 0
+
+
+def cmd_run_deprecated(args) -> int:
+    print("eip2nn: `eip2nn run` is deprecated; use `eip2nn score-eips` (same options)", file=sys.stderr)
+    return cmd_score_eips(args)
 
 
 # -- training and evaluation -----------------------------------------------------
@@ -328,7 +351,7 @@ def cmd_evaluate(args) -> int:
     if args.model:
         result = evaluate_model(args.model, sources, args.head)
     else:
-        result = evaluate_eip(args.eip, sources, args.store, args.workers)
+        result = evaluate_eip(args.eip, sources, args.labels, args.workers)
     print(result.table())
     return 0
 
@@ -354,7 +377,7 @@ def cmd_init(args) -> int:
     options = _user_data_options(args, args.train)
     data = DataConfig(train=args.train, test=args.test or "", test_fraction=args.test_fraction, format=args.format,
                       keys=options.keys, stress_units=args.stress_units, stress_sign=args.stress_sign,
-                      on_bad=args.on_bad, source=args.source, labels=args.store, workers=args.workers or 0)
+                      on_bad=args.on_bad, source=args.source, labels=args.labels, workers=args.workers or 0)
     result = start_pipeline(data, args.name, args.workers)
     print(result.summary.table())
     for bad in result.summary.omitted:
@@ -452,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--eip", nargs="+", help="EIP ids (default: every eligible EIP)")
     q.add_argument("--exclude-fitted-to", default="mlearn", metavar="TAG",
                    help="with the default EIP choice, skip EIPs fitted to this data (default: mlearn)")
-    q.add_argument("--store", default=DEFAULT_STORE)
+    _add_labels_option(q)
     q.add_argument("--workers", type=int, help="worker processes (default: all cores)")
     q.add_argument("--chunk-size", type=int, help="structures per unit of work")
     q.add_argument("--retry-failed", action="store_true", help="try recorded failures again")
@@ -471,37 +494,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     lab = sub.add_parser("labels", help="inspect a label store").add_subparsers(dest="sub", required=True)
     q = lab.add_parser("alignments", help="per-EIP energy offsets to DFT fitted by weak-supervision runs")
-    q.add_argument("--store", default=DEFAULT_STORE)
+    _add_labels_option(q)
     q.add_argument("--eip")
     q.set_defaults(func=cmd_labels_alignments)
     q = lab.add_parser("summary", help="labels and failures per EIP")
-    q.add_argument("--store", default=DEFAULT_STORE)
+    _add_labels_option(q)
     q.set_defaults(func=cmd_labels_summary)
     q = lab.add_parser("forget-stale", help="drop labels made with an older definition of an EIP (it changed since)")
-    q.add_argument("--store", default=DEFAULT_STORE)
+    _add_labels_option(q)
     q.add_argument("--eip", action="append", help="EIP id (repeatable); default: every EIP in the store")
     add_db(q)
     q.set_defaults(func=cmd_labels_forget_stale)
     q = lab.add_parser("failures", help="every recorded failure with its reason")
-    q.add_argument("--store", default=DEFAULT_STORE)
+    _add_labels_option(q)
     q.add_argument("--eip")
     q.set_defaults(func=cmd_labels_failures)
     q = lab.add_parser("export", help="write structures with their EIP labels as extxyz")
     add_sources(q)
-    q.add_argument("--store", default=DEFAULT_STORE)
+    _add_labels_option(q)
     q.add_argument("--eip", nargs="+")
     q.add_argument("-o", "--output", required=True)
     q.set_defaults(func=cmd_labels_export)
 
-    q = sub.add_parser("run", help="the main job: label a benchmark element (or your files) with every eligible EIP "
-                                   "and compare each with DFT")
-    q.add_argument("--element", default="Si", help="mlearn element (without --file)")
-    q.add_argument("--file", action="append", help="your DFT file(s) instead of the benchmark (repeatable)")
-    _add_user_data_options(q)
-    q.add_argument("--store", default=DEFAULT_STORE)
-    q.add_argument("--workers", type=int)
-    q.add_argument("--no-progress", action="store_true")
-    q.set_defaults(func=cmd_run)
+    for name, func, text in (
+            ("score-eips", cmd_score_eips, "label a benchmark element (or your DFT files) with every eligible EIP "
+                                           "and compare each with DFT"),
+            ("run", cmd_run_deprecated, "deprecated: the old name of score-eips")):
+        q = sub.add_parser(name, help=text, description=text)
+        q.add_argument("--element", default="Si", help="mlearn element (without --file)")
+        q.add_argument("--file", action="append", help="your DFT file(s) instead of the benchmark (repeatable)")
+        _add_user_data_options(q)
+        _add_labels_option(q)
+        q.add_argument("--workers", type=int)
+        q.add_argument("--no-progress", action="store_true")
+        q.set_defaults(func=func)
 
     q = sub.add_parser("train", help="run one training stage (baseline, pretrain, finetune) from a YAML config")
     q.add_argument("config", help="stage config YAML, e.g. pipelines/stages/si_baseline.yaml")
@@ -534,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--dataset", action="append", help="registry name, e.g. mlearn/Si/test")
     q.add_argument("--file", action="append", help="your DFT file with energies and forces (repeatable)")
     _add_user_data_options(q)
-    q.add_argument("--store", default=DEFAULT_STORE, help="label store for --eip")
+    _add_labels_option(q, "label store for --eip")
     q.add_argument("--workers", type=int)
     q.set_defaults(func=cmd_evaluate)
 
@@ -546,7 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--overwrite", action="store_true")
     q.add_argument("--name", default="", help="pipeline name (default: from the training file's name)")
     _add_user_data_options(q)
-    q.add_argument("--store", default=DEFAULT_STORE, help="label store")
+    _add_labels_option(q)
     q.add_argument("--workers", type=int)
     q.set_defaults(func=cmd_init)
     return p

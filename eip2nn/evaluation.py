@@ -54,7 +54,7 @@ def evaluate_model(ref: str, sources: Sources | list[str], head: str = DFT_HEAD)
     return Evaluation(f"model {ref} (head {head})", out)
 
 
-def evaluate_eip(eip_id: str, sources: Sources | list[str], store_path: str | Path, workers: int | None = None) -> Evaluation:
+def evaluate_eip(eip_id: str, sources: Sources | list[str], labels: str | Path, workers: int | None = None) -> Evaluation:
     """Metrics of EIP ``eip_id``, energies aligned per element on each evaluated set itself.
 
     Refuses an EIP fitted to the dataset's own DFT data (leakage).
@@ -69,8 +69,8 @@ def evaluate_eip(eip_id: str, sources: Sources | list[str], store_path: str | Pa
     for name, (structures, tag) in as_sources(sources).items():
         if tag and tag in spec.fitted_to:
             raise ValueError(f"EIP {spec.id} was fitted to {tag!r} data; scoring it on {name} would be leakage")
-        label(structures, [spec], store_path, workers=workers, progress=False)
-        with LabelStore(store_path) as store:
+        label(structures, [spec], labels, workers=workers, progress=False)
+        with LabelStore(labels) as store:
             a = compare_to_reference(structures, store, spec.id)
         if a is None:
             raise ValueError(f"EIP {spec.id} labelled no structure of {name}; see `eip2nn labels failures`")

@@ -24,12 +24,21 @@ CONFIG_ID = "config_id"  # atoms.info, str, stable id "<dataset>/<split>/<index>
 GROUP = "group"  # atoms.info, str, e.g. "AIMD-NVT", "Vacancy", "Surface", "Elastic"
 DESCRIPTION = "description"  # atoms.info, str, free text from the source
 STRUCTURE_HASH = "structure_hash"  # atoms.info, str, see labelling.hashing
+CONFIG_TYPE = "config_type"  # atoms.info in extxyz files, str: GROUP under the name other codes read and write
+
+# Provenance of a generated structure (``eip2nn generate``) ---------------------
+GEN_METHOD = "gen_method"  # atoms.info, str, "md" | "strain" | "vacancy" | "rattle"
+GEN_SEED_STRUCTURE = "gen_seed_structure"  # atoms.info, str, the seed structure's name (see structure_name)
+GEN_RNG_SEED = "gen_rng_seed"  # atoms.info, int, the generate config's seed
+GEN_PARAMS = "gen_params"  # atoms.info, str, JSON of the method's parameters (units in their names: _K, _fs, _A)
+GEN_VERSION = "gen_eip2nn_version"  # atoms.info, str, the eip2nn version that made it
 
 # Quantities an EIP provides -------------------------------------------------
 ENERGY = "energy"  # float, eV
 FORCES = "forces"  # (n_atoms, 3), eV/Å
 STRESS = "stress"  # (6,), Voigt, eV/Å³, positive = tensile
 QUANTITIES = (ENERGY, FORCES, STRESS)
+FAILURE = "failure"  # suffix of eip_failure_key: atoms.info, str, "<failure kind>: <reason>"
 
 
 def eip_key(eip_id: str, quantity: str) -> str:
@@ -37,3 +46,13 @@ def eip_key(eip_id: str, quantity: str) -> str:
     if quantity not in QUANTITIES:
         raise ValueError(f"unknown quantity {quantity!r}; expected one of {QUANTITIES}")
     return f"{eip_id}_{quantity}"
+
+
+def eip_failure_key(eip_id: str) -> str:
+    """Key under which an EIP's failure on a structure is stored, e.g. ``"SW_Si_kim_failure"``."""
+    return f"{eip_id}_{FAILURE}"
+
+
+def structure_name(atoms, index: int, unnamed: str = "structure") -> str:
+    """A structure's name in messages: its CONFIG_ID, else ``"<unnamed> <index>"`` (its place in its list)."""
+    return str(atoms.info.get(CONFIG_ID, f"{unnamed} {index}"))

@@ -34,7 +34,7 @@ def test_unknown_eip_is_a_clear_error(tmp_path, capsys):
     xyz = tmp_path / "a.extxyz"
     from ase.build import bulk
     bulk("Si", "diamond", a=5.431).write(xyz)
-    code = main(["label", "--file", str(xyz), "--eip", "nonexistent", "--store", str(tmp_path / "s.sqlite")])
+    code = main(["label", "--file", str(xyz), "--eip", "nonexistent", "--labels", str(tmp_path / "s.sqlite")])
     assert code == 2
     assert "no EIP with id 'nonexistent'" in capsys.readouterr().err
 
@@ -42,7 +42,7 @@ def test_unknown_eip_is_a_clear_error(tmp_path, capsys):
 def test_unreadable_file_is_named(tmp_path, capsys):
     bad = tmp_path / "broken.extxyz"
     bad.write_text("3\nnot a comment line that extxyz accepts\nSi 0 0\n")
-    code = main(["label", "--file", str(bad), "--eip", "lmp_Si_sw", "--store", str(tmp_path / "s.sqlite")])
+    code = main(["label", "--file", str(bad), "--eip", "lmp_Si_sw", "--labels", str(tmp_path / "s.sqlite")])
     assert code == 2
     assert "broken.extxyz" in capsys.readouterr().err
 
@@ -56,13 +56,13 @@ def test_label_summary_failures_export(tmp_path, capsys):
     xyz = tmp_path / "in.extxyz"
     write(xyz, [a, b])
     store = str(tmp_path / "s.sqlite")
-    assert main(["label", "--file", str(xyz), "--eip", "lmp_Si_sw", "--store", store,
+    assert main(["label", "--file", str(xyz), "--eip", "lmp_Si_sw", "--labels", store,
                  "--workers", "1", "--no-progress"]) == 0
-    assert main(["labels", "summary", "--store", store]) == 0
-    assert main(["labels", "failures", "--store", store]) == 0
+    assert main(["labels", "summary", "--labels", store]) == 0
+    assert main(["labels", "failures", "--labels", store]) == 0
     out = capsys.readouterr().out
     assert "failed:unsupported_species" in out and "structure contains ['C']" in out
-    assert main(["labels", "export", "--file", str(xyz), "--store", store, "-o", str(tmp_path / "o.extxyz")]) == 0
+    assert main(["labels", "export", "--file", str(xyz), "--labels", store, "-o", str(tmp_path / "o.extxyz")]) == 0
 
 
 def test_console_entry_point_is_installed():
@@ -78,3 +78,15 @@ def test_check_reports_an_evaluation_error_as_a_failed_row(tmp_path, capsys):
     (tmp_path / "lmp_bad.yaml").write_text(yaml.safe_dump(entry))
     assert main(["potentials", "check", "lmp_bad", "--db", str(tmp_path)]) == 1
     assert "sw/nonexistent" in capsys.readouterr().out
+
+
+def test_old_names_still_work_and_say_the_new_ones(monkeypatch, capsys):
+    """`eip2nn run` is now `eip2nn score-eips`, and `--store` is now `--labels`: both old spellings still run."""
+    import eip2nn.cli as cli
+    seen = []
+    monkeypatch.setattr(cli, "cmd_score_eips", lambda args: seen.append(args.labels) or 0)
+    assert main(["run", "--element", "Si", "--store", "old.sqlite"]) == 0
+    assert seen == ["old.sqlite"]
+    err = capsys.readouterr().err
+    assert "use `eip2nn score-eips`" in err and "--store is deprecated; use --labels" in err
+    assert cli.build_parser().parse_args(["labels", "summary"]).labels == cli.DEFAULT_LABELS

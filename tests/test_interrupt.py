@@ -33,7 +33,7 @@ def structures_file(tmp_path_factory):
 
 def label_cmd(path, store):
     return [sys.executable, "-m", "eip2nn", "label", "--file", str(path), "--eip", *EIPS,
-            "--store", str(store), "--workers", "2", "--chunk-size", "2", "--no-progress"]
+            "--labels", str(store), "--workers", "2", "--chunk-size", "2", "--no-progress"]
 
 
 def n_labels(store):

@@ -87,7 +87,7 @@ def test_pipeline_against_a_real_mlflow_server_and_its_ui(tmp_path, mlflow_serve
     for r in cells:
         t = tags[r["info"]["run_id"]]
         assert {t["eip2nn.arm"], t["eip2nn.seed"], t["eip2nn.dft_fraction"], t["eip2nn.element"]} <= \
-            {"baseline", "finetune", "0", "1", "0.5", "Si"}
+            {"baseline", "transfer", "0", "1", "0.5", "Si"}
         metrics = {m["key"]: m["value"] for m in r["data"]["metrics"]}
         cell = next(c for c in result.cells if c.run_id == r["info"]["run_id"])
         assert metrics["test_energy_mae_meV_atom"] == pytest.approx(cell.test_energy_mae)

@@ -191,7 +191,7 @@ def test_init_on_two_element_data_writes_a_pipeline_that_runs_unmodified(tial_fi
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "tial.yaml"
-    assert main(["init", str(tial_file), "-o", str(out), "--store", str(tmp_path / "labels.sqlite"),
+    assert main(["init", str(tial_file), "-o", str(out), "--labels", str(tmp_path / "labels.sqlite"),
                  "--workers", "1"]) == 0
     printed = capsys.readouterr().out
     assert "Al, Ti" in printed and "FLD_TiAl" in printed and "stress 296" in printed  # the virial read as stress
@@ -211,13 +211,13 @@ def test_init_on_two_element_data_writes_a_pipeline_that_runs_unmodified(tial_fi
     assert "## Test errors by group" in md and "FLD_TiAl" in md
 
 
-def test_evaluate_and_run_take_files(tial_file, tmp_path, capsys):
+def test_evaluate_and_score_eips_take_files(tial_file, tmp_path, capsys):
     store = str(tmp_path / "labels.sqlite")
-    assert main(["run", "--file", str(tial_file), "--store", store, "--workers", "1", "--no-progress"]) == 0
+    assert main(["score-eips", "--file", str(tial_file), "--labels", store, "--workers", "1", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "TiAl_tutorial.xyz" in out and "EAM_Dynamo_ZopeMishin_2003_TiAl" in out
     assert main(["evaluate", "--eip", "EAM_Dynamo_ZopeMishin_2003_TiAl", "--file", str(tial_file),
-                 "--store", store, "--workers", "1"]) == 0
+                 "--labels", store, "--workers", "1"]) == 0
     out = capsys.readouterr().out
     assert "TiAl_tutorial.xyz" in out and "329" in out
 

@@ -80,7 +80,7 @@ def test_pipeline_mlflow_parent_and_tagged_children(first_run):
         assert t["eip2nn.dft_fraction"] == "0.5" and t["eip2nn.element"] == "Si"
         assert t["eip2nn.backbone"] == "symmetry_functions" and t["eip2nn.seed"] in ("0", "1")
         assert "test_energy_mae_meV_atom" in r.data.metrics
-    assert sorted(r.data.tags["eip2nn.arm"] for r in cells) == sorted(["baseline", "weak", "finetune", "both"] * 2)
+    assert sorted(r.data.tags["eip2nn.arm"] for r in cells) == sorted(["baseline", "weak", "transfer", "both"] * 2)
     artifacts = {f.path for f in client.list_artifacts(result.run_id, "results")}
     assert {"results/results.md", "results/results.csv", "results/cells.csv"} <= artifacts
 
@@ -131,6 +131,17 @@ def test_pipeline_config_is_strict_and_overridable(tmp_path):
     assert cfg.study.seeds == [3, 4, 5] and cfg.model.width == 24 and cfg.weak.n_estimators == 30
     assert main(["pipeline", "config", str(TINY), "--set", "train.epochs=7"]) == 0
     assert main(["pipeline", "config", str(TINY), "--set", "train.epochz=7"]) == 2
+
+
+def test_every_arm_is_tagged_by_its_own_name(tmp_path):
+    """A cell's stage config names its arm as the pipeline does (the ``eip2nn.arm`` tag and run name)."""
+    from eip2nn.pipeline.config import ARMS
+    from eip2nn.pipeline.runner import cell_config, pretrain_config
+    p = tiny(tmp_path)
+    cells = {arm: cell_config(p, arm, 0.5, 0, pretrained="pre.pt") for arm in ARMS}
+    assert {arm: c.arm for arm, c in cells.items()} == {arm: arm for arm in ARMS}
+    assert cells["transfer"].stage == cells["both"].stage == "finetune"  # the stage kind is its own tag
+    assert pretrain_config(p, 0).arm == "pretrain"
 
 
 def test_weak_arms_at_full_dft_are_skipped_with_the_reason(tmp_path, data_mirror_session):

@@ -239,10 +239,10 @@ def test_cli_train_and_evaluate(workdir, mlflow_client, capsys):
     assert main(["evaluate", "--model", model_path, "--dataset", "mlearn/Si/test"]) == 0
     assert "mlearn/Si/test  25" in capsys.readouterr().out
     assert main(["evaluate", "--eip", "lmp_Si_sw", "--dataset", "mlearn/Si/test",
-                 "--store", str(workdir / "eval.sqlite"), "--workers", "1"]) == 0
+                 "--labels", str(workdir / "eval.sqlite"), "--workers", "1"]) == 0
     assert "EIP lmp_Si_sw" in capsys.readouterr().out
     assert main(["evaluate", "--eip", "SNAP_ZuoChenLi_2019_Si", "--dataset", "mlearn/Si/test",
-                 "--store", str(workdir / "eval.sqlite")]) == 2
+                 "--labels", str(workdir / "eval.sqlite")]) == 2
     assert "leakage" in capsys.readouterr().err
     assert main(["train", "pipelines/stages/si_baseline.yaml", "--set", "train.lrr=1"]) == 2
     assert "unknown key 'train.lrr'" in capsys.readouterr().err

@@ -162,7 +162,7 @@ def test_weak_arm_never_trains_on_none_structures(tmp_path, data_mirror_session,
     import subprocess
     import sys
 
-    shown = subprocess.run([sys.executable, "-m", "eip2nn", "labels", "alignments", "--store",
+    shown = subprocess.run([sys.executable, "-m", "eip2nn", "labels", "alignments", "--labels",
                             str(tmp_path / "labels.sqlite")], capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr
     for al in result.weak.labeller.alignments.values():

@@ -24,7 +24,7 @@ from typing import Iterator
 import numpy as np
 from ase import Atoms, units
 
-from ..keys import CONFIG_ID, DATASET, DESCRIPTION, GROUP, REF_ENERGY, REF_FORCES, REF_STRESS
+from ..keys import CONFIG_ID, CONFIG_TYPE, DATASET, DESCRIPTION, GROUP, REF_ENERGY, REF_FORCES, REF_STRESS
 from .readers import mlearn_structure, mlearn_virial_to_ase_stress
 from .registry import sha256_of
 
@@ -50,7 +50,7 @@ class DataKeys:
     stress: str = "stress"  # atoms.info, 6 (ASE Voigt xx yy zz yz xz xy), 9 or 3x3, in the file's stress
     #                         units and sign (fallback: calculator stress, ASE's eV/Å³, tensile)
     virial: str = "virial"  # atoms.info, 3x3, 9 or 6 (ASE Voigt), eV; stress = -virial / volume (if no stress)
-    group: str = "config_type"  # atoms.info, the structure's group; missing -> "unknown"
+    group: str = CONFIG_TYPE  # atoms.info, the structure's group; missing -> "unknown"
 
 
 @dataclass(frozen=True)
@@ -422,14 +422,15 @@ def write_dft_extxyz(structures: list[Atoms], path) -> Path:
     from ase.io import write
     from ase.stress import voigt_6_to_full_3x3_stress
 
+    keys = DataKeys()
     out = []
     for atoms in structures:
         copy = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
-        copy.info["energy"] = float(atoms.info[REF_ENERGY])
-        copy.info["config_type"] = str(atoms.info.get(GROUP, "unknown"))
+        copy.info[keys.energy] = float(atoms.info[REF_ENERGY])
+        copy.info[keys.group] = str(atoms.info.get(GROUP, "unknown"))
         if REF_STRESS in atoms.info:
-            copy.info["stress"] = voigt_6_to_full_3x3_stress(np.asarray(atoms.info[REF_STRESS]))
-        copy.arrays["forces"] = np.asarray(atoms.arrays[REF_FORCES], dtype=float)
+            copy.info[keys.stress] = voigt_6_to_full_3x3_stress(np.asarray(atoms.info[REF_STRESS]))
+        copy.arrays[keys.forces] = np.asarray(atoms.arrays[REF_FORCES], dtype=float)
         out.append(copy)
     path = Path(path)
     write(path, out, format="extxyz")

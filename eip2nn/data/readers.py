@@ -16,7 +16,7 @@ from ase import Atoms, units
 from ase.data import chemical_symbols
 from ase.io import read as ase_read
 
-from ..keys import CONFIG_ID, DATASET, DESCRIPTION, GROUP, REF_ENERGY, REF_FORCES, REF_STRESS
+from ..keys import CONFIG_ID, CONFIG_TYPE, DATASET, DESCRIPTION, GROUP, REF_ENERGY, REF_FORCES, REF_STRESS
 
 # --- stress convention ---------------------------------------------------------
 # Assumed convention of mlearn's ``outputs.virial_stress`` (VASP's "in kB" line).
@@ -152,7 +152,7 @@ def _read_extxyz(fileobj_or_path, source: str, dataset_name: str, energy_key: st
             _move_labels(atoms, energy_key, forces_key)
         except ValueError as exc:
             raise ValueError(f"{source}: frame {index}: {exc}") from exc
-        atoms.info.setdefault(GROUP, str(atoms.info.get("config_type", "unknown")))
+        atoms.info.setdefault(GROUP, str(atoms.info.get(CONFIG_TYPE, "unknown")))
         atoms.info.setdefault(CONFIG_ID, f"{dataset_name}/{index}")
         atoms.info.setdefault(DATASET, dataset_name)
     return frames

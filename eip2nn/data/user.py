@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
+from ..keys import CONFIG_TYPE
 from .checks import CheckedData, DataError, check_dft_data, structure_fingerprints
 from .files import BadFrame, DataKeys, read_dft_file
 
@@ -126,7 +127,7 @@ ENERGY_KEYS = ("energy", "Energy", "REF_energy", "dft_energy", "DFT_energy", "to
 FORCES_KEYS = ("forces", "force", "REF_forces", "dft_forces", "DFT_forces", "F")
 STRESS_KEYS = ("stress", "REF_stress", "dft_stress", "DFT_stress")
 VIRIAL_KEYS = ("virial", "REF_virial", "dft_virial", "DFT_virial")
-GROUP_KEYS = ("config_type", "group", "configtype", "config_type_name")
+GROUP_KEYS = (CONFIG_TYPE, "group", "configtype", "config_type_name")
 
 
 def detect_keys(path: str, fmt: str = "") -> DataKeys:

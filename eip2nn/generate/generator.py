@@ -23,7 +23,18 @@ from eip2nn import __version__
 from eip2nn.data import hide_dft_labels
 from eip2nn.generate.md import lammps_md, require_md
 from eip2nn.generate.perturb import Rejected, check_no_overlap, rattle, strain, vacancies
-from eip2nn.keys import CONFIG_ID, DATASET, DESCRIPTION, GROUP
+from eip2nn.keys import (
+    CONFIG_ID,
+    DATASET,
+    DESCRIPTION,
+    GEN_METHOD,
+    GEN_PARAMS,
+    GEN_RNG_SEED,
+    GEN_SEED_STRUCTURE,
+    GEN_VERSION,
+    GROUP,
+    structure_name,
+)
 from eip2nn.potentials.db import PotentialsDB
 
 METHODS = ("md", "strain", "vacancy", "rattle")
@@ -61,10 +72,6 @@ class Generated:
     counts: dict[str, int]  # method -> structures made
 
 
-def _name(atoms: Atoms, k: int) -> str:
-    return str(atoms.info.get(CONFIG_ID, f"seed {k}"))
-
-
 def generate(seeds: list[Atoms], cfg: GenerateConfig) -> Generated:
     """New structures from ``seeds``; none of them carries a DFT label."""
     spec = PotentialsDB().get(cfg.md_eip) if cfg.md_eip else None
@@ -74,17 +81,16 @@ def generate(seeds: list[Atoms], cfg: GenerateConfig) -> Generated:
     rejected: list[dict] = []
     counts = {m: 0 for m in METHODS}
 
-    def keep(atoms: Atoms, k: int, seed_atoms: Atoms, method: str, repeat: int | str, params: dict) -> None:
+    def keep(atoms: Atoms, seed_name: str, method: str, repeat: int | str, params: dict) -> None:
         atoms.info.update({
-            CONFIG_ID: f"generated/{method}/{_name(seed_atoms, k)}/{repeat}", DATASET: "generated",
-            DESCRIPTION: f"eip2nn generate: {method} of {_name(seed_atoms, k)}",
-            GROUP: f"generated-{method}", "gen_method": method, "gen_seed_structure": _name(seed_atoms, k),
-            "gen_rng_seed": cfg.seed, "gen_params": json.dumps(params, sort_keys=True),
-            "gen_eip2nn_version": __version__})
+            CONFIG_ID: f"generated/{method}/{seed_name}/{repeat}", DATASET: "generated",
+            DESCRIPTION: f"eip2nn generate: {method} of {seed_name}",
+            GROUP: f"generated-{method}", GEN_METHOD: method, GEN_SEED_STRUCTURE: seed_name,
+            GEN_RNG_SEED: cfg.seed, GEN_PARAMS: json.dumps(params, sort_keys=True), GEN_VERSION: __version__})
         out.append(atoms)
         counts[method] += 1
 
-    def attempt(k: int, seed_atoms: Atoms, method: str, repeat: int, make) -> None:
+    def attempt(k: int, seed_name: str, method: str, repeat: int, make) -> None:
         reason = ""
         for t in range(cfg.max_tries):
             rng = np.random.default_rng([cfg.seed, k, METHODS.index(method), repeat, t])
@@ -94,25 +100,26 @@ def generate(seeds: list[Atoms], cfg: GenerateConfig) -> Generated:
             except Rejected as e:
                 reason = str(e)
                 continue
-            keep(atoms, k, seed_atoms, method, repeat, {**params, "try": t})
+            keep(atoms, seed_name, method, repeat, {**params, "try": t})
             return
-        rejected.append({"seed_structure": _name(seed_atoms, k), "method": method, "repeat": repeat,
+        rejected.append({"seed_structure": seed_name, "method": method, "repeat": repeat,
                          "reason": f"{cfg.max_tries} tries, last: {reason}"})
 
     for k, seed_atoms in enumerate(seeds):
+        name = structure_name(seed_atoms, k, "seed")
         base = hide_dft_labels(seed_atoms)  # generated structures are unlabelled
         for r in range(cfg.strains):
             def make(rng):
                 atoms, eps = strain(base, cfg.max_strain, rng)
                 return atoms, {"strain": np.round(eps, 6).tolist()}
-            attempt(k, seed_atoms, "strain", r, make)
+            attempt(k, name, "strain", r, make)
         for r in range(cfg.vacancies):
             def make(rng):
                 atoms, removed = vacancies(base, cfg.vacancy_count, rng)
                 return atoms, {"removed": removed}
-            attempt(k, seed_atoms, "vacancy", r, make)
+            attempt(k, name, "vacancy", r, make)
         for r in range(cfg.rattles):
-            attempt(k, seed_atoms, "rattle", r, lambda rng: (rattle(base, cfg.rattle_stdev, rng),
+            attempt(k, name, "rattle", r, lambda rng: (rattle(base, cfg.rattle_stdev, rng),
                                                               {"stdev_A": cfg.rattle_stdev}))
         for ti, temperature in enumerate(cfg.md_temperatures):
             md_seed = int(np.random.default_rng([cfg.seed, k, 0, ti]).integers(1, 2 ** 31 - 1))
@@ -120,7 +127,7 @@ def generate(seeds: list[Atoms], cfg: GenerateConfig) -> Generated:
                 snapshots = lammps_md(base, spec, temperature, cfg.md_snapshots, cfg.md_every,
                                       cfg.md_equilibrate, cfg.md_timestep, md_seed)
             except Exception as e:  # a LAMMPS failure loses this run only; it is recorded with its reason
-                rejected.append({"seed_structure": _name(seed_atoms, k), "method": "md", "repeat": ti,
+                rejected.append({"seed_structure": name, "method": "md", "repeat": ti,
                                  "reason": f"MD at {temperature} K with {spec.id} failed: {e}"})
                 continue
             for step, atoms in snapshots:
@@ -129,10 +136,10 @@ def generate(seeds: list[Atoms], cfg: GenerateConfig) -> Generated:
                 try:
                     check_no_overlap(atoms, cfg.min_distance_factor)
                 except Rejected as e:
-                    rejected.append({"seed_structure": _name(seed_atoms, k), "method": "md",
+                    rejected.append({"seed_structure": name, "method": "md",
                                      "repeat": step, "reason": str(e)})
                     continue
-                keep(atoms, k, seed_atoms, "md", f"{temperature:g}K-step{step}", params)
+                keep(atoms, name, "md", f"{temperature:g}K-step{step}", params)
     return Generated(out, rejected, counts)
 
 

@@ -39,18 +39,18 @@ class BenchmarkLabelling:
         return format_table(rows)
 
 
-def label_benchmark(element: str = "Si", store_path: str | Path = "outputs/labels.sqlite",
+def label_benchmark(element: str = "Si", labels: str | Path = "outputs/labels.sqlite",
                     workers: int | None = None, progress: bool = True,
                     db: PotentialsDB | None = None, splits: tuple[str, ...] = ("train", "test"),
                     eip_ids: list[str] | None = None) -> BenchmarkLabelling:
     """Label ``mlearn/<element>/<split>`` with all eligible EIPs (or ``eip_ids``)."""
     names = [f"mlearn/{element}/{s}" for s in splits]
     structures = [a for n in names for a in load_dataset(n)]
-    return label_against_dft(structures, names, get_dataset(names[0]).source_tag, store_path, workers, progress,
+    return label_against_dft(structures, names, get_dataset(names[0]).source_tag, labels, workers, progress,
                              db, eip_ids)
 
 
-def label_against_dft(structures: list, names: list[str], source_tag: str, store_path: str | Path,
+def label_against_dft(structures: list, names: list[str], source_tag: str, labels: str | Path,
                       workers: int | None = None, progress: bool = True, db: PotentialsDB | None = None,
                       eip_ids: list[str] | None = None) -> BenchmarkLabelling:
     """Label ``structures`` (DFT-labelled, from the sources ``names``) with every eligible EIP (or ``eip_ids``)
@@ -66,7 +66,7 @@ def label_against_dft(structures: list, names: list[str], source_tag: str, store
         excluded += [(s, "not requested") for s in eligible if s.id not in chosen]
         eligible = [s for s in eligible if s.id in chosen]
         warn_machine_learned(eligible)
-    report = label(structures, eligible, store_path, workers=workers, progress=progress)
-    with LabelStore(store_path) as store:
+    report = label(structures, eligible, labels, workers=workers, progress=progress)
+    with LabelStore(labels) as store:
         agreement = {s.id: compare_to_reference(structures, store, s.id) for s in eligible}
     return BenchmarkLabelling(names, eligible, excluded, report, agreement)

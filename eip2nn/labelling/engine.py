@@ -23,6 +23,7 @@ from ase import Atoms
 from ase.data import chemical_symbols
 from tqdm import tqdm
 
+from eip2nn.keys import CONFIG_ID
 from eip2nn.labelling import worker
 from eip2nn.labelling.hashing import structure_hashes
 from eip2nn.labelling.packing import pack_geometries, unpack_labels
@@ -51,7 +52,7 @@ class EIPStats:
 class LabelReport:
     """Result of :func:`label`."""
 
-    store: Path
+    labels: Path  # the label store written to
     n_structures: int  # distinct structures (by content hash)
     n_duplicates: int  # input structures that repeated an earlier one
     per_eip: dict[str, EIPStats]
@@ -74,7 +75,7 @@ class LabelReport:
         state = "INTERRUPTED — re-run the same command to resume" if self.interrupted else "complete"
         footer = (f"{self.n_structures} structures ({self.n_duplicates} duplicates skipped), "
                   f"{self.workers} worker(s), {self.wall_seconds:.1f} s wall, "
-                  f"{self.atoms_per_second:,.0f} atoms/s overall; {state}; store: {self.store}")
+                  f"{self.atoms_per_second:,.0f} atoms/s overall; {state}; store: {self.labels}")
         return format_table(rows) + "\n" + footer
 
 
@@ -90,10 +91,10 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def label(structures: list[Atoms], specs: list[PotentialSpec], store_path: str | Path,
+def label(structures: list[Atoms], specs: list[PotentialSpec], labels: str | Path,
           workers: int | None = None, chunk_size: int | None = None, progress: bool = True,
           retry_failed: bool = False) -> LabelReport:
-    """Label ``structures`` with every EIP in ``specs`` into the store at ``store_path``.
+    """Label ``structures`` with every EIP in ``specs`` into the store at ``labels``.
 
     workers: worker processes (default: all cores); 1 evaluates in this process.
     chunk_size: structures per unit of work (default: adapted to the job).
@@ -109,9 +110,9 @@ def label(structures: list[Atoms], specs: list[PotentialSpec], store_path: str |
     composition = _compositions(by_hash)  # (formula, elements)
     n_atoms = {h: len(a) for h, a in by_hash.items()}
 
-    store = LabelStore(store_path)
+    store = LabelStore(labels)
     try:
-        store.add_structures((h, n_atoms[h], composition[h][0], str(a.info.get("config_id", "")))
+        store.add_structures((h, n_atoms[h], composition[h][0], str(a.info.get(CONFIG_ID, "")))
                              for h, a in by_hash.items())
         stats = {s.id: EIPStats() for s in specs}
         # same atoms and cell next to each other: the backend reuses its set-up
@@ -153,7 +154,7 @@ def label(structures: list[Atoms], specs: list[PotentialSpec], store_path: str |
         finally:
             bar.close()
             store.release_claims()
-        report = LabelReport(Path(store_path), len(by_hash), n_dup, stats, workers,
+        report = LabelReport(Path(labels), len(by_hash), n_dup, stats, workers,
                              time.perf_counter() - t_start, interrupted)
     finally:
         store.close()
@@ -176,7 +177,7 @@ def _check_not_stale(store: LabelStore, spec: PotentialSpec) -> None:
         raise StaleLabelsError(
             f"{store.path} holds labels of {spec.id!r} made with a different definition "
             f"(spec hash {sorted(stored)} vs now {spec.content_hash()}, from {spec.source_file}); "
-            f"drop the old labels with `eip2nn labels forget-stale --store {store.path} --eip {spec.id}`, "
+            f"drop the old labels with `eip2nn labels forget-stale --labels {store.path} --eip {spec.id}`, "
             "give the changed EIP a new id, or label into a new store")
 
 

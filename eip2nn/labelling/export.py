@@ -7,7 +7,7 @@ from pathlib import Path
 from ase import Atoms
 from ase.io import write
 
-from eip2nn.keys import ENERGY, FORCES, STRESS, eip_key
+from eip2nn.keys import ENERGY, FORCES, STRESS, eip_failure_key, eip_key
 from eip2nn.labelling.hashing import structure_hashes
 from eip2nn.labelling.store import LabelStore
 
@@ -36,7 +36,7 @@ def attach_labels(structures: list[Atoms], store: LabelStore, eip_ids: list[str]
                     out[i].info[eip_key(eip, STRESS)] = lab.stress.copy()
         for fail in store.failures(eip):
             for i in index.get(fail.structure_hash, ()):
-                out[i].info[f"{eip}_failure"] = f"{fail.kind}: {fail.reason}"
+                out[i].info[eip_failure_key(eip)] = f"{fail.kind}: {fail.reason}"
     return out
 
 

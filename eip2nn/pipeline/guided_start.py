@@ -113,7 +113,7 @@ def summarise(split: Split) -> DataSummary:
                        [str(b) for b in split.omitted])
 
 
-def score_eips(split: Split, db: PotentialsDB, store: str, workers: int | None
+def score_eips(split: Split, db: PotentialsDB, labels: str | Path, workers: int | None
                ) -> tuple[list[tuple[str, str, Agreement | None, int]], list[tuple[str, str]]]:
     """Label the training structures with every eligible EIP; (scores best first, excluded)."""
     structures = split.train + split.val
@@ -122,11 +122,11 @@ def score_eips(split: Split, db: PotentialsDB, store: str, workers: int | None
     excluded_rows = [(s.id, why) for s, why in excluded if s.supports(set(split.species))]
     if not specs:
         return [], excluded_rows
-    label(structures, specs, store, workers=workers, progress=False)
+    label(structures, specs, labels, workers=workers, progress=False)
     scores = []
-    with LabelStore(store) as st:
+    with LabelStore(labels) as store:
         for spec in specs:
-            a = compare_to_reference(structures, st, spec.id)
+            a = compare_to_reference(structures, store, spec.id)
             scores.append((spec.id, spec.backend_type, a, len(structures) - (a.n_structures if a else 0)))
     scores.sort(key=lambda r: (r[2] is None, r[3] > 0, r[2].energy_mae if r[2] else np.inf))
     return scores, excluded_rows

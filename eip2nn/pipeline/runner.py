@@ -95,7 +95,8 @@ def stage_lock(cfg: StageConfig):
 def log_reused(cfg: StageConfig, done: FinishedStage) -> str | None:
     """A child run standing for a reused stage: its tags and final metrics, and where they came from."""
     tags = dict(done.tags)
-    tags.update({"eip2nn.reused": "true", "eip2nn.reused_from_run": done.run_id or "-",
+    tags.update({"eip2nn.arm": cfg.arm,  # today's name, also for stages finished under an older one
+                 "eip2nn.reused": "true", "eip2nn.reused_from_run": done.run_id or "-",
                  "eip2nn.stage_dir": str(done.output_dir)})
     tracker = make_tracker(cfg.tracking.experiment, cfg.tracking.enabled)
     with tracker.run(cfg.tracking.run_name + " (reused)", tags, cfg.tracking.parent_run_id or None) as run:
@@ -180,7 +181,7 @@ def label_stage(p: PipelineConfig, split: Split, tracker: Tracker | NullTracker,
             notes.append(f"{eip}: no label for {bad} of {len(hashes)} structures (reasons: eip2nn labels failures)")
     with tracker.run("labels", {"eip2nn.stage": "labels", "eip2nn.dataset": p.data.name,
                                 "eip2nn.element": ",".join(split.species)}, parent) as run:
-        run.log_params({"eips": ",".join(counts), "store": p.data.labels, "n_structures": len(hashes)})
+        run.log_params({"eips": ",".join(counts), "labels": p.data.labels, "n_structures": len(hashes)})
         run.log_metrics({f"labelled.{e}": ok for e, (ok, _) in counts.items()})
         run.log_metrics({f"failed.{e}": bad for e, (_, bad) in counts.items()})
         run.log_metrics({"wall_seconds": report.wall_seconds, "n_eligible_eips": len(specs)})

@@ -83,13 +83,13 @@ class FinetuneConfig:
 class TrackingConfig:
     enabled: bool = True
     experiment: str = "eip2nn"
-    run_name: str = ""  # default: "<stage>-<dataset>-f<fraction>-s<seed>"
+    run_name: str = ""  # default: "<arm>-<dataset>-f<fraction>-s<seed>"
     parent_run_id: str = ""
 
 
 @dataclass
 class StageConfig:
-    stage: str = "baseline"  # "baseline" | "pretrain" | "finetune"
+    stage: str = "baseline"  # "baseline" | "weak" | "pretrain" | "finetune"
     output: str = "outputs/runs"  # each run writes to <output>/<stage>-<config hash>/
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -109,8 +109,11 @@ class StageConfig:
 
     @property
     def arm(self) -> str:
-        """baseline | weak | pretrain | finetune | both (finetune with weak labels)."""
-        return "both" if self.stage == "finetune" and self.weak.enabled else self.stage
+        """The arm this stage is (the pipeline's word, also the ``eip2nn.arm`` tag): baseline | weak |
+        transfer (finetune) | both (finetune with weak labels) | pretrain (no arm of its own)."""
+        if self.stage == "finetune":
+            return "both" if self.weak.enabled else "transfer"
+        return self.stage
 
     @property
     def uses_weak_labels(self) -> bool:

@@ -20,7 +20,6 @@ import torch
 from ase import Atoms
 
 from eip2nn.keys import (
-    CONFIG_ID,
     ENERGY,
     FORCES,
     GROUP,
@@ -31,6 +30,7 @@ from eip2nn.keys import (
     WEAK_ENERGY,
     WEAK_FORCES,
     eip_key,
+    structure_name,
 )
 from eip2nn.nn.graph import AtomicGraph
 from eip2nn.nn.model import DFT_HEAD
@@ -93,7 +93,7 @@ def make_samples(model, structures: list[Atoms], heads: list[str]) -> list[Sampl
     dtype = next(model.parameters()).dtype
     out = []
     for k, atoms in enumerate(structures):
-        name = str(atoms.info.get(CONFIG_ID, f"structure {k}"))
+        name = structure_name(atoms, k)
         graph = model.graph(atoms, where=name)
         counts = np.bincount(graph.species.numpy(), minlength=len(model.species)).astype(float)
         targets = {h: t for h in heads if (t := read_target(atoms, h, dtype)) is not None}

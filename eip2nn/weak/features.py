@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from ase import Atoms
 
-from eip2nn.keys import FORCES, eip_key
+from eip2nn.keys import FORCES, eip_key, structure_name
 from eip2nn.nn.descriptors import SymmetryFunctions
 from eip2nn.nn.graph import build_graph
 from eip2nn.weak.targets import Alignment, element_counts
@@ -37,7 +37,7 @@ class StructureFeatures:
         d = self.descriptor.size
         rows = []
         for k, atoms in enumerate(structures):
-            where = str(atoms.info.get("config_id", f"structure {k}"))
+            where = structure_name(atoms, k)
             g = build_graph(atoms, self.cutoff, self.species, None, where)
             src, dst = g.edge_src.numpy(), g.edge_dst.numpy()
             vectors = (g.positions[g.edge_dst] - g.positions[g.edge_src] + g.edge_offset).numpy()

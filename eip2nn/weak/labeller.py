@@ -17,7 +17,7 @@ import numpy as np
 from ase import Atoms
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from eip2nn.keys import CONFIG_ID, FORCES, REF_ENERGY, WEAK_ENERGY, WEAK_FORCES, WEAK_SOURCE, eip_key
+from eip2nn.keys import FORCES, REF_ENERGY, WEAK_ENERGY, WEAK_FORCES, WEAK_SOURCE, eip_key, structure_name
 from eip2nn.weak.config import WeakConfig
 from eip2nn.weak.features import StructureFeatures, lowest_aligned_energy
 from eip2nn.weak.report import SelectorReport
@@ -36,10 +36,6 @@ class PseudoLabels:
     @property
     def labelled(self) -> list[Atoms]:
         return [a for a in self.structures if WEAK_ENERGY in a.info]
-
-
-def _name(atoms: Atoms, k: int) -> str:
-    return str(atoms.info.get(CONFIG_ID, f"structure {k}"))
 
 
 class WeakLabeller:
@@ -111,12 +107,12 @@ class WeakLabeller:
         usable = []
         for k, atoms in enumerate(out):
             if REF_ENERGY in atoms.info:
-                raise ValueError(f"{_name(atoms, k)} carries a DFT label; weak labels are for unlabelled structures")
+                raise ValueError(f"{structure_name(atoms, k)} carries a DFT label; weak labels are for unlabelled structures")
             missing = missing_label(atoms, self.eips)
             if missing is None:
                 usable.append(k)
             else:
-                excluded.append((_name(atoms, k), f"no label from candidate EIP {missing}"))
+                excluded.append((structure_name(atoms, k), f"no label from candidate EIP {missing}"))
                 sources["EIP failed"] += 1
         if usable:
             chosen = [out[k] for k in usable]
@@ -127,7 +123,7 @@ class WeakLabeller:
                 atoms.info[WEAK_SOURCE] = str(eip)
                 sources[str(eip)] += 1
                 if eip == NONE:
-                    excluded.append((_name(atoms, k), "selector: no EIP within the threshold of DFT"))
+                    excluded.append((structure_name(atoms, k), "selector: no EIP within the threshold of DFT"))
                     continue
                 atoms.info[WEAK_ENERGY] = self.alignments[eip].aligned_energy(atoms, c)
                 atoms.arrays[WEAK_FORCES] = atoms.arrays[eip_key(eip, FORCES)].copy()

@@ -15,7 +15,7 @@ import numpy as np
 from ase import Atoms
 
 from eip2nn.alignment import aligned_energy_errors
-from eip2nn.keys import ENERGY, FORCES, REF_ENERGY, REF_FORCES, eip_key
+from eip2nn.keys import ENERGY, FORCES, REF_ENERGY, REF_FORCES, eip_failure_key, eip_key, structure_name
 
 NONE = "none"
 
@@ -49,7 +49,7 @@ def missing_label(atoms: Atoms, eips: list[str]) -> str | None:
     """The first of ``eips`` without an energy on ``atoms`` (with its failure reason), else None."""
     for eip in eips:
         if eip_key(eip, ENERGY) not in atoms.info:
-            reason = atoms.info.get(f"{eip}_failure", "not labelled")
+            reason = atoms.info.get(eip_failure_key(eip), "not labelled")
             return f"{eip}: {reason}"
     return None
 
@@ -60,7 +60,7 @@ def fit_alignments(labelled: list[Atoms], eips: list[str], species: list[str]) -
         raise ValueError("no DFT-labelled structure to align the EIPs on")
     for k, atoms in enumerate(labelled):
         if (missing := missing_label(atoms, eips)) is not None:
-            raise ValueError(f"{atoms.info.get('config_id', f'structure {k}')}: no EIP label for {missing}")
+            raise ValueError(f"{structure_name(atoms, k)}: no EIP label for {missing}")
     counts = element_counts(labelled, species)
     ref = np.array([a.info[REF_ENERGY] for a in labelled])
     out = {}

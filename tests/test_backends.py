@@ -1,9 +1,15 @@
-"""Backends against physics: known values, finite differences, invariances, KIM vs LAMMPS."""
+"""Backends against physics: known values, the physics contract (tests/physics_contract.py), KIM vs LAMMPS."""
 
 import numpy as np
 import pytest
 from ase import Atoms
 from ase.build import bulk
+from physics_contract import (
+    check_cell_choice_invariance,
+    check_forces_are_minus_the_energy_gradient,
+    check_rotation_and_translation_invariance,
+    check_stress_is_the_strain_derivative,
+)
 
 from eip2nn.potentials.backends import make_evaluator
 from eip2nn.potentials.db import PotentialsDB
@@ -90,65 +96,36 @@ def test_sw_diamond_energy_per_atom(evaluators, eip_id):
     assert np.abs(res.forces).max() < 1e-8
 
 
+def as_calc(ev):
+    """The physics contract's view of an evaluator: atoms -> (energy, forces, stress)."""
+    def calc(atoms):
+        res = ev.evaluate(atoms)
+        return res.energy, res.forces, res.stress
+    return calc
+
+
 @pytest.mark.parametrize("eip_id,element,crystal,a", FD_CASES)
 def test_forces_are_minus_energy_gradient(evaluators, eip_id, element, crystal, a):
-    ev = evaluators(eip_id)
     atoms = rattled(element, crystal, a)
-    forces = ev.evaluate(atoms).forces
-    h = 1e-4
-    for i, k in [(0, 0), (3, 1), (len(atoms) - 1, 2)]:
-        plus, minus = atoms.copy(), atoms.copy()
-        plus.positions[i, k] += h
-        minus.positions[i, k] -= h
-        numeric = -(ev.evaluate(plus).energy - ev.evaluate(minus).energy) / (2 * h)
-        assert forces[i, k] == pytest.approx(numeric, abs=1e-4 + 1e-4 * abs(numeric))
+    check_forces_are_minus_the_energy_gradient(as_calc(evaluators(eip_id)), atoms, h=1e-4, atol=1e-4, rtol=1e-4,
+                                               components=[(0, 0), (3, 1), (len(atoms) - 1, 2)])
 
 
 @pytest.mark.parametrize("eip_id,element,crystal,a", FD_CASES)
 def test_stress_is_strain_derivative_of_energy(evaluators, eip_id, element, crystal, a):
     # ASE convention: stress_ij = (1/V) dE/d(eps_ij), positive = tensile
-    ev = evaluators(eip_id)
-    atoms = rattled(element, crystal, a, seed=1)
-    stress = ev.evaluate(atoms).stress
-    h = 1e-5
-    volume = atoms.get_volume()
-    voigt = [(0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1)]
-    for v, (i, j) in enumerate(voigt):
-        energies = []
-        for sign in (1, -1):
-            eps = np.eye(3)
-            eps[i, j] += sign * h / (1 if i == j else 2)
-            eps[j, i] += 0 if i == j else sign * h / 2
-            strained = atoms.copy()
-            strained.set_cell(atoms.cell.array @ eps, scale_atoms=True)
-            energies.append(ev.evaluate(strained).energy)
-        numeric = (energies[0] - energies[1]) / (2 * h) / volume
-        assert stress[v] == pytest.approx(numeric, abs=2e-6 + 1e-4 * abs(numeric))
+    check_stress_is_the_strain_derivative(as_calc(evaluators(eip_id)), rattled(element, crystal, a, seed=1),
+                                          h=1e-5, atol=2e-6, rtol=1e-4)
 
 
 @pytest.mark.parametrize("eip_id", [LAMMPS_SW, KIM_SW, "lmp_Cu_eam_u3"])
 def test_rotation_reflection_and_cell_choice_invariance(evaluators, eip_id):
     element, crystal, a = ("Cu", "fcc", 3.615) if "Cu" in eip_id else ("Si", "diamond", 5.431)
-    ev = evaluators(eip_id)
+    calc = as_calc(evaluators(eip_id))
     atoms = rattled(element, crystal, a, seed=2)
-    ref = ev.evaluate(atoms)
-    rng = np.random.default_rng(3)
-    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))  # may be a reflection too
-    moved = atoms.copy()
-    moved.positions = atoms.positions @ q.T
-    moved.set_cell(atoms.cell.array @ q.T)
-    res = ev.evaluate(moved)
-    assert res.energy == pytest.approx(ref.energy, abs=1e-8)
-    np.testing.assert_allclose(res.forces, ref.forces @ q.T, atol=1e-8)
-    # the same lattice described by a skewed cell (c -> c + a + b) gives the same numbers
-    skewed = atoms.copy()
-    cell = atoms.cell.array.copy()
-    cell[2] += cell[0] + cell[1]
-    skewed.set_cell(cell, scale_atoms=False)
-    res = ev.evaluate(skewed)
-    assert res.energy == pytest.approx(ref.energy, abs=1e-8)
-    np.testing.assert_allclose(res.forces, ref.forces, atol=1e-8)
-    np.testing.assert_allclose(res.stress, ref.stress, atol=1e-9)
+    q, _ = np.linalg.qr(np.random.default_rng(3).normal(size=(3, 3)))  # may be a reflection too
+    check_rotation_and_translation_invariance(calc, atoms, q, (0.0, 0.0, 0.0), atol=1e-8)
+    check_cell_choice_invariance(calc, atoms, atol=1e-8, stress_atol=1e-9)
 
 
 def test_same_sw_through_kim_and_lammps_agrees(evaluators):

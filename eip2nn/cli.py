@@ -431,7 +431,7 @@ def cmd_sweep(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:  # long by design: every command's options in one table, like --help
     p = argparse.ArgumentParser(prog="eip2nn", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 

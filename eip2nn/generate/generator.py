@@ -72,7 +72,7 @@ class Generated:
     counts: dict[str, int]  # method -> structures made
 
 
-def generate(seeds: list[Atoms], cfg: GenerateConfig) -> Generated:
+def generate(seeds: list[Atoms], cfg: GenerateConfig) -> Generated:  # ~70 lines: keep/attempt close over the outputs
     """New structures from ``seeds``; none of them carries a DFT label."""
     spec = PotentialsDB().get(cfg.md_eip) if cfg.md_eip else None
     if spec is not None:

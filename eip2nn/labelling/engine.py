@@ -91,6 +91,34 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0))
 
 
+def _jobs(store: LabelStore, specs: list[PotentialSpec], by_hash: dict[str, Atoms], composition: dict,
+          retry_failed: bool, stats: dict) -> list[tuple[PotentialSpec, int, list[str]]]:
+    """(spec, provenance id, hashes to label) per EIP: done ones counted, unsupported species recorded as failures,
+    the rest sorted so that structures with the same atoms and cell follow each other (the backend reuses its set-up)."""
+    set_up_order = {h: (len(a), a.numbers.tobytes(), a.cell.array.tobytes()) for h, a in by_hash.items()}
+    jobs = []
+    for spec in specs:
+        _check_not_stale(store, spec)
+        if retry_failed:
+            store.forget_failures(spec.id)
+        pid = store.provenance_id(spec.id, spec.content_hash(), provenance_info(spec))
+        done = store.done(spec.id)
+        todo, unsupported = [], []
+        for h in by_hash:
+            elements = composition[h][1]
+            if h in done:
+                stats[spec.id].already_done += 1
+            elif not spec.supports(elements):
+                unsupported.append((h, UNSUPPORTED_SPECIES, unsupported_reason(spec, elements)))
+            else:
+                todo.append(h)
+        store.write(spec.id, pid, [], unsupported)
+        stats[spec.id].failed.update(k for _, k, _ in unsupported)
+        todo.sort(key=set_up_order.__getitem__)
+        jobs.append((spec, pid, todo))
+    return jobs
+
+
 def label(structures: list[Atoms], specs: list[PotentialSpec], labels: str | Path,
           workers: int | None = None, chunk_size: int | None = None, progress: bool = True,
           retry_failed: bool = False) -> LabelReport:
@@ -115,29 +143,7 @@ def label(structures: list[Atoms], specs: list[PotentialSpec], labels: str | Pat
         store.add_structures((h, n_atoms[h], composition[h][0], str(a.info.get(CONFIG_ID, "")))
                              for h, a in by_hash.items())
         stats = {s.id: EIPStats() for s in specs}
-        # same atoms and cell next to each other: the backend reuses its set-up
-        set_up_order = {h: (n_atoms[h], a.numbers.tobytes(), a.cell.array.tobytes())
-                        for h, a in by_hash.items()}
-        jobs: list[tuple[PotentialSpec, int, list[str]]] = []  # (spec, provenance id, hashes)
-        for spec in specs:
-            _check_not_stale(store, spec)
-            if retry_failed:
-                store.forget_failures(spec.id)
-            pid = store.provenance_id(spec.id, spec.content_hash(), provenance_info(spec))
-            done = store.done(spec.id)
-            todo, unsupported = [], []
-            for h in by_hash:
-                elements = composition[h][1]
-                if h in done:
-                    stats[spec.id].already_done += 1
-                elif not spec.supports(elements):
-                    unsupported.append((h, UNSUPPORTED_SPECIES, unsupported_reason(spec, elements)))
-                else:
-                    todo.append(h)
-            store.write(spec.id, pid, [], unsupported)
-            stats[spec.id].failed.update(k for _, k, _ in unsupported)
-            todo.sort(key=set_up_order.__getitem__)
-            jobs.append((spec, pid, todo))
+        jobs = _jobs(store, specs, by_hash, composition, retry_failed, stats)
 
         size = chunk_size or _chunk_size([n_atoms[h] for _, _, t in jobs for h in t], workers)
         chunks = [(spec, pid, hashes[i:i + size]) for spec, pid, hashes in jobs

@@ -136,8 +136,8 @@ def check_dft_data(train: FileData, test: FileData | None = None, supported_spec
         problems += _bad_frames(test, test_bad)
     if problems and on_bad == "error":
         n_frames = len({(p.file, p.frame) for p in problems})
-        raise DataError(f"{n_frames} bad frame(s) in the DFT data; fix them, or set on_bad 'skip' "
-                        f"(pipeline: data.on_bad: skip) to leave them out", problems)
+        raise DataError(f"{n_frames} bad frame(s) in the DFT data; fix them, or leave them out "
+                        f"(pipeline: data.on_bad: skip; command line: --on-bad skip)", problems)
     kept_train = [a for pos, a in enumerate(train.structures) if not train_bad[pos]]
     if not kept_train:
         raise DataError(f"{train.path}: no training structure left after leaving out the bad frames", problems)

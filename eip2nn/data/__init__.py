@@ -3,23 +3,14 @@
 from .checks import CheckedData, check_dft_data, close_pairs, structure_fingerprints
 from .files import STRESS_UNITS, BadFrame, DataError, DataKeys, FileData, read_dft_file
 from .readers import (
-                      hide_dft_labels,
-                      mlearn_virial_to_ase_stress,
-                      read_extxyz,
-                      read_extxyz_from_tar,
-                      read_mlearn_json,
-                      read_structures,
+    hide_dft_labels,
+    mlearn_virial_to_ase_stress,
+    read_extxyz,
+    read_extxyz_from_tar,
+    read_mlearn_json,
+    read_structures,
 )
-from .registry import (
-                      ChecksumError,
-                      DataFile,
-                      Dataset,
-                      DataUnavailableError,
-                      get_dataset,
-                      list_datasets,
-                      load_dataset,
-                      resolve,
-)
+from .registry import ChecksumError, DataFile, Dataset, DataUnavailableError, get_dataset, list_datasets, load_dataset, resolve
 from .splits import nested_fractions, train_val_split
 
 __all__ = [

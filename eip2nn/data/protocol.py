@@ -11,19 +11,19 @@ downstream can see a hidden label by mistake. The test set is never touched.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ase import Atoms
 
-from ..keys import REF_ENERGY, REF_STRESS
-from .files import BadFrame, DataKeys
+from ..keys import REF_ENERGY
+from .checks import ON_BAD
+from .files import STRESS_SIGNS, STRESS_UNITS, BadFrame, DataKeys
 from .readers import hide_dft_labels
 from .registry import get_dataset, load_dataset
 from .splits import nested_fractions, train_val_split
 from .user import UserDataOptions, load_user_data
-
-ON_BAD = ("error", "skip")
 
 
 @dataclass
@@ -54,6 +54,10 @@ class DataConfig:
             raise ValueError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.on_bad not in ON_BAD:
             raise ValueError(f"data.on_bad must be one of {ON_BAD}, got {self.on_bad!r}")
+        if self.stress_units not in STRESS_UNITS:
+            raise ValueError(f"data.stress_units must be one of {list(STRESS_UNITS)}, got {self.stress_units!r}")
+        if self.stress_sign not in STRESS_SIGNS:
+            raise ValueError(f"data.stress_sign must be one of {STRESS_SIGNS}, got {self.stress_sign!r}")
         if self.test and not self.train:
             raise ValueError("data.test needs data.train (the registered datasets bring their own test file)")
 
@@ -105,10 +109,10 @@ def _keep_fraction(structures: list[Atoms], fraction: float, seed: int) -> list[
     return [a if i in keep else hide_dft_labels(a) for i, a in enumerate(structures)]
 
 
-def make_split(cfg: DataConfig, supported_species: set[str] | None = None) -> Split:
-    """The split of ``cfg``; ``supported_species`` (elements some candidate EIP supports) checks user files."""
+def make_split(cfg: DataConfig) -> Split:
+    """The split of ``cfg``. User files are checked first, their elements against :func:`candidate_species`."""
     if cfg.is_files:
-        data = load_user_data(cfg.train, cfg.test, cfg.options, supported_species)
+        data = load_user_data(cfg.train, cfg.test, cfg.options, candidate_species())
         structures, test, omitted, test_note = data.train, data.test, data.omitted, data.test_note
         source_tag = cfg.source
         hashes = {f"{split}_file_sha256": sha for split, sha in data.sha256.items()}
@@ -130,13 +134,13 @@ def make_split(cfg: DataConfig, supported_species: set[str] | None = None) -> Sp
     return Split(train, val, test, source_tag, species, omitted, hashes, test_note)
 
 
-def candidate_species() -> set[str]:
-    """Every element some empirical potential (registered or installed) supports."""
+def candidate_species() -> frozenset[str]:
+    """Every element some empirical potential (registered or installed) supports; once per registry folder."""
+    from eip2nn.potentials.db import db_folder
+    return _candidate_species(str(db_folder()))
+
+
+@functools.lru_cache(maxsize=4)
+def _candidate_species(folder: str) -> frozenset[str]:
     from eip2nn.potentials.db import PotentialsDB
-
-    return {el for spec in PotentialsDB() if spec.kind == "empirical" for el in spec.species}
-
-
-def has_stress(structures: list[Atoms]) -> bool:
-    """True if some structure carries a DFT stress."""
-    return any(REF_STRESS in a.info for a in structures)
+    return frozenset(el for spec in PotentialsDB(folder) if spec.kind == "empirical" for el in spec.species)

@@ -9,6 +9,7 @@ ready pipeline config whose defaults follow the size of the data.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import statistics
 from collections import Counter
@@ -18,8 +19,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from eip2nn.data.files import DataKeys
-from eip2nn.data.protocol import DataConfig, Split, candidate_species, make_split
+from eip2nn.data.protocol import DataConfig, Split, make_split
 from eip2nn.keys import GROUP, REF_ENERGY, REF_FORCES, REF_STRESS
 from eip2nn.labelling.choice import eligible_eips
 from eip2nn.labelling.compare import Agreement, compare_to_reference
@@ -91,11 +91,9 @@ class StartResult:
 def _compact(p: PipelineConfig) -> dict:
     """The pipeline as a dict, leaving out data fields at their defaults (short, readable YAML)."""
     d = p.as_dict()
-    defaults = DataConfig().__dict__
+    defaults = dataclasses.asdict(DataConfig())
     d["data"] = {k: v for k, v in d["data"].items()
-                 if k in ("train", "test", "labels") or v != (defaults[k] if k != "keys" else DataKeys().__dict__)}
-    d["data"].pop("dft_fraction", None)
-    d["data"].pop("split_seed", None)
+                 if k in ("train", "labels") or (v != defaults[k] and k not in ("dft_fraction", "split_seed"))}
     return d
 
 
@@ -145,7 +143,7 @@ def default_pipeline(data: DataConfig, summary: DataSummary, n_eips: int, name: 
     config = {
         "name": name,
         "study": {"fractions": fractions, "seeds": [0, 1, 2], "arms": arms},
-        "data": {k: v for k, v in data.__dict__.items() if k not in ("dft_fraction", "split_seed")},
+        "data": {k: v for k, v in dataclasses.asdict(data).items() if k not in ("dft_fraction", "split_seed")},
         "model": model,
         "train": train,
         "pretrain": {"n_eips": min(3, n_eips) or 3, "train": {"epochs": 40, "batch_size": 8, "lr": 0.003,
@@ -154,7 +152,6 @@ def default_pipeline(data: DataConfig, summary: DataSummary, n_eips: int, name: 
         "weak": {"n_eips": min(4, n_eips) or 4, "threshold": 50.0, "alpha": 1.0},
         "label_all": bool(n_eips),
     }
-    config["data"]["keys"] = dict(data.keys.__dict__)
     return pipeline_from_dict(config)
 
 
@@ -168,7 +165,7 @@ def start_pipeline(data: DataConfig, name: str = "", workers: int | None = None)
     """Inspect ``data`` (user files), score the eligible EIPs, and propose a pipeline."""
     if not data.is_files:
         raise ValueError("eip2nn init is for your own files: give a training file")
-    split = make_split(replace(data, dft_fraction=1.0), candidate_species())
+    split = make_split(replace(data, dft_fraction=1.0))
     summary = summarise(split)
     db = PotentialsDB()
     scores, excluded = score_eips(split, db, data.labels, workers)

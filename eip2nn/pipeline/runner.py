@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eip2nn.data.protocol import Split, candidate_species, make_split
+from eip2nn.data.protocol import Split, make_split
 from eip2nn.labelling.choice import eligible_eips
 from eip2nn.labelling.engine import label
 from eip2nn.labelling.hashing import structure_hashes
@@ -135,14 +135,9 @@ def cell_result(arm: str, fraction: float, seed: int, done: FinishedStage, reuse
 
 
 # -- the stages of a pipeline ---------------------------------------------------------
-def uses_eips(p: PipelineConfig) -> bool:
-    """Whether some arm of ``p`` needs EIP labels (all but the baseline do)."""
-    return p.label_all or any(arm != "baseline" for arm in p.study.arms)
-
-
 def check_data(p: PipelineConfig, log=print) -> Split:
     """Read and check the pipeline's data once, before any training; DataError names every bad frame."""
-    split = make_split(dataclasses.replace(p.data, dft_fraction=1.0), candidate_species() if uses_eips(p) else None)
+    split = make_split(dataclasses.replace(p.data, dft_fraction=1.0))
     log(f"data {p.data.name}: {len(split.train) + len(split.val)} training structures, {len(split.test)} test "
         f"({split.test_note}); species {', '.join(split.species)}")
     for bad in split.omitted:

@@ -17,7 +17,7 @@ import torch
 from ase import Atoms
 
 from eip2nn.alignment import aligned_energy_errors
-from eip2nn.data.protocol import Split, candidate_species, make_split
+from eip2nn.data.protocol import Split, make_split
 from eip2nn.labelling.choice import label_with, resolve_eips, select_eips
 from eip2nn.nn.checkpoint import model_from_record, read_checkpoint
 from eip2nn.nn.freezing import freeze
@@ -69,7 +69,7 @@ class StagePlan:
 def plan_stage(cfg) -> StagePlan:
     """The plan of stage ``cfg``: split, heads, weak labels, samples, head statistics; raises on bad input."""
     dtype = getattr(torch, cfg.train.dtype)
-    split = make_split(cfg.data, candidate_species() if cfg.stage != "baseline" else None)
+    split = make_split(cfg.data)
     tags, notes = _data_tags_and_notes(cfg, split)
     heads = BUILDERS[cfg.stage](cfg, split, dtype, tags, notes)
     cfg = heads.config or cfg

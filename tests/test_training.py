@@ -165,7 +165,9 @@ def test_leakage_tagged_eip_is_refused_for_pretraining(workdir, mlflow_client):
         run_stage(cfg, log=lambda s: None)
 
 
-def test_resume_after_interrupt_equals_uninterrupted(tmp_path, data_mirror_session):
+@pytest.mark.parametrize("extra", [{}, {"schedule": "cosine", "ema_decay": 0.9, "final_start": 0.5}],
+                         ids=["plateau", "cosine+ema+final"])
+def test_resume_after_interrupt_equals_uninterrupted(tmp_path, data_mirror_session, extra):
     from eip2nn.data import load_dataset
     from eip2nn.nn.config import ModelConfig
     from eip2nn.nn.model import EnergyModel
@@ -183,7 +185,7 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path, data_mirror_sessi
         fit_head_statistics(m.head(DFT_HEAD), *head_arrays(samples, DFT_HEAD))
         return m, samples[:20], samples[20:]
 
-    cfg = TrainConfig(epochs=4, batch_size=8, lr=5e-3)
+    cfg = TrainConfig(epochs=4, batch_size=8, lr=5e-3, **extra)
     m1, tr, va = fresh()
     straight = fit(m1, tr, va, {DFT_HEAD: 1.0}, cfg, tmp_path / "a.pt")
 
@@ -197,6 +199,9 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path, data_mirror_sessi
     m3, tr, va = fresh()
     resumed = fit(m3, tr, va, {DFT_HEAD: 1.0}, cfg, tmp_path / "b.pt")
     assert resumed.resumed_from == 2
+    if extra:  # the final phase began at epoch 2, after the interruption, and the best is the final phase's
+        assert [h["final_phase"] for h in resumed.history] == [0.0, 0.0, 1.0, 1.0]
+        assert resumed.best_epoch >= 2
     assert [h["val_loss"] for h in resumed.history] == pytest.approx([h["val_loss"] for h in straight.history], rel=1e-6)
     for k, v in m1.state_dict().items():
         np.testing.assert_allclose(v.numpy(), m3.state_dict()[k].numpy(), rtol=1e-6, atol=1e-7)
@@ -265,3 +270,49 @@ def test_interrupted_stage_resumes_under_another_parent_run(tmp_path, data_mirro
     assert second.content_hash() == first.content_hash()
     resumed = run_stage(second, log=lambda s: None)
     assert resumed.fit.resumed_from == 2 and len(resumed.fit.history) == 4
+
+
+def test_weight_average_and_final_phase_change_what_is_returned(tmp_path, data_mirror_session):
+    """The averaged weights are what validation sees and what comes back; the final phase's loss has its weights."""
+    from eip2nn.data import load_dataset
+    from eip2nn.nn.config import ModelConfig
+    from eip2nn.nn.model import EnergyModel
+    from eip2nn.nn.offsets import fit_head_statistics
+    from eip2nn.training.config import TrainConfig
+    from eip2nn.training.loss import batch_loss
+    from eip2nn.training.samples import head_arrays, make_samples
+    from eip2nn.training.trainer import fit
+
+    structures = load_dataset("mlearn/Si/test")
+    torch.manual_seed(0)
+    model = EnergyModel(ModelConfig(**TINY["model"]), ["Si"], [DFT_HEAD])
+    samples = make_samples(model, structures, [DFT_HEAD])
+    fit_head_statistics(model.head(DFT_HEAD), *head_arrays(samples, DFT_HEAD))
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = TrainConfig(epochs=3, batch_size=8, lr=5e-3, ema_decay=0.5, final_start=0.5, final_energy_weight=7.0,
+                      final_force_weight=0.0, patience=100)
+    result = fit(model, samples[:20], samples[20:], {DFT_HEAD: 1.0}, cfg, tmp_path / "c.pt")
+    assert [h["final_phase"] for h in result.history] == [0.0, 0.0, 1.0]  # round(0.5 × 3) = 2
+    # the last epoch's validation loss is the averaged weights' loss with the final weights (forces weigh 0)
+    with torch.no_grad():
+        model.train()
+        val, _ = batch_loss(model, samples[20:], {DFT_HEAD: 1.0}, cfg.final_loss_weights)
+    assert result.best_epoch == 2
+    assert float(val) == pytest.approx(result.history[-1]["val_loss"], rel=1e-5)
+    assert any(not torch.equal(v, start[k]) for k, v in model.state_dict().items())
+
+
+def test_device_is_checked_and_left_out_of_the_stage_hash(tmp_path):
+    from eip2nn.nn.device import resolve_device
+    from eip2nn.training.config import StageConfig, TrainConfig
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="train.device"):
+        TrainConfig(device="tpu")
+    a, b = StageConfig(train=TrainConfig(device="cpu")), StageConfig(train=TrainConfig(device="cuda"))
+    assert a.content_hash() == b.content_hash()
+    assert StageConfig(train=TrainConfig(ema_decay=0.99)).content_hash() != a.content_hash()

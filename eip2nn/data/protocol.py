@@ -76,6 +76,7 @@ class DataConfig:
         return UserDataOptions(self.keys, self.stress_units, self.stress_sign, self.format, self.on_bad,
                                self.test_fraction, self.test_seed)
 
+    EXECUTION_FIELDS = ()  # none here: see TrainConfig.EXECUTION_FIELDS
     # fields added after stage hashes were first written: left out of a stage's hash while at their default,
     # so finished stages of registered datasets keep being reused
     LATE_FIELDS = ("train", "test", "test_fraction", "test_seed", "format", "keys", "stress_units", "stress_sign",

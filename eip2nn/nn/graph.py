@@ -44,11 +44,13 @@ class AtomicGraph:
         return AtomicGraph(**_cast(self, dtype))
 
 
-def _cast(obj, dtype: torch.dtype) -> dict:
+def _cast(obj, dtype: torch.dtype, device: torch.device | None = None) -> dict:
     out = {}
     for f in fields(obj):
         v = getattr(obj, f.name)
-        out[f.name] = v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+        if isinstance(v, torch.Tensor):
+            v = v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
+        out[f.name] = v
     return out
 
 
@@ -72,9 +74,9 @@ class Batch:
     def n_graphs(self) -> int:
         return int(self.n_atoms.shape[0])
 
-    def to(self, dtype: torch.dtype) -> "Batch":
-        """Copy with floating tensors cast to ``dtype`` (no copy for tensors already in it)."""
-        return Batch(**_cast(self, dtype))
+    def to(self, dtype: torch.dtype, device: torch.device | None = None) -> "Batch":
+        """Copy with floating tensors cast to ``dtype`` and all on ``device`` (no copy for tensors already so)."""
+        return Batch(**_cast(self, dtype, device))
 
 
 def species_indices(atoms: Atoms, species: list[str], where: str = "") -> np.ndarray:

@@ -100,14 +100,14 @@ class EnergyModel(nn.Module):
 
     def forward(self, batch: Batch, heads: list[str] | None = None, forces: bool = True,
                 stress: bool = False, create_graph: bool | None = None) -> dict[str, Prediction]:
-        """Energies (B,) eV, forces (N, 3) eV/Å and stress (B, 6) eV/Å³ per head."""
+        """Energies (B,) eV, forces (N, 3) eV/Å and stress (B, 6) eV/Å³ per head, on the model's device."""
         heads = heads or self.head_names
-        dtype = next(self.backbone.parameters()).dtype
-        batch = batch.to(dtype)
+        weight = next(self.backbone.parameters())
+        batch = batch.to(weight.dtype, weight.device)
 
         def energy_fn(v):
             per_atom = self.atomic_energies(batch, v, heads)
-            return {h: torch.zeros(batch.n_graphs, dtype=dtype).index_add_(0, batch.atom_graph, e)
+            return {h: torch.zeros(batch.n_graphs, dtype=weight.dtype, device=weight.device).index_add_(0, batch.atom_graph, e)
                     for h, e in per_atom.items()}
 
         if create_graph is None:

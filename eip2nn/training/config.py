@@ -49,14 +49,38 @@ class TrainConfig:
     min_lr: float = 1e-5
     seed: int = 0
     dtype: str = "float32"  # "float32" | "float64"
+    # "plateau": LR × lr_factor after lr_patience epochs without improvement | "cosine": LR falls from lr to
+    # min_lr along a half cosine over `epochs`
+    schedule: str = "plateau"
+    # Exponential moving average of the weights per optimiser step (e.g. 0.99); validation, early stopping and
+    # the returned model use the average. 0 = off.
+    ema_decay: float = 0.0
+    # The final phase (MACE's "stage two"): from this share of `epochs` on — or as soon as early stopping would
+    # stop — the loss uses final_energy_weight and final_force_weight, and the returned model is the final phase's
+    # best. 1 = no final phase.
+    final_start: float = 1.0
+    final_energy_weight: float = 10.0  # loss weight on (ΔE/n_atoms)² in the final phase, eV²
+    final_force_weight: float = 0.1  # loss weight on ΔF² in the final phase, (eV/Å)²
+    device: str = "auto"  # "auto" (CUDA when available) | "cpu" | "cuda"; an execution detail, not in the stage hash
 
     # fields added after stage hashes were first written: to be left out of a stage's hash while at
     # their default (as DataConfig.LATE_FIELDS), so finished stages keep being reused
-    LATE_FIELDS = ("stress_weight",)
+    LATE_FIELDS = ("stress_weight", "schedule", "ema_decay", "final_start", "final_energy_weight", "final_force_weight")
+    EXECUTION_FIELDS = ("device",)  # never in a stage's hash: they change where it runs, not what it learns
 
     def __post_init__(self):
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"train.dtype must be float32 or float64, got {self.dtype!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"train.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"train.device must be one of {DEVICES}, got {self.device!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0.0 <= self.final_start <= 1.0:
+            raise ValueError(f"train.final_start must be in [0, 1], got {self.final_start}")
+        if self.final_energy_weight < 0 or self.final_force_weight < 0:
+            raise ValueError("train.final_energy_weight and train.final_force_weight must be >= 0")
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("train: epochs >= 0, batch_size >= 1 and lr > 0 are required")
         if self.stress_weight < 0:
@@ -65,6 +89,18 @@ class TrainConfig:
     @property
     def loss_weights(self) -> LossWeights:
         return LossWeights(self.energy_weight, self.force_weight, self.stress_weight)
+
+    @property
+    def final_loss_weights(self) -> LossWeights:
+        return LossWeights(self.final_energy_weight, self.final_force_weight, self.stress_weight)
+
+    @property
+    def has_final_phase(self) -> bool:
+        return self.final_start < 1.0
+
+
+SCHEDULES = ("plateau", "cosine")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 STAGES = ("baseline", "weak", "pretrain", "finetune")
@@ -144,6 +180,8 @@ class StageConfig:
             for name in cls.LATE_FIELDS:
                 if d[section][name] == defaults[name]:
                     del d[section][name]
+            for name in cls.EXECUTION_FIELDS:
+                del d[section][name]
         return d
 
     def content_hash(self) -> str:

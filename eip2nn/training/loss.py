@@ -60,24 +60,25 @@ def batch_loss(model, samples: list[Sample], terms, weights: LossWeights
     preds = model(collate([s.graph for s in samples]), heads=sorted({t.head for t in terms}), forces=want_forces,
                   stress=want_stress)
     sizes = [s.n_atoms for s in samples]
-    total = torch.zeros(())
+    total = torch.zeros((), device=next(model.parameters()).device)
     parts: dict[str, float] = {}
     for t in terms:
         p = preds[t.head]
         idx = [k for k, s in enumerate(samples) if t.target in s.targets]
-        e_ref = torch.tensor([samples[k].targets[t.target].energy for k in idx], dtype=p.energy.dtype)
-        n = torch.tensor([sizes[k] for k in idx], dtype=p.energy.dtype)
+        e_ref = torch.tensor([samples[k].targets[t.target].energy for k in idx], dtype=p.energy.dtype,
+                             device=p.energy.device)
+        n = torch.tensor([sizes[k] for k in idx], dtype=p.energy.dtype, device=p.energy.device)
         loss = weights.energy * _penalty((p.energy[idx] - e_ref) / n, t.tukey_energy).mean()
         if want_forces and t.forces:
             per = p.forces.split(sizes)
             pairs = [(per[k], samples[k].targets[t.target].forces) for k in idx
                      if samples[k].targets[t.target].forces is not None]
             if pairs:
-                df = torch.cat([(fp - fr.to(fp.dtype)).reshape(-1) for fp, fr in pairs])
+                df = torch.cat([(fp - fr.to(fp)).reshape(-1) for fp, fr in pairs])
                 loss = loss + weights.forces * _penalty(df, t.tukey_forces).mean()
         if stressed.get(t.target):
             ks = stressed[t.target]
-            s_ref = torch.stack([samples[k].targets[t.target].stress for k in ks]).to(p.stress.dtype)
+            s_ref = torch.stack([samples[k].targets[t.target].stress for k in ks]).to(p.stress)
             loss = loss + weights.stress * ((p.stress[ks] - s_ref) ** 2).mean()
         total = total + t.weight * loss
         parts[t.target] = float(loss.detach())

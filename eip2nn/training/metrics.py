@@ -78,13 +78,13 @@ def _predict_rows(model, samples: list[Sample], head: str, batch_size: int) -> l
             p = model(collate([s.graph for s in chunk]), heads=[head], forces=True, stress=stress,
                       create_graph=False)[head]
             n = torch.tensor([s.n_atoms for s in chunk], dtype=p.energy.dtype)
-            per_atom = (p.energy.detach() / n).tolist()
-            forces = p.forces.detach().split([s.n_atoms for s in chunk])
+            per_atom = (p.energy.detach().cpu() / n).tolist()
+            forces = p.forces.detach().cpu().split([s.n_atoms for s in chunk])
             for i, s in enumerate(chunk):
                 t = s.targets[head]
                 rows.append(_Row(s, per_atom[i],
                                  forces[i].numpy() if t.forces is not None else None,
-                                 p.stress[i].detach().numpy() if t.stress is not None and s.graph.periodic else None))
+                                 p.stress[i].detach().cpu().numpy() if t.stress is not None and s.graph.periodic else None))
     finally:
         model.train(was_training)
     return rows

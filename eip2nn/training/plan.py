@@ -208,7 +208,7 @@ def best_eip_head(model: EnergyModel, eips: list[str], labelled: list[Sample]) -
     scores = {}
     for h in eips:
         pred = np.concatenate([
-            model(collate([s.graph for s in labelled[k:k + 16]]), heads=[h], forces=False)[h].energy.detach().numpy()
+            model(collate([s.graph for s in labelled[k:k + 16]]), heads=[h], forces=False)[h].energy.detach().cpu().numpy()
             for k in range(0, len(labelled), 16)])
         scores[h] = float(np.abs(aligned_energy_errors(counts, ref, pred)[0]).mean())
     return min(scores, key=scores.get)

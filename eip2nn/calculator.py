@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from eip2nn.nn.checkpoint import load_model
 from eip2nn.nn.graph import collate
@@ -15,7 +15,8 @@ class EIP2NNCalculator(Calculator):
     """ASE calculator over one head of an :class:`EnergyModel` (default: the DFT head).
 
     Stress is given for fully periodic cells only (Voigt xx yy zz yz xz xy,
-    ASE sign: positive = tensile).
+    ASE sign: positive = tensile). A Δ-learning model (``model.reference_eip``)
+    predicts EIP + network: the EIP is evaluated here (KIM-API or LAMMPS) and added.
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
@@ -24,6 +25,7 @@ class EIP2NNCalculator(Calculator):
         super().__init__(**kwargs)
         model.head(head)  # raises with the list of heads if absent
         self.model, self.head = model.eval(), head
+        self._reference = None  # the Δ-learning EIP's evaluator, made on first use
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, head: str = DFT_HEAD) -> "EIP2NNCalculator":
@@ -52,10 +54,13 @@ class EIP2NNCalculator(Calculator):
         if pred.stress is not None:
             self.results["stress"] = pred.stress.detach().double().numpy()[0].copy()
         elif "stress" in properties:
-            from ase.calculators.calculator import PropertyNotImplementedError
-
             raise PropertyNotImplementedError("stress needs a fully periodic cell")
+        if self.model.reference_eip:
+            self._add_reference()
         if "energies" in properties:
+            if self.model.reference_eip:
+                raise PropertyNotImplementedError(f"per-atom energies: the Δ-learning EIP {self.model.reference_eip} "
+                                                  "gives totals only")
             import torch
 
             from eip2nn.nn.derivatives import edge_vectors
@@ -64,3 +69,19 @@ class EIP2NNCalculator(Calculator):
             with torch.no_grad():
                 v = edge_vectors(b, b.positions)
                 self.results["energies"] = self.model.atomic_energies(b, v, [self.head])[self.head].double().numpy()
+
+    def _add_reference(self) -> None:
+        """Add the Δ-learning EIP's energy, forces and stress to the network's."""
+        if self._reference is None:
+            from eip2nn.potentials.backends import make_evaluator
+            from eip2nn.potentials.db import PotentialsDB
+
+            self._reference = make_evaluator(PotentialsDB().get(self.model.reference_eip))
+        eip = self._reference.evaluate(self.atoms)
+        self.results["energy"] += eip.energy
+        self.results["free_energy"] = self.results["energy"]
+        self.results["forces"] = self.results["forces"] + eip.forces
+        if "stress" in self.results:
+            if eip.stress is None:
+                raise PropertyNotImplementedError(f"stress: the Δ-learning EIP {self.model.reference_eip} gives none")
+            self.results["stress"] = self.results["stress"] + eip.stress

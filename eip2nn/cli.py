@@ -349,7 +349,7 @@ def cmd_evaluate(args) -> int:
         raise SystemExit("give --dataset NAME and/or --file PATH to evaluate on")
     sources = _labelled_sources(args)
     if args.model:
-        result = evaluate_model(args.model, sources, args.head)
+        result = evaluate_model(args.model, sources, args.head, args.labels, args.workers)
     else:
         result = evaluate_eip(args.eip, sources, args.labels, args.workers)
     print(result.table())

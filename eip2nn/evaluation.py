@@ -36,8 +36,12 @@ def as_sources(sources: Sources | list[str]) -> Sources:
     return {name: (load_dataset(name), get_dataset(name).source_tag) for name in sources}
 
 
-def evaluate_model(ref: str, sources: Sources | list[str], head: str = DFT_HEAD) -> Evaluation:
-    """Metrics of model ``ref`` (checkpoint path or ``runs:/<id>``), head ``head``, per source."""
+def evaluate_model(ref: str, sources: Sources | list[str], head: str = DFT_HEAD,
+                   labels: str | Path = "outputs/labels.sqlite", workers: int | None = None) -> Evaluation:
+    """Metrics of model ``ref`` (checkpoint path or ``runs:/<id>``), head ``head``, per source.
+
+    A Δ-learning model is scored as EIP + network: its EIP labels the structures (into ``labels``) first.
+    """
     from eip2nn.calculator import EIP2NNCalculator
     from eip2nn.training.metrics import evaluate
     from eip2nn.training.samples import make_samples
@@ -45,13 +49,16 @@ def evaluate_model(ref: str, sources: Sources | list[str], head: str = DFT_HEAD)
     model = EIP2NNCalculator.load(ref, head).model
     out = {}
     for name, (structures, _) in as_sources(sources).items():
+        if model.reference_eip:
+            structures = _minus_reference(structures, model.reference_eip, labels, workers, name)
         # the structures' DFT labels are the reference for whichever head is scored
         samples = make_samples(model, structures, [DFT_HEAD])
         for s in samples:
             if DFT_HEAD in s.targets:
                 s.targets[head] = s.targets[DFT_HEAD]
         out[name] = evaluate(model, samples, head)
-    return Evaluation(f"model {ref} (head {head})", out)
+    subject = f"model {ref} (head {head}" + (f", on top of EIP {model.reference_eip})" if model.reference_eip else ")")
+    return Evaluation(subject, out)
 
 
 def evaluate_eip(eip_id: str, sources: Sources | list[str], labels: str | Path, workers: int | None = None) -> Evaluation:
@@ -77,3 +84,12 @@ def evaluate_eip(eip_id: str, sources: Sources | list[str], labels: str | Path, 
         out[name] = Metrics(a.n_structures, a.energy_mae, a.energy_rmse, a.force_mae, a.force_rmse)
     return Evaluation(f"EIP {spec.id}", out,
                       "energies aligned by per-element offsets fitted on each evaluated set")
+
+
+def _minus_reference(structures: list[Atoms], eip: str, labels, workers, name: str) -> list[Atoms]:
+    """The structures with DFT − EIP as their reference labels (what a Δ-learning model's network predicts)."""
+    from eip2nn.labelling.choice import label_with
+    from eip2nn.labelling.delta import subtract_eip
+    from eip2nn.potentials.db import PotentialsDB
+
+    return subtract_eip(label_with(structures, [PotentialsDB().get(eip)], labels, workers), eip, name)

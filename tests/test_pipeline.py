@@ -136,10 +136,12 @@ def test_pipeline_config_is_strict_and_overridable(tmp_path):
 def test_every_arm_is_tagged_by_its_own_name(tmp_path):
     """A cell's stage config names its arm as the pipeline does (the ``eip2nn.arm`` tag and run name)."""
     from eip2nn.pipeline.config import ARMS
-    from eip2nn.pipeline.runner import cell_config, pretrain_config
+    from eip2nn.pipeline.runner import STAGE_OF_ARM, cell_config, pretrain_config
     p = tiny(tmp_path)
-    cells = {arm: cell_config(p, arm, 0.5, 0, pretrained="pre.pt") for arm in ARMS}
-    assert {arm: c.arm for arm, c in cells.items()} == {arm: arm for arm in ARMS}
+    staged = [a for a in ARMS if a != "auto"]  # auto is a choice among the others, not a stage
+    assert sorted(STAGE_OF_ARM) == sorted(staged)
+    cells = {arm: cell_config(p, arm, 0.5, 0, pretrained="pre.pt") for arm in staged}
+    assert {arm: c.arm for arm, c in cells.items()} == {arm: arm for arm in staged}
     assert cells["transfer"].stage == cells["both"].stage == "finetune"  # the stage kind is its own tag
     assert pretrain_config(p, 0).arm == "pretrain"
 
@@ -152,3 +154,27 @@ def test_weak_arms_at_full_dft_are_skipped_with_the_reason(tmp_path, data_mirror
     assert [r.arm for r in result.rows] == ["baseline"]
     assert any("weak at dft_fraction 1 not run" in n for n in result.notes)
     assert "nothing to weakly label" in result.files["table_md"].read_text()
+
+
+def test_delta_snap_and_auto_arms(tmp_path, data_mirror_session):
+    """auto takes, per seed, the eip2nn arm with the lowest validation score, never snap; snap is scored beside them."""
+    cfg = tiny(tmp_path, "study.arms=[baseline,delta,snap,auto]", "tracking.enabled=false", "delta.eip=lmp_Si_sw",
+               "snap.twojmax=4", "snap.quadratic=linear")
+    result = run_pipeline(cfg, log=lambda s: None)
+    assert not result.failed
+    for seed in (0, 1):
+        mine = {c.arm: c for c in result.cells if c.seed == seed}
+        assert set(mine) == {"baseline", "delta", "snap", "auto"}
+        best = min(("baseline", "delta"), key=lambda a: mine[a].val_score)
+        assert mine["auto"].chose == best and mine["auto"].run_id == mine[best].run_id
+        assert mine["auto"].test_energy_mae == mine[best].test_energy_mae
+        assert mine["snap"].test_energy_mae < mine["baseline"].test_energy_mae  # 3 epochs of NN vs a linear fit
+    with open(result.files["cells_csv"]) as fh:
+        chose = [r["auto_chose"] for r in csv.DictReader(fh) if r["arm"] == "auto"]
+    assert len(chose) == 2 and set(chose) <= {"baseline", "delta"}
+    md = result.files["table_md"].read_text()
+    assert "## What auto chose" in md and "## eip2nn against the SNAP fitted to the same labels" in md
+    from eip2nn.pipeline.runner import cell_config
+    from eip2nn.training.stages import stage_dir
+    folder = stage_dir(cell_config(cfg, "snap", 0.5, 0))
+    assert (folder / "snap_model.json").is_file() and list(folder.glob("*.snapcoeff"))

@@ -25,7 +25,7 @@ NN_PACKAGES = ("torch", "numpy", "ase", "matscipy", "kliff")
 def model_record(model: EnergyModel) -> dict:
     return {"config": dataclasses.asdict(model.config), "species": list(model.species),
             "heads": model.head_names, "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
-            "state_dict": model.state_dict()}
+            "state_dict": model.state_dict(), "reference_eip": model.reference_eip}
 
 
 def save_checkpoint(path: str | Path, model: EnergyModel, config: dict | None = None,
@@ -59,7 +59,8 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 def model_from_record(record: dict) -> EnergyModel:
-    model = EnergyModel(ModelConfig(**record["config"]), record["species"], record["heads"])
+    model = EnergyModel(ModelConfig(**record["config"]), record["species"], record["heads"],
+                        record.get("reference_eip", ""))
     model.to(getattr(torch, record["dtype"]))
     model.load_state_dict(record["state_dict"])
     return model

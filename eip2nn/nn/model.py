@@ -44,9 +44,12 @@ class EnergyHead(nn.Module):
 class EnergyModel(nn.Module):
     """Backbone + named heads. ``species`` fixes the element order of every index."""
 
-    def __init__(self, config: ModelConfig, species: list[str], heads: list[str]):
+    def __init__(self, config: ModelConfig, species: list[str], heads: list[str], reference_eip: str = ""):
         super().__init__()
         self.config, self.species = config, list(species)
+        # Δ-learning: the id of the EIP this model's energies are added to ("" = none); the model alone
+        # predicts DFT − EIP, and EIP2NNCalculator evaluates the sum
+        self.reference_eip = reference_eip
         n = len(self.species)
         self.descriptor = None
         if config.backbone == "schnet":

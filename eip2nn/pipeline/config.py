@@ -18,10 +18,13 @@ import yaml
 from eip2nn.config import ConfigError, apply_overrides, from_dict, load_yaml
 from eip2nn.data.protocol import DataConfig
 from eip2nn.nn.config import ModelConfig
-from eip2nn.training.config import FinetuneConfig, TrainConfig
+from eip2nn.snap.config import SnapConfig
+from eip2nn.training.config import DeltaConfig, FinetuneConfig, TrainConfig
 from eip2nn.weak.config import WeakConfig
 
-ARMS = ("baseline", "weak", "transfer", "both")
+ARMS = ("baseline", "weak", "transfer", "both", "delta", "snap", "auto")
+NN_ARMS = ("baseline", "weak", "transfer", "both", "delta")  # eip2nn's own arms: the ones `auto` chooses among
+REFERENCE_ARMS = ("snap",)  # what a user would otherwise fit to the same labels
 
 
 @dataclass
@@ -34,6 +37,8 @@ class StudyConfig:
         bad = [a for a in self.arms if a not in ARMS]
         if bad or not self.arms:
             raise ValueError(f"study.arms: {bad or self.arms} — choose from {list(ARMS)}")
+        if "auto" in self.arms and not set(self.arms) & set(NN_ARMS):
+            raise ValueError(f"study.arms: auto chooses among the eip2nn arms run ({list(NN_ARMS)}); add some")
         if not self.fractions or any(not 0.0 < f <= 1.0 for f in self.fractions):
             raise ValueError(f"study.fractions must be non-empty and in (0, 1], got {self.fractions}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
@@ -65,6 +70,8 @@ class PipelineConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # "pretrained" is set per seed
     weak: WeakConfig = field(default_factory=WeakConfig)  # "enabled" is set by the arm
+    delta: DeltaConfig = field(default_factory=DeltaConfig)  # the delta arm's EIP
+    snap: SnapConfig = field(default_factory=SnapConfig)  # the snap reference arm's hyperparameters
     tracking: PipelineTracking = field(default_factory=PipelineTracking)
 
     def __post_init__(self):

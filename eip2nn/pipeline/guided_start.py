@@ -134,7 +134,8 @@ def default_pipeline(data: DataConfig, summary: DataSummary, n_eips: int, name: 
     """A pipeline whose study and training follow the data's size; EIP arms only when EIPs exist."""
     n = summary.n_train
     fractions = [f for f in FRACTIONS if f * n * (1 - data.val_fraction) >= MIN_LABELS] or [1.0]
-    arms = ["baseline", "weak", "transfer", "both"] if n_eips else ["baseline"]
+    # the SNAP reference and auto always; the EIP arms only when EIPs exist
+    arms = ["baseline", "weak", "transfer", "both", "delta", "snap", "auto"] if n_eips else ["baseline", "snap", "auto"]
     multi = len(summary.species) > 1
     model = ({"backbone": "schnet", "cutoff": 5.0, "width": 32, "depth": 2} if multi else
              {"backbone": "symmetry_functions", "descriptor": "set30", "cutoff": 5.0, "width": 32, "depth": 2})

@@ -22,7 +22,8 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 from eip2nn.tables import format_table  # noqa: E402
 
 ARM_LABELS = {"baseline": "baseline (DFT only)", "weak": "weak supervision", "transfer": "pretrain → finetune",
-              "both": "pretrain → finetune + weak"}
+              "both": "pretrain → finetune + weak", "delta": "Δ-learning on the closest EIP",
+              "snap": "SNAP fitted to the same labels (reference)", "auto": "auto (chosen on validation)"}
 
 
 @dataclass
@@ -42,6 +43,9 @@ class CellResult:
     error: str = ""
     test_stress_mae: float = math.nan  # GPa; NaN when the test set has no stress
     groups: dict[str, tuple[float, float]] = field(default_factory=dict)  # group -> test (E MAE meV/atom, F MAE eV/Å)
+    val_force_mae: float = math.nan  # eV/Å
+    val_score: float = math.nan  # the training loss on the validation DFT labels (see pipeline.auto); lower is better
+    chose: str = ""  # auto cells: the arm chosen
 
     @property
     def ok(self) -> bool:
@@ -180,11 +184,40 @@ def write_cells_csv(cells: list[CellResult], path: Path) -> Path:
         w = csv.writer(fh)
         w.writerow(["arm", "dft_fraction", "seed", "status", "n_dft_labels", "test_energy_mae_meV_atom",
                     "test_force_mae_eV_A", "val_energy_mae_meV_atom", "train_seconds", "mlflow_run_id", "error",
-                    "test_stress_mae_GPa"])
+                    "test_stress_mae_GPa", "val_force_mae_eV_A", "val_score", "auto_chose"])
         for c in cells:
             w.writerow([c.arm, c.fraction, c.seed, c.status, c.n_dft_labels, c.test_energy_mae, c.test_force_mae,
-                        c.val_energy_mae, round(c.seconds, 1), c.run_id or "", c.error, c.test_stress_mae])
+                        c.val_energy_mae, round(c.seconds, 1), c.run_id or "", c.error, c.test_stress_mae,
+                        c.val_force_mae, c.val_score, c.chose])
     return path
+
+
+def against_reference(rows: list[Row], reference: str = "snap", nn_arms: tuple[str, ...] = ()) -> str:
+    """Markdown table: per DFT fraction, the reference arm against ``auto`` (chosen on validation) and against
+    the eip2nn arm with the lowest mean test energy error (chosen on the test set: an upper bound)."""
+    by = {(r.arm, r.fraction): r for r in rows}
+    lines = ["| DFT fraction | DFT labels | reference E / F | auto E / F | auto beats reference on | "
+             "best eip2nn arm (by test E) | its E / F | it beats reference on |", "|---|---|---|---|---|---|---|---|"]
+    for f in sorted({r.fraction for r in rows if r.arm == reference}):
+        ref = by[(reference, f)]
+        mine = [r for r in rows if r.fraction == f and r.arm in nn_arms]
+        if not mine:
+            continue
+        best = min(mine, key=lambda r: r.energy[0])
+        auto = by.get(("auto", f))
+        lines.append(f"| {f:g} | {ref.n_dft_labels:.0f} | {_ef(ref)} | {_ef(auto) if auto else '-'} | "
+                     f"{_beats(auto, ref) if auto else '-'} | {best.arm} | {_ef(best)} | {_beats(best, ref)} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def _ef(r: Row) -> str:
+    return f"{r.energy[0]:.2f} / {r.forces[0]:.3f}"
+
+
+def _beats(r: Row, ref: Row) -> str:
+    won = [name for name, a, b in (("energy", r.energy[0], ref.energy[0]), ("forces", r.forces[0], ref.forces[0]))
+           if a < b]
+    return " and ".join(won) or "neither"
 
 
 def learning_curve(rows: list[Row], path: Path, title: str) -> Path:

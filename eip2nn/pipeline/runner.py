@@ -22,10 +22,12 @@ from eip2nn.labelling.engine import label
 from eip2nn.labelling.hashing import structure_hashes
 from eip2nn.labelling.store import LabelStore
 from eip2nn.locks import file_lock
-from eip2nn.pipeline.config import PipelineConfig
+from eip2nn.pipeline.auto import choice_counts, choose, validation_score
+from eip2nn.pipeline.config import NN_ARMS, PipelineConfig
 from eip2nn.pipeline.report import (
     CellResult,
     Row,
+    against_reference,
     group_markdown_table,
     learning_curve,
     markdown_table,
@@ -39,7 +41,8 @@ from eip2nn.tracking import NullTracker, Tracker, git_commit, make_tracker
 from eip2nn.training.config import StageConfig, TrackingConfig
 from eip2nn.training.stages import GROUP_PREFIX, FinishedStage, finished_stage, run_stage, stage_dir
 
-STAGE_OF_ARM = {"baseline": "baseline", "weak": "weak", "transfer": "finetune", "both": "finetune"}
+STAGE_OF_ARM = {"baseline": "baseline", "weak": "weak", "transfer": "finetune", "both": "finetune", "delta": "delta",
+                "snap": "snap"}  # auto has no stage: it picks one of the cell's arms (pipeline.auto)
 
 
 @dataclass
@@ -81,8 +84,8 @@ def cell_config(p: PipelineConfig, arm: str, fraction: float, seed: int, pretrai
     finetune = dataclasses.replace(p.finetune, pretrained=pretrained) if stage == "finetune" else p.finetune
     weak = dataclasses.replace(p.weak, enabled=arm == "both")
     return StageConfig(stage=stage, output=str(p.output_dir / "stages"), data=data, model=p.model,
-                       train=dataclasses.replace(p.train, seed=seed), finetune=finetune, weak=weak,
-                       tracking=_tracking(p, parent, f"{arm} f={fraction:g} seed={seed}"))
+                       train=dataclasses.replace(p.train, seed=seed), finetune=finetune, weak=weak, delta=p.delta,
+                       snap=p.snap, tracking=_tracking(p, parent, f"{arm} f={fraction:g} seed={seed}"))
 
 
 # -- running and reusing stages -----------------------------------------------------
@@ -123,7 +126,9 @@ def run_or_reuse(cfg: StageConfig, log=print, on_epoch=None) -> tuple[FinishedSt
         return done, False
 
 
-def cell_result(arm: str, fraction: float, seed: int, done: FinishedStage, reused: bool) -> CellResult:
+def cell_result(arm: str, fraction: float, seed: int, done: FinishedStage, reused: bool,
+                weights: tuple[float, float] = (1.0, 0.1)) -> CellResult:
+    """One cell's numbers; ``weights`` (energy, force) make its validation score (pipeline.auto)."""
     test, val = done.metrics.get("test"), done.metrics.get("val")
     groups = {name[len(GROUP_PREFIX):]: (m.energy_mae, m.force_mae) for name, m in done.metrics.items()
               if name.startswith(GROUP_PREFIX)}
@@ -131,7 +136,9 @@ def cell_result(arm: str, fraction: float, seed: int, done: FinishedStage, reuse
                       int(done.tags.get("eip2nn.n_dft_labels", 0)),
                       test.energy_mae if test else math.nan, test.force_mae if test else math.nan,
                       val.energy_mae if val else math.nan, done.seconds, done.run_id,
-                      test_stress_mae=getattr(test, "stress_mae", math.nan) if test else math.nan, groups=groups)
+                      test_stress_mae=getattr(test, "stress_mae", math.nan) if test else math.nan, groups=groups,
+                      val_force_mae=val.force_mae if val else math.nan,
+                      val_score=validation_score(val.energy_rmse, val.force_rmse, *weights) if val else math.nan)
 
 
 # -- the stages of a pipeline ---------------------------------------------------------
@@ -248,9 +255,13 @@ def _run_study(p: PipelineConfig, parent_id: str | None, notes: list[str], log) 
             notes.append(why)
             log(f"skipping {arm} f={fraction:g}: {why}")
         for seed in p.study.seeds:
-            for arm in p.study.arms:
-                if arm not in skipped:
-                    cells.append(_run_cell(p, arm, fraction, seed, pretrained, parent_id, log))
+            mine = [_run_cell(p, arm, fraction, seed, pretrained, parent_id, log)
+                    for arm in p.study.arms if arm not in skipped and arm != "auto"]
+            if "auto" in p.study.arms:
+                mine.append(choose(mine))
+                log(f"auto f={fraction:g} seed={seed}: " + (f"chose {mine[-1].chose} (lowest validation score)"
+                                                             if mine[-1].ok else mine[-1].error))
+            cells += mine
     return cells
 
 
@@ -272,7 +283,7 @@ def _run_cell(p, arm, fraction, seed, pretrained, parent_id, log) -> CellResult:
     except Exception as exc:  # recorded in the cells table and the report, never dropped
         log(f"  FAILED: {type(exc).__name__}: {exc}")
         return CellResult(arm, fraction, seed, "failed", error=f"{type(exc).__name__}: {exc}")
-    cell = cell_result(arm, fraction, seed, done, reused)
+    cell = cell_result(arm, fraction, seed, done, reused, (p.train.energy_weight, p.train.force_weight))
     log(f"  test energy MAE {cell.test_energy_mae:.2f} meV/atom, force MAE {cell.test_force_mae:.3f} eV/Å"
         + (" (reused)" if reused else f" ({cell.seconds:.0f} s)"))
     return cell
@@ -299,6 +310,15 @@ def write_report(p: PipelineConfig, cells: list[CellResult], rows: list[Row], no
     lines = [f"# {title}", "", markdown_table(rows), "",
              "Mean ± sample standard deviation over seeds; "
              "'vs baseline': (baseline − arm) / baseline of the means, positive = lower error."]
+    if "auto" in p.study.arms:
+        lines += ["", "## What auto chose (per seed, on the validation DFT labels only)", ""]
+        lines += [f"- DFT fraction {f:g}: {choice_counts(cells, f) or 'nothing (failed)'}" for f in sorted(p.study.fractions)]
+    if "snap" in p.study.arms:
+        table = against_reference(rows, "snap", NN_ARMS)
+        if table:
+            lines += ["", "## eip2nn against the SNAP fitted to the same labels", "",
+                      "Test energy MAE (meV/atom) / force MAE (eV/Å), means over seeds. `auto` is chosen on "
+                      "validation; the best arm is chosen on the test set itself, so it is an upper bound.", "", table]
     by_group = group_markdown_table(cells, p.study.arms, p.study.fractions)
     if by_group:
         lines += ["", "## Test errors by group", "", by_group]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from eip2nn.config import ConfigError, apply_overrides, from_dict, load_yaml
-from eip2nn.pipeline.config import ARMS, PipelineConfig, load_pipeline
+from eip2nn.pipeline.config import NN_ARMS, PipelineConfig, load_pipeline
 
 METRICS = ("val_energy_mae", "val_force_mae")  # meV/atom, eV/Å
 PRUNERS = ("median", "hyperband", "threshold", "none")
@@ -43,8 +43,8 @@ class ObjectiveConfig:
     metric: str = "val_energy_mae"
 
     def __post_init__(self):
-        if self.arm not in ARMS:
-            raise ValueError(f"objective.arm {self.arm!r} is not one of {list(ARMS)}")
+        if self.arm not in NN_ARMS:  # snap has no network knobs; auto is a choice among arms, not a stage
+            raise ValueError(f"objective.arm {self.arm!r} is not one of {list(NN_ARMS)}")
         if self.metric not in METRICS:
             raise ValueError(f"objective.metric {self.metric!r} is not one of {list(METRICS)} (validation only)")
 

@@ -18,6 +18,7 @@ from eip2nn.data.protocol import DataConfig
 from eip2nn.data.registry import sha256_of
 from eip2nn.labelling.choice import EIP_CHOICE_RULE
 from eip2nn.nn.config import ModelConfig
+from eip2nn.snap.config import SnapConfig
 from eip2nn.weak.config import WeakConfig
 
 
@@ -103,7 +104,7 @@ SCHEDULES = ("plateau", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 
 
-STAGES = ("baseline", "weak", "pretrain", "finetune")
+STAGES = ("baseline", "weak", "pretrain", "finetune", "delta", "snap")
 
 
 @dataclass
@@ -116,6 +117,13 @@ class FinetuneConfig:
 
 
 @dataclass
+class DeltaConfig:
+    """Δ-learning (stage ``delta``): the DFT head learns DFT minus one EIP; the model predicts EIP + network."""
+
+    eip: str = ""  # the EIP under the network; "" = the eligible EIP closest to DFT on the labelled structures
+
+
+@dataclass
 class TrackingConfig:
     enabled: bool = True
     experiment: str = "eip2nn"
@@ -125,13 +133,15 @@ class TrackingConfig:
 
 @dataclass
 class StageConfig:
-    stage: str = "baseline"  # "baseline" | "weak" | "pretrain" | "finetune"
+    stage: str = "baseline"  # "baseline" | "weak" | "pretrain" | "finetune" | "delta" | "snap" (SNAP reference fit)
     output: str = "outputs/runs"  # each run writes to <output>/<stage>-<config hash>/
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     weak: WeakConfig = field(default_factory=WeakConfig)
+    delta: DeltaConfig = field(default_factory=DeltaConfig)
+    snap: SnapConfig = field(default_factory=SnapConfig)  # stage snap: the SNAP reference fit's hyperparameters
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self):
@@ -146,7 +156,7 @@ class StageConfig:
     @property
     def arm(self) -> str:
         """The arm this stage is (the pipeline's word, also the ``eip2nn.arm`` tag): baseline | weak |
-        transfer (finetune) | both (finetune with weak labels) | pretrain (no arm of its own)."""
+        transfer (finetune) | both (finetune with weak labels) | delta | pretrain (no arm of its own)."""
         if self.stage == "finetune":
             return "both" if self.weak.enabled else "transfer"
         return self.stage
@@ -158,7 +168,8 @@ class StageConfig:
     @property
     def chooses_eips(self) -> bool:
         """Whether this stage picks its EIPs itself (pretraining heads or weak-selector candidates)."""
-        return (self.stage == "pretrain" and not self.data.eips) or (self.uses_weak_labels and not self.weak.eips)
+        return ((self.stage == "pretrain" and not self.data.eips) or (self.uses_weak_labels and not self.weak.eips)
+                or (self.stage == "delta" and not self.delta.eip))
 
     @classmethod
     def from_dict(cls, data: dict) -> "StageConfig":
@@ -175,7 +186,17 @@ class StageConfig:
         """
         d = self.as_dict()
         d.pop("tracking")
+        # sections added later, hashed only by the stage that reads them
+        if self.stage != "delta" or d["delta"] == dataclasses.asdict(DeltaConfig()):
+            del d["delta"]
+        if self.stage == "snap":  # a linear fit: no network, no training loop
+            for section in ("model", "train", "finetune", "weak"):
+                del d[section]
+        else:
+            del d["snap"]
         for section, cls in (("data", DataConfig), ("train", TrainConfig)):
+            if section not in d:
+                continue
             defaults = dataclasses.asdict(cls())
             for name in cls.LATE_FIELDS:
                 if d[section][name] == defaults[name]:

@@ -19,6 +19,7 @@ from ase import Atoms
 from eip2nn.alignment import aligned_energy_errors
 from eip2nn.data.protocol import Split, make_split
 from eip2nn.labelling.choice import label_with, resolve_eips, select_eips
+from eip2nn.labelling.delta import subtract_eip
 from eip2nn.nn.checkpoint import model_from_record, read_checkpoint
 from eip2nn.nn.freezing import freeze
 from eip2nn.nn.graph import collate
@@ -42,6 +43,7 @@ class Heads:
     refit_scale: dict[str, bool]  # heads whose offsets (and scale, if True) are fitted from their labels
     eips: list[str] = field(default_factory=list)  # the model's EIP heads
     config: object = None  # the stage config as trained (finetune: the pretrained architecture)
+    test: list[Atoms] | None = None  # the test structures as scored (delta: DFT − EIP); None = the split's
 
 
 @dataclass
@@ -70,7 +72,7 @@ def plan_stage(cfg) -> StagePlan:
     """The plan of stage ``cfg``: split, heads, weak labels, samples, head statistics; raises on bad input."""
     dtype = getattr(torch, cfg.train.dtype)
     split = make_split(cfg.data)
-    tags, notes = _data_tags_and_notes(cfg, split)
+    tags, notes = data_tags_and_notes(cfg, split)
     heads = BUILDERS[cfg.stage](cfg, split, dtype, tags, notes)
     cfg = heads.config or cfg
     terms = [LossTerm(h, h, w) for h, w in heads.weights.items()]
@@ -83,7 +85,7 @@ def plan_stage(cfg) -> StagePlan:
     model = heads.model
     train = make_samples(model, train_atoms, targets)
     val = make_samples(model, heads.val, [t for t in targets if t != WEAK_TARGET])
-    test = make_samples(model, split.test, [DFT_HEAD])
+    test = make_samples(model, split.test if heads.test is None else heads.test, [DFT_HEAD])
     if DFT_HEAD in heads.weights and not any(DFT_HEAD in s.targets for s in train):
         raise ValueError(f"no DFT-labelled training structure at dft_fraction={cfg.data.dft_fraction}")
     refit_scale = heads.refit_scale
@@ -100,7 +102,7 @@ def plan_stage(cfg) -> StagePlan:
     return StagePlan(cfg, split, model, train, val, test, terms, heads.eips, tags, notes, weak)
 
 
-def _data_tags_and_notes(cfg, split: Split) -> tuple[dict[str, str], list[str]]:
+def data_tags_and_notes(cfg, split: Split) -> tuple[dict[str, str], list[str]]:
     tags = {"eip2nn.stage": cfg.stage, "eip2nn.arm": cfg.arm, "eip2nn.dataset": cfg.data.name,
             "eip2nn.dft_fraction": str(cfg.data.dft_fraction), "eip2nn.seed": str(cfg.train.seed),
             "eip2nn.backbone": cfg.model.backbone, "eip2nn.element": ",".join(split.species),
@@ -156,7 +158,28 @@ def _finetune(cfg, split: Split, dtype, tags, notes) -> Heads:
     return Heads(model, train, Split.labelled(split.val), weights, {}, eips, cfg)
 
 
-BUILDERS = {"baseline": _dft_only, "weak": _dft_only, "pretrain": _pretrain, "finetune": _finetune}
+def _delta(cfg, split: Split, dtype, tags, notes) -> Heads:
+    """delta: a fresh model whose DFT head learns DFT − one EIP (labelled, validation and test structures alike)."""
+    if cfg.weak.enabled:
+        raise ValueError("stage delta does not take weak labels (weak.enabled); use stage weak or finetune")
+    workers = cfg.data.workers or None
+    specs, chosen = select_eips(PotentialsDB(), [cfg.delta.eip] if cfg.delta.eip else [], 1,
+                                Split.labelled(split.train), split.species, split.source_tag, cfg.data.labels, workers,
+                                chosen_as="Δ-learning on", compare_on=split.train)
+    notes += chosen
+    eip = specs[0].id
+
+    def residuals(structures: list[Atoms], part: str) -> list[Atoms]:
+        return subtract_eip(label_with(structures, specs, cfg.data.labels, workers), eip, f"{cfg.data.name} {part}")
+
+    tags["eip2nn.delta_eip"] = eip
+    notes.append(f"Δ-learning: the DFT head learns DFT − {eip}; the model predicts {eip} + network")
+    model = EnergyModel(cfg.model, split.species, [DFT_HEAD], reference_eip=eip).to(dtype)
+    return Heads(model, residuals(Split.labelled(split.train), "training"), residuals(Split.labelled(split.val), "validation"),
+                 {DFT_HEAD: 1.0}, {DFT_HEAD: True}, test=residuals(split.test, "test"))
+
+
+BUILDERS = {"baseline": _dft_only, "weak": _dft_only, "pretrain": _pretrain, "finetune": _finetune, "delta": _delta}
 
 
 def _replay(cfg, split: Split, eips: list[str]) -> list[Atoms]:

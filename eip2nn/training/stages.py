@@ -9,6 +9,8 @@ A stage's config is :class:`eip2nn.training.config.StageConfig`; this module run
 - finetune: a pretrained backbone plus a DFT head (fresh, or copied from an EIP
   head), trained on the DFT labels; optional freezing and EIP replay; with
   ``weak.enabled`` also the weak labels (the arm "both").
+- delta: the DFT head learns DFT − one EIP; the model predicts EIP + network.
+- snap: no network — a SNAP fitted to the same DFT labels (the reference arm).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from eip2nn.plots import confusion_plot, learning_curve_plot, parity_plot
 from eip2nn.tracking import make_tracker
 from eip2nn.training.config import StageConfig
 from eip2nn.training.metrics import Metrics, metrics_by_group, metrics_of, metrics_table, predict
-from eip2nn.training.plan import StagePlan, plan_stage
+from eip2nn.training.plan import StagePlan, data_tags_and_notes, plan_stage
+from eip2nn.training.snap_stage import fit_reference
 from eip2nn.training.trainer import FitResult, fit
 from eip2nn.weak.arm import WeakData
 
@@ -84,7 +87,7 @@ def finished_stage(cfg: StageConfig) -> FinishedStage | None:
         return None
     d = json.loads(path.read_text())
     metrics = {k: Metrics(**v) for k, v in d["metrics"].items()}
-    return FinishedStage(d["stage"], out, out / "model.pt", d.get("run_id"), d["tags"], metrics,
+    return FinishedStage(d["stage"], out, out / d.get("model_file", "model.pt"), d.get("run_id"), d["tags"], metrics,
                          d["final_metrics"], d["eips"], d["notes"], d["seconds"])
 
 
@@ -104,6 +107,8 @@ def run_stage(cfg: StageConfig, log=print, on_epoch=None) -> StageResult:
     out = stage_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.as_dict(), sort_keys=False))
+    if cfg.stage == "snap":
+        return _run_snap(cfg, out, log)
     plan = plan_stage(cfg)
     tracker = make_tracker(cfg.tracking.experiment, cfg.tracking.enabled)
     name = cfg.tracking.run_name or f"{cfg.arm}-{cfg.data.name.replace('/', '-')}-f{cfg.data.dft_fraction}-s{cfg.train.seed}"
@@ -189,11 +194,13 @@ def _record(plan: StagePlan, run, out: Path, result: FitResult) -> StageResult:
                        plan.notes, weak)
 
 
-def _write_result(out: Path, stage: str, run_id, tags, metrics, final, eips, notes, seconds) -> None:
+def _write_result(out: Path, stage: str, run_id, tags, metrics, final, eips, notes, seconds,
+                  model_file: str = "model.pt") -> None:
     tmp = out / (RESULT_FILE + ".tmp")
     tmp.write_text(json.dumps({"stage": stage, "run_id": run_id, "tags": tags,
                                "metrics": {k: dataclasses.asdict(v) for k, v in metrics.items()},
-                               "final_metrics": final, "eips": eips, "notes": notes, "seconds": seconds}, indent=1))
+                               "final_metrics": final, "eips": eips, "notes": notes, "seconds": seconds,
+                               "model_file": model_file}, indent=1))
     tmp.replace(out / RESULT_FILE)
 
 
@@ -209,3 +216,39 @@ def _write_weak_outputs(weak: WeakData, out: Path, arm: str) -> list[Path]:
                                    "excluded": [{"structure": n, "reason": r} for n, r in weak.pseudo.excluded]},
                                   indent=1))
     return [report, plot, details]
+
+
+SNAP_MODEL_FILE = "snap_model.json"
+
+
+def _run_snap(cfg: StageConfig, out: Path, log) -> StageResult:
+    """The snap stage: fit, score and record a SNAP on the stage's DFT labels, as one tracked run."""
+    tracker = make_tracker(cfg.tracking.experiment, cfg.tracking.enabled)
+    name = cfg.tracking.run_name or f"snap-{cfg.data.name.replace('/', '-')}-f{cfg.data.dft_fraction}"
+    ref = fit_reference(cfg, GROUP_PREFIX)
+    tags, notes = data_tags_and_notes(cfg, ref.split)
+    tags.update({"eip2nn.backbone": "snap", "eip2nn.eips": "-", "eip2nn.n_dft_labels": str(ref.n_dft_labels),
+                 "eip2nn.snap_quadratic": str(ref.fit.choice["quadratic"]).lower()})
+    notes += ref.fit.notes
+    with tracker.run(name, tags, cfg.tracking.parent_run_id or None) as run:
+        run.log_params(cfg.result_dict())
+        run.set_tags({"eip2nn.data." + k: v for k, v in ref.split.hashes.items()})
+        log(f"snap: {ref.n_dft_labels} DFT-labelled structures; chose {ref.fit.choice} in {ref.fit.seconds:.1f} s")
+        model_path = ref.fit.model.save(out / SNAP_MODEL_FILE)
+        lammps_files = ref.fit.model.write_lammps(out / "snap")
+        (out / "snap_candidates.json").write_text(json.dumps(ref.fit.table, indent=1))
+        (out / "metrics.json").write_text(json.dumps({k: dataclasses.asdict(v) for k, v in ref.metrics.items()}, indent=1))
+        parity_path = parity_plot(ref.parities, out / "parity.png", f"snap {cfg.data.name}")
+        final = {}
+        for key, m in ref.metrics.items():
+            final.update(m.as_dict(key.replace(":", "_")))
+        final.update({"train_seconds": ref.fit.seconds, "n_coefficients": ref.fit.choice["n_coefficients"],
+                      "ridge_alpha": ref.fit.choice["alpha"]})
+        run.log_metrics(final)
+        for p in (model_path, *lammps_files):
+            run.log_artifact(p, "model")
+        for p in (parity_path, out / "config.yaml", out / "metrics.json", out / "snap_candidates.json"):
+            run.log_artifact(p, "plots" if p.suffix == ".png" else "outputs")
+        _write_result(out, cfg.stage, run.run_id, tags, ref.metrics, final, [], notes, ref.fit.seconds, SNAP_MODEL_FILE)
+    return StageResult(cfg.stage, out, model_path, [], ref.metrics, FitResult(seconds=ref.fit.seconds), run.run_id,
+                       [], notes)

@@ -23,7 +23,7 @@ the limit is that of the same computation; the naive row keeps ASE's defaults.
 
 Usage: python benchmarks/labelling_throughput.py [--structures 12000] [--repeat-cell 2] [--repeats 3]
 (--repeat-cell 4 --structures 1500: the same atoms in 512-atom cells.)
-Prints a markdown table; the README quotes it.
+Prints a markdown table; docs/labelling.md quotes it.
 """
 
 from __future__ import annotations

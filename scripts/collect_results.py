@@ -1,4 +1,4 @@
-"""Copy finished pipelines' reports into docs/results/ and print one compact README table per pipeline.
+"""Copy finished pipelines' reports into docs/results/ and print one compact results table per pipeline (for docs/results.md).
 
 Usage: python scripts/collect_results.py si-full mo-full ...   (names under outputs/pipelines/)
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from eip2nn.pipeline.config import load_pipeline
+from eip2nn.pipeline.config import ARMS, load_pipeline
 from eip2nn.potentials.db import PotentialsDB
 
 ROOT = Path(__file__).parent.parent
@@ -15,9 +15,9 @@ PIPELINES = sorted((ROOT / "pipelines").glob("*.yaml"))
 def test_shipped_pipeline_is_valid_and_names_real_eips(path):
     cfg = load_pipeline(path)
     db = PotentialsDB()
-    for eip in cfg.pretrain.eips + cfg.weak.eips + cfg.data.eips:
+    for eip in cfg.pretrain.eips + cfg.weak.eips + cfg.data.eips + [cfg.delta.eip] * bool(cfg.delta.eip):
         db.get(eip)
-    assert len(cfg.study.seeds) >= 3 and set(cfg.study.arms) == {"baseline", "weak", "transfer", "both"}
+    assert len(cfg.study.seeds) >= 3 and set(cfg.study.arms) == set(ARMS)  # every arm, the SNAP reference included
 
 
 def test_the_main_command_runs_the_quick_si_pipeline_and_full_variants_exist():

@@ -101,14 +101,19 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key.path=value")
         path, raw = item.split("=", 1)
-        node = out
-        parts = path.strip().split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {p!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        set_path(out, path.strip(), yaml.safe_load(raw), f"override {item!r}")
     return out
+
+
+def set_path(data: dict, path: str, value, what: str = "") -> None:
+    """Set ``data["a"]["b"]["c"] = value`` for ``path`` "a.b.c", making sections as needed."""
+    node = data
+    parts = path.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{what or path}: {p!r} is not a section")
+    node[parts[-1]] = value
 
 
 def load_yaml(path: str | Path) -> dict:

@@ -178,3 +178,32 @@ def test_delta_snap_and_auto_arms(tmp_path, data_mirror_session):
     from eip2nn.training.stages import stage_dir
     folder = stage_dir(cell_config(cfg, "snap", 0.5, 0))
     assert (folder / "snap_model.json").is_file() and list(folder.glob("*.snapcoeff"))
+
+
+def test_variants_run_as_arms_of_their_own_and_auto_chooses_among_them(tmp_path, data_mirror_session):
+    cfg = tiny(tmp_path, "study.arms=[baseline,weak,auto]", "study.seeds=[0]", "tracking.enabled=false",
+               "variants={weak-a0.1: {arm: weak, set: {weak.alpha: 0.1, train.lr: 0.002}}}")
+    assert cfg.arms == ["baseline", "weak", "weak-a0.1", "auto"]
+    result = run_pipeline(cfg, log=lambda s: None)
+    assert not result.failed
+    cells = {c.arm: c for c in result.cells}
+    assert set(cells) == {"baseline", "weak", "weak-a0.1", "auto"}
+    best = min(("baseline", "weak", "weak-a0.1"), key=lambda a: cells[a].val_score)
+    assert cells["auto"].chose == best
+    from eip2nn.pipeline.runner import cell_config
+    from eip2nn.training.stages import finished_stage
+    variant = cell_config(cfg, "weak-a0.1", 0.5, 0)
+    assert (variant.arm, variant.weak.alpha, variant.train.lr) == ("weak", 0.1, 0.002)
+    assert finished_stage(variant).run_id == cells["weak-a0.1"].run_id is None  # tracking off: no run, same stage
+    assert "| weak-a0.1 | 0.5 |" in result.files["table_md"].read_text()
+
+
+@pytest.mark.parametrize("variants, message", [
+    ("{weak: {arm: weak, set: {weak.alpha: 0.1}}}", "must differ from the arms"),
+    ("{w2: {arm: snap, set: {weak.alpha: 0.1}}}", "is not one of"),
+    ("{w2: {arm: weak, set: {weak.alphaa: 0.1}}}", "unknown key 'weak.alphaa'"),
+    ("{w2: {arm: weak, set: {}}}", "give section.key overrides"),
+])
+def test_bad_variants_are_refused_when_the_pipeline_is_read(tmp_path, variants, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny(tmp_path, f"variants={variants}")

@@ -25,12 +25,13 @@ def validation_score(energy_rmse_mev: float, force_rmse: float, energy_weight: f
     return sum(w * x * x for w, x in parts if not math.isnan(x) and w > 0)
 
 
-def choose(cells: list[CellResult]) -> CellResult:
-    """The auto cell of one fraction and seed: a copy of the finished eip2nn arm with the lowest ``val_score``."""
+def choose(cells: list[CellResult], candidates: tuple[str, ...] = NN_ARMS) -> CellResult:
+    """The auto cell of one fraction and seed: a copy of the finished cell among ``candidates`` (eip2nn arms and
+    their variants) with the lowest ``val_score``."""
     if not cells:
         raise ValueError("auto: no cells to choose from")
     fraction, seed = cells[0].fraction, cells[0].seed
-    candidates = [c for c in cells if c.ok and c.arm in NN_ARMS and not math.isnan(c.val_score)]
+    candidates = [c for c in cells if c.ok and c.arm in candidates and not math.isnan(c.val_score)]
     if not candidates:
         why = "; ".join(f"{c.arm}: {c.error or 'no validation score'}" for c in cells) or "no arm ran"
         return CellResult("auto", fraction, seed, "failed", error=f"nothing to choose from ({why})")

@@ -9,13 +9,16 @@ fine-tune one backbone per seed, pretrained on EIP labels with ``pretrain.train`
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from eip2nn.config import ConfigError, apply_overrides, from_dict, load_yaml
+from eip2nn.config import ConfigError, apply_overrides, from_dict, load_yaml, set_path
 from eip2nn.data.protocol import DataConfig
 from eip2nn.nn.config import ModelConfig
 from eip2nn.snap.config import SnapConfig
@@ -43,6 +46,32 @@ class StudyConfig:
             raise ValueError(f"study.fractions must be non-empty and in (0, 1], got {self.fractions}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"study.seeds must be non-empty and distinct, got {self.seeds}")
+
+
+VARIANT_SECTIONS = ("train", "model", "finetune", "weak", "delta")  # what a variant may change
+
+
+@dataclass
+class VariantConfig:
+    """Another setting of one eip2nn arm (e.g. weak with α 0.3, transfer with a frozen backbone), run in every
+    cell as an arm of its own, named by its key in ``variants``; ``auto`` chooses among these too."""
+
+    arm: str = "weak"  # the arm it varies: baseline | weak | transfer | both | delta
+    set: dict[str, Any] = field(default_factory=dict)  # stage-config overrides, e.g. {"weak.alpha": 0.3}
+
+    def __post_init__(self):
+        if self.arm not in NN_ARMS:
+            raise ValueError(f"arm {self.arm!r} is not one of {list(NN_ARMS)}")
+        bad = [k for k in self.set if k.split(".")[0] not in VARIANT_SECTIONS or "." not in k]
+        if bad or not self.set:
+            raise ValueError(f"set: {bad or 'nothing'} — give section.key overrides in {list(VARIANT_SECTIONS)}")
+
+    def applied_to(self, stage: dict) -> dict:
+        """A copy of the stage config ``stage`` (as a dict) with this variant's settings."""
+        out = copy.deepcopy(stage)
+        for key, value in self.set.items():
+            set_path(out, key, value, f"variant of {self.arm}: {key}")
+        return out
 
 
 @dataclass
@@ -73,12 +102,37 @@ class PipelineConfig:
     delta: DeltaConfig = field(default_factory=DeltaConfig)  # the delta arm's EIP
     snap: SnapConfig = field(default_factory=SnapConfig)  # the snap reference arm's hyperparameters
     tracking: PipelineTracking = field(default_factory=PipelineTracking)
+    # more settings of the eip2nn arms, each run in every cell as an arm named by its key (after study.arms)
+    variants: dict[str, VariantConfig] = field(default_factory=dict)
 
     def __post_init__(self):
+        for name, variant in self.variants.items():
+            if name in ARMS or not re.fullmatch(r"[A-Za-z0-9_.=+-]+", name):
+                raise ValueError(f"variants: {name!r} must differ from the arms {list(ARMS)} and use only "
+                                 "letters, digits and _ . = + -")
+            for key in variant.set:
+                section, _, rest = key.partition(".")
+                if rest.split(".")[0] not in dataclasses.asdict(getattr(self, section)):
+                    raise ValueError(f"variants.{name}.set: unknown key {key!r}")
         if not self.name or any(c in self.name for c in "/\\ "):
             raise ValueError(f"name: {self.name!r} must be non-empty, without spaces or slashes")
         if self.finetune.pretrained:
             raise ValueError("finetune.pretrained is set by the pipeline (one pretrained backbone per seed)")
+
+    @property
+    def arms(self) -> list[str]:
+        """Every arm a cell runs, in order: the study's, then the variants, then auto (which picks among them)."""
+        own = [a for a in self.study.arms if a != "auto"] + list(self.variants)
+        return own + ["auto"] * ("auto" in self.study.arms)
+
+    def base_arm(self, arm: str) -> str:
+        """The arm a variant varies; an arm is its own base."""
+        return self.variants[arm].arm if arm in self.variants else arm
+
+    @property
+    def candidates_of_auto(self) -> tuple[str, ...]:
+        """The eip2nn arms run, variants included: what ``auto`` chooses among."""
+        return tuple(a for a in self.arms if self.base_arm(a) in NN_ARMS)
 
     @property
     def output_dir(self) -> Path:

@@ -23,7 +23,7 @@ from eip2nn.labelling.hashing import structure_hashes
 from eip2nn.labelling.store import LabelStore
 from eip2nn.locks import file_lock
 from eip2nn.pipeline.auto import choice_counts, choose, validation_score
-from eip2nn.pipeline.config import NN_ARMS, PipelineConfig
+from eip2nn.pipeline.config import PipelineConfig
 from eip2nn.pipeline.report import (
     CellResult,
     Row,
@@ -78,14 +78,18 @@ def pretrain_config(p: PipelineConfig, seed: int, parent: str | None = None) -> 
 
 def cell_config(p: PipelineConfig, arm: str, fraction: float, seed: int, pretrained: str = "",
                 parent: str | None = None) -> StageConfig:
-    """The stage config of one arm at one DFT fraction and seed."""
-    stage = STAGE_OF_ARM[arm]
+    """The stage config of one arm (or variant) at one DFT fraction and seed."""
+    base = p.base_arm(arm)
+    stage = STAGE_OF_ARM[base]
     data = dataclasses.replace(p.data, dft_fraction=fraction, split_seed=seed)
     finetune = dataclasses.replace(p.finetune, pretrained=pretrained) if stage == "finetune" else p.finetune
-    weak = dataclasses.replace(p.weak, enabled=arm == "both")
-    return StageConfig(stage=stage, output=str(p.output_dir / "stages"), data=data, model=p.model,
-                       train=dataclasses.replace(p.train, seed=seed), finetune=finetune, weak=weak, delta=p.delta,
-                       snap=p.snap, tracking=_tracking(p, parent, f"{arm} f={fraction:g} seed={seed}"))
+    weak = dataclasses.replace(p.weak, enabled=base == "both")
+    cfg = StageConfig(stage=stage, output=str(p.output_dir / "stages"), data=data, model=p.model,
+                      train=dataclasses.replace(p.train, seed=seed), finetune=finetune, weak=weak, delta=p.delta,
+                      snap=p.snap, tracking=_tracking(p, parent, f"{arm} f={fraction:g} seed={seed}"))
+    if arm in p.variants:
+        cfg = StageConfig.from_dict(p.variants[arm].applied_to(cfg.as_dict()))
+    return cfg
 
 
 # -- running and reusing stages -----------------------------------------------------
@@ -200,7 +204,7 @@ def run_pipeline(p: PipelineConfig, log=print) -> PipelineResult:
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / "pipeline.yaml"
     config_path.write_text(p.to_yaml())
-    log(f"pipeline {p.name}: {p.data.name}, arms {p.study.arms}, fractions {p.study.fractions}, "
+    log(f"pipeline {p.name}: {p.data.name}, arms {p.arms}, fractions {p.study.fractions}, "
         f"seeds {p.study.seeds}; output {out}")
     tracker = make_tracker(p.experiment, p.tracking.enabled)
     with tracker.run(f"{p.name} {time.strftime('%Y-%m-%d %H:%M')}", {
@@ -216,7 +220,7 @@ def run_pipeline(p: PipelineConfig, log=print) -> PipelineResult:
         if p.label_all:
             notes += label_stage(p, split, tracker, parent.run_id, log)
         cells = _run_study(p, parent.run_id, notes, log)
-        rows = summarise(cells, p.study.arms, p.study.fractions)
+        rows = summarise(cells, p.arms, p.study.fractions)
         files = write_report(p, cells, rows, notes, out)
         for path in files.values():
             parent.log_artifact(path, "plots" if path.suffix == ".png" else "results")
@@ -239,7 +243,7 @@ def _record_data(split: Split, parent, out: Path) -> None:
 def _run_study(p: PipelineConfig, parent_id: str | None, notes: list[str], log) -> list[CellResult]:
     """Pretrain each seed (transfer arms), then every arm × fraction × seed; failures become failed cells."""
     pretrained: dict[int, str] = {}
-    if {"transfer", "both"} & set(p.study.arms):
+    if {"transfer", "both"} & {p.base_arm(a) for a in p.arms}:
         for seed in p.study.seeds:
             log(f"pretrain seed={seed}")
             try:
@@ -250,15 +254,15 @@ def _run_study(p: PipelineConfig, parent_id: str | None, notes: list[str], log) 
                 log("  FAILED: " + notes[-1])
     cells = []
     for fraction in p.study.fractions:
-        skipped = {arm: why for arm in p.study.arms if (why := nothing_to_weakly_label(p, arm, fraction))}
+        skipped = {arm: why for arm in p.arms if (why := nothing_to_weakly_label(p, arm, fraction))}
         for arm, why in skipped.items():
             notes.append(why)
             log(f"skipping {arm} f={fraction:g}: {why}")
         for seed in p.study.seeds:
             mine = [_run_cell(p, arm, fraction, seed, pretrained, parent_id, log)
-                    for arm in p.study.arms if arm not in skipped and arm != "auto"]
-            if "auto" in p.study.arms:
-                mine.append(choose(mine))
+                    for arm in p.arms if arm not in skipped and arm != "auto"]
+            if "auto" in p.arms:
+                mine.append(choose(mine, p.candidates_of_auto))
                 log(f"auto f={fraction:g} seed={seed}: " + (f"chose {mine[-1].chose} (lowest validation score)"
                                                              if mine[-1].ok else mine[-1].error))
             cells += mine
@@ -267,8 +271,9 @@ def _run_study(p: PipelineConfig, parent_id: str | None, notes: list[str], log) 
 
 def nothing_to_weakly_label(p: PipelineConfig, arm: str, fraction: float) -> str:
     """Why a weak-supervision cell would only repeat another arm ('' when it would not)."""
-    if arm in ("weak", "both") and fraction >= 1.0 and not p.weak.extra_structures:
-        same = "baseline" if arm == "weak" else "transfer"
+    base = p.base_arm(arm)
+    if base in ("weak", "both") and fraction >= 1.0 and not p.weak.extra_structures:
+        same = "baseline" if base == "weak" else "transfer"
         return (f"{arm} at dft_fraction {fraction:g} not run: every training structure has its DFT label and "
                 f"weak.extra_structures is empty, so there is nothing to weakly label and it would repeat {same}")
     return ""
@@ -276,7 +281,7 @@ def nothing_to_weakly_label(p: PipelineConfig, arm: str, fraction: float) -> str
 
 def _run_cell(p, arm, fraction, seed, pretrained, parent_id, log) -> CellResult:
     log(f"{arm} f={fraction:g} seed={seed}")
-    if STAGE_OF_ARM[arm] == "finetune" and seed not in pretrained:
+    if STAGE_OF_ARM[p.base_arm(arm)] == "finetune" and seed not in pretrained:
         return CellResult(arm, fraction, seed, "failed", error="pretraining of this seed failed")
     try:
         done, reused = run_or_reuse(cell_config(p, arm, fraction, seed, pretrained.get(seed, ""), parent_id), log)
@@ -310,16 +315,16 @@ def write_report(p: PipelineConfig, cells: list[CellResult], rows: list[Row], no
     lines = [f"# {title}", "", markdown_table(rows), "",
              "Mean ± sample standard deviation over seeds; "
              "'vs baseline': (baseline − arm) / baseline of the means, positive = lower error."]
-    if "auto" in p.study.arms:
+    if "auto" in p.arms:
         lines += ["", "## What auto chose (per seed, on the validation DFT labels only)", ""]
         lines += [f"- DFT fraction {f:g}: {choice_counts(cells, f) or 'nothing (failed)'}" for f in sorted(p.study.fractions)]
-    if "snap" in p.study.arms:
-        table = against_reference(rows, "snap", NN_ARMS)
+    if "snap" in p.arms:
+        table = against_reference(rows, "snap", p.candidates_of_auto)
         if table:
             lines += ["", "## eip2nn against the SNAP fitted to the same labels", "",
                       "Test energy MAE (meV/atom) / force MAE (eV/Å), means over seeds. `auto` is chosen on "
                       "validation; the best arm is chosen on the test set itself, so it is an upper bound.", "", table]
-    by_group = group_markdown_table(cells, p.study.arms, p.study.fractions)
+    by_group = group_markdown_table(cells, p.arms, p.study.fractions)
     if by_group:
         lines += ["", "## Test errors by group", "", by_group]
     failed = [c for c in cells if not c.ok]

@@ -2,8 +2,9 @@
 
 Usage: python scripts/collect_results.py si-full mo-full ...   (names under outputs/pipelines/)
 
-For each pipeline it copies ``results.md`` and ``learning_curve.png`` to
-``docs/results/<name>_results.md`` / ``<name>_learning_curve.png`` and prints two
+For each pipeline it copies ``results.md``, ``results.csv``, ``cells.csv`` and ``learning_curve.png`` to
+``docs/results/<name>_results.md`` / ``_results.csv`` / ``_cells.csv`` / ``_learning_curve.png``
+(``tests/test_docs_results.py`` checks the tables against the cells) and prints two
 markdown tables (test energy MAE in meV/atom, force MAE in eV/Å): one row per
 DFT fraction, one column per arm, mean ± spread over seeds with the change
 against the baseline in %. It reads only what ``eip2nn pipeline run`` wrote.
@@ -17,7 +18,8 @@ import math
 import shutil
 from pathlib import Path
 
-ARMS = ("baseline", "weak", "transfer", "both")
+from eip2nn.pipeline.config import ARMS
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -39,7 +41,7 @@ def compact_table(results_csv: Path, quantity: str) -> str:
         rows = {(r["arm"], float(r["dft_fraction"])): r for r in csv.DictReader(fh)}
     fractions = sorted({f for _, f in rows})
     present = {arm for arm, _ in rows}
-    arms = [a for a in ARMS if a in present]
+    arms = [a for a in ARMS if a in present] + sorted(present - set(ARMS))  # then variants
     head = [f"DFT fraction (labels): {title}"] + arms
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for f in fractions:
@@ -59,8 +61,8 @@ def main() -> None:
         src = ROOT / "outputs" / "pipelines" / name
         if not (src / "results.csv").is_file():
             raise SystemExit(f"{src}/results.csv not found: run the pipeline first")
-        shutil.copyfile(src / "results.md", target / f"{name}_results.md")
-        shutil.copyfile(src / "learning_curve.png", target / f"{name}_learning_curve.png")
+        for file in ("results.md", "results.csv", "cells.csv", "learning_curve.png"):
+            shutil.copyfile(src / file, target / f"{name}_{file}")
         print(f"## {name}\n")
         for quantity in ("energy", "forces"):
             print(compact_table(src / "results.csv", quantity) + "\n")

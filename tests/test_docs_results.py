@@ -1,0 +1,53 @@
+"""The committed result tables (docs/results/<pipeline>_results.csv) follow from their cells (``_cells.csv``).
+
+Every mean and spread is recomputed from the per-seed cells, every `auto` cell must
+equal the cell of the arm it chose (same run, same numbers), and that arm must have
+the lowest validation score of its fraction and seed — so the published tables can
+be checked, not just read.
+"""
+
+import csv
+import math
+import statistics
+from pathlib import Path
+
+import pytest
+
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
+PIPELINES = sorted(p.name[: -len("_cells.csv")] for p in RESULTS.glob("*_cells.csv"))
+
+
+def read(path: Path) -> list[dict]:
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def number(text: str) -> float:
+    return float(text) if text not in ("", "nan") else math.nan
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_table_means_and_spreads_follow_from_the_cells(name):
+    cells = [c for c in read(RESULTS / f"{name}_cells.csv") if c["status"] != "failed"]
+    rows = read(RESULTS / f"{name}_results.csv")
+    assert rows
+    for r in rows:
+        mine = [number(c["test_energy_mae_meV_atom"]) for c in cells
+                if c["arm"] == r["arm"] and float(c["dft_fraction"]) == float(r["dft_fraction"])]
+        assert len(mine) == int(r["n_seeds"])
+        assert float(r["test_energy_mae_meV_atom_mean"]) == pytest.approx(statistics.mean(mine))
+        assert float(r["test_energy_mae_meV_atom_spread"]) == pytest.approx(
+            statistics.stdev(mine) if len(mine) > 1 else 0.0)
+
+
+@pytest.mark.parametrize("name", [n for n in PIPELINES if any(
+    c["arm"] == "auto" for c in read(RESULTS / f"{n}_cells.csv"))])
+def test_auto_cells_are_the_arm_with_the_lowest_validation_score(name):
+    cells = read(RESULTS / f"{name}_cells.csv")
+    for auto in (c for c in cells if c["arm"] == "auto" and c["status"] != "failed"):
+        same = [c for c in cells if c["dft_fraction"] == auto["dft_fraction"] and c["seed"] == auto["seed"]
+                and c["arm"] not in ("auto", "snap") and c["status"] != "failed" and c["val_score"] not in ("", "nan")]
+        best = min(same, key=lambda c: float(c["val_score"]))
+        assert auto["auto_chose"] == best["arm"]
+        assert auto["mlflow_run_id"] == best["mlflow_run_id"]
+        assert auto["test_energy_mae_meV_atom"] == best["test_energy_mae_meV_atom"]

@@ -38,7 +38,8 @@ def as_sources(sources: Sources | list[str]) -> Sources:
 
 def evaluate_model(ref: str, sources: Sources | list[str], head: str = DFT_HEAD,
                    labels: str | Path = "outputs/labels.sqlite", workers: int | None = None) -> Evaluation:
-    """Metrics of model ``ref`` (checkpoint path or ``runs:/<id>``), head ``head``, per source.
+    """Metrics of model ``ref`` (checkpoint path, ``runs:/<id>``, or a snap stage's ``snap_model.json``),
+    head ``head``, per source.
 
     A Δ-learning model is scored as EIP + network: its EIP labels the structures (into ``labels``) first.
     """
@@ -46,6 +47,8 @@ def evaluate_model(ref: str, sources: Sources | list[str], head: str = DFT_HEAD,
     from eip2nn.training.metrics import evaluate
     from eip2nn.training.samples import make_samples
 
+    if ref.endswith(".json"):
+        return _evaluate_snap(ref, sources)
     model = EIP2NNCalculator.load(ref, head).model
     out = {}
     for name, (structures, _) in as_sources(sources).items():
@@ -93,3 +96,18 @@ def _minus_reference(structures: list[Atoms], eip: str, labels, workers, name: s
     from eip2nn.potentials.db import PotentialsDB
 
     return subtract_eip(label_with(structures, [PotentialsDB().get(eip)], labels, workers), eip, name)
+
+
+def _evaluate_snap(path: str, sources: Sources | list[str]) -> Evaluation:
+    """Metrics of a SNAP model (``snap_model.json`` of a snap stage) per source."""
+    from eip2nn.snap.model import SnapModel
+    from eip2nn.training.metrics import metrics_of
+    from eip2nn.training.snap_stage import parity_of
+
+    model = SnapModel.load(path)
+    try:
+        out = {name: metrics_of(parity_of(model, structures)) for name, (structures, _) in as_sources(sources).items()}
+    finally:
+        model.close()
+    kind = "quadratic" if model.quadratic else "linear"
+    return Evaluation(f"SNAP {path} ({kind}, 2J={model.twojmax}, {model.n_coefficients} coefficients)", out)

@@ -178,6 +178,11 @@ def test_delta_snap_and_auto_arms(tmp_path, data_mirror_session):
     from eip2nn.training.stages import stage_dir
     folder = stage_dir(cell_config(cfg, "snap", 0.5, 0))
     assert (folder / "snap_model.json").is_file() and list(folder.glob("*.snapcoeff"))
+    from eip2nn.evaluation import evaluate_model  # the saved SNAP, scored afresh, gives the cell's numbers
+    again = evaluate_model(str(folder / "snap_model.json"), ["mlearn/Si/test"]).per_dataset["mlearn/Si/test"]
+    snap = next(c for c in result.cells if c.arm == "snap" and c.seed == 0)
+    assert again.energy_mae == pytest.approx(snap.test_energy_mae, rel=1e-9)
+    assert again.force_mae == pytest.approx(snap.test_force_mae, rel=1e-9)
 
 
 def test_variants_run_as_arms_of_their_own_and_auto_chooses_among_them(tmp_path, data_mirror_session):

@@ -58,11 +58,14 @@ def fit_reference(cfg, group_prefix: str) -> SnapStage:
     if not train:
         raise ValueError(f"no DFT-labelled training structure at dft_fraction={cfg.data.dft_fraction}")
     fit = fit_snap(train, val, split.species, cfg.snap)
-    parities = {name: parity_of(fit.model, s) for name, s in (("train", train), ("val", val), ("test", split.test))}
-    metrics = {name: metrics_of(p) for name, p in parities.items() if len(p.energy_ref)}
-    groups = sorted({str(a.info.get(GROUP, NO_GROUP)) for a in split.test})
-    if len(groups) > 1:
-        for g in groups:
-            mine = [a for a in split.test if str(a.info.get(GROUP, NO_GROUP)) == g]
-            metrics[group_prefix + re.sub(r"[^A-Za-z0-9_.-]", "_", g)] = metrics_of(parity_of(fit.model, mine))
+    try:
+        parities = {name: parity_of(fit.model, s) for name, s in (("train", train), ("val", val), ("test", split.test))}
+        metrics = {name: metrics_of(p) for name, p in parities.items() if len(p.energy_ref)}
+        groups = sorted({str(a.info.get(GROUP, NO_GROUP)) for a in split.test})
+        if len(groups) > 1:
+            for g in groups:
+                mine = [a for a in split.test if str(a.info.get(GROUP, NO_GROUP)) == g]
+                metrics[group_prefix + re.sub(r"[^A-Za-z0-9_.-]", "_", g)] = metrics_of(parity_of(fit.model, mine))
+    finally:
+        fit.model.close()  # its LAMMPS instance
     return SnapStage(split, fit, metrics, parities, len(train) + len(val))

@@ -1,5 +1,5 @@
 # The two commands a new user needs (see README):
-#   make run   — install everything, then run the quick Si pipeline (baseline vs weak vs transfer vs both)
+#   make run   — install everything, then run the quick Si pipeline (every arm against the SNAP reference)
 #   make test  — install everything, then lint (ruff, pyproject.toml) and run the test suite
 VENV ?= .venv
 BIN := $(VENV)/bin

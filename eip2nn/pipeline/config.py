@@ -27,7 +27,6 @@ from eip2nn.weak.config import WeakConfig
 
 ARMS = ("baseline", "weak", "transfer", "both", "delta", "snap", "auto")
 NN_ARMS = ("baseline", "weak", "transfer", "both", "delta")  # eip2nn's own arms: the ones `auto` chooses among
-REFERENCE_ARMS = ("snap",)  # what a user would otherwise fit to the same labels
 
 
 @dataclass

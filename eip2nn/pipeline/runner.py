@@ -39,7 +39,8 @@ from eip2nn.pipeline.report import (
 from eip2nn.potentials.db import PotentialsDB
 from eip2nn.tracking import NullTracker, Tracker, git_commit, make_tracker
 from eip2nn.training.config import StageConfig, TrackingConfig
-from eip2nn.training.stages import GROUP_PREFIX, FinishedStage, finished_stage, run_stage, stage_dir
+from eip2nn.training.metrics import GROUP_PREFIX
+from eip2nn.training.stages import FinishedStage, finished_stage, run_stage, stage_dir
 
 STAGE_OF_ARM = {"baseline": "baseline", "weak": "weak", "transfer": "finetune", "both": "finetune", "delta": "delta",
                 "snap": "snap"}  # auto has no stage: it picks one of the cell's arms (pipeline.auto)

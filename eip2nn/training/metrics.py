@@ -6,6 +6,7 @@ everything else, :class:`Parity` included, stays in the package's units.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -17,6 +18,12 @@ from eip2nn.nn.graph import collate
 from eip2nn.training.samples import Sample
 
 EV_PER_A3_IN_GPA = 1.0 / units.GPa  # 1 eV/Å³ = 160.2 GPa
+GROUP_PREFIX = "test/"  # metrics of one group of the test set: "test/<group>"
+
+
+def group_metrics_key(group: str) -> str:
+    """The metrics key of one test group, e.g. "test/AIMD-NVT" (characters MLflow refuses become "_")."""
+    return GROUP_PREFIX + re.sub(r"[^A-Za-z0-9_.-]", "_", group)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ ridge strength, and the test set to score.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +15,7 @@ from ase import Atoms
 
 from eip2nn.data.protocol import Split, make_split
 from eip2nn.keys import GROUP, REF_ENERGY, REF_FORCES, REF_STRESS
-from eip2nn.training.metrics import Metrics, Parity, metrics_of
+from eip2nn.training.metrics import Metrics, Parity, group_metrics_key, metrics_of
 from eip2nn.training.samples import NO_GROUP
 
 
@@ -50,7 +49,7 @@ def parity_of(model, structures: list[Atoms]) -> Parity:
     return Parity(np.array(e_ref), np.array(e_pred), cat(f_ref), cat(f_pred), cat(s_ref), cat(s_pred))
 
 
-def fit_reference(cfg, group_prefix: str) -> SnapStage:
+def fit_reference(cfg) -> SnapStage:
     """Fit stage ``cfg``'s SNAP and score it on train, validation, test and each test group."""
     from eip2nn.snap.fit import fit_snap  # LAMMPS only when a snap stage runs
     split = make_split(cfg.data)
@@ -65,7 +64,7 @@ def fit_reference(cfg, group_prefix: str) -> SnapStage:
         if len(groups) > 1:
             for g in groups:
                 mine = [a for a in split.test if str(a.info.get(GROUP, NO_GROUP)) == g]
-                metrics[group_prefix + re.sub(r"[^A-Za-z0-9_.-]", "_", g)] = metrics_of(parity_of(fit.model, mine))
+                metrics[group_metrics_key(g)] = metrics_of(parity_of(fit.model, mine))
     finally:
         fit.model.close()  # its LAMMPS instance
     return SnapStage(split, fit, metrics, parities, len(train) + len(val))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from eip2nn.nn.model import DFT_HEAD
 from eip2nn.plots import confusion_plot, learning_curve_plot, parity_plot
 from eip2nn.tracking import make_tracker
 from eip2nn.training.config import StageConfig
-from eip2nn.training.metrics import Metrics, metrics_by_group, metrics_of, metrics_table, predict
+from eip2nn.training.metrics import Metrics, group_metrics_key, metrics_by_group, metrics_of, metrics_table, predict
 from eip2nn.training.plan import StagePlan, data_tags_and_notes, plan_stage
 from eip2nn.training.snap_stage import fit_reference
 from eip2nn.training.trainer import FitResult, fit
@@ -54,7 +53,6 @@ class StageResult:
         return metrics_table("split", self.metrics)
 
 
-GROUP_PREFIX = "test/"  # metrics of one group of the test set: "test/<group>"
 RESULT_FILE = "result.json"  # written last: its presence marks a finished stage
 
 
@@ -162,7 +160,7 @@ def stage_metrics(plan: StagePlan) -> tuple[dict[str, Metrics], dict]:
         metrics[name] = metrics_of(parities[name])
     by_group = metrics_by_group(plan.model, plan.test, DFT_HEAD)
     if len(by_group) > 1:
-        metrics.update({GROUP_PREFIX + re.sub(r"[^A-Za-z0-9_.-]", "_", g): m for g, m in by_group.items()})
+        metrics.update({group_metrics_key(g): m for g, m in by_group.items()})
     return metrics, parities
 
 
@@ -177,10 +175,7 @@ def _record(plan: StagePlan, run, out: Path, result: FitResult) -> StageResult:
     curve_path = learning_curve_plot(result.history, out / "learning_curve.png", cfg.stage) if result.history else None
     (out / "metrics.json").write_text(json.dumps({k: dataclasses.asdict(v) for k, v in metrics.items()}, indent=1))
     weak_files = _write_weak_outputs(weak, out, cfg.arm) if weak else []
-    final = {}
-    for name, m in metrics.items():
-        final.update(m.as_dict(name.replace(":", "_")))
-    final.update({"best_epoch": result.best_epoch, "train_seconds": result.seconds})
+    final = flat_metrics(metrics) | {"best_epoch": result.best_epoch, "train_seconds": result.seconds}
     if weak:
         final.update(weak.report.as_metrics())
         final.update({"n_weak_labels": len(weak.pseudo.labelled), "n_weak_excluded": len(weak.pseudo.excluded)})
@@ -192,6 +187,14 @@ def _record(plan: StagePlan, run, out: Path, result: FitResult) -> StageResult:
     _write_result(out, cfg.stage, run.run_id, plan.tags, metrics, final, plan.eips, plan.notes, result.seconds)
     return StageResult(cfg.stage, out, model_path, plan.model.head_names, metrics, result, run.run_id, plan.eips,
                        plan.notes, weak)
+
+
+def flat_metrics(metrics: dict[str, Metrics]) -> dict[str, float]:
+    """{"<split>_energy_mae_meV_atom": ..., ...}: a stage's metrics as MLflow metric names."""
+    out = {}
+    for name, m in metrics.items():
+        out.update(m.as_dict(name.replace(":", "_")))
+    return out
 
 
 def _write_result(out: Path, stage: str, run_id, tags, metrics, final, eips, notes, seconds,
@@ -225,7 +228,7 @@ def _run_snap(cfg: StageConfig, out: Path, log) -> StageResult:
     """The snap stage: fit, score and record a SNAP on the stage's DFT labels, as one tracked run."""
     tracker = make_tracker(cfg.tracking.experiment, cfg.tracking.enabled)
     name = cfg.tracking.run_name or f"snap-{cfg.data.name.replace('/', '-')}-f{cfg.data.dft_fraction}"
-    ref = fit_reference(cfg, GROUP_PREFIX)
+    ref = fit_reference(cfg)
     tags, notes = data_tags_and_notes(cfg, ref.split)
     tags.update({"eip2nn.backbone": "snap", "eip2nn.eips": "-", "eip2nn.n_dft_labels": str(ref.n_dft_labels),
                  "eip2nn.snap_quadratic": str(ref.fit.choice["quadratic"]).lower()})
@@ -239,11 +242,8 @@ def _run_snap(cfg: StageConfig, out: Path, log) -> StageResult:
         (out / "snap_candidates.json").write_text(json.dumps(ref.fit.table, indent=1))
         (out / "metrics.json").write_text(json.dumps({k: dataclasses.asdict(v) for k, v in ref.metrics.items()}, indent=1))
         parity_path = parity_plot(ref.parities, out / "parity.png", f"snap {cfg.data.name}")
-        final = {}
-        for key, m in ref.metrics.items():
-            final.update(m.as_dict(key.replace(":", "_")))
-        final.update({"train_seconds": ref.fit.seconds, "n_coefficients": ref.fit.choice["n_coefficients"],
-                      "ridge_alpha": ref.fit.choice["alpha"]})
+        final = flat_metrics(ref.metrics) | {"train_seconds": ref.fit.seconds, "ridge_alpha": ref.fit.choice["alpha"],
+                                             "n_coefficients": ref.fit.choice["n_coefficients"]}
         run.log_metrics(final)
         for p in (model_path, *lammps_files):
             run.log_artifact(p, "model")

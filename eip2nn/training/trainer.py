@@ -77,7 +77,7 @@ def _scheduler(opt, cfg: TrainConfig):
                                                       min_lr=cfg.min_lr)
 
 
-def _enter_final_phase(cfg: TrainConfig, sched, result: FitResult, state: _State) -> None:
+def _enter_final_phase(sched, result: FitResult, state: _State) -> None:
     """Switch to the final loss weights: the validation loss changes scale, so its memory starts afresh."""
     state.final_phase, state.bad_epochs = True, 0
     result.best_val, result.stopped_early = math.inf, False
@@ -140,16 +140,15 @@ def fit(model, train: list[Sample], val: list[Sample], terms: dict[str, float] |
     result = FitResult()
     state = _resume(Path(checkpoint), run_config, model, opt, sched, result)
     ema = WeightAverage(model, cfg.ema_decay, state.ema) if cfg.ema_decay > 0 else None
-    final_epoch = round(cfg.final_start * cfg.epochs) if cfg.has_final_phase else cfg.epochs
+    final_epoch = round(cfg.final_start * cfg.epochs)  # = epochs without a final phase
     t0 = time.perf_counter()
     model.train()
     for epoch in range(state.start, cfg.epochs):
-        if result.stopped_early and cfg.has_final_phase and not state.final_phase:
-            _enter_final_phase(cfg, sched, result, state)  # early stopping ends the first phase, not the run
+        # the final phase starts at final_epoch, or when early stopping ends the first phase (not the run)
+        if cfg.has_final_phase and not state.final_phase and (epoch >= final_epoch or result.stopped_early):
+            _enter_final_phase(sched, result, state)
         if result.stopped_early:
             break
-        if epoch >= final_epoch and not state.final_phase:
-            _enter_final_phase(cfg, sched, result, state)
         weights = cfg.final_loss_weights if state.final_phase else cfg.loss_weights
         t_epoch = time.perf_counter()
         train_loss, n = _train_epoch(model, train, terms, weights, opt, cfg, epoch, ema)

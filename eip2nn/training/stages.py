@@ -237,6 +237,8 @@ def _run_snap(cfg: StageConfig, out: Path, log) -> StageResult:
         run.log_params(cfg.result_dict())
         run.set_tags({"eip2nn.data." + k: v for k, v in ref.split.hashes.items()})
         log(f"snap: {ref.n_dft_labels} DFT-labelled structures; chose {ref.fit.choice} in {ref.fit.seconds:.1f} s")
+        for note in notes:  # as a network stage does: left-out frames, the test set, the fit's own notes
+            log("  " + note)
         model_path = ref.fit.model.save(out / SNAP_MODEL_FILE)
         lammps_files = ref.fit.model.write_lammps(out / "snap")
         (out / "snap_candidates.json").write_text(json.dumps(ref.fit.table, indent=1))

@@ -206,11 +206,13 @@ def cmd_label(args) -> int:
     try:
         report = label(structures, specs, args.labels, workers=args.workers,
                        chunk_size=args.chunk_size, progress=not args.no_progress,
-                       retry_failed=args.retry_failed)
+                       retry_failed=args.retry_failed, scheduler=args.scheduler)
     except LabellingInterrupted as e:
         print(e.report.table())
         return 130
     print(report.table())
+    for line in report.failure_lines():
+        print("failed:", line)
     return 0
 
 
@@ -281,8 +283,8 @@ def cmd_labels_forget_stale(args) -> int:
 def cmd_labels_failures(args) -> int:
     from eip2nn.labelling.store import LabelStore
     with LabelStore(args.labels) as store:
-        rows = [("EIP", "structure", "kind", "reason")]
-        rows += [(f.eip_id, f.structure_hash, f.kind, f.reason) for f in store.failures(args.eip)]
+        rows = [("EIP", "structure", "first read as", "kind", "reason")]
+        rows += [(f.eip_id, f.structure_hash, f.first_source, f.kind, f.reason) for f in store.failures(args.eip)]
     print(_table(rows) if len(rows) > 1 else "no failures recorded")
     return 0
 
@@ -478,7 +480,11 @@ def build_parser() -> argparse.ArgumentParser:  # long by design: every command'
     _add_labels_option(q)
     q.add_argument("--workers", type=int, help="worker processes (default: all cores)")
     q.add_argument("--chunk-size", type=int, help="structures per unit of work")
-    q.add_argument("--retry-failed", action="store_true", help="try recorded failures again")
+    q.add_argument("--retry-failed", action="store_true",
+                   help="try recorded failures (crashes included) of these EIPs again")
+    q.add_argument("--scheduler", metavar="ADDRESS",
+                   help="label on a Dask cluster: its scheduler's address, e.g. tcp://host:8786 "
+                        "(default: local worker processes)")
     q.add_argument("--no-progress", action="store_true")
     add_db(q)
     q.set_defaults(func=cmd_label)

@@ -46,6 +46,7 @@ class DataConfig:
     eips: list[str] = field(default_factory=list)  # EIP ids for pretraining; empty = choose automatically
     n_eips: int = 3  # automatic choice: the n eligible EIPs closest to DFT on the labelled structures
     workers: int = 0  # labelling worker processes; 0 = all cores
+    scheduler: str = ""  # a Dask scheduler address ("tcp://host:8786") to label on; "" = local worker processes
 
     def __post_init__(self):
         if not 0.0 < self.dft_fraction <= 1.0:
@@ -76,7 +77,7 @@ class DataConfig:
         return UserDataOptions(self.keys, self.stress_units, self.stress_sign, self.format, self.on_bad,
                                self.test_fraction, self.test_seed)
 
-    EXECUTION_FIELDS = ()  # none here: see TrainConfig.EXECUTION_FIELDS
+    EXECUTION_FIELDS = ("scheduler",)  # never in a stage's hash: where labels are computed, not what they are
     # fields added after stage hashes were first written: left out of a stage's hash while at their default,
     # so finished stages of registered datasets keep being reused
     LATE_FIELDS = ("train", "test", "test_fraction", "test_seed", "format", "keys", "stress_units", "stress_sign",

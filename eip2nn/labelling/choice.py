@@ -50,8 +50,8 @@ EIP_CHOICE_RULE = (f"smallest aligned energy MAE on the labelled structures; twi
 
 
 def choose_eips(db: PotentialsDB, labelled: list[Atoms], species: list[str], source_tag: str, n: int,
-                labels: str | Path, workers: int | None, compare_on: list[Atoms] | None = None
-                ) -> tuple[list[tuple[PotentialSpec, float]], list[tuple[str, str]]]:
+                labels: str | Path, workers: int | None, compare_on: list[Atoms] | None = None,
+                scheduler: str = "") -> tuple[list[tuple[PotentialSpec, float]], list[tuple[str, str]]]:
     """The ``n`` eligible EIPs with the smallest aligned energy MAE (meV/atom) on ``labelled``.
 
     Uses only the DFT labels the arm may see. Returns (chosen (spec, MAE),
@@ -69,7 +69,7 @@ def choose_eips(db: PotentialsDB, labelled: list[Atoms], species: list[str], sou
     if not candidates:
         raise ValueError(f"no eligible empirical potential for {species}")
     compare_on = labelled if compare_on is None else compare_on
-    label(labelled + compare_on, candidates, labels, workers=workers, progress=False)
+    label(labelled + compare_on, candidates, labels, workers=workers, progress=False, scheduler=scheduler or None)
     compare_hashes = structure_hashes(compare_on)
     n_atoms = np.array([len(a) for a in compare_on])
     scored, passed_over = [], []
@@ -110,13 +110,13 @@ def _peak_to_peak_gap(a: np.ndarray, b: np.ndarray) -> float:
 def select_eips(db: PotentialsDB, requested: list[str], n: int, labelled: list[Atoms], species: list[str],
                 source_tag: str, labels: str | Path, workers: int | None,
                 chosen_as: str = "chosen EIP", passed_as: str = "not chosen",
-                compare_on: list[Atoms] | None = None) -> tuple[list[PotentialSpec], list[str]]:
+                compare_on: list[Atoms] | None = None, scheduler: str = "") -> tuple[list[PotentialSpec], list[str]]:
     """The ``requested`` EIPs (checked by :func:`resolve_eips`), or else the ``n`` chosen by
     :func:`choose_eips`; returns (specs, log lines saying what was chosen and what passed over, and why)."""
     if requested:
         specs = resolve_eips(db, requested, species, source_tag)
         return specs, [ml_warning(s) for s in specs if s.kind == ML_KIND]
-    ranked, passed_over = choose_eips(db, labelled, species, source_tag, n, labels, workers, compare_on)
+    ranked, passed_over = choose_eips(db, labelled, species, source_tag, n, labels, workers, compare_on, scheduler)
     notes = [f"{chosen_as} {s.id}: aligned energy MAE {mae:.1f} meV/atom on the labelled training set"
              for s, mae in ranked]
     notes += [f"{passed_as}: {eip} ({reason})" for eip, reason in passed_over]
@@ -124,8 +124,9 @@ def select_eips(db: PotentialsDB, requested: list[str], n: int, labelled: list[A
 
 
 def label_with(structures: list[Atoms], specs: list[PotentialSpec], labels: str | Path,
-               workers: int | None) -> list[Atoms]:
-    """Copies of ``structures`` carrying each EIP's labels (labelling what is missing)."""
-    label(structures, specs, labels, workers=workers, progress=False)
+               workers: int | None, scheduler: str = "") -> list[Atoms]:
+    """Copies of ``structures`` carrying each EIP's labels (labelling what is missing; on the Dask
+    cluster at ``scheduler`` if one is given)."""
+    label(structures, specs, labels, workers=workers, progress=False, scheduler=scheduler or None)
     with LabelStore(labels) as store:
         return attach_labels(structures, store, [s.id for s in specs])

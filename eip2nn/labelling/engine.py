@@ -1,20 +1,27 @@
 """Label structures with EIPs: parallel, resumable, safe to interrupt.
 
 The parent process owns the store. It claims a chunk of work, hands it to a
-worker process (which keeps one long-lived evaluator per EIP), and commits
-the chunk's labels and failures in one transaction. Re-running skips what is
-done; interrupting loses only chunks in flight; two parents on one store share
-the work through claims.
+worker process (which keeps one long-lived evaluator per EIP) of its own pool
+or of a Dask cluster, and commits the chunk's labels and failures in one
+transaction. Re-running skips what is done; interrupting loses only chunks in
+flight; two parents on one store share the work through claims.
+
+No structure can stop a job. Structures that C code would choke on are refused
+before evaluation (:func:`~eip2nn.potentials.evaluator.check_geometry`); when a
+worker dies anyway (segfault, abort, OOM), its chunk is split in halves and run
+again in fresh processes until the structure that kills a worker alone is
+found (it must kill a worker alone twice: a worker lost to a kill -9 or a dying
+machine does not brand an innocent structure), recorded as ``backend_crashed``
+with the signal, and skipped by later runs unless ``retry_failed``.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-import multiprocessing
 import os
 import time
-from collections import Counter
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,16 +31,17 @@ from ase.data import chemical_symbols
 from tqdm import tqdm
 
 from eip2nn.keys import CONFIG_ID
-from eip2nn.labelling import worker
 from eip2nn.labelling.hashing import structure_hashes
 from eip2nn.labelling.packing import pack_geometries, unpack_labels
-from eip2nn.labelling.provenance import provenance_info
+from eip2nn.labelling.pools import DaskPool, LocalPool, WorkerLost
+from eip2nn.labelling.provenance import package_versions, provenance_info
 from eip2nn.labelling.store import LabelStore, StaleLabelsError
-from eip2nn.potentials.evaluator import UNSUPPORTED_SPECIES, Geometry, unsupported_reason
+from eip2nn.potentials.evaluator import BACKEND_CRASHED, UNSUPPORTED_SPECIES, unsupported_reason
 from eip2nn.potentials.spec import PotentialSpec
 from eip2nn.tables import format_table
 
 CHUNK_ATOMS = 65536  # atoms per chunk of work at most: a chunk's labels are committed together
+CRASHES_TO_RECORD = 2  # a structure is recorded as crashed after killing this many workers, alone each time
 
 
 @dataclass
@@ -42,6 +50,7 @@ class EIPStats:
 
     labelled: int = 0  # new labels written by this call
     failed: Counter = field(default_factory=Counter)  # new failures by kind
+    new_failures: list = field(default_factory=list)  # (structure hash, kind, reason) of the new failures
     already_done: int = 0  # labelled or failed before this call
     left_to_others: int = 0  # claimed by another live process
     atoms: int = 0  # atoms in the new labels
@@ -56,9 +65,13 @@ class LabelReport:
     n_structures: int  # distinct structures (by content hash)
     n_duplicates: int  # input structures that repeated an earlier one
     per_eip: dict[str, EIPStats]
-    workers: int
+    workers: int  # worker processes (local pool) or worker threads (Dask cluster)
     wall_seconds: float
     interrupted: bool = False
+    names: dict[str, str] = field(default_factory=dict)  # structure hash -> where it was first read ("file/frame")
+    scheduler: str = ""  # the Dask scheduler's address; "" for the local pool
+    chunks_lost: int = 0  # chunks whose worker died (each split or run again): the job's worker crashes
+    parent_cpu_seconds: float = 0.0  # CPU time of this (the parent) process: claims, packing, writes
 
     @property
     def atoms_per_second(self) -> float:
@@ -73,10 +86,21 @@ class LabelReport:
             rate = f"{s.atoms / s.eval_seconds:,.0f}" if s.eval_seconds > 0 else "-"
             rows.append((eip, str(s.labelled), str(s.already_done), fails, str(s.left_to_others), rate))
         state = "INTERRUPTED — re-run the same command to resume" if self.interrupted else "complete"
+        where = f"Dask cluster {self.scheduler}" if self.scheduler else "local pool"
+        lost = f", {self.chunks_lost} chunk(s) lost to dead workers and run again" if self.chunks_lost else ""
         footer = (f"{self.n_structures} structures ({self.n_duplicates} duplicates skipped), "
-                  f"{self.workers} worker(s), {self.wall_seconds:.1f} s wall, "
+                  f"{self.workers} worker(s) ({where}{lost}), {self.wall_seconds:.1f} s wall, "
                   f"{self.atoms_per_second:,.0f} atoms/s overall; {state}; store: {self.labels}")
         return format_table(rows) + "\n" + footer
+
+    def failure_lines(self, limit: int = 20, skip_kinds: tuple[str, ...] = (UNSUPPORTED_SPECIES,)) -> list[str]:
+        """One line per new failure (structure's file/frame, EIP, kind, reason), at most ``limit``."""
+        found = [(self.names.get(h, h), eip, kind, reason) for eip, s in self.per_eip.items()
+                 for h, kind, reason in s.new_failures if kind not in skip_kinds]
+        lines = [f"{name} with {eip}: {kind}: {reason}" for name, eip, kind, reason in found[:limit]]
+        if len(found) > limit:
+            lines.append(f"... and {len(found) - limit} more (`eip2nn labels failures --labels {self.labels}`)")
+        return lines
 
 
 class LabellingInterrupted(KeyboardInterrupt):
@@ -114,6 +138,7 @@ def _jobs(store: LabelStore, specs: list[PotentialSpec], by_hash: dict[str, Atom
                 todo.append(h)
         store.write(spec.id, pid, [], unsupported)
         stats[spec.id].failed.update(k for _, k, _ in unsupported)
+        stats[spec.id].new_failures += unsupported
         todo.sort(key=set_up_order.__getitem__)
         jobs.append((spec, pid, todo))
     return jobs
@@ -121,15 +146,17 @@ def _jobs(store: LabelStore, specs: list[PotentialSpec], by_hash: dict[str, Atom
 
 def label(structures: list[Atoms], specs: list[PotentialSpec], labels: str | Path,
           workers: int | None = None, chunk_size: int | None = None, progress: bool = True,
-          retry_failed: bool = False) -> LabelReport:
+          retry_failed: bool = False, scheduler=None) -> LabelReport:
     """Label ``structures`` with every EIP in ``specs`` into the store at ``labels``.
 
-    workers: worker processes (default: all cores); 1 evaluates in this process.
+    workers: worker processes of the local pool (default: all cores); ignored with a scheduler.
     chunk_size: structures per unit of work (default: adapted to the job).
-    retry_failed: forget recorded failures of these EIPs and try them again.
+    retry_failed: forget recorded failures of these EIPs (crashes included) and try them again.
+    scheduler: a Dask scheduler address ("tcp://host:8786") or cluster object; the chunks
+        run there as tasks, this process keeps the store. Default: the local pool.
     Raises :class:`LabellingInterrupted` (after saving) on Ctrl-C / SIGTERM.
     """
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     workers = workers or default_workers()
     by_hash: dict[str, Atoms] = {}
     for h, atoms in zip(structure_hashes(structures), structures):
@@ -150,18 +177,29 @@ def label(structures: list[Atoms], specs: list[PotentialSpec], labels: str | Pat
                   for i in range(0, len(hashes), size)]
         bar = tqdm(total=sum(n_atoms[h] for _, _, t in jobs for h in t), unit="atom",
                    unit_scale=True, desc="labelling", disable=not progress, smoothing=0.1)
-        interrupted = False
+        interrupted, chunks_lost = False, 0
+        address = "" if scheduler is None else str(getattr(scheduler, "scheduler_address", scheduler))
         try:
             if chunks:  # nothing to do starts no worker and imports no backend
-                runner = _run_in_process if workers == 1 else _run_in_pool
-                runner(chunks, by_hash, n_atoms, store, stats, specs, workers, bar)
+                pool = LocalPool(workers, specs) if scheduler is None else DaskPool(scheduler, package_versions())
+                workers = pool.workers
+                try:
+                    _run(pool, chunks, by_hash, n_atoms, store, stats, bar)
+                except BaseException:
+                    pool.close(terminate=True)  # work in flight is lost, not half-written: claims are released
+                    raise
+                finally:
+                    chunks_lost = pool.chunks_lost
+                pool.close()
         except KeyboardInterrupt:
             interrupted = True
         finally:
             bar.close()
             store.release_claims()
+        names = {h: str(a.info.get(CONFIG_ID, "")) or h for h, a in by_hash.items()}
         report = LabelReport(Path(labels), len(by_hash), n_dup, stats, workers,
-                             time.perf_counter() - t_start, interrupted)
+                             time.perf_counter() - t_start, interrupted, names, address, chunks_lost,
+                             time.process_time() - cpu_start)
     finally:
         store.close()
     if report.interrupted:
@@ -211,6 +249,7 @@ def _record(store, stats, spec, pid, n_atoms, labels, failures, bar) -> None:
     s = stats[spec.id]
     s.labelled += len(labels)
     s.failed.update(k for _, k, _ in failures)
+    s.new_failures += failures
     s.atoms += sum(n_atoms[h] for h, *_ in labels)
     s.eval_seconds += sum(sec for *_, sec in labels)
     bar.update(sum(n_atoms[h] for h, *_ in labels) + sum(n_atoms[h] for h, *_ in failures))
@@ -225,49 +264,49 @@ def _claim(store, stats, spec, hashes, n_atoms, bar) -> list[str]:
     return claimed
 
 
-def _run_in_process(chunks, by_hash, n_atoms, store, stats, specs, workers, bar) -> None:
-    from threadpoolctl import threadpool_limits
-    worker.init_worker(specs, ignore_sigint=False)
-    try:
-        with threadpool_limits(1, user_api="blas"):
-            for spec, pid, hashes in chunks:
-                claimed = _claim(store, stats, spec, hashes, n_atoms, bar)
-                if claimed:
-                    labels, failures = worker.label_chunk(
-                        spec.id, [(h, Geometry.of(by_hash[h])) for h in claimed])
-                    _record(store, stats, spec, pid, n_atoms, labels, failures, bar)
-    finally:
-        worker.close_all()
+def _run(pool, chunks, by_hash, n_atoms, store, stats, bar) -> None:
+    """Keep ``pool`` busy with ``chunks`` (spec, provenance id, hashes); record each answer.
 
+    A chunk whose worker died becomes a suspect: split in halves, which run one suspect
+    at a time (on a Dask cluster a worker's death also fails the tasks queued beside the
+    one that killed it), before other work. A single structure whose worker died
+    CRASHES_TO_RECORD times is recorded as BACKEND_CRASHED. Suspects stay claimed.
+    """
+    fresh = deque(chunks)
+    suspects: deque = deque()  # (spec, pid, hashes, crashes so far)
+    in_flight: dict[int, tuple] = {}  # ticket -> (spec, pid, hashes, crashes, is a suspect)
+    tickets = itertools.count()
 
-def _run_in_pool(chunks, by_hash, n_atoms, store, stats, specs, workers, bar) -> None:
-    ctx = multiprocessing.get_context("spawn")  # no inherited MPI/LAMMPS state
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=worker.init_worker,
-                               initargs=(specs,))
-    pending: dict = {}
-    queue = iter(chunks)
-    try:
-        while True:
-            while len(pending) < 2 * workers:
-                nxt = next(queue, None)
-                if nxt is None:
-                    break
-                spec, pid, hashes = nxt
-                claimed = _claim(store, stats, spec, hashes, n_atoms, bar)
-                if claimed:
-                    fut = pool.submit(worker.label_packed_chunk, spec.id, claimed,
-                                      pack_geometries([by_hash[h] for h in claimed]))
-                    pending[fut] = (spec, pid)
-            if not pending:
-                break
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                spec, pid = pending.pop(fut)
-                packed, failures = fut.result()
-                _record(store, stats, spec, pid, n_atoms, unpack_labels(packed), failures, bar)
-    except BaseException:
-        for proc in list(getattr(pool, "_processes", {}).values()):
-            proc.terminate()  # work in flight is lost, not half-written: claims are released
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
+    def submit(spec, pid, hashes, crashes, suspect) -> None:
+        ticket = next(tickets)
+        pool.submit(ticket, spec, hashes, pack_geometries([by_hash[h] for h in hashes]))
+        in_flight[ticket] = (spec, pid, hashes, crashes, suspect)
+
+    def fill() -> None:
+        if suspects and not any(item[4] for item in in_flight.values()):
+            submit(*suspects.popleft(), True)
+        while fresh and len(in_flight) < pool.slots:
+            spec, pid, hashes = fresh.popleft()
+            claimed = _claim(store, stats, spec, hashes, n_atoms, bar)
+            if claimed:
+                submit(spec, pid, claimed, 0, False)
+
+    fill()
+    while in_flight:
+        ticket, outcome = pool.next_done()
+        spec, pid, hashes, crashes, _ = in_flight.pop(ticket)
+        lost = isinstance(outcome, WorkerLost)
+        if lost and len(hashes) > 1:
+            half = len(hashes) // 2
+            suspects.extendleft([(spec, pid, hashes[half:], 0), (spec, pid, hashes[:half], 0)])
+        elif lost and crashes + 1 < CRASHES_TO_RECORD:
+            suspects.appendleft((spec, pid, hashes, crashes + 1))
+        fill()  # the workers go on while this process writes
+        if lost:
+            if len(hashes) == 1 and crashes + 1 >= CRASHES_TO_RECORD:
+                reason = (f"{spec.id} ({spec.backend_type}): {outcome.reason}, evaluating this structure alone "
+                          f"({CRASHES_TO_RECORD} times)")
+                _record(store, stats, spec, pid, n_atoms, [], [(hashes[0], BACKEND_CRASHED, reason)], bar)
+        else:
+            packed, failures = outcome
+            _record(store, stats, spec, pid, n_atoms, unpack_labels(packed), failures, bar)

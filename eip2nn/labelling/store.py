@@ -104,6 +104,7 @@ class Failure:
     eip_id: str
     kind: str
     reason: str
+    first_source: str = ""  # where the structure was first read, e.g. "file.xyz/12"
 
 
 def owner_id() -> str:
@@ -387,7 +388,8 @@ class LabelStore:
                             None if s is None else _array(s, (6,)), sec, pid)
 
     def failures(self, eip_id: str | None = None) -> list[Failure]:
-        sql = "SELECT s.hash, f.eip_id, f.kind, f.reason FROM failures f JOIN structures s ON s.id = f.structure_id"
+        sql = ("SELECT s.hash, f.eip_id, f.kind, f.reason, s.first_source FROM failures f "
+               "JOIN structures s ON s.id = f.structure_id")
         rows = self._db.execute(sql + (" WHERE f.eip_id = ?" if eip_id else "") + " ORDER BY f.rowid",
                                 (eip_id,) if eip_id else ()).fetchall()
         return [Failure(*r) for r in rows]

@@ -1,9 +1,17 @@
-"""What runs inside a labelling worker: long-lived evaluators, one per EIP."""
+"""What runs inside a labelling worker: long-lived evaluators, one per EIP.
+
+A worker is a process of the engine's own pool (:func:`serve`) or of a Dask
+cluster (:func:`label_on_dask`); either way it keeps its evaluators between
+chunks.
+"""
 
 from __future__ import annotations
 
 import importlib
+import os
 import signal
+import threading
+import traceback
 
 from eip2nn.labelling.packing import pack_labels, unpack_geometries
 from eip2nn.potentials.backends import REGISTRY, backend, make_evaluator
@@ -61,6 +69,7 @@ def label_chunk(eip_id: str, items: list[tuple[str, Geometry]]) -> tuple[list[tu
     Returns (labels, failures): labels are (hash, energy, forces, stress,
     seconds), failures (hash, kind, reason). Every item lands in one of them.
     """
+    _crash_if_asked([h for h, _ in items])
     try:
         outcomes = evaluate_many(_evaluator(eip_id), [g for _, g in items])
     except EvaluationError as e:  # the EIP could not be loaded: each structure fails with why
@@ -80,6 +89,75 @@ def label_packed_chunk(eip_id: str, hashes: list[str], blocks: list) -> tuple[tu
     :func:`~eip2nn.labelling.packing.pack_labels`."""
     labels, failures = label_chunk(eip_id, list(zip(hashes, unpack_geometries(blocks))))
     return pack_labels(labels), failures
+
+
+def serve(conn, specs: list[PotentialSpec]) -> None:
+    """Body of a worker process of the engine's pool: say ("ready", None), then label chunks
+    sent on ``conn`` until it sends None or closes. Each reply is ("ok", packed labels and
+    failures) or ("error", a traceback): an exception here is a bug, reported to the parent,
+    not a structure's failure."""
+    init_worker(specs)
+    conn.send(("ready", None))
+    try:
+        while True:
+            try:
+                task = conn.recv()
+            except EOFError:  # the parent is gone
+                return
+            if task is None:
+                return
+            try:
+                reply = ("ok", label_packed_chunk(*task))
+            except Exception:
+                reply = ("error", traceback.format_exc())
+            conn.send(reply)
+    finally:
+        close_all()
+
+
+_DASK_LOCK = threading.Lock()  # evaluators are not thread-safe: one chunk at a time per worker process
+
+
+def label_on_dask(spec: PotentialSpec, versions: dict[str, str], hashes: list[str],
+                  blocks: list) -> tuple[tuple, list[tuple]]:
+    """:func:`label_packed_chunk` as a Dask task: the spec travels with the task, the worker's
+    evaluators persist between tasks. ``versions`` are the parent's
+    :func:`~eip2nn.labelling.provenance.package_versions`; a worker whose packages differ
+    refuses, since the labels' provenance would be wrong."""
+    from eip2nn.labelling.provenance import package_versions
+    with _DASK_LOCK:
+        mine = package_versions()
+        differ = {k: (v, mine.get(k)) for k, v in versions.items() if mine.get(k) != v}
+        if differ:
+            raise RuntimeError(f"Dask worker on {os.uname().nodename} has other package versions than the "
+                               f"labelling process (parent, worker): {differ}; install the same environment")
+        if spec.id not in _SPECS:
+            init_worker([spec], ignore_sigint=False)
+        return label_packed_chunk(spec.id, hashes, blocks)
+
+
+CRASH_ENV = "EIP2NN_CRASH_ON"  # "SIGNAME:hash,hash,...": a worker kills itself on these structures (tests)
+CRASH_ONCE_ENV = "EIP2NN_CRASH_ONCE"  # a file path: crash only if it does not exist yet, creating it
+
+
+def _crash_if_asked(hashes: list[str]) -> None:
+    """Fault injection for the crash-isolation tests: with ``EIP2NN_CRASH_ON=SIGSEGV:h1,h2`` set,
+    a worker that meets structure h1 or h2 dies by that signal, as a crashing backend would; with
+    ``EIP2NN_CRASH_ONCE=path`` too, only the first time (a worker lost once, as to a dying machine)."""
+    asked = os.environ.get(CRASH_ENV)
+    if not asked:
+        return
+    name, _, targets = asked.partition(":")
+    if not set(targets.split(",")) & set(hashes):
+        return
+    once = os.environ.get(CRASH_ONCE_ENV)
+    if once:
+        try:
+            with open(once, "x"):
+                pass
+        except FileExistsError:
+            return
+    os.kill(os.getpid(), getattr(signal, name))
 
 
 def close_all() -> None:

@@ -176,7 +176,8 @@ def label_stage(p: PipelineConfig, split: Split, tracker: Tracker | NullTracker,
         return notes
     log(f"labels: {len(structures)} training structures × {len(specs)} eligible EIPs "
         f"({len(notes)} excluded) into {p.data.labels}")
-    report = label(structures, specs, p.data.labels, workers=p.data.workers or None, progress=False)
+    report = label(structures, specs, p.data.labels, workers=p.data.workers or None, progress=False,
+                   scheduler=p.data.scheduler or None)
     hashes = sorted(set(structure_hashes(structures)))
     counts = {}
     with LabelStore(p.data.labels) as store:

@@ -28,8 +28,12 @@ TOO_CLOSE = "atoms_too_close"
 NON_FINITE = "non_finite"
 UNSUPPORTED_CELL = "unsupported_cell"
 BACKEND_ERROR = "backend_error"
+INVALID_GEOMETRY = "invalid_geometry"  # NaN/inf or absurd positions or cell, or no atoms: never passed to a backend
+SINGULAR_CELL = "singular_cell"  # a periodic cell with (nearly) no volume: never passed to a backend
+BACKEND_CRASHED = "backend_crashed"  # the structure killed the worker process evaluating it (signal, OOM)
 
 MIN_DISTANCE = 0.5  # Å; closer pairs are refused before evaluation
+MAX_COORDINATE = 1.0e4  # Å; a position or cell entry beyond this is refused before evaluation
 MAX_ABS_ENERGY_PER_ATOM = 1.0e3  # eV/atom; beyond this a result is not physical
 
 
@@ -90,13 +94,74 @@ class Backend(NamedTuple):
 def evaluate_many(evaluator: Evaluator, geometries: Sequence[Geometry]) -> list[Outcome]:
     """Each structure's result, or the EvaluationError that refused it, with its seconds.
 
-    Uses the evaluator's own ``evaluate_many`` where it has one, else one
+    Structures :func:`check_geometry` refuses never reach the backend. Uses the
+    evaluator's own ``evaluate_many`` where it has one, else one
     :meth:`Evaluator.evaluate` per structure. Never raises for one structure.
     """
+    outcomes: list[Outcome | None] = [None] * len(geometries)
+    sound = []
+    for k, g in enumerate(geometries):
+        try:
+            check_geometry(g)
+            sound.append(k)
+        except EvaluationError as e:
+            outcomes[k] = (e, 0.0)
     batched = getattr(evaluator, "evaluate_many", None)
     if batched is not None:
-        return batched(geometries)
-    return [timed(evaluator.evaluate, g.to_atoms()) for g in geometries]
+        results = batched([geometries[k] for k in sound]) if sound else []
+    else:
+        results = [timed(evaluator.evaluate, geometries[k].to_atoms()) for k in sound]
+    for k, outcome in zip(sound, results):
+        outcomes[k] = outcome
+    return outcomes
+
+
+def check_geometry(g: Geometry) -> None:
+    """Raise INVALID_GEOMETRY or SINGULAR_CELL for a structure no backend should see.
+
+    Refused: no atoms; positions not (n, 3); NaN/inf in positions or cell; a
+    coordinate or cell entry beyond ``MAX_COORDINATE`` Å; a periodic direction
+    whose lattice planes are closer than ``MIN_DISTANCE`` Å (a flat or zero
+    cell: every atom would overlap its own image). C backends crash or hang
+    on such input instead of failing.
+    """
+    positions, cell = np.asarray(g.positions), np.asarray(g.cell)
+    n = len(g.numbers)
+    if n == 0:
+        raise EvaluationError(INVALID_GEOMETRY, "the structure has no atoms")
+    if positions.shape != (n, 3) or cell.shape != (3, 3):
+        raise EvaluationError(INVALID_GEOMETRY, f"positions of shape {positions.shape} and cell of shape "
+                                                f"{cell.shape} for {n} atoms; expected ({n}, 3) and (3, 3)")
+    bad = ~np.isfinite(positions).all(axis=1)
+    if bad.any():
+        atoms = np.flatnonzero(bad)
+        raise EvaluationError(INVALID_GEOMETRY, f"non-finite position of atom(s) {atoms[:5].tolist()}"
+                                                f"{' ...' if len(atoms) > 5 else ''}: {positions[atoms[0]].tolist()}")
+    if not np.isfinite(cell).all():
+        raise EvaluationError(INVALID_GEOMETRY, f"non-finite cell {cell.tolist()}")
+    largest = max(np.abs(positions).max(), np.abs(cell).max())
+    if largest > MAX_COORDINATE:
+        raise EvaluationError(INVALID_GEOMETRY, f"a coordinate or cell entry of {largest:.3g} Å "
+                                                f"(> {MAX_COORDINATE:g} Å)")
+    periodic = [int(k) for k in np.flatnonzero(np.asarray(g.pbc, dtype=bool))]
+    spacing = {k: _plane_spacing(cell, k, periodic) for k in periodic}
+    thin = [k for k, d in spacing.items() if not d >= MIN_DISTANCE]
+    if thin:
+        raise EvaluationError(SINGULAR_CELL, (
+            f"periodic cell {np.round(cell, 6).tolist()}: lattice planes along periodic axis {thin} are "
+            f"{[float(f'{spacing[k]:.3g}') for k in thin]} Å apart (< {MIN_DISTANCE} Å: "
+            "every atom would overlap its own image)"))
+
+
+def _plane_spacing(cell: np.ndarray, k: int, periodic: list[int]) -> float:
+    """Distance between neighbouring lattice planes along cell vector ``k``, Å: the part of
+    a_k perpendicular to the other periodic vectors (non-periodic ones, often zero, play no part)."""
+    others = cell[[i for i in periodic if i != k]]
+    a = cell[k]
+    if len(others):
+        coeffs, *_ = np.linalg.lstsq(others.T, a, rcond=None)
+        a = a - others.T @ coeffs
+    return float(np.linalg.norm(a))
 
 
 def timed(evaluate: Callable, structure) -> Outcome:

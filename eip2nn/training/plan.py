@@ -127,11 +127,12 @@ def _pretrain(cfg, split: Split, dtype, tags, notes) -> Heads:
     """pretrain: a fresh model with one head per chosen EIP, on every training structure's EIP labels."""
     workers = cfg.data.workers or None
     specs, chosen = select_eips(PotentialsDB(), cfg.data.eips, cfg.data.n_eips, Split.labelled(split.train),
-                                split.species, split.source_tag, cfg.data.labels, workers, compare_on=split.train)
+                                split.species, split.source_tag, cfg.data.labels, workers, compare_on=split.train,
+                                scheduler=cfg.data.scheduler)
     notes += chosen
     eips = [s.id for s in specs]
-    train = label_with(split.train, specs, cfg.data.labels, workers)
-    val = label_with(split.val, specs, cfg.data.labels, workers)
+    train = label_with(split.train, specs, cfg.data.labels, workers, cfg.data.scheduler)
+    val = label_with(split.val, specs, cfg.data.labels, workers, cfg.data.scheduler)
     model = EnergyModel(cfg.model, split.species, eips).to(dtype)
     return Heads(model, train, val, {e: 1.0 for e in eips}, {e: True for e in eips}, eips)
 
@@ -165,12 +166,13 @@ def _delta(cfg, split: Split, dtype, tags, notes) -> Heads:
     workers = cfg.data.workers or None
     specs, chosen = select_eips(PotentialsDB(), [cfg.delta.eip] if cfg.delta.eip else [], 1,
                                 Split.labelled(split.train), split.species, split.source_tag, cfg.data.labels, workers,
-                                chosen_as="Δ-learning on", compare_on=split.train)
+                                chosen_as="Δ-learning on", compare_on=split.train, scheduler=cfg.data.scheduler)
     notes += chosen
     eip = specs[0].id
 
     def residuals(structures: list[Atoms], part: str) -> list[Atoms]:
-        return subtract_eip(label_with(structures, specs, cfg.data.labels, workers), eip, f"{cfg.data.name} {part}")
+        with_eip = label_with(structures, specs, cfg.data.labels, workers, cfg.data.scheduler)
+        return subtract_eip(with_eip, eip, f"{cfg.data.name} {part}")
 
     tags["eip2nn.delta_eip"] = eip
     notes.append(f"Δ-learning: the DFT head learns DFT − {eip}; the model predicts {eip} + network")
@@ -188,13 +190,15 @@ def _replay(cfg, split: Split, eips: list[str]) -> list[Atoms]:
     n = max(1, round(cfg.finetune.replay_fraction * len(pool)))
     pick = np.random.default_rng(cfg.train.seed).choice(len(pool), size=min(n, len(pool)), replace=False)
     specs = resolve_eips(PotentialsDB(), eips, split.species, split.source_tag)
-    return label_with([pool[i] for i in sorted(pick)], specs, cfg.data.labels, cfg.data.workers or None)
+    return label_with([pool[i] for i in sorted(pick)], specs, cfg.data.labels, cfg.data.workers or None,
+                      cfg.data.scheduler)
 
 
 def _weak_term(cfg, split: Split, tags, notes) -> tuple[WeakData, LossTerm]:
     """The weak labels of the unlabelled pool and their robust loss term on the DFT head."""
     weak = weak_data(cfg.weak, split, cfg.data.labels, cfg.data.workers or None, cfg.train.seed,
-                     f"{cfg.data.name} DFT (fraction {cfg.data.dft_fraction}, split seed {cfg.data.split_seed})")
+                     f"{cfg.data.name} DFT (fraction {cfg.data.dft_fraction}, split seed {cfg.data.split_seed})",
+                     cfg.data.scheduler)
     c_e, c_f = weak.labeller.tukey_scales()
     notes += weak.notes
     notes.append(f"weak loss: alpha {cfg.weak.alpha}, Tukey c {c_e * 1000:.1f} meV/atom"

@@ -45,14 +45,15 @@ def read_extra_structures(paths: list[str]) -> list[Atoms]:
 
 
 def weak_data(cfg: WeakConfig, split: Split, labels: str | Path, workers: int | None, seed: int,
-              reference: str) -> WeakData:
+              reference: str, scheduler: str = "") -> WeakData:
     """Everything the weak loss needs; ``reference`` names the DFT data the EIPs are aligned to."""
     labelled = Split.labelled(split.train)
     specs, notes = select_eips(PotentialsDB(), cfg.eips, cfg.n_eips, labelled, split.species, split.source_tag,
-                               labels, workers, "selector candidate", "not a candidate", compare_on=split.train)
+                               labels, workers, "selector candidate", "not a candidate", compare_on=split.train,
+                               scheduler=scheduler)
     eips = [s.id for s in specs]
     pool = Split.unlabelled(split.train) + read_extra_structures(cfg.extra_structures)
-    with_labels = label_with(labelled + pool, specs, labels, workers)  # one labelling call, one worker start-up
+    with_labels = label_with(labelled + pool, specs, labels, workers, scheduler)  # one labelling call, one worker start-up
     labelled_eip, pool_eip = with_labels[:len(labelled)], with_labels[len(labelled):]
     labeller = WeakLabeller(cfg, split.species, eips, seed)
     with warnings.catch_warnings():

@@ -220,3 +220,19 @@ def test_a_dask_job_survives_a_worker_lost_mid_job(tmp_path, dask_cluster, refer
     labels, failures = snapshot(tmp_path / "labels.sqlite")
     assert not failures
     assert_same_labels(labels, reference)
+
+
+def test_a_dft_file_with_a_nan_position_is_refused_naming_the_frame(tmp_path):
+    """A user's DFT file never gets as far as labelling with such a frame."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from eip2nn.data.files import DataError
+    from eip2nn.data.user import load_user_data
+    frames = si_cells(6)
+    for atoms in frames:
+        atoms.calc = SinglePointCalculator(atoms, energy=-5.0 * len(atoms), forces=np.zeros((len(atoms), 3)))
+    frames[4].positions[2] = np.nan
+    write(tmp_path / "dft.xyz", frames)
+    with pytest.raises(DataError) as err:
+        load_user_data(str(tmp_path / "dft.xyz"))
+    assert "dft.xyz: frame 4: non-finite positions" in str(err.value)

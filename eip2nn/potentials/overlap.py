@@ -13,14 +13,16 @@ import functools
 import numpy as np
 from ase import Atoms
 
-from eip2nn.potentials.evaluator import MIN_DISTANCE, TOO_CLOSE, UNSUPPORTED_CELL, EvaluationError
+from eip2nn.potentials.evaluator import MIN_DISTANCE, TOO_CLOSE, UNSUPPORTED_CELL, EvaluationError, Geometry, check_geometry
 from eip2nn.potentials.frames import inverse_3x3
 
 REFERENCE_RANGE = 3.0  # Å: a reference's closest pair is searched up to this distance
 
 
 def check_min_distance(atoms: Atoms, min_distance: float = MIN_DISTANCE) -> None:
-    """Raise TOO_CLOSE if two atoms (or periodic images) are closer than ``min_distance`` Å."""
+    """Raise TOO_CLOSE if two atoms (or periodic images) are closer than ``min_distance`` Å
+    (and what :func:`check_geometry` raises for geometry no C code should search)."""
+    check_geometry(Geometry.of(atoms))
     if len(atoms) < 2 and not atoms.pbc.any():
         return
     if atoms.pbc.any():

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from eip2nn.keys import CONFIG_ID
 from eip2nn.labelling.hashing import structure_hashes
 from eip2nn.labelling.packing import pack_geometries, unpack_labels
-from eip2nn.labelling.pools import DaskPool, LocalPool, WorkerLost
+from eip2nn.labelling.pools import NOT_STARTED, DaskPool, LocalPool, WorkerLost
 from eip2nn.labelling.provenance import package_versions, provenance_info
 from eip2nn.labelling.store import LabelStore, StaleLabelsError
 from eip2nn.potentials.evaluator import BACKEND_CRASHED, UNSUPPORTED_SPECIES, unsupported_reason
@@ -267,46 +267,63 @@ def _claim(store, stats, spec, hashes, n_atoms, bar) -> list[str]:
 def _run(pool, chunks, by_hash, n_atoms, store, stats, bar) -> None:
     """Keep ``pool`` busy with ``chunks`` (spec, provenance id, hashes); record each answer.
 
-    A chunk whose worker died becomes a suspect: split in halves, which run one suspect
-    at a time (on a Dask cluster a worker's death also fails the tasks queued beside the
-    one that killed it), before other work. A single structure whose worker died
-    CRASHES_TO_RECORD times is recorded as BACKEND_CRASHED. Suspects stay claimed.
+    A chunk whose worker died becomes a suspect: it is split in halves, and suspects run
+    one at a time, each with a worker to itself, before other work (on a Dask cluster,
+    where placement is Dask's, a death also fails the tasks beside the one that caused
+    it). A single structure whose worker died CRASHES_TO_RECORD times is recorded as
+    BACKEND_CRASHED. A chunk that was only waiting behind a dead one is sent again as it was.
     """
-    fresh = deque(chunks)
-    suspects: deque = deque()  # (spec, pid, hashes, crashes so far)
+    fresh = deque(chunks)  # not claimed yet
+    again: deque = deque()  # claimed, never run: (spec, pid, hashes, crashes)
+    suspects: deque = deque()  # claimed, their worker died: (spec, pid, hashes, crashes so far)
     in_flight: dict[int, tuple] = {}  # ticket -> (spec, pid, hashes, crashes, is a suspect)
     tickets = itertools.count()
 
-    def submit(spec, pid, hashes, crashes, suspect) -> None:
+    def submit(item, suspect: bool) -> bool:
+        spec, pid, hashes, crashes = item
         ticket = next(tickets)
-        pool.submit(ticket, spec, hashes, pack_geometries([by_hash[h] for h in hashes]))
+        if not pool.submit(ticket, spec, hashes, pack_geometries([by_hash[h] for h in hashes]), alone=suspect):
+            return False
         in_flight[ticket] = (spec, pid, hashes, crashes, suspect)
+        return True
 
     def fill() -> None:
         if suspects and not any(item[4] for item in in_flight.values()):
-            submit(*suspects.popleft(), True)
-        while fresh and len(in_flight) < pool.slots:
+            if not submit(suspects[0], True):
+                return  # no more work until a worker is free for it, or it would wait for ever
+            suspects.popleft()
+        while pool.has_room() and (again or fresh):
+            if again:
+                if not submit(again[0], False):
+                    return
+                again.popleft()
+                continue
             spec, pid, hashes = fresh.popleft()
             claimed = _claim(store, stats, spec, hashes, n_atoms, bar)
-            if claimed:
-                submit(spec, pid, claimed, 0, False)
+            if claimed and not submit((spec, pid, claimed, 0), False):
+                again.appendleft((spec, pid, claimed, 0))
+                return
 
     fill()
     while in_flight:
-        ticket, outcome = pool.next_done()
-        spec, pid, hashes, crashes, _ = in_flight.pop(ticket)
-        lost = isinstance(outcome, WorkerLost)
-        if lost and len(hashes) > 1:
-            half = len(hashes) // 2
-            suspects.extendleft([(spec, pid, hashes[half:], 0), (spec, pid, hashes[:half], 0)])
-        elif lost and crashes + 1 < CRASHES_TO_RECORD:
-            suspects.appendleft((spec, pid, hashes, crashes + 1))
-        fill()  # the workers go on while this process writes
-        if lost:
-            if len(hashes) == 1 and crashes + 1 >= CRASHES_TO_RECORD:
+        to_record = []  # (spec, pid, labels, failures)
+        for ticket, outcome in pool.next_done():
+            spec, pid, hashes, crashes, suspect = in_flight.pop(ticket)
+            lost = isinstance(outcome, WorkerLost)
+            if outcome is NOT_STARTED:
+                (suspects if suspect else again).appendleft((spec, pid, hashes, crashes))
+            elif lost and len(hashes) > 1:
+                half = len(hashes) // 2
+                suspects.extendleft([(spec, pid, hashes[half:], 0), (spec, pid, hashes[:half], 0)])
+            elif lost and crashes + 1 < CRASHES_TO_RECORD:
+                suspects.appendleft((spec, pid, hashes, crashes + 1))
+            elif lost:
                 reason = (f"{spec.id} ({spec.backend_type}): {outcome.reason}, evaluating this structure alone "
                           f"({CRASHES_TO_RECORD} times)")
-                _record(store, stats, spec, pid, n_atoms, [], [(hashes[0], BACKEND_CRASHED, reason)], bar)
-        else:
-            packed, failures = outcome
-            _record(store, stats, spec, pid, n_atoms, unpack_labels(packed), failures, bar)
+                to_record.append((spec, pid, [], [(hashes[0], BACKEND_CRASHED, reason)]))
+            else:
+                packed, failures = outcome
+                to_record.append((spec, pid, unpack_labels(packed), failures))
+        fill()  # the workers go on while this process writes
+        for spec, pid, labels, failures in to_record:
+            _record(store, stats, spec, pid, n_atoms, labels, failures, bar)

@@ -1,17 +1,22 @@
 """Where the engine's chunks run: its own worker processes, or a Dask cluster.
 
-Both give the engine the same three calls: ``submit(ticket, spec, hashes,
-blocks)``, ``next_done() -> (ticket, outcome)`` and ``close()``. An outcome
-is the worker's (packed labels, failures), or :class:`WorkerLost` when the
-process running the chunk died (a segfault or abort in C code, the OOM
-killer, a lost machine): the engine then splits the chunk to find the
-structure that did it. Nothing here touches the label store.
+Both give the engine the same calls: ``has_room()``, ``submit(ticket, spec,
+hashes, blocks, alone) -> accepted``, ``next_done() -> [(ticket, outcome)]``
+and ``close()``. An outcome is the worker's (packed labels, failures);
+:class:`WorkerLost` when the process running the chunk died (a segfault or
+abort in C code, the OOM killer, a lost machine): the engine then splits the
+chunk to find the structure that did it; or :data:`NOT_STARTED` for a chunk
+that was waiting behind it, to be sent again as it was. Nothing here touches
+the label store.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import queue
 import signal
+import threading
+from collections import deque
 from multiprocessing.connection import wait
 from typing import NamedTuple
 
@@ -19,6 +24,9 @@ from eip2nn.labelling import worker
 from eip2nn.potentials.spec import PotentialSpec
 
 DASK_CONNECT_TIMEOUT = 30.0  # s to reach the scheduler and see its first worker
+QUEUE_DEPTH = 2  # chunks sent to one worker process at a time: one running, one waiting (no idle gap)
+NOT_STARTED = "not started"  # the outcome of a chunk queued behind one whose worker died
+_STOP_SENDING = object()
 
 
 class WorkerLost(NamedTuple):
@@ -40,13 +48,38 @@ def exit_reason(exitcode: int | None) -> str:
 
 
 class _Worker:
+    """One worker process, and a thread here that sends it its chunks.
+
+    Sending from a thread means this process never blocks on a worker that is busy (or
+    itself sending a result): the pool's thread only waits for answers and reads them.
+    """
+
     def __init__(self, ctx, specs: list[PotentialSpec]):
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=worker.serve, args=(child, specs), daemon=True)
         self.process.start()
         child.close()  # so that the worker's death reads as EOF here
-        self.ticket: int | None = None
+        self.tickets: deque[int] = deque()  # sent, unanswered, in the order the worker takes them
+        self.alone = False  # its chunk must have the worker to itself (a suspect being isolated)
         self.ready = False
+        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._sender = threading.Thread(target=self._send_loop, daemon=True)
+        self._sender.start()
+
+    def send(self, message) -> None:
+        """Queue ``message`` for the worker (a chunk, or None: stop)."""
+        self._outbox.put(message)
+
+    def _send_loop(self) -> None:
+        while (message := self._outbox.get()) is not _STOP_SENDING:
+            try:
+                self.conn.send(message)
+            except OSError:  # the worker died: the pool sees it by its sentinel
+                return
+
+    def stop_sending(self) -> None:
+        self._outbox.put(_STOP_SENDING)
+        self._sender.join(timeout=10)
 
     def wait_ready(self) -> None:
         """Block until the worker has loaded its backends; a worker that dies first is an error of
@@ -68,10 +101,10 @@ class _Worker:
 
 
 class LocalPool:
-    """``workers`` spawned processes, one chunk each at a time; a dead one is replaced.
+    """``workers`` spawned processes, each with up to QUEUE_DEPTH chunks; a dead one is replaced.
 
-    One chunk per process (no queue behind it) means a death loses that chunk only,
-    and names it.
+    A worker takes its chunks in order, so when it dies the first unanswered chunk is the
+    one it was running (:class:`WorkerLost`) and the rest never started (NOT_STARTED).
     """
 
     def __init__(self, workers: int, specs: list[PotentialSpec]):
@@ -84,16 +117,26 @@ class LocalPool:
         except BaseException:
             self.close(terminate=True)
             raise
-        self.workers = self.slots = workers
+        self.workers = workers
         self.chunks_lost = 0  # chunks whose worker process died
 
-    def submit(self, ticket: int, spec: PotentialSpec, hashes: list[str], blocks: list) -> None:
-        w = next(w for w in self._workers if w.ticket is None)
-        w.conn.send((spec.id, hashes, blocks))
-        w.ticket = ticket
+    def has_room(self) -> bool:
+        return any(not w.alone and len(w.tickets) < QUEUE_DEPTH for w in self._workers)
 
-    def next_done(self) -> tuple[int, object]:
-        busy = [w for w in self._workers if w.ticket is not None]
+    def submit(self, ticket: int, spec: PotentialSpec, hashes: list[str], blocks: list, alone: bool = False) -> bool:
+        """Send a chunk to the least busy worker; ``alone``: only to an idle one, and nothing after it
+        until it is answered. False if no worker can take it now."""
+        free = [w for w in self._workers if not w.alone and len(w.tickets) < (1 if alone else QUEUE_DEPTH)]
+        if not free:
+            return False
+        w = min(free, key=lambda w: len(w.tickets))
+        w.send((spec.id, hashes, blocks))
+        w.tickets.append(ticket)
+        w.alone = alone
+        return True
+
+    def next_done(self) -> list[tuple[int, object]]:
+        busy = [w for w in self._workers if w.tickets]
         ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy]))
         for w in busy:
             if w.conn in ready:
@@ -101,24 +144,27 @@ class LocalPool:
                     status, payload = w.conn.recv()
                 except (EOFError, ConnectionError):
                     break  # died mid-reply: handled as a death below
-                ticket, w.ticket = w.ticket, None
+                ticket = w.tickets.popleft()
+                w.alone = False
                 if status == "error":
                     raise RuntimeError(f"a labelling worker raised (a bug, not a structure's failure):\n{payload}")
-                return ticket, payload
+                return [(ticket, payload)]
         for w in busy:
             if w.process.sentinel in ready or w.conn in ready:
                 return self._replace(w)
         raise RuntimeError("a labelling worker woke the pool without answering or dying")
 
-    def _replace(self, dead: _Worker) -> tuple[int, WorkerLost]:
+    def _replace(self, dead: _Worker) -> list[tuple[int, object]]:
         dead.process.join()
         lost = WorkerLost(exit_reason(dead.process.exitcode))
+        dead.stop_sending()
         dead.conn.close()
         self.chunks_lost += 1
         fresh = _Worker(self._ctx, self._specs)
         self._workers[self._workers.index(dead)] = fresh
         fresh.wait_ready()
-        return dead.ticket, lost
+        running, *waiting = dead.tickets
+        return [(running, lost)] + [(t, NOT_STARTED) for t in waiting]
 
     def close(self, terminate: bool = False) -> None:
         """Stop the workers: politely after a finished job, at once (``terminate``) after an interrupt."""
@@ -126,15 +172,13 @@ class LocalPool:
             if terminate:
                 w.process.terminate()
             else:
-                try:
-                    w.conn.send(None)
-                except (BrokenPipeError, ConnectionError):
-                    pass  # already gone: nothing to stop
+                w.send(None)
         for w in self._workers:
             w.process.join(timeout=10)
             if w.process.is_alive():
                 w.process.kill()
                 w.process.join()
+            w.stop_sending()
             w.conn.close()
 
 
@@ -162,18 +206,25 @@ class DaskPool:
                                   f"`dask worker {self._client.scheduler.address} --nthreads 1`") from e
         threads = sum(w["nthreads"] for w in self._client.scheduler_info()["workers"].values())
         self.workers = threads
-        self.slots = 2 * threads  # one running and one waiting per worker thread
+        self._slots = QUEUE_DEPTH * threads  # tasks at the scheduler at a time
         self.chunks_lost = 0  # tasks Dask gave up because their workers died (KilledWorker)
         self._versions = versions
         self._done = as_completed(loop=self._client.loop)
         self._tickets: dict[str, int] = {}
 
-    def submit(self, ticket: int, spec: PotentialSpec, hashes: list[str], blocks: list) -> None:
+    def has_room(self) -> bool:
+        return len(self._tickets) < self._slots
+
+    def submit(self, ticket: int, spec: PotentialSpec, hashes: list[str], blocks: list, alone: bool = False) -> bool:
+        """Hand a chunk to the scheduler (which places it; ``alone`` cannot be promised on Dask)."""
+        if not self.has_room():
+            return False
         fut = self._client.submit(worker.label_on_dask, spec, self._versions, hashes, blocks, pure=False)
         self._tickets[fut.key] = ticket
         self._done.add(fut)
+        return True
 
-    def next_done(self) -> tuple[int, object]:
+    def next_done(self) -> list[tuple[int, object]]:
         from distributed import KilledWorker
         fut = next(self._done)
         ticket = self._tickets.pop(fut.key)
@@ -182,11 +233,11 @@ class DaskPool:
             if isinstance(exc, KilledWorker):
                 self.chunks_lost += 1
                 last = getattr(exc.last_worker, "address", exc.last_worker)
-                return ticket, WorkerLost(f"the Dask worker(s) running it died (KilledWorker; last {last})")
+                return [(ticket, WorkerLost(f"the Dask worker(s) running it died (KilledWorker; last {last})"))]
             fut.result()  # raises the worker's exception here, with its traceback
         outcome = fut.result()
         fut.release()
-        return ticket, outcome
+        return [(ticket, outcome)]
 
     def close(self, terminate: bool = False) -> None:
         if terminate:

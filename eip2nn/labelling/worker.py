@@ -102,7 +102,7 @@ def serve(conn, specs: list[PotentialSpec]) -> None:
         while True:
             try:
                 task = conn.recv()
-            except EOFError:  # the parent is gone
+            except (EOFError, OSError):  # the parent is gone
                 return
             if task is None:
                 return

@@ -12,6 +12,7 @@ registry and the factory, so this module imports no backend.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol, Union
@@ -123,8 +124,20 @@ def check_geometry(g: Geometry) -> None:
     coordinate or cell entry beyond ``MAX_COORDINATE`` Å; a periodic direction
     whose lattice planes are closer than ``MIN_DISTANCE`` Å (a flat or zero
     cell: every atom would overlap its own image). C backends crash or hang
-    on such input instead of failing.
+    on such input instead of failing. A sound structure costs a few µs (one
+    reduction over the positions; the cell's verdict is cached).
     """
+    positions = np.asarray(g.positions)
+    n = len(g.numbers)
+    if n and positions.shape == (n, 3) and np.abs(positions).max() <= MAX_COORDINATE:  # False for NaN
+        cell, pbc = np.asarray(g.cell, dtype=float), np.asarray(g.pbc, dtype=bool)
+        if cell.shape == (3, 3) and _cell_problem(cell.tobytes(), pbc.tobytes()) is None:
+            return
+    _raise_geometry_problem(g)
+
+
+def _raise_geometry_problem(g: Geometry) -> None:
+    """The slow path of :func:`check_geometry`: find what is wrong and say it."""
     positions, cell = np.asarray(g.positions), np.asarray(g.cell)
     n = len(g.numbers)
     if n == 0:
@@ -137,20 +150,32 @@ def check_geometry(g: Geometry) -> None:
         atoms = np.flatnonzero(bad)
         raise EvaluationError(INVALID_GEOMETRY, f"non-finite position of atom(s) {atoms[:5].tolist()}"
                                                 f"{' ...' if len(atoms) > 5 else ''}: {positions[atoms[0]].tolist()}")
-    if not np.isfinite(cell).all():
-        raise EvaluationError(INVALID_GEOMETRY, f"non-finite cell {cell.tolist()}")
-    largest = max(np.abs(positions).max(), np.abs(cell).max())
+    largest = np.abs(positions).max()
     if largest > MAX_COORDINATE:
-        raise EvaluationError(INVALID_GEOMETRY, f"a coordinate or cell entry of {largest:.3g} Å "
-                                                f"(> {MAX_COORDINATE:g} Å)")
-    periodic = [int(k) for k in np.flatnonzero(np.asarray(g.pbc, dtype=bool))]
+        raise EvaluationError(INVALID_GEOMETRY, f"a coordinate of {largest:.3g} Å (> {MAX_COORDINATE:g} Å)")
+    problem = _cell_problem(np.asarray(cell, dtype=float).tobytes(), np.asarray(g.pbc, dtype=bool).tobytes())
+    if problem is not None:
+        raise EvaluationError(*problem)
+    raise AssertionError("check_geometry refused a structure without a reason")  # unreachable
+
+
+@functools.lru_cache(maxsize=4096)
+def _cell_problem(cell_bytes: bytes, pbc_bytes: bytes) -> tuple[str, str] | None:
+    """(kind, reason) if the cell (3x3 float64 bytes) with these periodic axes is unusable, else None."""
+    cell = np.frombuffer(cell_bytes).reshape(3, 3)
+    if not np.isfinite(cell).all():
+        return INVALID_GEOMETRY, f"non-finite cell {cell.tolist()}"
+    if np.abs(cell).max() > MAX_COORDINATE:
+        return INVALID_GEOMETRY, f"a cell entry of {np.abs(cell).max():.3g} Å (> {MAX_COORDINATE:g} Å)"
+    periodic = [int(k) for k in np.flatnonzero(np.frombuffer(pbc_bytes, dtype=bool))]
     spacing = {k: _plane_spacing(cell, k, periodic) for k in periodic}
     thin = [k for k, d in spacing.items() if not d >= MIN_DISTANCE]
     if thin:
-        raise EvaluationError(SINGULAR_CELL, (
+        return SINGULAR_CELL, (
             f"periodic cell {np.round(cell, 6).tolist()}: lattice planes along periodic axis {thin} are "
             f"{[float(f'{spacing[k]:.3g}') for k in thin]} Å apart (< {MIN_DISTANCE} Å: "
-            "every atom would overlap its own image)"))
+            "every atom would overlap its own image)")
+    return None
 
 
 def _plane_spacing(cell: np.ndarray, k: int, periodic: list[int]) -> float:

@@ -316,3 +316,14 @@ def test_device_is_checked_and_left_out_of_the_stage_hash(tmp_path):
     a, b = StageConfig(train=TrainConfig(device="cpu")), StageConfig(train=TrainConfig(device="cuda"))
     assert a.content_hash() == b.content_hash()
     assert StageConfig(train=TrainConfig(ema_decay=0.99)).content_hash() != a.content_hash()
+
+
+def test_the_labelling_scheduler_is_left_out_of_the_stage_hash():
+    """Where labels are computed (a Dask cluster or local processes) does not change what a stage learns."""
+    from eip2nn.data.protocol import DataConfig
+    from eip2nn.training.config import StageConfig
+
+    local = StageConfig(data=DataConfig(dataset="mlearn/Si"))
+    on_dask = StageConfig(data=DataConfig(dataset="mlearn/Si", scheduler="tcp://10.0.0.5:8786"))
+    assert local.content_hash() == on_dask.content_hash()
+    assert StageConfig(data=DataConfig(dataset="mlearn/Mo")).content_hash() != local.content_hash()

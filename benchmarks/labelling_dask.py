@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from labelling_throughput import structures as si_cells  # this folder is on sys.path when run as a script
 
 from eip2nn.labelling.engine import label
 from eip2nn.potentials.db import PotentialsDB
@@ -37,19 +37,11 @@ EIP = "lmp_Si_sw"
 
 
 def structures(n: int, n_atoms: int, seed: int = 0):
-    """``n`` rattled diamond-Si cells of ``n_atoms`` atoms (8·k³; a = 5.431 Å, 0.1 Å noise)."""
-    from ase.build import bulk  # here, not on top: spawned workers re-import this script
+    """``n`` rattled diamond-Si cells of ``n_atoms`` atoms (8·k³), as in labelling_throughput.py."""
     repeat = round((n_atoms / 8) ** (1 / 3))
     if 8 * repeat**3 != n_atoms:
         raise SystemExit(f"--atoms {n_atoms}: a diamond cell repeated k×k×k has 8·k³ atoms")
-    rng = np.random.default_rng(seed)
-    base = bulk("Si", "diamond", a=5.431, cubic=True).repeat(repeat)
-    out = []
-    for _ in range(n):
-        atoms = base.copy()
-        atoms.positions += 0.1 * rng.normal(size=atoms.positions.shape)
-        out.append(atoms)
-    return out
+    return si_cells(n, repeat, seed)
 
 
 def timed_label(frames, spec, workers: int, scheduler) -> tuple[float, float, float]:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from ase.build import bulk
 from ase.io import write
+from structures import rattled_si_cells
 
 from eip2nn.labelling.engine import label
 from eip2nn.labelling.hashing import structure_hashes
@@ -27,15 +28,8 @@ KIM_W = "EAM_Dynamo_Ackland_2003_W"
 SW = "lmp_Si_sw"
 
 
-def si_cells(n=12, seed=3):
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        atoms = bulk("Si", "diamond", a=5.431, cubic=True).repeat((1, 1, 1 + i % 2))
-        atoms.positions += 0.05 * rng.normal(size=atoms.positions.shape)
-        atoms.info["config_id"] = f"si/{i}"
-        out.append(atoms)
-    return out
+def si_cells(n=12):
+    return rattled_si_cells(n, seed=3, noise=0.05, tag="si")
 
 
 def snapshot(path):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from ase.build import bulk
 from ase.io import read
+from structures import rattled_si_cells
 
 from eip2nn.keys import eip_key
 from eip2nn.labelling.engine import StaleLabelsError, label
@@ -29,13 +30,7 @@ def specs():
 
 def si_structures(n=12, seed=0):
     """Rattled Si cells of two sizes; the last one has an overlapping pair."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        atoms = bulk("Si", "diamond", a=5.431, cubic=True).repeat((1, 1, 1 + i % 2))
-        atoms.positions += 0.08 * rng.normal(size=atoms.positions.shape)
-        atoms.info["config_id"] = f"test/{i}"
-        out.append(atoms)
+    out = rattled_si_cells(n, seed, noise=0.08)
     out[-1].positions[1] = out[-1].positions[0] + [0.2, 0, 0]
     return out
 

@@ -1,0 +1,152 @@
+"""Export a trained model to TorchScript for the LAMMPS pair style.
+
+The file is ``torch.jit.save(module, path, _extra_files={"eip2nn.json": metadata})``;
+the module's contract with the C++ side:
+
+``forward(species (n,) int64, edge_src (E,) int64, edge_dst (E,) int64, edge_vectors (E, 3) float64 Å)
+-> (n,) float64 eV``
+
+- ``species``: index into ``metadata["species"]`` for local and ghost atoms alike;
+- edges: every ordered pair within the cut-off (both directions), any order,
+  with ``edge_vectors = x[dst] - x[src]``;
+- the result: one head's per-atom energies; an atom without edges still gets its own.
+
+The caller sums the local atoms' energies and differentiates that sum with
+respect to ``edge_vectors``: with g = ∂E/∂v, F[dst] -= g, F[src] += g, and the
+virial is Σ_e v_e ⊗ g_e. ``metadata["interaction_range"]`` (Å) is how far an
+atom's energy reaches: ghost atoms within it must be present, and those within
+``interaction_range - cutoff`` must have their own edges (SchNet passes
+messages ``depth`` times).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from eip2nn import __version__
+from eip2nn.nn.backbones import SchNet, SymmetryFunctionNet, cosine_cutoff
+from eip2nn.nn.checkpoint import load_model
+from eip2nn.nn.model import DFT_HEAD, EnergyModel
+from eip2nn.nn.sf_torch import TorchSymmetryFunctions
+
+FORMAT = "eip2nn-lammps/1"
+METADATA_FILE = "eip2nn.json"
+
+
+class ExportedSchNet(nn.Module):
+    """:class:`SchNet` on raw edges: embedding, Gaussian RBF, interactions aggregated into ``edge_src``."""
+
+    def __init__(self, backbone: SchNet):
+        super().__init__()
+        self.cutoff = float(backbone.cutoff)
+        self.rbf_gamma = float(backbone.rbf_gamma)
+        self.register_buffer("rbf_centres", backbone.rbf_centres.detach().clone())
+        self.embedding = copy.deepcopy(backbone.embedding)
+        self.interactions = copy.deepcopy(backbone.interactions)
+
+    def forward(self, species: torch.Tensor, edge_src: torch.Tensor, edge_dst: torch.Tensor,
+                edge_vectors: torch.Tensor) -> torch.Tensor:
+        """Features (n, width)."""
+        r = torch.linalg.norm(edge_vectors, dim=1)
+        rbf = torch.exp(-self.rbf_gamma * (r[:, None] - self.rbf_centres) ** 2)
+        fcut = cosine_cutoff(r, self.cutoff)
+        x = self.embedding(species)
+        for block in self.interactions:
+            x = block(x, rbf, fcut, edge_src, edge_dst)
+        return x
+
+
+class ExportedSymmetryFunctionNet(nn.Module):
+    """:class:`SymmetryFunctionNet` with the descriptor computed in torch instead of read from the graph."""
+
+    def __init__(self, backbone: SymmetryFunctionNet, descriptor: TorchSymmetryFunctions):
+        super().__init__()
+        if descriptor.size != backbone.mean.shape[0]:
+            raise ValueError(f"descriptor has {descriptor.size} functions, the network expects "
+                             f"{backbone.mean.shape[0]}")
+        self.descriptor = descriptor
+        self.n_species = int(backbone.n_species)
+        self.register_buffer("mean", backbone.mean.detach().clone())
+        self.register_buffer("std", backbone.std.detach().clone())
+        self.net = copy.deepcopy(backbone.net)
+        self.out_activation = copy.deepcopy(backbone.out_activation)
+
+    def forward(self, species: torch.Tensor, edge_src: torch.Tensor, edge_dst: torch.Tensor,
+                edge_vectors: torch.Tensor) -> torch.Tensor:
+        """Features (n, width); ``edge_dst`` is unused (the functions are not element-resolved)."""
+        g = self.descriptor(edge_src, edge_vectors, species.shape[0])
+        x = (g - self.mean) / self.std
+        if self.n_species > 1:
+            x = torch.cat([x, nn.functional.one_hot(species, self.n_species).to(x.dtype)], dim=1)
+        return self.out_activation(self.net(x))
+
+
+class ExportedModel(nn.Module):
+    """One head of an :class:`EnergyModel` as a float64 TorchScript-able module (see the module docstring)."""
+
+    def __init__(self, model: EnergyModel, head: str = DFT_HEAD):
+        super().__init__()
+        if head not in model.head_names:
+            raise ValueError(f"model has no head {head!r}; its heads: {model.head_names}")
+        config = model.config
+        if config.backbone == "schnet":
+            self.backbone = ExportedSchNet(model.backbone)
+        else:
+            descriptor = TorchSymmetryFunctions.from_kliff(config.cutoff, config.descriptor)
+            self.backbone = ExportedSymmetryFunctionNet(model.backbone, descriptor)
+        self.head = copy.deepcopy(model.head(head))
+        self.double().eval().requires_grad_(False)
+
+    def forward(self, species: torch.Tensor, edge_src: torch.Tensor, edge_dst: torch.Tensor,
+                edge_vectors: torch.Tensor) -> torch.Tensor:
+        """Per-atom energies (n,) eV."""
+        if edge_src.shape[0] != edge_vectors.shape[0] or edge_dst.shape[0] != edge_vectors.shape[0]:
+            raise ValueError("edge_src, edge_dst and edge_vectors must have one row per edge")
+        features = self.backbone(species, edge_src, edge_dst, edge_vectors)
+        return self.head(features, species)
+
+
+def export_metadata(model: EnergyModel, head: str = DFT_HEAD) -> dict:
+    """What the pair style needs besides the module: elements, ranges (Å), units."""
+    config = model.config
+    reach = config.cutoff * config.depth if config.backbone == "schnet" else config.cutoff
+    return {"format": FORMAT, "species": list(model.species), "cutoff": float(config.cutoff),
+            "interaction_range": float(reach), "backbone": config.backbone, "head": head, "dtype": "float64",
+            "units": "metal", "reference_eip": model.reference_eip, "eip2nn_version": __version__}
+
+
+def export_model(model_or_checkpoint_path: EnergyModel | str | Path, out_path: str | Path,
+                 head: str = DFT_HEAD) -> dict:
+    """Script ``head`` of the model (or of the checkpoint at that path) into ``out_path``; returns the metadata.
+
+    Written atomically (temporary file, then rename). Raises ValueError for a head the model lacks.
+    """
+    model = model_or_checkpoint_path
+    if not isinstance(model, EnergyModel):
+        model = load_model(model)
+    scripted = torch.jit.script(ExportedModel(model, head))
+    metadata = export_metadata(model, head)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_suffix(out_path.suffix + f".tmp{os.getpid()}")
+    torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: json.dumps(metadata)})
+    os.replace(tmp, out_path)
+    return metadata
+
+
+def load_exported(path: str | Path) -> tuple[torch.jit.ScriptModule, dict]:
+    """(module, metadata) of a file written by :func:`export_model`."""
+    extra = {METADATA_FILE: ""}
+    module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    if not extra[METADATA_FILE]:
+        raise ValueError(f"{path} has no {METADATA_FILE}: not written by eip2nn's export_model")
+    metadata = json.loads(extra[METADATA_FILE])
+    if metadata.get("format") != FORMAT:
+        raise ValueError(f"{path}: format {metadata.get('format')!r}, expected {FORMAT!r}")
+    return module, metadata

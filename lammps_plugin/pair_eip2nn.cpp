@@ -1,0 +1,473 @@
+/* ----------------------------------------------------------------------
+   pair_style eip2nn: evaluate an eip2nn TorchScript model in LAMMPS.
+
+     plugin load /path/to/eip2nnplugin.so
+     pair_style eip2nn [threads N]      (N: torch intra-op threads per rank)
+     pair_coeff * * model.pt Si Ge      (element of each atom type, or NULL
+                                         for types left to pair_style hybrid)
+   Requires units metal and newton pair on. Runs on the CPU.
+
+   Model file: torch.jit.save(module, path, _extra_files={"eip2nn.json": json})
+   json keys: "format" = "eip2nn-lammps/1", "species" (element symbols, index
+   order), "cutoff" (A), "interaction_range" (A; = cutoff for a local model,
+   cutoff * depth for message passing), "units" = "metal", "dtype" = "float64".
+
+   forward(species, edge_src, edge_dst, edge_vectors) -> per-node energies (eV).
+   The graph handed to the model holds the owned atoms (nodes 0..nlocal-1) and
+   the ghost atoms they need, each ghost its own node (that is how periodic
+   images enter, so cells smaller than twice the cutoff work). Edges are all
+   ordered pairs (i, j) closer than the cutoff among the nodes within
+   depth-1 hops of an owned atom, plus their reverses, where
+   depth = ceil(interaction_range / cutoff); edge vector = x[j] - x[i].
+
+   E = sum of the energies of the owned atoms; g = dE/d(edge_vectors) by
+   autograd; f[src] += g, f[dst] -= g (on ghosts too: newton pair on, LAMMPS
+   sums ghost forces back to their owners); virial = -sum_edges v (x) g.
+
+   For depth > 1 the pair style needs the neighbours of ghost atoms: it asks
+   for a full neighbour list with ghosts and raises the ghost (communication)
+   cutoff to interaction_range + skin (as pair styles tip4p do with
+   comm->cutghostuser), so that every atom within depth-1 hops of an owned
+   atom has its complete neighbourhood on this rank.
+------------------------------------------------------------------------- */
+
+#include "pair_eip2nn.h"
+
+#include "atom.h"
+#include "comm.h"
+#include "error.h"
+#include "force.h"
+#include "json.h"
+#include "memory.h"
+#include "neigh_list.h"
+#include "neighbor.h"
+#include "update.h"
+#include "utils.h"
+
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/script.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <exception>
+#include <unordered_map>
+
+using namespace LAMMPS_NS;
+
+struct PairEIP2NN::Model {
+  torch::jit::Module module;
+};
+
+static const char *const FORMAT = "eip2nn-lammps/1";
+static const char *const META_FILE = "eip2nn.json";
+
+/* ---------------------------------------------------------------------- */
+
+PairEIP2NN::PairEIP2NN(LAMMPS *lmp) : Pair(lmp)
+{
+  restartinfo = 0;
+  one_coeff = 1;
+  manybody_flag = 1;
+  single_enable = 0;
+  no_virial_fdotr_compute = 1;    // virial tallied from the edges
+  centroidstressflag = CENTROID_NOTAVAIL;
+  ghostneigh = 0;
+  cutghost = nullptr;
+
+  model_loaded = false;
+  cutoff = cutoff_sq = interaction_range = 0.0;
+  nhops = 1;
+  model_float32 = false;
+  nthreads = 0;
+  nlocal_nodes = 0;
+  cutghost_set = -1.0;
+  cutghost_user = 0.0;
+}
+
+/* ---------------------------------------------------------------------- */
+
+PairEIP2NN::~PairEIP2NN()
+{
+  if (copymode) return;
+  if (allocated) {
+    memory->destroy(setflag);
+    memory->destroy(cutsq);
+    memory->destroy(cutghost);
+  }
+}
+
+/* ---------------------------------------------------------------------- */
+
+void PairEIP2NN::allocate()
+{
+  allocated = 1;
+  int n = atom->ntypes + 1;
+  memory->create(setflag, n, n, "pair:setflag");
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < n; j++) setflag[i][j] = 0;
+  memory->create(cutsq, n, n, "pair:cutsq");
+  memory->create(cutghost, n, n, "pair:cutghost");
+}
+
+/* ----------------------------------------------------------------------
+   pair_style eip2nn [threads N]
+------------------------------------------------------------------------- */
+
+void PairEIP2NN::settings(int narg, char **arg)
+{
+  int iarg = 0;
+  while (iarg < narg) {
+    if (strcmp(arg[iarg], "threads") == 0) {
+      if (iarg + 2 > narg) utils::missing_cmd_args(FLERR, "pair_style eip2nn threads", error);
+      nthreads = utils::inumeric(FLERR, arg[iarg + 1], false, lmp);
+      if (nthreads < 1) error->all(FLERR, "pair_style eip2nn: threads must be >= 1");
+      iarg += 2;
+    } else {
+      error->all(FLERR, "Unknown pair_style eip2nn keyword: {} (usage: pair_style eip2nn [threads N])",
+                 arg[iarg]);
+    }
+  }
+  if (nthreads > 0) at::set_num_threads(nthreads);
+}
+
+/* ----------------------------------------------------------------------
+   read the TorchScript model and its eip2nn.json metadata
+------------------------------------------------------------------------- */
+
+void PairEIP2NN::load_model(const std::string &path)
+{
+  std::unordered_map<std::string, std::string> extra{{META_FILE, ""}};
+  std::string msg;
+  try {
+    auto loaded = std::make_unique<Model>();
+    loaded->module = torch::jit::load(path, torch::kCPU, extra);
+    loaded->module.eval();
+    model = std::move(loaded);
+  } catch (const c10::Error &e) {
+    msg = e.what_without_backtrace();
+  } catch (const std::exception &e) {
+    msg = e.what();
+  }
+  if (!msg.empty())
+    error->all(FLERR, "pair_coeff eip2nn: cannot load TorchScript model {}: {}", path, msg);
+
+  const std::string &text = extra[META_FILE];
+  if (text.empty())
+    error->all(FLERR,
+               "pair_coeff eip2nn: {} has no '{}' extra file; export the model with "
+               "torch.jit.save(module, path, _extra_files={{'{}': json}})",
+               path, META_FILE, META_FILE);
+
+  std::string format, units = "metal", dtype = "float64";
+  std::vector<std::string> species;
+  double cut = 0.0, range = -1.0;
+  try {
+    json meta = json::parse(text);
+    format = meta.at("format").get<std::string>();
+    species = meta.at("species").get<std::vector<std::string>>();
+    cut = meta.at("cutoff").get<double>();
+    if (meta.contains("interaction_range")) range = meta.at("interaction_range").get<double>();
+    if (meta.contains("units")) units = meta.at("units").get<std::string>();
+    if (meta.contains("dtype")) dtype = meta.at("dtype").get<std::string>();
+  } catch (const std::exception &e) {
+    msg = e.what();
+  }
+  if (!msg.empty())
+    error->all(FLERR, "pair_coeff eip2nn: bad '{}' in {}: {}", META_FILE, path, msg);
+  if (format != FORMAT)
+    error->all(FLERR, "pair_coeff eip2nn: {} has format '{}', this pair style reads '{}'", path, format,
+               FORMAT);
+  if (units != "metal")
+    error->all(FLERR, "pair_coeff eip2nn: {} is in units '{}', only 'metal' is supported", path, units);
+  if (dtype != "float64" && dtype != "float32")
+    error->all(FLERR, "pair_coeff eip2nn: {} has dtype '{}', expected 'float64' or 'float32'", path,
+               dtype);
+  if (species.empty()) error->all(FLERR, "pair_coeff eip2nn: {} lists no species", path);
+  if (!(cut > 0.0)) error->all(FLERR, "pair_coeff eip2nn: {} has cutoff {} <= 0", path, cut);
+  if (range < 0.0) range = cut;
+  if (range < cut)
+    error->all(FLERR, "pair_coeff eip2nn: {} has interaction_range {} < cutoff {}", path, range, cut);
+
+  species_names = species;
+  cutoff = cut;
+  cutoff_sq = cut * cut;
+  interaction_range = range;
+  nhops = std::max(1, (int) std::ceil(range / cut - 1e-9));
+  model_float32 = (dtype == "float32");
+  model_path = path;
+  model_loaded = true;
+}
+
+/* ----------------------------------------------------------------------
+   pair_coeff * * model.pt El1 El2 ... (one element or NULL per atom type)
+------------------------------------------------------------------------- */
+
+void PairEIP2NN::coeff(int narg, char **arg)
+{
+  if (!allocated) allocate();
+  const int ntypes = atom->ntypes;
+  if (narg != 3 + ntypes)
+    error->all(FLERR,
+               "Incorrect args for pair coefficients: expected 'pair_coeff * * <model.pt> "
+               "<element of each of the {} atom types>', got {} arguments",
+               ntypes, narg);
+  if (strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0)
+    error->all(FLERR, "Incorrect args for pair coefficients: pair style eip2nn needs 'pair_coeff * *'");
+
+  load_model(arg[2]);
+
+  type2species.assign(ntypes + 1, -1);
+  std::string known;
+  for (const auto &s : species_names) known += (known.empty() ? "" : " ") + s;
+  for (int itype = 1; itype <= ntypes; itype++) {
+    const char *el = arg[2 + itype];
+    if (strcmp(el, "NULL") == 0) continue;
+    int idx = -1;
+    for (int k = 0; k < (int) species_names.size(); k++)
+      if (species_names[k] == el) idx = k;
+    if (idx < 0)
+      error->all(FLERR,
+                 "pair_coeff eip2nn: element '{}' given for atom type {} is not a species of model "
+                 "{} (its species: {})",
+                 el, itype, model_path, known);
+    type2species[itype] = idx;
+  }
+
+  int count = 0;
+  for (int i = 1; i <= ntypes; i++)
+    for (int j = i; j <= ntypes; j++)
+      if (type2species[i] >= 0 && type2species[j] >= 0) {
+        setflag[i][j] = 1;
+        count++;
+      } else
+        setflag[i][j] = 0;
+  if (count == 0) error->all(FLERR, "Incorrect args for pair coefficients: no element given");
+
+  if (comm->me == 0)
+    utils::logmesg(lmp,
+                   "eip2nn: model {} species [{}] cutoff {} interaction_range {} (message-passing "
+                   "depth {}) dtype {}\n",
+                   model_path, known, cutoff, interaction_range, nhops,
+                   model_float32 ? "float32" : "float64");
+}
+
+/* ---------------------------------------------------------------------- */
+
+void PairEIP2NN::init_style()
+{
+  if (strcmp(update->unit_style, "metal") != 0)
+    error->all(FLERR, "Pair style eip2nn requires 'units metal' (the model works in eV and A), not '{}'",
+               update->unit_style);
+  if (force->newton_pair == 0) error->all(FLERR, "Pair style eip2nn requires newton pair on");
+  if (!model_loaded) error->all(FLERR, "Pair style eip2nn: no model loaded (pair_coeff missing)");
+
+  if (nhops > 1) {
+    // message passing: neighbours of ghost atoms are needed, and ghosts out to
+    // interaction_range (+ skin, as for any neighbour list) around the sub-domain
+    if (comm->mode != Comm::SINGLE)
+      error->all(FLERR, "Pair style eip2nn with a message-passing model needs comm_modify mode single");
+    ghostneigh = 1;
+    neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
+    // the user's own comm_modify cutoff is kept when larger; a value this pair
+    // style set itself in an earlier run is replaced (the skin may have changed)
+    const double mincut = interaction_range + neighbor->skin;
+    if (comm->cutghostuser != cutghost_set) cutghost_user = comm->cutghostuser;
+    const double want = std::max(cutghost_user, mincut);
+    if (comm->cutghostuser != want) {
+      if (comm->me == 0)
+        utils::logmesg(lmp,
+                       "eip2nn: setting the communication cutoff to {:.8} (interaction_range {} + "
+                       "skin {})\n",
+                       want, interaction_range, neighbor->skin);
+      comm->cutghostuser = want;
+    }
+    cutghost_set = want;
+  } else {
+    ghostneigh = 0;
+    neighbor->add_request(this, NeighConst::REQ_FULL);
+  }
+}
+
+/* ---------------------------------------------------------------------- */
+
+double PairEIP2NN::init_one(int i, int j)
+{
+  cutghost[i][j] = cutghost[j][i] = cutoff;
+  return cutoff;
+}
+
+/* ----------------------------------------------------------------------
+   graph of this rank: owned atoms first, then the ghosts reached from them
+   by hops along edges < cutoff, up to nhops hops (breadth-first). The full
+   neighbourhood of every atom within nhops-1 hops is listed; atoms at hop
+   nhops (the rim) only receive their edges to the inner atoms and the
+   reverses, which is all a depth-nhops model needs for the owned energies.
+------------------------------------------------------------------------- */
+
+void PairEIP2NN::build_graph()
+{
+  double **x = atom->x;
+  int *type = atom->type;
+  const int nall = atom->nlocal + atom->nghost;
+
+  hop.assign(nall, -1);
+  node_of.assign(nall, -1);
+  node_atom.clear();
+  edge_src_atom.clear();
+  edge_dst_atom.clear();
+
+  const int inum = list->inum;
+  int *ilist = list->ilist;
+  int *numneigh = list->numneigh;
+  int **firstneigh = list->firstneigh;
+
+  std::vector<int> frontier, next;
+  frontier.reserve(inum);
+  for (int ii = 0; ii < inum; ii++) {
+    int i = ilist[ii];
+    if (type2species[type[i]] < 0) continue;
+    hop[i] = 0;
+    node_of[i] = (int) node_atom.size();
+    node_atom.push_back(i);
+    frontier.push_back(i);
+  }
+  nlocal_nodes = (int) node_atom.size();
+
+  for (int level = 0; level < nhops; level++) {
+    next.clear();
+    for (int a : frontier) {
+      const double xa = x[a][0], ya = x[a][1], za = x[a][2];
+      const int *jlist = firstneigh[a];
+      const int jnum = numneigh[a];
+      for (int jj = 0; jj < jnum; jj++) {
+        const int b = jlist[jj] & NEIGHMASK;
+        if (type2species[type[b]] < 0) continue;
+        const double dx = x[b][0] - xa, dy = x[b][1] - ya, dz = x[b][2] - za;
+        if (dx * dx + dy * dy + dz * dz >= cutoff_sq) continue;
+        if (hop[b] < 0) {
+          hop[b] = level + 1;
+          node_of[b] = (int) node_atom.size();
+          node_atom.push_back(b);
+          if (level + 1 < nhops) next.push_back(b);
+        }
+        edge_src_atom.push_back(a);
+        edge_dst_atom.push_back(b);
+        // b's own list is not walked (rim atom): add the reverse edge here
+        if (hop[b] >= nhops) {
+          edge_src_atom.push_back(b);
+          edge_dst_atom.push_back(a);
+        }
+      }
+    }
+    frontier.swap(next);
+  }
+}
+
+/* ---------------------------------------------------------------------- */
+
+void PairEIP2NN::compute(int eflag, int vflag)
+{
+  ev_init(eflag, vflag);
+
+  build_graph();
+
+  double **x = atom->x;
+  double **f = atom->f;
+  int *type = atom->type;
+
+  const int64_t n = (int64_t) node_atom.size();
+  const int64_t ne = (int64_t) edge_src_atom.size();
+  if (nlocal_nodes == 0) return;
+
+  auto opt_long = torch::TensorOptions().dtype(torch::kInt64);
+  auto opt_double = torch::TensorOptions().dtype(torch::kFloat64);
+  torch::Tensor species = torch::empty({n}, opt_long);
+  torch::Tensor src = torch::empty({ne}, opt_long);
+  torch::Tensor dst = torch::empty({ne}, opt_long);
+  torch::Tensor vec = torch::empty({ne, 3}, opt_double);
+  {
+    int64_t *sp = species.data_ptr<int64_t>();
+    for (int64_t k = 0; k < n; k++) sp[k] = type2species[type[node_atom[k]]];
+    int64_t *ps = src.data_ptr<int64_t>();
+    int64_t *pd = dst.data_ptr<int64_t>();
+    double *pv = vec.data_ptr<double>();
+    for (int64_t e = 0; e < ne; e++) {
+      const int a = edge_src_atom[e], b = edge_dst_atom[e];
+      ps[e] = node_of[a];
+      pd[e] = node_of[b];
+      pv[3 * e + 0] = x[b][0] - x[a][0];
+      pv[3 * e + 1] = x[b][1] - x[a][1];
+      pv[3 * e + 2] = x[b][2] - x[a][2];
+    }
+  }
+
+  torch::Tensor vec_in = model_float32 ? vec.to(torch::kFloat32) : vec.clone();
+  vec_in.requires_grad_(true);
+
+  torch::Tensor node_energy, grad;
+  std::string msg;
+  try {
+    std::vector<torch::jit::IValue> inputs{species, src, dst, vec_in};
+    torch::Tensor out = model->module.forward(inputs).toTensor();
+    if (out.dim() != 1 || out.size(0) != n)
+      msg = fmt::format("the model returned a tensor of shape {} for {} nodes, expected ({},)",
+                        c10::str(out.sizes()), n, n);
+    else {
+      torch::Tensor e_local = out.narrow(0, 0, nlocal_nodes).sum();
+      if (ne > 0 && e_local.requires_grad()) {
+        auto grads = torch::autograd::grad({e_local}, {vec_in}, /*grad_outputs=*/{},
+                                           /*retain_graph=*/false, /*create_graph=*/false,
+                                           /*allow_unused=*/true);
+        grad = grads[0];
+      }
+      node_energy = out.detach().to(torch::kFloat64).contiguous();
+      if (grad.defined()) grad = grad.to(torch::kFloat64).contiguous();
+    }
+  } catch (const c10::Error &e) {
+    msg = e.what_without_backtrace();
+  } catch (const std::exception &e) {
+    msg = e.what();
+  }
+  if (!msg.empty()) error->one(FLERR, "pair eip2nn: model evaluation failed: {}", msg);
+
+  // energies of the owned atoms
+  const double *pe = node_energy.data_ptr<double>();
+  if (eflag_either) {
+    double esum = 0.0;
+    for (int k = 0; k < nlocal_nodes; k++) {
+      esum += pe[k];
+      if (eflag_atom) eatom[node_atom[k]] += pe[k];
+    }
+    if (eflag_global) eng_vdwl += esum;
+  }
+
+  if (!grad.defined()) return;    // no edges: no forces
+
+  // forces (owned and ghost atoms) and virial from the edge gradients
+  const double *pg = grad.data_ptr<double>();
+  const double *pv = vec.data_ptr<double>();
+  for (int64_t e = 0; e < ne; e++) {
+    const int a = edge_src_atom[e], b = edge_dst_atom[e];
+    const double gx = pg[3 * e], gy = pg[3 * e + 1], gz = pg[3 * e + 2];
+    f[a][0] += gx;
+    f[a][1] += gy;
+    f[a][2] += gz;
+    f[b][0] -= gx;
+    f[b][1] -= gy;
+    f[b][2] -= gz;
+    if (vflag_either) {
+      const double vx = pv[3 * e], vy = pv[3 * e + 1], vz = pv[3 * e + 2];
+      // sum_atoms x (x) f of this edge's two forces = -v (x) g
+      const double w[6] = {-vx * gx, -vy * gy, -vz * gz, -vx * gy, -vx * gz, -vy * gz};
+      if (vflag_global)
+        for (int k = 0; k < 6; k++) virial[k] += w[k];
+      if (vflag_atom)
+        for (int k = 0; k < 6; k++) {
+          vatom[a][k] += 0.5 * w[k];
+          vatom[b][k] += 0.5 * w[k];
+        }
+    }
+  }
+}

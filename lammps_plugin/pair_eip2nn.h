@@ -1,0 +1,65 @@
+/* -*- c++ -*- ----------------------------------------------------------
+   pair_style eip2nn: a LAMMPS pair style (loaded as a plugin) that evaluates
+   an eip2nn TorchScript model ("eip2nn-lammps/1" contract) through libtorch.
+
+   Model contract (see pair_eip2nn.cpp for details):
+     forward(species (n,) int64, edge_src (E,) int64, edge_dst (E,) int64,
+             edge_vectors (E,3) float64) -> per-node energies (n,) float64, eV
+   with edge_vectors = x[dst] - x[src] for every ordered pair within the cutoff.
+------------------------------------------------------------------------- */
+
+#ifndef LMP_PAIR_EIP2NN_H
+#define LMP_PAIR_EIP2NN_H
+
+#include "pair.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace LAMMPS_NS {
+
+class PairEIP2NN : public Pair {
+ public:
+  PairEIP2NN(class LAMMPS *);
+  ~PairEIP2NN() override;
+
+  void compute(int, int) override;
+  void settings(int, char **) override;
+  void coeff(int, char **) override;
+  void init_style() override;
+  double init_one(int, int) override;
+
+ protected:
+  void allocate();
+  void load_model(const std::string &path);
+  void build_graph();
+
+  // model (a torch::jit::Module, kept out of this header) and its metadata
+  struct Model;
+  std::unique_ptr<Model> model;
+  bool model_loaded;
+  std::string model_path;
+  std::vector<std::string> species_names;    // model species, index order
+  double cutoff;                             // edge cutoff (A)
+  double cutoff_sq;
+  double interaction_range;                  // how far an atom's energy reaches (A)
+  int nhops;                                 // ceil(interaction_range / cutoff)
+  bool model_float32;                        // dtype "float32" (default float64)
+  int nthreads;                              // torch intra-op threads (0 = leave as is)
+  double cutghost_set;                       // comm->cutghostuser as this style last set it
+  double cutghost_user;                      // comm->cutghostuser as the user set it
+
+  std::vector<int> type2species;             // LAMMPS type (1-based) -> species index or -1
+
+  // per-step graph, in LAMMPS atom indices; nodes 0..nlocal_nodes-1 are owned atoms
+  std::vector<int> hop;                      // per LAMMPS atom: graph distance from owned atoms
+  std::vector<int> node_of;                  // per LAMMPS atom: node index or -1
+  std::vector<int> node_atom;                // per node: LAMMPS atom index
+  std::vector<int> edge_src_atom, edge_dst_atom;
+  int nlocal_nodes;
+};
+
+}    // namespace LAMMPS_NS
+
+#endif

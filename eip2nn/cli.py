@@ -358,6 +358,20 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from eip2nn.deploy.lammps import PAIR_FILE, export_for_lammps
+    d = export_for_lammps(args.model, args.output, args.head)
+    m = d.metadata
+    print(f"exported {args.model} (head {m['head']}, {m['backbone']}, species {' '.join(d.species)}, "
+          f"cut-off {m['cutoff']} Å, interaction range {m['interaction_range']} Å) to {args.output}")
+    if d.eip is not None:
+        print(f"Δ-learning model: it runs on {d.eip.id} ({d.eip.backend.pair_style}) with pair_style hybrid/overlay")
+    print(f"\nLAMMPS lines (units metal; atom types = {' '.join(d.species)}), also in "
+          f"{Path(args.output) / PAIR_FILE} for `include`:\n")
+    print("\n".join(d.commands()))
+    return 0
+
+
 def _labelled_sources(args):
     """{name: (structures, source tag)} of the registered datasets and the user's files, in order."""
     from eip2nn.data import get_dataset, load_dataset
@@ -569,6 +583,12 @@ def build_parser() -> argparse.ArgumentParser:  # long by design: every command'
     _add_labels_option(q, "label store for --eip")
     q.add_argument("--workers", type=int)
     q.set_defaults(func=cmd_evaluate)
+
+    q = sub.add_parser("export", help="a trained model for LAMMPS: TorchScript file and the pair_style lines")
+    q.add_argument("--model", required=True, help="checkpoint path or runs:/<MLflow run id>")
+    q.add_argument("-o", "--output", required=True, help="folder to write (model.pt, pair.lmp, export.json)")
+    q.add_argument("--head", default="dft", help="model head to export (default: dft)")
+    q.set_defaults(func=cmd_export)
 
     q = sub.add_parser("init", help="inspect your DFT files, score the eligible EIPs on them, write a pipeline YAML")
     q.add_argument("train", help="your DFT training file (extxyz, OUTCAR, vasprun.xml, ASE db, mlearn JSON, ...)")

@@ -9,7 +9,8 @@ PY=${PYTHON:-python3}
 
 # --with-test-tools adds what the test suite drives besides Python: headless Chromium
 # (the MLflow UI end-to-end test).
-apt_pkgs=(openkim-models libkim-api-dev pkg-config)
+# g++, cmake, make: the LAMMPS plugin of pair_style eip2nn (scripts/build_lammps_plugin.sh)
+apt_pkgs=(openkim-models libkim-api-dev pkg-config g++ cmake make)
 [ "${1:-}" = "--with-test-tools" ] && apt_pkgs+=(chromium)
 need_apt=()
 for pkg in "${apt_pkgs[@]}"; do
@@ -26,7 +27,8 @@ fi
 stamp="$VENV/.eip2nn-installed"
 want=$(cat requirements.lock setup.cfg | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-  echo "[install] up to date ($VENV)"
+  echo "[install] Python packages up to date ($VENV)"
+  echo "[install] LAMMPS plugin: $(EIP2NN_VENV="$VENV" bash scripts/build_lammps_plugin.sh)"
   exit 0
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip wheel setuptools
@@ -38,4 +40,5 @@ fi
 "$VENV/bin/python" -m pip install -q -c requirements.lock -r requirements.lock
 "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
 echo "$want" > "$stamp"
+echo "[install] LAMMPS plugin: $(EIP2NN_VENV="$VENV" bash scripts/build_lammps_plugin.sh)"
 echo "[install] done ($VENV)"

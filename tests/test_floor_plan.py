@@ -22,7 +22,8 @@ FLOORS = [
     ("labelling", ["eip2nn.labelling", "eip2nn.generate"]),
     # calculator.py: a trained model (nn.checkpoint) as an ASE calculator, plus its Δ-learning EIP (potentials);
     # tracking only to fetch runs:/ checkpoints. snap/: the other kind of model, a SNAP fitted by linear algebra
-    ("nn", ["eip2nn.nn", "eip2nn.calculator", "eip2nn.snap"]),
+    # deploy/: a trained model exported for LAMMPS (with its Δ-learning EIP's LAMMPS form) and run as MD
+    ("nn", ["eip2nn.nn", "eip2nn.calculator", "eip2nn.snap", "eip2nn.deploy"]),
     ("weak", ["eip2nn.weak"]),  # diagnostics/ would sit here too, when there is one
     # evaluation.py: scores a model or an EIP with training.metrics and training.samples
     ("training", ["eip2nn.training", "eip2nn.evaluation"]),

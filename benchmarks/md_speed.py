@@ -10,7 +10,9 @@ Structures: diamond Si supercells (3.33 nm³ per 512 atoms), rattled 0.05 Å; NV
   of the "ratio to ASE" column -- and the same model in float64 (what the LAMMPS export runs); graph
   cache off; neighbour list (and, for symmetry functions, KLIFF descriptors) rebuilt every step, as
   the calculator does. Timed over ``--ase-steps`` steps after the first force call.
-- LAMMPS: the float64 TorchScript export; skin 1 Å; timed over ``--lammps-steps`` after set-up
+- LAMMPS: the float64 TorchScript export, and the float32 one (``eip2nn export --dtype float32``);
+  `atom_modify map yes`, so ghosts that image owned atoms are merged into them; skin 1 Å; timed
+  over ``--lammps-steps`` after set-up
   (default 20: the symmetry-function model at 4,096 atoms runs at ~1,000 atom-steps/s).
 - torch threads = 1 for ASE and LAMMPS 1 rank (torch.set_num_threads(1), OMP_NUM_THREADS=1), and
   1 per rank for 2 ranks: figures are per core.
@@ -84,7 +86,7 @@ def silicon(n_atoms: int):
 
 
 def make_model(backbone: str, folder: Path):
-    """(checkpoint path, Deployment) of the random-weight float32 model."""
+    """(checkpoint path, {dtype: Deployment}) of the random-weight float32 model."""
     torch.manual_seed(0)
     model = EnergyModel(ModelConfig(backbone=backbone, cutoff=5.0, width=32, depth=2), ["Si"], ["dft"])
     with torch.no_grad():
@@ -92,7 +94,8 @@ def make_model(backbone: str, folder: Path):
     if backbone == "symmetry_functions":
         model.backbone.fit_standardisation([model.graph(silicon(64))])
     checkpoint = save_checkpoint(folder / f"{backbone}.pt", model)
-    return checkpoint, export_for_lammps(checkpoint, folder / backbone)
+    return checkpoint, {dtype: export_for_lammps(checkpoint, folder / f"{backbone}-{dtype}", dtype=dtype)
+                        for dtype in ("float64", "float32")}
 
 
 def ase_speed(checkpoint: Path, atoms, steps: int, dtype: torch.dtype) -> float:
@@ -133,26 +136,29 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="eip2nn-md-speed-") as tmp:
         tmp = Path(tmp)
         for backbone in args.backbones:
-            checkpoint, deployment = make_model(backbone, tmp)
+            checkpoint, deployments = make_model(backbone, tmp)
             for n in args.sizes:
                 atoms = silicon(n)
                 t0 = time.perf_counter()
                 ase = ase_speed(checkpoint, atoms, args.ase_steps, torch.float32)
                 ase64 = ase_speed(checkpoint, atoms, args.ase_steps, torch.float64)
                 t1 = time.perf_counter()
-                md = run_md(deployment, atoms, 300.0, args.lammps_steps, out=tmp / f"{backbone}-{n}.extxyz",
-                            every=args.lammps_steps, ensemble="nve", progress=False)
-                one = md.atom_steps_per_second
-                t2 = time.perf_counter()
-                multi = mpi_speed(md.input_file, args.lammps_steps, args.ranks)
-                t3 = time.perf_counter()
-                print(f"{backbone} {n}: ASE {ase:.0f}, {ase64:.0f} float64 ({t1 - t0:.0f} s), "
-                      f"LAMMPS 1 rank {one:.0f} ({t2 - t1:.0f} s), {args.ranks} ranks {multi:.0f} ({t3 - t2:.0f} s) "
-                      "atom-steps/s", file=sys.stderr, flush=True)
                 rows += [(backbone, n, "ASE VelocityVerlet float32", ase, 1.0, None),
-                         (backbone, n, "ASE VelocityVerlet float64", ase64, ase64 / ase, None),
-                         (backbone, n, "LAMMPS 1 rank", one, one / ase, None),
-                         (backbone, n, f"LAMMPS {args.ranks} ranks (mpirun)", multi, multi / ase, multi / one)]
+                         (backbone, n, "ASE VelocityVerlet float64", ase64, ase64 / ase, None)]
+                for dtype, deployment in deployments.items():
+                    t1 = time.perf_counter()
+                    md = run_md(deployment, atoms, 300.0, args.lammps_steps,
+                                out=tmp / f"{backbone}-{n}-{dtype}.extxyz", every=args.lammps_steps,
+                                ensemble="nve", progress=False)
+                    one = md.atom_steps_per_second
+                    t2 = time.perf_counter()
+                    multi = mpi_speed(md.input_file, args.lammps_steps, args.ranks)
+                    print(f"{backbone} {n}: ASE {ase:.0f}, {ase64:.0f} float64 ({t1 - t0:.0f} s); LAMMPS {dtype} "
+                          f"1 rank {one:.0f} ({t2 - t1:.0f} s), {args.ranks} ranks {multi:.0f} "
+                          f"({time.perf_counter() - t2:.0f} s) atom-steps/s", file=sys.stderr, flush=True)
+                    rows += [(backbone, n, f"LAMMPS {dtype} 1 rank", one, one / ase, None),
+                             (backbone, n, f"LAMMPS {dtype} {args.ranks} ranks (mpirun)", multi, multi / ase,
+                              multi / one)]
     print(f"\nsteps: ASE {args.ase_steps}, LAMMPS {args.lammps_steps}; torch threads 1 per process; "
           f"{os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.2f}\n")
     print("| backbone | atoms | way | atom-steps/s | ratio to ASE | ranks / 1 rank |")

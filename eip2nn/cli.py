@@ -617,7 +617,7 @@ def build_parser() -> argparse.ArgumentParser:  # long by design: every command'
     q.add_argument("-o", "--output", required=True, help="folder to write (model.pt, pair.lmp, export.json)")
     q.add_argument("--head", default="dft", help="model head to export (default: dft)")
     q.add_argument("--dtype", choices=["float64", "float32"], default="float64",
-                   help="float64 (default: the model to round-off) or float32 (about twice as fast, ~1e-6 relative)")
+                   help="float64 (default: the model to round-off) or float32 (1.5-3x faster in LAMMPS, ~1e-6 relative)")
     q.set_defaults(func=cmd_export)
 
     q = sub.add_parser("md", help="molecular dynamics of a trained model in LAMMPS (pair_style eip2nn); "

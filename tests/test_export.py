@@ -179,13 +179,19 @@ def test_exported_model_equals_model(tmp_path, backbone, name):
         assert (voigt_stress(virial, graph.cell) - expected.stress[0]).abs().max() < TOL
 
 
-@pytest.mark.parametrize("backbone", BACKBONES)
-def test_edge_order_is_free(tmp_path, backbone):
-    """The C++ side lists edges in its own order."""
+def exported_ti_al(tmp_path, backbone: str):
+    """(structure, model, exported module) for the Ti–Al structure."""
     atoms = ti_al()
     model = make_model(backbone, species_of(atoms), [atoms])
     export_model(model, tmp_path / "model.pt")
     module, _ = load_exported(tmp_path / "model.pt")
+    return atoms, model, module
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_edge_order_is_free(tmp_path, backbone):
+    """The C++ side lists edges in its own order."""
+    atoms, model, module = exported_ti_al(tmp_path, backbone)
     species, src, dst, v = edge_inputs(model.graph(atoms))
     shuffle = torch.randperm(src.shape[0], generator=torch.Generator().manual_seed(0))
     e_sorted, f_sorted, _ = exported_prediction(module, species, src, dst, v)
@@ -197,10 +203,7 @@ def test_edge_order_is_free(tmp_path, backbone):
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_edges_beyond_the_cutoff_change_nothing(tmp_path, backbone):
     """A neighbour list with a skin (LAMMPS' default) gives the same energies and forces."""
-    atoms = ti_al()
-    model = make_model(backbone, species_of(atoms), [atoms])
-    export_model(model, tmp_path / "model.pt")
-    module, _ = load_exported(tmp_path / "model.pt")
+    atoms, model, module = exported_ti_al(tmp_path, backbone)
     e_exact, f_exact, _ = exported_prediction(module, *edge_inputs(build_graph(atoms, CUTOFF, species_of(atoms))))
     with_skin = build_graph(atoms, CUTOFF + 1.0, species_of(atoms))
     assert with_skin.edge_src.shape[0] > model.graph(atoms).edge_src.shape[0]

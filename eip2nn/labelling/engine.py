@@ -172,17 +172,18 @@ def label(structures: list[Atoms], specs: list[PotentialSpec], labels: str | Pat
         stats = {s.id: EIPStats() for s in specs}
         jobs = _jobs(store, specs, by_hash, composition, retry_failed, stats)
 
-        size = chunk_size or _chunk_size([n_atoms[h] for _, _, t in jobs for h in t], workers)
-        chunks = [(spec, pid, hashes[i:i + size]) for spec, pid, hashes in jobs
-                  for i in range(0, len(hashes), size)]
-        bar = tqdm(total=sum(n_atoms[h] for _, _, t in jobs for h in t), unit="atom",
-                   unit_scale=True, desc="labelling", disable=not progress, smoothing=0.1)
+        todo_atoms = [n_atoms[h] for _, _, t in jobs for h in t]
+        bar = tqdm(total=sum(todo_atoms), unit="atom", unit_scale=True, desc="labelling", disable=not progress,
+                   smoothing=0.1)
         interrupted, chunks_lost = False, 0
         address = "" if scheduler is None else str(getattr(scheduler, "scheduler_address", scheduler))
         try:
-            if chunks:  # nothing to do starts no worker and imports no backend
+            if todo_atoms:  # nothing to do starts no worker and imports no backend
                 pool = LocalPool(workers, specs) if scheduler is None else DaskPool(scheduler, package_versions())
-                workers = pool.workers
+                workers = pool.workers  # a cluster's worker threads size its chunks
+                size = chunk_size or _chunk_size(todo_atoms, workers)
+                chunks = [(spec, pid, hashes[i:i + size]) for spec, pid, hashes in jobs
+                          for i in range(0, len(hashes), size)]
                 try:
                     _run(pool, chunks, by_hash, n_atoms, store, stats, bar)
                 except BaseException:

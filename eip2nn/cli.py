@@ -400,6 +400,32 @@ def cmd_md(args) -> int:
     return 0
 
 
+def _structure_set(source: str) -> list:
+    """A registered dataset's structures, or those of a file ASE reads."""
+    from eip2nn.data import get_dataset, load_dataset, read_structures
+    try:
+        get_dataset(source)
+    except ValueError:  # not a registered name
+        if not Path(source).is_file():
+            raise SystemExit(f"{source}: neither a registered dataset (`eip2nn data list`) nor a file") from None
+        return read_structures(source)
+    return load_dataset(source)
+
+
+def cmd_diagnose_adversarial(args) -> int:
+    from eip2nn.diagnostics import adversarial_validation
+    a, b = _structure_set(args.a), _structure_set(args.b)
+    result = adversarial_validation(a, b, folds=args.folds, repeats=args.repeats, seed=args.seed)
+    print(f"A = {args.a} ({len(a)} structures), B = {args.b} ({len(b)} structures)")
+    print(result.table())
+    for title, rows in ((f"structures of A that look most like B ({args.a})", result.most_b_like(a, args.top)),
+                        (f"structures of B least like A ({args.b})", result.most_out_of_domain(b, args.top))):
+        print(f"\n{title}:")
+        for index, name, prob in rows:
+            print(f"  {name} (#{index}): P(B) {prob:.2f}")
+    return 0
+
+
 def _labelled_sources(args):
     """{name: (structures, source tag)} of the registered datasets and the user's files, in order."""
     from eip2nn.data import get_dataset, load_dataset
@@ -636,6 +662,17 @@ def build_parser() -> argparse.ArgumentParser:  # long by design: every command'
     q.add_argument("-o", "--output", default="md.extxyz", help="trajectory (extxyz); the LAMMPS input is written beside it")
     q.add_argument("--no-progress", action="store_true")
     q.set_defaults(func=cmd_md)
+
+    diag = sub.add_parser("diagnose", help="diagnostics of data sets").add_subparsers(dest="sub", required=True)
+    q = diag.add_parser("adversarial", help="can a classifier tell set B (a test set, a pool) from set A "
+                                            "(training)? ROC AUC, and the structures that differ")
+    q.add_argument("a", help="set A: a registered dataset (mlearn/Si/train) or a structure file")
+    q.add_argument("b", help="set B: the same kinds")
+    q.add_argument("--folds", type=int, default=5)
+    q.add_argument("--repeats", type=int, default=3)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--top", type=int, default=5, help="structures to list on each side (default: 5)")
+    q.set_defaults(func=cmd_diagnose_adversarial)
 
     q = sub.add_parser("init", help="inspect your DFT files, score the eligible EIPs on them, write a pipeline YAML")
     q.add_argument("train", help="your DFT training file (extxyz, OUTCAR, vasprun.xml, ASE db, mlearn JSON, ...)")

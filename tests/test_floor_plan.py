@@ -24,7 +24,7 @@ FLOORS = [
     # tracking only to fetch runs:/ checkpoints. snap/: the other kind of model, a SNAP fitted by linear algebra
     # deploy/: a trained model exported for LAMMPS (with its Δ-learning EIP's LAMMPS form) and run as MD
     ("nn", ["eip2nn.nn", "eip2nn.calculator", "eip2nn.snap", "eip2nn.deploy"]),
-    ("weak", ["eip2nn.weak"]),  # diagnostics/ would sit here too, when there is one
+    ("weak", ["eip2nn.weak", "eip2nn.diagnostics"]),  # diagnostics/: adversarial validation on the selector's features
     # evaluation.py: scores a model or an EIP with training.metrics and training.samples
     ("training", ["eip2nn.training", "eip2nn.evaluation"]),
     ("pipeline", ["eip2nn.pipeline"]),

@@ -42,6 +42,7 @@ def test_slabs_are_out_of_the_domain_of_bulk_cells_and_slabs_planted_in_bulk_are
     a = si_family(40, seed=0, tag="bulk") + planted
     b = si_family(20, seed=1, tag="slab", vacuum=8.0)
     result = adversarial_validation(a, b, species=["Si"])
+    print(f"\nbulk (40 + 3 planted slabs) vs slabs (20): {result.table()}")  # docs/diagnostics.md quotes it
     assert result.auc_mean > 0.9
     assert result.verdict == "B is out of A's domain"
     found = result.most_b_like(a, 3)

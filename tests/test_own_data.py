@@ -22,7 +22,7 @@ from eip2nn.pipeline.config import load_pipeline, pipeline_from_dict
 from eip2nn.pipeline.runner import run_pipeline
 
 TINY = {
-    "name": "own", "label_all": False,
+    "name": "own", "label_all": False, "domain_check": False,
     "study": {"fractions": [1.0], "seeds": [0], "arms": ["baseline"]},
     "model": {"backbone": "symmetry_functions", "descriptor": "set30", "width": 8, "depth": 1, "head_hidden": 4},
     "train": {"epochs": 2, "batch_size": 16, "lr": 0.005},

@@ -33,7 +33,7 @@ def first_run(tmp_path_factory, data_mirror_session):
     old = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = uri
     try:
-        cfg = tiny(tmp)
+        cfg = tiny(tmp, "domain_check=true")
         yield tmp, cfg, run_pipeline(cfg, log=lambda s: None), MlflowClient(uri)
     finally:
         if old is None:
@@ -63,6 +63,22 @@ def test_pipeline_writes_table_curve_and_one_cell_per_arm_and_seed(first_run):
     png = result.files["learning_curve"].read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert (result.output_dir / "pipeline.yaml").read_text() == cfg.to_yaml()  # the resolved config
+
+
+def test_pipeline_reports_whether_the_test_set_and_the_pool_are_in_domain(first_run):
+    """Adversarial validation of test vs training and of the unlabelled pool vs the labelled structures."""
+    _, _, result, client = first_run
+    md = result.files["table_md"].read_text()
+    section = md[md.index("## Domain check"):]
+    test_row = next(line for line in section.splitlines() if line.startswith("| test vs training |"))
+    pool_row = next(line for line in section.splitlines() if line.startswith("| pool vs labelled, DFT fraction 0.5 |"))
+    n_train = int(test_row.split("|")[2])
+    assert n_train > 150 and int(test_row.split("|")[3]) == 25  # mlearn Si: training (train + validation) vs test
+    assert int(pool_row.split("|")[2]) + int(pool_row.split("|")[3]) == n_train
+    metrics = client.get_run(result.run_id).data.metrics
+    auc = metrics["domain_auc_test_vs_training"]
+    assert 0.0 <= auc <= 1.0 and f"{auc:.2f}" in test_row
+    assert "domain_auc_pool_vs_labelled_f0.5" in metrics
 
 
 def test_pipeline_mlflow_parent_and_tagged_children(first_run):

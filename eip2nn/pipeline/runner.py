@@ -24,6 +24,7 @@ from eip2nn.labelling.store import LabelStore
 from eip2nn.locks import file_lock
 from eip2nn.pipeline.auto import choice_counts, choose, validation_score
 from eip2nn.pipeline.config import PipelineConfig
+from eip2nn.pipeline.domain import DomainCheck, domain_checks, domain_markdown
 from eip2nn.pipeline.report import (
     CellResult,
     Row,
@@ -221,9 +222,11 @@ def run_pipeline(p: PipelineConfig, log=print) -> PipelineResult:
         _record_data(split, parent, out)
         if p.label_all:
             notes += label_stage(p, split, tracker, parent.run_id, log)
+        domain = domain_checks(p, split, log) if p.domain_check else []
+        parent.log_metrics({c.metric_key: c.auc_mean for c in domain if not c.skipped})
         cells = _run_study(p, parent.run_id, notes, log)
         rows = summarise(cells, p.arms, p.study.fractions)
-        files = write_report(p, cells, rows, notes, out)
+        files = write_report(p, cells, rows, notes, out, domain)
         for path in files.values():
             parent.log_artifact(path, "plots" if path.suffix == ".png" else "results")
         parent.log_metrics(_summary_metrics(rows))
@@ -308,8 +311,8 @@ def _summary_metrics(rows: list[Row]) -> dict[str, float]:
 
 
 def write_report(p: PipelineConfig, cells: list[CellResult], rows: list[Row], notes: list[str],
-                 out: Path) -> dict[str, Path]:
-    """results.md (table, failures, notes), results.csv, cells.csv, learning_curve.png."""
+                 out: Path, domain: list[DomainCheck] = ()) -> dict[str, Path]:
+    """results.md (table, domain check, failures, notes), results.csv, cells.csv, learning_curve.png."""
     title = f"{p.name}: {p.data.name}, {p.model.backbone}, seeds {p.study.seeds}"
     files = {"table_csv": write_csv(rows, out / "results.csv"), "cells_csv": write_cells_csv(cells, out / "cells.csv")}
     if rows:
@@ -317,6 +320,8 @@ def write_report(p: PipelineConfig, cells: list[CellResult], rows: list[Row], no
     lines = [f"# {title}", "", markdown_table(rows), "",
              "Mean ± sample standard deviation over seeds; "
              "'vs baseline': (baseline − arm) / baseline of the means, positive = lower error."]
+    if domain:
+        lines += [""] + domain_markdown(domain, p.study.seeds[0])
     if "auto" in p.arms:
         lines += ["", "## What auto chose (per seed, on the validation DFT labels only)", ""]
         lines += [f"- DFT fraction {f:g}: {choice_counts(cells, f) or 'nothing (failed)'}" for f in sorted(p.study.fractions)]

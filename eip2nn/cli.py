@@ -310,9 +310,10 @@ def cmd_score_eips(args) -> int:
             sources = _labelled_sources(args)
             structures = [a for s, _ in sources.values() for a in s]
             result = label_against_dft(structures, list(sources), args.source, args.labels, args.workers,
-                                       not args.no_progress)
+                                       not args.no_progress, scheduler=args.scheduler)
         else:
-            result = label_benchmark(args.element, args.labels, workers=args.workers, progress=not args.no_progress)
+            result = label_benchmark(args.element, args.labels, workers=args.workers, progress=not args.no_progress,
+                                     scheduler=args.scheduler)
     except LabellingInterrupted as e:
         print(e.report.table())
         return 130
@@ -600,6 +601,7 @@ def build_parser() -> argparse.ArgumentParser:  # long by design: every command'
         _add_user_data_options(q)
         _add_labels_option(q)
         q.add_argument("--workers", type=int)
+        q.add_argument("--scheduler", metavar="ADDRESS", help="label on a Dask cluster (tcp://host:8786)")
         q.add_argument("--no-progress", action="store_true")
         q.set_defaults(func=func)
 

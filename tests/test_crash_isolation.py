@@ -230,3 +230,18 @@ def test_a_dft_file_with_a_nan_position_is_refused_naming_the_frame(tmp_path):
     with pytest.raises(DataError) as err:
         load_user_data(str(tmp_path / "dft.xyz"))
     assert "dft.xyz: frame 4: non-finite positions" in str(err.value)
+
+
+def test_scoring_eips_against_dft_runs_on_the_cluster(tmp_path, dask_cluster):
+    """`eip2nn score-eips --scheduler`: the labelling job behind it labels on Dask and compares with DFT."""
+    from eip2nn.keys import REF_ENERGY, REF_FORCES
+    from eip2nn.labelling.benchmark_job import label_against_dft
+    structures = si_cells()
+    for k, atoms in enumerate(structures):  # stand-in DFT labels: any numbers serve to compare with
+        atoms.info[REF_ENERGY] = -5.4 * len(atoms) + 0.01 * k
+        atoms.arrays[REF_FORCES] = np.zeros((len(atoms), 3))
+    result = label_against_dft(structures, ["si"], "test", tmp_path / "labels.sqlite", eip_ids=[SW],
+                               progress=False, scheduler=dask_cluster.scheduler_address)
+    assert result.report.scheduler == dask_cluster.scheduler_address
+    assert result.report.per_eip[SW].labelled == len(structures)
+    assert result.agreement[SW].n_structures == len(structures)

@@ -42,19 +42,21 @@ class BenchmarkLabelling:
 def label_benchmark(element: str = "Si", labels: str | Path = "outputs/labels.sqlite",
                     workers: int | None = None, progress: bool = True,
                     db: PotentialsDB | None = None, splits: tuple[str, ...] = ("train", "test"),
-                    eip_ids: list[str] | None = None) -> BenchmarkLabelling:
-    """Label ``mlearn/<element>/<split>`` with all eligible EIPs (or ``eip_ids``)."""
+                    eip_ids: list[str] | None = None, scheduler: str | None = None) -> BenchmarkLabelling:
+    """Label ``mlearn/<element>/<split>`` with all eligible EIPs (or ``eip_ids``); on the Dask cluster at
+    ``scheduler`` if given."""
     names = [f"mlearn/{element}/{s}" for s in splits]
     structures = [a for n in names for a in load_dataset(n)]
     return label_against_dft(structures, names, get_dataset(names[0]).source_tag, labels, workers, progress,
-                             db, eip_ids)
+                             db, eip_ids, scheduler)
 
 
 def label_against_dft(structures: list, names: list[str], source_tag: str, labels: str | Path,
                       workers: int | None = None, progress: bool = True, db: PotentialsDB | None = None,
-                      eip_ids: list[str] | None = None) -> BenchmarkLabelling:
+                      eip_ids: list[str] | None = None, scheduler: str | None = None) -> BenchmarkLabelling:
     """Label ``structures`` (DFT-labelled, from the sources ``names``) with every eligible EIP (or ``eip_ids``)
-    and compare each with DFT. ``source_tag`` names the data's origin: EIPs fitted to it are refused."""
+    and compare each with DFT. ``source_tag`` names the data's origin: EIPs fitted to it are refused.
+    ``scheduler``: a Dask scheduler address to label on (default: local worker processes)."""
     db = db or PotentialsDB()
     species = {s for a in structures for s in a.get_chemical_symbols()}
     chosen = {db.get(i).id for i in eip_ids} if eip_ids is not None else set()
@@ -66,7 +68,7 @@ def label_against_dft(structures: list, names: list[str], source_tag: str, label
         excluded += [(s, "not requested") for s in eligible if s.id not in chosen]
         eligible = [s for s in eligible if s.id in chosen]
         warn_machine_learned(eligible)
-    report = label(structures, eligible, labels, workers=workers, progress=progress)
+    report = label(structures, eligible, labels, workers=workers, progress=progress, scheduler=scheduler)
     with LabelStore(labels) as store:
         agreement = {s.id: compare_to_reference(structures, store, s.id) for s in eligible}
     return BenchmarkLabelling(names, eligible, excluded, report, agreement)

@@ -49,12 +49,16 @@ class EIPStats:
     """What one labelling call did for one EIP."""
 
     labelled: int = 0  # new labels written by this call
-    failed: Counter = field(default_factory=Counter)  # new failures by kind
     new_failures: list = field(default_factory=list)  # (structure hash, kind, reason) of the new failures
     already_done: int = 0  # labelled or failed before this call
     left_to_others: int = 0  # claimed by another live process
     atoms: int = 0  # atoms in the new labels
     eval_seconds: float = 0.0  # summed evaluation time of the new labels
+
+    @property
+    def failed(self) -> Counter:
+        """New failures by kind."""
+        return Counter(kind for _, kind, _ in self.new_failures)
 
 
 @dataclass
@@ -137,7 +141,6 @@ def _jobs(store: LabelStore, specs: list[PotentialSpec], by_hash: dict[str, Atom
             else:
                 todo.append(h)
         store.write(spec.id, pid, [], unsupported)
-        stats[spec.id].failed.update(k for _, k, _ in unsupported)
         stats[spec.id].new_failures += unsupported
         todo.sort(key=set_up_order.__getitem__)
         jobs.append((spec, pid, todo))
@@ -249,7 +252,6 @@ def _record(store, stats, spec, pid, n_atoms, labels, failures, bar) -> None:
     store.write(spec.id, pid, labels, failures)
     s = stats[spec.id]
     s.labelled += len(labels)
-    s.failed.update(k for _, k, _ in failures)
     s.new_failures += failures
     s.atoms += sum(n_atoms[h] for h, *_ in labels)
     s.eval_seconds += sum(sec for *_, sec in labels)

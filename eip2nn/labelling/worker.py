@@ -116,6 +116,7 @@ def serve(conn, specs: list[PotentialSpec]) -> None:
 
 
 _DASK_LOCK = threading.Lock()  # evaluators are not thread-safe: one chunk at a time per worker process
+_VERSIONS: dict[str, str] = {}  # this process's package versions, read on its first Dask task
 
 
 def label_on_dask(spec: PotentialSpec, versions: dict[str, str], hashes: list[str],
@@ -126,8 +127,9 @@ def label_on_dask(spec: PotentialSpec, versions: dict[str, str], hashes: list[st
     refuses, since the labels' provenance would be wrong."""
     from eip2nn.labelling.provenance import package_versions
     with _DASK_LOCK:
-        mine = package_versions()
-        differ = {k: (v, mine.get(k)) for k, v in versions.items() if mine.get(k) != v}
+        if not _VERSIONS:  # package metadata and the KIM-API .pc file: read once, not per task
+            _VERSIONS.update(package_versions())
+        differ = {k: (v, _VERSIONS.get(k)) for k, v in versions.items() if _VERSIONS.get(k) != v}
         if differ:
             raise RuntimeError(f"Dask worker on {os.uname().nodename} has other package versions than the "
                                f"labelling process (parent, worker): {differ}; install the same environment")

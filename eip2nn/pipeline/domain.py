@@ -26,16 +26,13 @@ class DomainCheck:
     """One pair of sets and what adversarial validation said of it."""
 
     name: str  # e.g. "test vs training", "pool vs labelled, DFT fraction 0.1"
+    metric_key: str  # its MLflow metric, e.g. "domain_auc_test_vs_training"
     n_a: int
     n_b: int
     auc_mean: float = float("nan")
     auc_std: float = float("nan")
     verdict: str = ""
     skipped: str = ""  # why it was not computed (too few structures)
-
-    @property
-    def metric_key(self) -> str:
-        return "domain_auc_" + self.name.replace(" vs ", "_vs_").replace(", DFT fraction ", "_f").replace(" ", "_")
 
 
 def domain_checks(p, split: Split, log=print) -> list[DomainCheck]:
@@ -47,8 +44,8 @@ def domain_checks(p, split: Split, log=print) -> list[DomainCheck]:
     x, names = features.structure_block(everything)
     row = dict(zip(structure_hashes(everything), x))
 
-    def check(name: str, a, b) -> DomainCheck:
-        result = DomainCheck(name, len(a), len(b))
+    def check(name: str, key: str, a, b) -> DomainCheck:
+        result = DomainCheck(name, "domain_auc_" + key, len(a), len(b))
         if min(len(a), len(b)) < FOLDS:
             result.skipped = f"fewer than {FOLDS} structures in a set"
             return result
@@ -59,12 +56,13 @@ def domain_checks(p, split: Split, log=print) -> list[DomainCheck]:
         log(f"domain check, {name}: ROC AUC {r.auc_mean:.2f} ± {r.auc_std:.2f} ({r.verdict})")
         return result
 
-    out = [check("test vs training", training, split.test)]
+    out = [check("test vs training", "test_vs_training", training, split.test)]
     seed = p.study.seeds[0]
     for fraction in sorted(f for f in p.study.fractions if f < 1.0):
         at = make_split(dataclasses.replace(p.data, dft_fraction=fraction, split_seed=seed))
         pool = at.train + at.val
-        out.append(check(f"pool vs labelled, DFT fraction {fraction:g}", Split.labelled(pool), Split.unlabelled(pool)))
+        out.append(check(f"pool vs labelled, DFT fraction {fraction:g}", f"pool_vs_labelled_f{fraction:g}",
+                         Split.labelled(pool), Split.unlabelled(pool)))
     return out
 
 

@@ -27,7 +27,8 @@ PUBLISHED = {  # element: (GAP E meV/atom, MTP E, GAP F eV/Å, MTP F)
     "Mo": (2.24, 2.83, 0.09, 0.09), "Si": (2.91, 2.21, 0.07, 0.06), "Ge": (2.06, 1.79, 0.05, 0.05),
 }
 BACKBONES = {"schnet": {"backbone": "schnet", "width": 64, "depth": 3},
-             "symmetry_functions": {"backbone": "symmetry_functions", "width": 64, "depth": 2}}
+             "symmetry_functions": {"backbone": "symmetry_functions", "width": 64, "depth": 2},
+             "bispectrum": {"backbone": "bispectrum", "width": 64, "depth": 2, "twojmax": 6}}
 
 
 def main() -> None:

@@ -24,14 +24,14 @@ from eip2nn.nn.graph import UnknownSpeciesError, collate
 from eip2nn.nn.model import EnergyModel
 
 CUTOFF = 4.0
-BACKBONES = ["schnet", "symmetry_functions"]
+BACKBONES = ["schnet", "symmetry_functions", "bispectrum"]
 
 
 @pytest.fixture(params=BACKBONES)
 def model(request):
     torch.manual_seed(1)
     m = EnergyModel(ModelConfig(backbone=request.param, cutoff=CUTOFF, width=16, depth=2, n_rbf=10,
-                                head_hidden=8), ["Ge", "Si"], ["dft", "eip"]).double()
+                                head_hidden=8, twojmax=4), ["Ge", "Si"], ["dft", "eip"]).double()
     with torch.no_grad():  # non-trivial heads so that every term matters
         for name in m.head_names:
             m.head(name).scale.fill_(0.7)

@@ -258,6 +258,8 @@ def test_registered_data_keeps_the_stage_hashes_of_before_files_were_accepted():
     assert StageConfig().content_hash() == "64ff020bdd51"
     assert cell_config(p, "both", 0.1, 1, "x").content_hash() == "6708a8708361"
     assert pretrain_config(p, 0).content_hash() == "59c2f2516b5c"
+    # model.twojmax (added with the bispectrum backbone) counts once it is set
+    assert StageConfig.from_dict({"model": {"twojmax": 8}}).content_hash() != "64ff020bdd51"
 
 
 

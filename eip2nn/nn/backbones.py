@@ -77,8 +77,8 @@ class SchNet(nn.Module):
         return x
 
 
-class SymmetryFunctionNet(nn.Module):
-    """Symmetry-function descriptors (KLIFF), standardised, through an MLP.
+class DescriptorNet(nn.Module):
+    """Per-atom descriptors (KLIFF symmetry functions or LAMMPS bispectrum), standardised, through an MLP.
 
     The descriptor values come precomputed on the batch with their edge
     Jacobians J; here G(v) = G₀ + Σ_edges J·(v − v₀), whose value is G₀ and
@@ -87,10 +87,9 @@ class SymmetryFunctionNet(nn.Module):
 
     needs_descriptor = True
 
-    def __init__(self, n_species: int, cutoff: float, n_descriptors: int, hyperparams: str = "set51",
-                 width: int = 64, depth: int = 2):
+    def __init__(self, n_species: int, cutoff: float, n_descriptors: int, width: int = 64, depth: int = 2):
         super().__init__()
-        self.cutoff, self.width, self.hyperparams = float(cutoff), width, hyperparams
+        self.cutoff, self.width = float(cutoff), width
         self.n_species = n_species
         self.register_buffer("mean", torch.zeros(n_descriptors))
         self.register_buffer("std", torch.ones(n_descriptors))

@@ -4,23 +4,31 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-BACKBONES = ("schnet", "symmetry_functions")
+BACKBONES = ("schnet", "symmetry_functions", "bispectrum")
+DESCRIPTOR_BACKBONES = ("symmetry_functions", "bispectrum")  # an MLP on precomputed per-atom descriptors
 
 
 @dataclass
 class ModelConfig:
     """Architecture; every field is a constructor keyword with its default."""
 
-    backbone: str = "schnet"  # "schnet" | "symmetry_functions"
+    backbone: str = "schnet"  # "schnet" | "symmetry_functions" | "bispectrum" (SNAP bispectrum from LAMMPS)
     cutoff: float = 5.0  # Å
     width: int = 64  # features per atom
     depth: int = 3  # SchNet interactions, or MLP layers of the descriptor net
     n_rbf: int = 20  # SchNet radial basis size
     descriptor: str = "set51"  # KLIFF symmetry-function set ("set51" | "set30")
     head_hidden: int = 32  # hidden units of each head's MLP
+    twojmax: int = 6  # band limit 2J of the bispectrum backbone (30 components for 6, 55 for 8)
+
+    # fields added after stage hashes were first written: left out of a stage's hash while at their default
+    LATE_FIELDS = ("twojmax",)
+    EXECUTION_FIELDS = ()
 
     def __post_init__(self):
         if self.backbone not in BACKBONES:
             raise ValueError(f"model.backbone: {self.backbone!r} is not one of {BACKBONES}")
+        if isinstance(self.twojmax, bool) or not isinstance(self.twojmax, int) or self.twojmax < 0:
+            raise ValueError(f"model.twojmax: {self.twojmax!r} is not a non-negative integer")
         if self.cutoff <= 0 or self.width < 1 or self.depth < 1:
             raise ValueError(f"model: cutoff, width and depth must be positive, got {asdict(self)}")

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from eip2nn import __version__
-from eip2nn.nn.backbones import SchNet, SymmetryFunctionNet, cosine_cutoff
+from eip2nn.nn.backbones import DescriptorNet, SchNet, cosine_cutoff
 from eip2nn.nn.checkpoint import load_model
 from eip2nn.nn.model import DFT_HEAD, EnergyModel
 from eip2nn.nn.sf_torch import TorchSymmetryFunctions
@@ -63,9 +63,9 @@ class ExportedSchNet(nn.Module):
 
 
 class ExportedSymmetryFunctionNet(nn.Module):
-    """:class:`SymmetryFunctionNet` with the descriptor computed in torch instead of read from the graph."""
+    """:class:`DescriptorNet` on symmetry functions, with the descriptor computed in torch instead of read from the graph."""
 
-    def __init__(self, backbone: SymmetryFunctionNet, descriptor: TorchSymmetryFunctions):
+    def __init__(self, backbone: DescriptorNet, descriptor: TorchSymmetryFunctions):
         super().__init__()
         if descriptor.size != backbone.mean.shape[0]:
             raise ValueError(f"descriptor has {descriptor.size} functions, the network expects "
@@ -100,6 +100,10 @@ class ExportedModel(nn.Module):
         if head not in model.head_names:
             raise ValueError(f"model has no head {head!r}; its heads: {model.head_names}")
         config = model.config
+        if config.backbone == "bispectrum":
+            raise ValueError("a model on the bispectrum backbone cannot be exported yet: its descriptor is "
+                             "computed by LAMMPS compute snap, which has no TorchScript form; use it through "
+                             "the ASE calculator (eip2nn.calculator.EIP2NNCalculator)")
         if config.backbone == "schnet":
             self.backbone = ExportedSchNet(model.backbone)
         else:

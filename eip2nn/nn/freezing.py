@@ -8,7 +8,8 @@ def freeze(model, spec: str) -> list[str]:
 
     spec: "none"; "backbone" (all of it); "embedding" (SchNet's species
     embedding); "interactions:N" (SchNet embedding + first N interactions);
-    "layers:N" (first N linear layers of the descriptor network).
+    "layers:N" (first N linear layers of the descriptor network: symmetry
+    functions or bispectrum).
     """
     names = []
     bb = model.backbone
@@ -27,7 +28,7 @@ def freeze(model, spec: str) -> list[str]:
         modules = linears[:k]
     else:
         raise ValueError(f"finetune.freeze: {spec!r} does not apply to backbone {model.config.backbone!r}; use "
-                         "none, backbone, embedding, interactions:N (schnet) or layers:N (symmetry_functions)")
+                         "none, backbone, embedding, interactions:N (schnet) or layers:N (symmetry_functions, bispectrum)")
     for m in modules:
         for p in m.parameters():
             p.requires_grad_(False)

@@ -13,7 +13,8 @@ import torch
 from ase import Atoms
 from torch import nn
 
-from eip2nn.nn.backbones import SchNet, SymmetryFunctionNet, mlp
+from eip2nn.nn.backbones import DescriptorNet, SchNet, mlp
+from eip2nn.nn.bispectrum import BispectrumDescriptor
 from eip2nn.nn.config import ModelConfig
 from eip2nn.nn.derivatives import Prediction, energies_and_derivatives
 from eip2nn.nn.descriptors import SymmetryFunctions
@@ -55,9 +56,11 @@ class EnergyModel(nn.Module):
         if config.backbone == "schnet":
             self.backbone = SchNet(n, config.cutoff, config.width, config.depth, config.n_rbf)
         else:
-            self.descriptor = SymmetryFunctions(self.species, config.cutoff, config.descriptor)
-            self.backbone = SymmetryFunctionNet(n, config.cutoff, self.descriptor.size, config.descriptor,
-                                                config.width, config.depth)
+            if config.backbone == "bispectrum":
+                self.descriptor = BispectrumDescriptor(self.species, config.cutoff, config.twojmax)
+            else:
+                self.descriptor = SymmetryFunctions(self.species, config.cutoff, config.descriptor)
+            self.backbone = DescriptorNet(n, config.cutoff, self.descriptor.size, config.width, config.depth)
         self.heads = nn.ModuleDict()
         for h in heads:
             self.add_head(h)
@@ -89,12 +92,18 @@ class EnergyModel(nn.Module):
         """The graph this model needs for ``atoms`` (with descriptors if the backbone uses them); cached."""
         dtype = next(self.backbone.parameters()).dtype
         key = (geometry_key(atoms), self.config.cutoff, tuple(self.species),
-               self.config.descriptor if self.descriptor is not None else None, str(dtype))
+               self.descriptor_key(), str(dtype))
         graph = CACHE.get(key)
         if graph is None:
             graph = build_graph(atoms, self.config.cutoff, self.species, self.descriptor, where).to(dtype)
             CACHE.put(key, graph)
         return graph
+
+    def descriptor_key(self) -> tuple | None:
+        """What fixes the descriptor values of a graph (None: the backbone reads no descriptor)."""
+        if self.config.backbone == "bispectrum":
+            return ("bispectrum", self.config.twojmax)
+        return ("symmetry_functions", self.config.descriptor) if self.descriptor is not None else None
 
     def atomic_energies(self, batch: Batch, edge_vectors: torch.Tensor, heads: list[str]) -> dict[str, torch.Tensor]:
         """{head: (N,) eV} per-atom energies."""

@@ -194,7 +194,7 @@ class StageConfig:
                 del d[section]
         else:
             del d["snap"]
-        for section, cls in (("data", DataConfig), ("train", TrainConfig)):
+        for section, cls in (("data", DataConfig), ("train", TrainConfig), ("model", ModelConfig)):
             if section not in d:
                 continue
             defaults = dataclasses.asdict(cls())

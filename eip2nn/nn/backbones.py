@@ -23,6 +23,9 @@ class ShiftedSoftplus(nn.Module):
         return shifted_softplus(x)
 
 
+ACTIVATION_MODULES = {"shifted_softplus": ShiftedSoftplus, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+
+
 def mlp(sizes: list[int], activation=ShiftedSoftplus) -> nn.Sequential:
     """Dense layers with ``activation`` between them (none after the last)."""
     layers: list[nn.Module] = []
@@ -87,15 +90,16 @@ class DescriptorNet(nn.Module):
 
     needs_descriptor = True
 
-    def __init__(self, n_species: int, cutoff: float, n_descriptors: int, width: int = 64, depth: int = 2):
+    def __init__(self, n_species: int, cutoff: float, n_descriptors: int, width: int = 64, depth: int = 2,
+                 activation: str = "shifted_softplus"):
         super().__init__()
         self.cutoff, self.width = float(cutoff), width
         self.n_species = n_species
         self.register_buffer("mean", torch.zeros(n_descriptors))
         self.register_buffer("std", torch.ones(n_descriptors))
         n_in = n_descriptors + (n_species if n_species > 1 else 0)
-        self.net = mlp([n_in] + [width] * depth)
-        self.out_activation = ShiftedSoftplus()
+        self.net = mlp([n_in] + [width] * depth, ACTIVATION_MODULES[activation])
+        self.out_activation = ACTIVATION_MODULES[activation]()
 
     @torch.no_grad()
     def fit_standardisation(self, graphs: list[AtomicGraph]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 BACKBONES = ("schnet", "symmetry_functions", "bispectrum")
+ACTIVATIONS = ("shifted_softplus", "tanh", "sigmoid")  # tanh and sigmoid: what LAMMPS ML-IAP's nn model runs
 DESCRIPTOR_BACKBONES = ("symmetry_functions", "bispectrum")  # an MLP on precomputed per-atom descriptors
 
 
@@ -20,9 +21,12 @@ class ModelConfig:
     descriptor: str = "set51"  # KLIFF symmetry-function set ("set51" | "set30")
     head_hidden: int = 32  # hidden units of each head's MLP
     twojmax: int = 6  # band limit 2J of the bispectrum backbone (30 components for 6, 55 for 8)
+    # hidden activation of a descriptor backbone's MLP and of the heads (SchNet: shifted_softplus only);
+    # a bispectrum model runs in LAMMPS (pair_style mliap model nn) with tanh or sigmoid
+    activation: str = "shifted_softplus"
 
     # fields added after stage hashes were first written: left out of a stage's hash while at their default
-    LATE_FIELDS = ("twojmax",)
+    LATE_FIELDS = ("twojmax", "activation")
     EXECUTION_FIELDS = ()
 
     def __post_init__(self):
@@ -30,5 +34,10 @@ class ModelConfig:
             raise ValueError(f"model.backbone: {self.backbone!r} is not one of {BACKBONES}")
         if isinstance(self.twojmax, bool) or not isinstance(self.twojmax, int) or self.twojmax < 0:
             raise ValueError(f"model.twojmax: {self.twojmax!r} is not a non-negative integer")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"model.activation: {self.activation!r} is not one of {ACTIVATIONS}")
+        if self.backbone == "schnet" and self.activation != "shifted_softplus":
+            raise ValueError(f"model.activation: {self.activation!r} applies to descriptor backbones "
+                             f"{DESCRIPTOR_BACKBONES}; schnet uses shifted_softplus")
         if self.cutoff <= 0 or self.width < 1 or self.depth < 1:
             raise ValueError(f"model: cutoff, width and depth must be positive, got {asdict(self)}")

@@ -13,7 +13,7 @@ import torch
 from ase import Atoms
 from torch import nn
 
-from eip2nn.nn.backbones import DescriptorNet, SchNet, mlp
+from eip2nn.nn.backbones import ACTIVATION_MODULES, DescriptorNet, SchNet, mlp
 from eip2nn.nn.bispectrum import BispectrumDescriptor
 from eip2nn.nn.config import ModelConfig
 from eip2nn.nn.derivatives import Prediction, energies_and_derivatives
@@ -32,9 +32,9 @@ def head_key(name: str) -> str:
 class EnergyHead(nn.Module):
     """Per-atom energy from features: ``scale * MLP(x) + offsets[species]`` (eV)."""
 
-    def __init__(self, width: int, hidden: int, n_species: int):
+    def __init__(self, width: int, hidden: int, n_species: int, activation: str = "shifted_softplus"):
         super().__init__()
-        self.net = mlp([width, hidden, 1])
+        self.net = mlp([width, hidden, 1], ACTIVATION_MODULES[activation])
         self.register_buffer("scale", torch.ones(()))
         self.register_buffer("offsets", torch.zeros(n_species))
 
@@ -60,7 +60,8 @@ class EnergyModel(nn.Module):
                 self.descriptor = BispectrumDescriptor(self.species, config.cutoff, config.twojmax)
             else:
                 self.descriptor = SymmetryFunctions(self.species, config.cutoff, config.descriptor)
-            self.backbone = DescriptorNet(n, config.cutoff, self.descriptor.size, config.width, config.depth)
+            self.backbone = DescriptorNet(n, config.cutoff, self.descriptor.size, config.width, config.depth,
+                                          config.activation)
         self.heads = nn.ModuleDict()
         for h in heads:
             self.add_head(h)
@@ -75,7 +76,7 @@ class EnergyModel(nn.Module):
             self._head_names: list[str] = []
         if name in self._head_names:
             raise ValueError(f"head {name!r} exists")
-        head = EnergyHead(self.config.width, self.config.head_hidden, len(self.species))
+        head = EnergyHead(self.config.width, self.config.head_hidden, len(self.species), self.config.activation)
         if copy_from is not None:
             head.load_state_dict(self.head(copy_from).state_dict())
         head.to(next(self.backbone.parameters()).dtype)

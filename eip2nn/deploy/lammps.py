@@ -126,6 +126,9 @@ def export_for_lammps(model_ref: str | Path, out_dir: str | Path, head: str = "d
     eip = lammps_eip(model.reference_eip) if model.reference_eip else None
     out = Path(out_dir)
     if model.config.backbone == "bispectrum":  # LAMMPS's own ML-IAP network; always float64
+        if dtype != "float64":
+            raise ValueError(f"a bispectrum model runs as a LAMMPS ML-IAP network, in float64 only; "
+                             f"dtype {dtype!r} does not apply")
         network, descriptor = mliap_model_text(model, head), mliap_descriptor_text(model)  # may refuse: first
         out.mkdir(parents=True, exist_ok=True)
         model_file, descriptor_file = (out / MLIAP_MODEL_FILE).resolve(), (out / MLIAP_DESCRIPTOR_FILE).resolve()

@@ -98,7 +98,7 @@ def test_batches_of_clusters_do_not_change_the_result(monkeypatch):
                                rtol=1e-12, atol=1e-12)
 
 
-def test_a_model_on_the_bispectrum_backbone_survives_a_copy_and_refuses_export():
+def test_a_model_on_the_bispectrum_backbone_survives_a_copy_and_has_no_torchscript_form():
     import copy
 
     from eip2nn.nn.export import ExportedModel
@@ -109,7 +109,7 @@ def test_a_model_on_the_bispectrum_backbone_survives_a_copy_and_refuses_export()
     atoms = bulk("Si", "diamond", 5.43, cubic=True)
     twin = copy.deepcopy(model)  # the EMA copy: its LAMMPS instance is not copied, it starts its own
     np.testing.assert_array_equal(twin.graph(atoms).descriptor.numpy(), model.graph(atoms).descriptor.numpy())
-    with pytest.raises(ValueError, match="bispectrum backbone cannot be exported"):
+    with pytest.raises(ValueError, match="bispectrum backbone has no TorchScript form"):
         ExportedModel(model)
 
 

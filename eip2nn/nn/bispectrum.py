@@ -51,8 +51,6 @@ class BispectrumDescriptor:
         unknown = [s for s in species if s not in atomic_numbers]
         if not species or unknown or len(set(species)) != len(species):
             raise ValueError(f"species {species!r}: need distinct chemical symbols")
-        if isinstance(twojmax, bool) or not isinstance(twojmax, int) or twojmax < 0:
-            raise ValueError(f"model.twojmax: {twojmax!r} is not a non-negative integer")
         self.species = list(species)
         self.cutoff = float(cutoff)
         self.twojmax = int(twojmax)

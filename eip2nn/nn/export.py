@@ -63,7 +63,7 @@ class ExportedSchNet(nn.Module):
 
 
 class ExportedSymmetryFunctionNet(nn.Module):
-    """:class:`DescriptorNet` on symmetry functions, with the descriptor computed in torch instead of read from the graph."""
+    """:class:`DescriptorNet` on symmetry functions, the descriptor computed in torch, not read from the graph."""
 
     def __init__(self, backbone: DescriptorNet, descriptor: TorchSymmetryFunctions):
         super().__init__()
@@ -101,9 +101,9 @@ class ExportedModel(nn.Module):
             raise ValueError(f"model has no head {head!r}; its heads: {model.head_names}")
         config = model.config
         if config.backbone == "bispectrum":
-            raise ValueError("a model on the bispectrum backbone cannot be exported yet: its descriptor is "
-                             "computed by LAMMPS compute snap, which has no TorchScript form; use it through "
-                             "the ASE calculator (eip2nn.calculator.EIP2NNCalculator)")
+            raise ValueError("a model on the bispectrum backbone has no TorchScript form (its descriptor is "
+                             "LAMMPS compute snap); `eip2nn export` writes it as a LAMMPS ML-IAP network instead "
+                             "(eip2nn.nn.mliap)")
         if config.backbone == "schnet":
             self.backbone = ExportedSchNet(model.backbone)
         else:

@@ -2,7 +2,8 @@
 rank (eip2nn.deploy.md.run_md, in this process) and LAMMPS on two MPI ranks (mpirun subprocess).
 
 Models: Si, cut-off 5 Å, width 32, depth 2 -- SchNet (20 RBFs, two interactions: interaction range
-10 Å) and the symmetry-function backbone (KLIFF set51, an MLP of two layers of 32) -- with RANDOM
+10 Å), the symmetry-function backbone (KLIFF set51, an MLP of two layers of 32) and the bispectrum
+backbone (twojmax 8, tanh; in LAMMPS as pair_style mliap, float64 only) -- with RANDOM
 weights (torch seed 0; speed does not depend on training), head scale set so forces are 0.1-1 eV/Å.
 Structures: diamond Si supercells (3.33 nm³ per 512 atoms), rattled 0.05 Å; NVE from 300 K, 1 fs.
 
@@ -53,7 +54,9 @@ from eip2nn.nn.config import ModelConfig  # noqa: E402
 from eip2nn.nn.model import EnergyModel  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAD_SCALE = {"schnet": -30.0, "symmetry_functions": 3.0}
+HEAD_SCALE = {"schnet": -30.0, "symmetry_functions": 3.0, "bispectrum": 1.0}
+# the bispectrum backbone runs in LAMMPS as an ML-IAP network: tanh, float64 only, LAMMPS's own bispectrum
+EXTRA_CONFIG = {"bispectrum": {"twojmax": 8, "activation": "tanh"}}
 
 MPI_SCRIPT = r"""
 import ctypes, json, sys, time
@@ -88,14 +91,16 @@ def silicon(n_atoms: int):
 def make_model(backbone: str, folder: Path):
     """(checkpoint path, {dtype: Deployment}) of the random-weight float32 model."""
     torch.manual_seed(0)
-    model = EnergyModel(ModelConfig(backbone=backbone, cutoff=5.0, width=32, depth=2), ["Si"], ["dft"])
+    model = EnergyModel(ModelConfig(backbone=backbone, cutoff=5.0, width=32, depth=2,
+                                    **EXTRA_CONFIG.get(backbone, {})), ["Si"], ["dft"])
     with torch.no_grad():
         model.head("dft").scale.fill_(HEAD_SCALE[backbone])
-    if backbone == "symmetry_functions":
+    if backbone != "schnet":
         model.backbone.fit_standardisation([model.graph(silicon(64))])
     checkpoint = save_checkpoint(folder / f"{backbone}.pt", model)
+    dtypes = ("float64",) if backbone == "bispectrum" else ("float64", "float32")
     return checkpoint, {dtype: export_for_lammps(checkpoint, folder / f"{backbone}-{dtype}", dtype=dtype)
-                        for dtype in ("float64", "float32")}
+                        for dtype in dtypes}
 
 
 def ase_speed(checkpoint: Path, atoms, steps: int, dtype: torch.dtype) -> float:

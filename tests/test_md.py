@@ -43,7 +43,9 @@ if not VENV.is_absolute():
     VENV = ROOT / VENV
 pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")
 AGREEMENT = 1e-6  # eV, eV/Å: LAMMPS frame vs the ASE calculator (both float64; extxyz keeps 8 decimals)
-HEAD_SCALE = {"schnet": -100.0, "symmetry_functions": 3.0}  # random-init forces of 0.1-1 eV/Å on rattled Si
+HEAD_SCALE = {"schnet": -100.0, "symmetry_functions": 3.0, "bispectrum": 1.0}  # random-init forces 0.1-1 eV/Å
+# the bispectrum backbone runs as pair_style mliap, which needs tanh (or sigmoid) layers
+EXTRA_CONFIG = {"bispectrum": {"twojmax": 4, "activation": "tanh"}}
 
 
 @pytest.fixture(scope="module")
@@ -84,12 +86,13 @@ def general_orientation(atoms: Atoms, left_handed: bool) -> Atoms:
 def deploy(folder: Path, backbone: str, head_scale: float = 1.0, seed: int = 0):
     """(Deployment, checkpoint path) of a float64 width-8 depth-2 Si model with random weights."""
     torch.manual_seed(seed)
-    model = EnergyModel(ModelConfig(backbone=backbone, cutoff=4.0, width=8, depth=2), ["Si"], ["dft"])
+    model = EnergyModel(ModelConfig(backbone=backbone, cutoff=4.0, width=8, depth=2, **EXTRA_CONFIG.get(backbone, {})),
+                        ["Si"], ["dft"])
     model = model.double()
     with torch.no_grad():
         model.head("dft").scale.fill_(head_scale)
         model.head("dft").offsets.fill_(-4.0)
-    if backbone == "symmetry_functions":
+    if backbone != "schnet":
         model.backbone.fit_standardisation([model.graph(si_primitive_2x2x2(0.1, s)) for s in range(3)])
     checkpoint = save_checkpoint(folder / f"{backbone}.pt", model)
     return export_for_lammps(checkpoint, folder / backbone), checkpoint
@@ -100,7 +103,7 @@ def schnet(plugin, tmp_path_factory):
     return deploy(tmp_path_factory.mktemp("schnet"), "schnet", HEAD_SCALE["schnet"])
 
 
-@pytest.mark.parametrize("backbone", ["schnet", "symmetry_functions"])
+@pytest.mark.parametrize("backbone", ["schnet", "symmetry_functions", "bispectrum"])
 @pytest.mark.parametrize("left_handed", [False, True], ids=["rotated", "left-handed"])
 def test_frames_equal_ase_calculator(plugin, tmp_path, backbone, left_handed):
     deployment, checkpoint = deploy(tmp_path, backbone, HEAD_SCALE[backbone])
@@ -192,13 +195,37 @@ def test_seed_reproducible_and_input_reruns(schnet, tmp_path):
         lmp.close()
 
 
+@pytest.mark.parametrize("backbone", ["schnet", "bispectrum"])
+def test_a_cluster_runs_in_a_shrink_wrapped_box(plugin, tmp_path, backbone):
+    """A structure periodic in no direction: boundary s s s, frames in the structure's own coordinates."""
+    deployment, checkpoint = deploy(tmp_path, backbone, HEAD_SCALE[backbone])
+    crystal = si_primitive_2x2x2(rattle=0.05)
+    cluster = crystal[np.linalg.norm(crystal.positions - crystal.positions[0], axis=1) < 4.0]
+    cluster.pbc, cluster.cell = False, np.zeros((3, 3))
+    cluster.positions += [-7.0, 3.0, 11.0]  # anywhere: not inside any box
+    result = run_md(deployment, cluster, temperature=300.0, steps=10, out=tmp_path / "c.extxyz", every=5,
+                    ensemble="nve", progress=False)
+    assert "boundary s s s" in result.input_text
+    frames = read(result.trajectory, ":")
+    assert np.abs(frames[0].positions - cluster.positions).max() <= 1e-7
+    calc = EIP2NNCalculator.from_checkpoint(checkpoint)
+    for frame in frames:
+        moved = frame.copy()
+        moved.calc = calc
+        assert not moved.pbc.any()
+        assert abs(frame.get_potential_energy() - moved.get_potential_energy()) <= AGREEMENT
+        assert np.abs(frame.get_forces() - moved.get_forces()).max() <= AGREEMENT
+    assert np.abs(frames[-1].positions - cluster.positions).max() > 1e-4
+
+
 def test_refusals(schnet):
     deployment, _ = schnet
     atoms = si_primitive_2x2x2()
     cases = [({"steps": 0}, atoms, "steps must be >= 1"),
              ({}, Atoms("SiGe", positions=[[0, 0, 0], [1.2, 1.2, 1.2]], cell=[5, 5, 5], pbc=True),
               r"knows \['Si'\]; the structure also has \['Ge'\]"),
-             ({}, Atoms("Si2", positions=[[0, 0, 0], [2.3, 0, 0]]), "LAMMPS MD here needs a periodic cell"),
+             ({}, Atoms("Si2", positions=[[0, 0, 0], [2.3, 0, 0]], cell=[5, 5, 5], pbc=[True, True, False]),
+              "periodic along some directions only"),
              ({"ensemble": "npt"}, atoms, "ensemble 'npt'"),
              ({"temperature": 0.0}, atoms, "temperature must be > 0 K for nvt")]
     constrained = atoms.copy()

@@ -12,7 +12,10 @@ Minkowski-reduced (same lattice, small tilts) and rotated into that frame,
 is turned back, ``x = x_lmp @ Q.T`` (forces and velocities alike), so positions,
 cell, forces and momenta are in the structure's own frame, atoms in its order.
 Positions are unwrapped (LAMMPS ``xu``): frame 0 is the input structure, and
-an atom's path is continuous across the cell boundary.
+an atom's path is continuous across the cell boundary. A structure periodic in
+no direction (a molecule, a cluster) runs in a shrink-wrapped box (``boundary
+s s s``), shifted so its atoms start OPEN_MARGIN inside it; frames are shifted
+back. Mixed periodicity (a slab without vacuum along its normal) is refused.
 
 Units: LAMMPS ``metal`` inside (ps, Å/ps, bar); eV, Å, eV/Å, fs and K outside.
 Temperatures are LAMMPS's ``compute temp`` (3N − 3 degrees of freedom; the
@@ -37,6 +40,7 @@ from eip2nn.potentials.frames import inverse_3x3, lammps_frame
 ENSEMBLES = ("nvt", "nve")
 THERMOSTAT_DAMPING = 100  # Nosé–Hoover damping time, in timesteps
 NEIGHBOUR_SKIN = 1.0  # Å; neighbour lists are checked every step and rebuilt when an atom moved skin/2
+OPEN_MARGIN = 1.0  # Å between a non-periodic structure's atoms and its starting box
 _LAMMPS_VELOCITY_TO_ASE = 1.0 / (1000.0 * units.fs)  # Å/ps -> Å per ASE time unit
 
 
@@ -61,10 +65,12 @@ class MDResult(NamedTuple):
 class _Frame(NamedTuple):
     """The structure's frame in LAMMPS."""
 
-    rotation: np.ndarray  # (3, 3) Q: x_lmp = x @ Q, x = x_lmp @ Q.T
+    rotation: np.ndarray  # (3, 3) Q: x_lmp = x @ Q + shift, x = (x_lmp - shift) @ Q.T
     cell: np.ndarray  # (3, 3) lower-triangular LAMMPS cell (rows), Å
     positions: np.ndarray  # (N, 3) wrapped into that cell, Å
-    images: np.ndarray  # (N, 3) int: positions + images @ cell = input positions @ Q
+    images: np.ndarray  # (N, 3) int: positions + images @ cell = input positions @ Q + shift
+    shift: np.ndarray  # (3,) Å; zero for a periodic structure
+    periodic: bool  # all three directions periodic (else none: boundary s s s)
 
 
 def _check(deployment: Deployment, atoms: Atoms, temperature: float, steps: int, timestep: float, every: int,
@@ -84,12 +90,11 @@ def _check(deployment: Deployment, atoms: Atoms, temperature: float, steps: int,
         raise ValueError(f"seed must be in [0, 2**31 - 2], got {seed}")
     if len(atoms) == 0:
         raise ValueError("the structure has no atoms")
-    if not atoms.pbc.all():
-        raise ValueError(f"the structure is not periodic (pbc {atoms.pbc.tolist()}): LAMMPS MD here needs a periodic "
-                         "cell. For a molecule or cluster, put it in a box wider than its size plus the model's "
-                         f"interaction range ({deployment.metadata.get('interaction_range')} Å), e.g. "
-                         "atoms.center(vacuum=...); atoms.pbc = True")
-    if abs(atoms.cell.volume) < 1e-9:
+    if atoms.pbc.any() and not atoms.pbc.all():
+        raise ValueError(f"the structure is periodic along some directions only (pbc {atoms.pbc.tolist()}): make it "
+                         "periodic in all three with vacuum wider than the model's interaction range "
+                         f"({deployment.metadata.get('interaction_range')} Å) along the open ones, or in none")
+    if atoms.pbc.all() and abs(atoms.cell.volume) < 1e-9:
         raise ValueError("the structure's cell has zero volume")
     missing = sorted(set(atoms.get_chemical_symbols()) - set(deployment.species))
     if missing:
@@ -116,11 +121,17 @@ def _elements_and_masses(deployment: Deployment, atoms: Atoms) -> tuple[list[str
 
 
 def _lammps_frame(atoms: Atoms) -> _Frame:
+    n = len(atoms)
+    if not atoms.pbc.any():  # an axis-aligned box OPEN_MARGIN around the atoms, shrink-wrapped by LAMMPS
+        lo = atoms.positions.min(axis=0) - OPEN_MARGIN
+        extent = np.ptp(atoms.positions, axis=0) + 2 * OPEN_MARGIN
+        return _Frame(np.eye(3), np.diag(extent), atoms.positions - lo, np.zeros((n, 3), dtype=int), -lo, False)
     reduced, _ = minkowski_reduce(atoms.cell.array)
     frame = lammps_frame(reduced)
     fractional = atoms.positions @ inverse_3x3(reduced)
     images = np.floor(fractional)
-    return _Frame(frame.rotation, frame.cell, (fractional - images) @ frame.cell, images.astype(int))
+    return _Frame(frame.rotation, frame.cell, (fractional - images) @ frame.cell, images.astype(int), np.zeros(3),
+                  True)
 
 
 def write_data_file(path: Path, atoms: Atoms, frame: _Frame, elements: list[str], masses: list[float]) -> None:
@@ -131,8 +142,8 @@ def write_data_file(path: Path, atoms: Atoms, frame: _Frame, elements: list[str]
     lines = [f"LAMMPS data file by eip2nn run_md: {len(atoms)} atoms {atoms.get_chemical_formula()}; "
              f"positions = ASE positions @ Q, Q (row-major) = {q}", "",
              f"{len(atoms)} atoms", f"{len(elements)} atom types", "",
-             f"0.0 {lx!r} xlo xhi", f"0.0 {ly!r} ylo yhi", f"0.0 {lz!r} zlo zhi", f"{xy!r} {xz!r} {yz!r} xy xz yz",
-             "", "Masses", ""]
+             f"0.0 {lx!r} xlo xhi", f"0.0 {ly!r} ylo yhi", f"0.0 {lz!r} zlo zhi",
+             *([f"{xy!r} {xz!r} {yz!r} xy xz yz"] if frame.periodic else []), "", "Masses", ""]
     lines += [f"{t} {m!r}  # {e}" for t, (e, m) in enumerate(zip(elements, masses), start=1)]
     lines += ["", "Atoms  # atomic", ""]
     for i, (symbol, x, n) in enumerate(zip(atoms.get_chemical_symbols(), frame.positions, frame.images), start=1):
@@ -141,10 +152,11 @@ def write_data_file(path: Path, atoms: Atoms, frame: _Frame, elements: list[str]
 
 
 def md_commands(deployment: Deployment, data_file: Path, elements: list[str], temperature: float, timestep: float,
-                every: int, ensemble: str, seed: int) -> list[str]:
+                every: int, ensemble: str, seed: int, periodic: bool = True) -> list[str]:
     """The LAMMPS commands up to (not including) ``run``."""
     dt_ps = timestep / 1000.0
-    cmds = ["units metal", "atom_style atomic", "atom_modify map yes", "boundary p p p", "newton on",
+    cmds = ["units metal", "atom_style atomic", "atom_modify map yes", "boundary " + ("p p p" if periodic else "s s s"),
+            "newton on",
             f"read_data {data_file}", *deployment.commands(elements),
             f"neighbor {NEIGHBOUR_SKIN} bin", "neigh_modify every 1 delay 0 check yes", f"timestep {dt_ps!r}"]
     if temperature > 0:
@@ -185,8 +197,9 @@ def run_md(deployment: Deployment, atoms: Atoms, temperature: float, steps: int,
     only the per-frame energies come back. A frame's ``info`` has step, time (fs), temperature (K) and
     kinetic_energy (eV); its calculator the potential energy (eV) and forces (eV/Å); it also has momenta.
 
-    Refused with ValueError: steps < 1, elements the model lacks, a cell not periodic in all three
-    directions (put a molecule in a box), ASE constraints, atoms of one element with different masses.
+    Refused with ValueError: steps < 1, elements the model lacks, a cell periodic along some directions only
+    (a structure periodic in none runs in a shrink-wrapped box), ASE constraints, atoms of one element with
+    different masses.
     """
     from tqdm import tqdm
 
@@ -204,7 +217,8 @@ def run_md(deployment: Deployment, atoms: Atoms, temperature: float, steps: int,
             folder.mkdir(parents=True, exist_ok=True)
         data_file = folder / f"{stem}.data"
         write_data_file(data_file, atoms, frame, elements, masses)
-        commands = md_commands(deployment, data_file, elements, temperature, timestep, every, ensemble, seed)
+        commands = md_commands(deployment, data_file, elements, temperature, timestep, every, ensemble, seed,
+                               frame.periodic)
         text = lammps_input(commands, steps, every, atoms, temperature, timestep, ensemble, seed, stem)
         input_file = folder / f"{stem}.in.lammps"
         input_file.write_text(text)
@@ -215,7 +229,7 @@ def run_md(deployment: Deployment, atoms: Atoms, temperature: float, steps: int,
             lmp.commands_list(commands + ["run 0 post no"])
             if lmp.get_natoms() != len(atoms):
                 raise RuntimeError(f"LAMMPS read {lmp.get_natoms()} atoms from {data_file}, not {len(atoms)}")
-            writer = _FrameWriter(trajectory, atoms, frame.rotation, timestep)
+            writer = _FrameWriter(trajectory, atoms, frame.rotation, frame.shift, timestep)
             try:
                 writer.add(lmp, 0)
                 done, bar = 0, tqdm(total=steps, unit="step", desc="MD", disable=not progress)
@@ -243,8 +257,8 @@ def run_md(deployment: Deployment, atoms: Atoms, temperature: float, steps: int,
 class _FrameWriter:
     """Reads a frame out of LAMMPS, turns it into the structure's frame and appends it to the trajectory."""
 
-    def __init__(self, path: Path | None, atoms: Atoms, rotation: np.ndarray, timestep: float):
-        self.path, self.rotation, self.timestep = path, rotation, timestep
+    def __init__(self, path: Path | None, atoms: Atoms, rotation: np.ndarray, shift: np.ndarray, timestep: float):
+        self.path, self.rotation, self.shift, self.timestep = path, rotation, shift, timestep
         self.numbers, self.cell, self.pbc = atoms.numbers.copy(), atoms.cell.copy(), atoms.pbc.copy()
         self.masses = atoms.get_masses()
         self.custom_masses = atoms.has("masses")
@@ -266,7 +280,7 @@ class _FrameWriter:
         from ase.io.extxyz import write_extxyz
 
         n = len(self.numbers)
-        positions = np.array(lmp.gather("c_unwrapped", 1, 3)).reshape(n, 3) @ self.rotation.T
+        positions = (np.array(lmp.gather("c_unwrapped", 1, 3)).reshape(n, 3) - self.shift) @ self.rotation.T
         forces = np.array(lmp.gather_atoms("f", 1, 3)).reshape(n, 3) @ self.rotation.T
         velocities = np.array(lmp.gather_atoms("v", 1, 3)).reshape(n, 3) @ self.rotation.T * _LAMMPS_VELOCITY_TO_ASE
         atoms = Atoms(numbers=self.numbers, positions=positions, cell=self.cell, pbc=self.pbc,

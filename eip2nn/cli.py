@@ -427,6 +427,54 @@ def cmd_diagnose_adversarial(args) -> int:
     return 0
 
 
+def cmd_suggest(args) -> int:
+    from ase.io import write
+
+    from eip2nn.data import get_dataset, hide_dft_labels, load_dataset
+    from eip2nn.data.user import load_labelled_file
+    from eip2nn.diagnostics.suggest import suggest
+    try:
+        get_dataset(args.labelled)
+        labelled, source = load_dataset(args.labelled), get_dataset(args.labelled).source_tag
+    except ValueError:  # not a registered name: the user's DFT file
+        if not Path(args.labelled).is_file():
+            raise SystemExit(f"{args.labelled}: neither a registered dataset (`eip2nn data list`) nor a file") from None
+        labelled, omitted = load_labelled_file(args.labelled, _user_data_options(args, args.labelled))
+        for bad in omitted:
+            print(f"left out: {bad}", file=sys.stderr)
+        source = args.source
+    pool = [hide_dft_labels(a) for a in _structure_set(args.pool)]
+    weights = {}
+    for item in args.weight:
+        name, _, value = item.partition("=")
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            raise SystemExit(f"--weight {item!r}: expected SIGNAL=NUMBER") from None
+    model = None
+    if args.model:
+        from eip2nn.calculator import EIP2NNCalculator
+        model = EIP2NNCalculator.load(args.model)
+    species = sorted({s for a in labelled + pool for s in a.get_chemical_symbols()})
+    result = suggest(labelled, pool, species, args.labels, source_tag=source, eips=args.eips, n_eips=args.n_eips,
+                     model=model, weights=weights, seed=args.seed, workers=args.workers)
+    k = min(args.n, len(pool))
+    print(f"labelled: {args.labelled} ({len(labelled)} structures); pool: {args.pool} ({len(pool)} structures); "
+          f"committee: {', '.join(result.eips)}")
+    for note in result.notes:
+        print(f"  {note}")
+    print(result.table(k))
+    chosen = []
+    for rank, i in enumerate(result.picked[:k], start=1):
+        atoms = pool[i].copy()
+        atoms.info = {key: v for key, v in atoms.info.items() if isinstance(v, (str, int, float))}
+        atoms.info.update(suggest_rank=rank, suggest_pool_index=i, suggest_acquisition=float(result.acquisition[i]))
+        chosen.append(atoms)
+    write(args.output, chosen, format="extxyz")
+    print(f"wrote the top {k} to {args.output} (positions, cell, pbc; no labels): compute them with your DFT code")
+    return 0
+
+
 def _labelled_sources(args):
     """{name: (structures, source tag)} of the registered datasets and the user's files, in order."""
     from eip2nn.data import get_dataset, load_dataset
@@ -675,6 +723,24 @@ def build_parser() -> argparse.ArgumentParser:  # long by design: every command'
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--top", type=int, default=5, help="structures to list on each side (default: 5)")
     q.set_defaults(func=cmd_diagnose_adversarial)
+
+    q = sub.add_parser("suggest", help="which unlabelled structures to compute next with DFT: EIP committee "
+                                       "disagreement, out-of-domain score, model gap; writes the top N as extxyz")
+    q.add_argument("labelled", help="your DFT-labelled structures: a registered dataset or a DFT file")
+    q.add_argument("pool", help="unlabelled candidates: a registered dataset or a structure file (labels ignored)")
+    q.add_argument("--n", type=int, default=10, help="structures to suggest (default: 10)")
+    q.add_argument("-o", "--output", default="suggested.extxyz")
+    q.add_argument("--model", help="a trained model (checkpoint or runs:/<id>) for the model-gap signal")
+    q.add_argument("--eips", nargs="+", help="the EIP committee (default: the --n-eips closest to DFT)")
+    q.add_argument("--n-eips", type=int, default=4)
+    q.add_argument("--weight", action="append", default=[], metavar="SIGNAL=W",
+                   help="weight of a signal: committee_energy, committee_force, out_of_domain, model_gap "
+                        "(default 1 each; 0 drops it)")
+    q.add_argument("--seed", type=int, default=0)
+    _add_user_data_options(q)
+    _add_labels_option(q)
+    q.add_argument("--workers", type=int)
+    q.set_defaults(func=cmd_suggest)
 
     q = sub.add_parser("init", help="inspect your DFT files, score the eligible EIPs on them, write a pipeline YAML")
     q.add_argument("train", help="your DFT training file (extxyz, OUTCAR, vasprun.xml, ASE db, mlearn JSON, ...)")

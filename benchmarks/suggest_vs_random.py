@@ -1,0 +1,92 @@
+"""Does `eip2nn suggest` pick better structures to label than chance?
+
+For each element and seed: the pipeline's split at 5% DFT (seed = split
+seed: ~10 labelled structures, the rest of the training part an unlabelled
+pool). Add K pool structures (with their real DFT labels, as if computed)
+chosen by :func:`eip2nn.diagnostics.suggest.suggest`, or K chosen at random
+(seeded), or none; train the baseline network on the result (the full
+pipeline's model and training settings, `pipelines/<element>.yaml`; 10% of
+the file held out for validation) and score it on the dataset's own test
+set. Prints test energy (meV/atom) and force (eV/Å) MAE, mean ± sample std
+over seeds. Goal (issue): suggested beats random at equal K.
+
+Usage: python benchmarks/suggest_vs_random.py [--elements Si Mo] [--seeds 0 1 2] [--k 10] [--fraction 0.05]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import yaml
+from stats import mean_spread
+
+from eip2nn.data import load_dataset
+from eip2nn.data.files import write_dft_extxyz
+from eip2nn.data.protocol import DataConfig, Split, make_split
+from eip2nn.diagnostics.suggest import suggest
+from eip2nn.labelling.hashing import structure_hashes
+from eip2nn.training.config import StageConfig
+from eip2nn.training.stages import run_stage
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def train_and_score(structures, test_file: Path, element: str, seed: int, folder: Path, labels: str) -> tuple[float, float]:
+    pipeline = yaml.safe_load((ROOT / "pipelines" / f"{element.lower()}.yaml").read_text())
+    train_file = write_dft_extxyz(structures, folder / f"train-{len(structures)}-{seed}.extxyz")
+    cfg = StageConfig.from_dict({
+        "stage": "baseline", "output": str(folder / "runs"),
+        "data": {"train": str(train_file), "test": str(test_file), "split_seed": seed, "labels": labels},
+        "model": pipeline["model"], "train": {**pipeline["train"], "seed": seed},
+        "tracking": {"experiment": "benchmarks", "run_name": f"suggest-{element}-s{seed}-{train_file.stem}"}})
+    m = run_stage(cfg, log=lambda s: None).metrics["test"]
+    return m.energy_mae, m.force_mae
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--elements", nargs="+", default=["Si", "Mo"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--fraction", type=float, default=0.05)
+    p.add_argument("--labels", default="outputs/labels.sqlite")
+    p.add_argument("--output", default="outputs/benchmarks/suggest_vs_random.json")
+    args = p.parse_args()
+    rows = {}
+    with tempfile.TemporaryDirectory(prefix="eip2nn-suggest-") as tmp:
+        folder = Path(tmp)
+        for element in args.elements:
+            test_file = write_dft_extxyz(load_dataset(f"mlearn/{element}/test"), folder / f"{element}-test.extxyz")
+            for seed in args.seeds:
+                low = make_split(DataConfig(dataset=f"mlearn/{element}", dft_fraction=args.fraction, split_seed=seed))
+                full = make_split(DataConfig(dataset=f"mlearn/{element}", dft_fraction=1.0, split_seed=seed))
+                truth = dict(zip(structure_hashes(full.train), full.train))
+                labelled, pool = Split.labelled(low.train), Split.unlabelled(low.train)
+                pool_hashes = structure_hashes(pool)
+                picked = suggest(labelled, pool, low.species, args.labels, source_tag=low.source_tag,
+                                 seed=seed).picked[:args.k]
+                chosen = {"suggested": picked,
+                          "random": np.random.default_rng(seed).choice(len(pool), args.k, replace=False).tolist(),
+                          "none": []}
+                for strategy, indices in chosen.items():
+                    added = [truth[pool_hashes[i]] for i in indices]
+                    e, f = train_and_score(labelled + added, test_file, element, seed, folder, args.labels)
+                    rows.setdefault((element, strategy), []).append((e, f))
+                    print(f"{element} seed {seed} {strategy}: {len(labelled)} + {len(added)} labels, "
+                          f"test E MAE {e:.2f} meV/atom, F MAE {f:.3f} eV/Å", flush=True)
+    print(f"\n{args.fraction:.0%} DFT labels + K = {args.k} more; seeds {args.seeds}; test MAE mean ± std over seeds\n")
+    print("| element | added structures | E MAE (meV/atom) | F MAE (eV/Å) |")
+    print("|---|---|---|---|")
+    for (element, strategy), values in rows.items():
+        print(f"| {element} | {strategy if strategy != 'none' else 'none (5% only)'} | "
+              f"{mean_spread([v[0] for v in values])} | {mean_spread([v[1] for v in values], 3)} |")
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps({f"{e}/{s}": v for (e, s), v in rows.items()}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""What to compute next with DFT: rank unlabelled structures by how much a label would teach.
+
+The acquisition of a pool structure is a weighted mean of the percentile
+ranks (0 = least, 1 = most, within the pool) of up to four signals:
+
+- ``committee_energy``: spread (standard deviation) of the EIP committee's
+  aligned energies, meV/atom — the EIPs disagree where physics is uncertain;
+- ``committee_force``: mean over atoms of the committee's RMS deviation from
+  its mean force, eV/Å;
+- ``out_of_domain``: the adversarial classifier's out-of-fold probability
+  that the structure belongs to the pool rather than the labelled set
+  (:mod:`eip2nn.diagnostics.adversarial`) — unlike anything labelled;
+- ``model_gap`` (with a trained model): |model energy − committee mean|,
+  meV/atom — where the network has left the EIPs' physics.
+
+Ranks make the signals' units irrelevant. A signal that cannot be computed
+for a structure (fewer than two EIPs labelled it) counts as the pool's most
+uncertain (percentile 1). Structures are then picked greedily, each time the
+one maximising ``acquisition × d / (d + d₀)``, where ``d`` is its distance
+(standardised structure features) to the labelled set and the structures
+already picked, and ``d₀`` the pool's median distance to the labelled set:
+near-duplicates of a pick (consecutive MD frames) fall back. The order does
+not depend on K, so the first K of a longer list are the K list.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from ase import Atoms
+from scipy.stats import rankdata
+
+from eip2nn.diagnostics.adversarial import adversarial_validation_features
+from eip2nn.keys import ENERGY, FORCES, eip_key, structure_name
+from eip2nn.labelling.choice import label_with, select_eips
+from eip2nn.potentials.db import PotentialsDB
+from eip2nn.tables import format_table
+from eip2nn.weak.features import StructureFeatures
+from eip2nn.weak.targets import Alignment, element_counts, fit_alignments
+
+SIGNALS = ("committee_energy", "committee_force", "out_of_domain", "model_gap")
+DEFAULT_WEIGHTS = {"committee_energy": 1.0, "committee_force": 1.0, "out_of_domain": 1.0, "model_gap": 1.0}
+MAX_FOLDS = 5  # adversarial validation folds (fewer when a set is smaller)
+
+
+@dataclass
+class Suggestion:
+    """The ranking of a pool. Arrays have one entry per pool structure, in the pool's order."""
+
+    picked: list[int]  # pool indices, in the order picked (the first K are the top K)
+    acquisition: np.ndarray  # (P,) weighted mean percentile rank, in [0, 1]
+    signals: dict[str, np.ndarray]  # name -> (P,) raw values (units in the module docstring); NaN: not computed
+    eips: list[str]  # the committee
+    names: list[str]  # structure names of the pool
+    notes: list[str] = field(default_factory=list)
+
+    def table(self, k: int | None = None) -> str:
+        """The picked structures (the first ``k``) with their signals."""
+        used = [s for s in SIGNALS if s in self.signals]
+        rows = [("rank", "structure", "acquisition", *used)]
+        for rank, i in enumerate(self.picked[:k], start=1):
+            rows.append((str(rank), self.names[i], f"{self.acquisition[i]:.3f}",
+                         *(_fmt(self.signals[s][i]) for s in used)))
+        return format_table(rows)
+
+
+def _fmt(x: float) -> str:
+    return "-" if math.isnan(x) else f"{x:.3g}"
+
+
+def committee_signals(pool: list[Atoms], alignments: dict[str, Alignment], species: list[str]
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(spread meV/atom, force disagreement eV/Å, mean aligned energy eV) per pool structure over the EIPs
+    that labelled it; NaN where fewer than two did (mean: where none did)."""
+    counts = element_counts(pool, species)
+    spread, force, mean = (np.full(len(pool), np.nan) for _ in range(3))
+    for i, atoms in enumerate(pool):
+        have = [e for e in alignments if eip_key(e, ENERGY) in atoms.info and eip_key(e, FORCES) in atoms.arrays]
+        if not have:
+            continue
+        energies = np.array([alignments[e].aligned_energy(atoms, counts[i]) for e in have])
+        mean[i] = energies.mean()
+        if len(have) < 2:
+            continue
+        spread[i] = energies.std() / len(atoms) * 1000.0
+        forces = np.stack([atoms.arrays[eip_key(e, FORCES)] for e in have])  # (K, n, 3)
+        force[i] = np.sqrt(((forces - forces.mean(axis=0)) ** 2).sum(axis=2).mean(axis=0)).mean()
+    return spread, force, mean
+
+
+def _percentiles(values: np.ndarray) -> np.ndarray:
+    """Percentile rank in [0, 1] (ties share the mean rank); NaN counts as the most uncertain (1)."""
+    out = np.ones(len(values))
+    finite = np.isfinite(values)
+    if finite.sum() > 1:
+        out[finite] = (rankdata(values[finite]) - 1) / (finite.sum() - 1)
+    elif finite.sum() == 1:
+        out[finite] = 0.5
+    return out
+
+
+def _pick(acquisition: np.ndarray, pool_x: np.ndarray, labelled_x: np.ndarray) -> list[int]:
+    """Greedy order of the whole pool by acquisition × d / (d + d₀) (see the module docstring)."""
+    both = np.vstack([labelled_x, pool_x])
+    scale = both.std(axis=0)
+    scale[scale == 0] = 1.0
+    p, lab = pool_x / scale, labelled_x / scale
+
+    def distances(points: np.ndarray) -> np.ndarray:
+        return np.sqrt(((p[:, None, :] - points[None, :, :]) ** 2).sum(axis=2)).min(axis=1)
+
+    d = distances(lab) if len(lab) else np.full(len(p), np.inf)
+    d0 = float(np.median(d)) if np.isfinite(d).all() and np.median(d) > 0 else 1.0
+    order, left = [], np.ones(len(p), dtype=bool)
+    while left.any():
+        diversity = np.where(np.isinf(d), 1.0, d / (d + d0))
+        score = np.where(left, acquisition * diversity, -np.inf)
+        best = int(np.argmax(score))  # ties: the lowest index
+        order.append(best)
+        left[best] = False
+        d = np.minimum(d, distances(p[best:best + 1]))
+    return order
+
+
+def suggest(labelled: list[Atoms], pool: list[Atoms], species: list[str], labels: str, *, source_tag: str = "",
+            eips: list[str] | None = None, n_eips: int = 4, model=None, weights: dict[str, float] | None = None,
+            seed: int = 0, workers: int | None = None) -> Suggestion:
+    """Rank ``pool`` (unlabelled structures) for DFT labelling, given ``labelled`` (DFT-labelled structures).
+
+    eips: the committee (default: the ``n_eips`` eligible EIPs closest to DFT on ``labelled``, twins
+    skipped); labels: the EIP label store (missing labels are computed). model: an ASE calculator of a
+    trained model (e.g. EIP2NNCalculator) for the ``model_gap`` signal. weights: per signal (default 1 each);
+    seed: of the adversarial folds and forest.
+    """
+    if not labelled:
+        raise ValueError("suggest needs DFT-labelled structures to align the EIPs and to compare the pool with")
+    if not pool:
+        raise ValueError("the pool of unlabelled structures is empty")
+    weights = {**DEFAULT_WEIGHTS, **(weights or {})}
+    unknown = sorted(set(weights) - set(SIGNALS))
+    if unknown:
+        raise ValueError(f"unknown signal(s) {unknown}; signals: {list(SIGNALS)}")
+    specs, notes = select_eips(PotentialsDB(), eips or [], n_eips, labelled, species, source_tag, labels, workers,
+                               "committee EIP", "not in the committee", compare_on=labelled + pool)
+    committee = [s.id for s in specs]
+    with_labels = label_with(labelled + pool, specs, labels, workers)
+    labelled_eip, pool_eip = with_labels[:len(labelled)], with_labels[len(labelled):]
+    alignments = fit_alignments(labelled_eip, committee, species)
+    spread, force, committee_mean = committee_signals(pool_eip, alignments, species)
+    signals = {"committee_energy": spread, "committee_force": force}
+
+    featuriser = StructureFeatures(species)
+    labelled_x, feature_names = featuriser.structure_block(labelled)
+    pool_x, _ = featuriser.structure_block(pool)
+    folds = min(MAX_FOLDS, len(labelled), len(pool))
+    if folds >= 2:
+        adversarial = adversarial_validation_features(labelled_x, pool_x, feature_names, folds=folds, seed=seed)
+        signals["out_of_domain"] = adversarial.prob_b_of_b
+        notes.append(f"labelled vs pool: ROC AUC {adversarial.auc_mean:.2f} ± {adversarial.auc_std:.2f} "
+                     f"({adversarial.verdict})")
+    else:
+        notes.append("out_of_domain left out: fewer than 2 structures in a set for the adversarial folds")
+    if model is not None:
+        gap = np.full(len(pool), np.nan)
+        for i, atoms in enumerate(pool):
+            if np.isfinite(committee_mean[i]):
+                copy = atoms.copy()
+                copy.calc = model
+                gap[i] = abs(copy.get_potential_energy() - committee_mean[i]) / len(atoms) * 1000.0
+        signals["model_gap"] = gap
+    used = [s for s in SIGNALS if s in signals and weights[s] > 0]
+    if not used:
+        raise ValueError(f"every signal has weight 0 or could not be computed ({weights})")
+    total = sum(weights[s] for s in used)
+    acquisition = sum(weights[s] * _percentiles(signals[s]) for s in used) / total
+    notes.append("acquisition: weighted mean percentile of " + ", ".join(f"{s} (weight {weights[s]:g})" for s in used))
+    order = _pick(acquisition, pool_x, labelled_x)
+    return Suggestion(order, acquisition, signals, committee, [structure_name(a, i) for i, a in enumerate(pool)],
+                      notes)

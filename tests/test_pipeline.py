@@ -1,6 +1,7 @@
 """Pipelines end to end on real data, real EIPs and a real MLflow store: run, report, reuse, fail loudly."""
 
 import csv
+import dataclasses
 import math
 from pathlib import Path
 
@@ -228,3 +229,42 @@ def test_variants_run_as_arms_of_their_own_and_auto_chooses_among_them(tmp_path,
 def test_bad_variants_are_refused_when_the_pipeline_is_read(tmp_path, variants, message):
     with pytest.raises(ConfigError, match=message):
         tiny(tmp_path, f"variants={variants}")
+
+
+def test_a_study_over_backbones_runs_every_arm_per_backbone_and_compares_their_gains(tmp_path, data_mirror_session):
+    """study.backbones: each backbone's cells (own pretraining), gains against its own baseline, one snap,
+    and auto choosing among every backbone's arms."""
+    cfg = tiny(tmp_path, "study.arms=[baseline,transfer,snap,auto]", "study.seeds=[0]", "tracking.enabled=false",
+               "study.backbones=[symmetry_functions, {backbone: bispectrum, twojmax: 2, name: bisp}]",
+               "snap.twojmax=2", "snap.quadratic=linear")
+    assert cfg.cell_arms == ["baseline@symmetry_functions", "transfer@symmetry_functions", "baseline@bisp",
+                             "transfer@bisp", "snap", "auto"]
+    result = run_pipeline(cfg, log=lambda s: None)
+    assert not result.failed
+    cells = {c.arm: c for c in result.cells}
+    assert set(cells) == set(cfg.cell_arms)
+    assert cells["baseline@bisp"].run_id is None and cells["baseline@bisp"].test_energy_mae != pytest.approx(
+        cells["baseline@symmetry_functions"].test_energy_mae, rel=1e-6)  # two different networks
+    from eip2nn.pipeline.runner import cell_config
+    assert cell_config(dataclasses.replace(cfg, model=cfg.backbone_models()[1][1]), "baseline", 0.5, 0
+                       ).model.twojmax == 2
+    best = min(cfg.candidates_of_auto, key=lambda a: cells[a].val_score)
+    assert cells["auto"].chose == best
+    rows = {(r.arm, r.fraction): r for r in result.rows}
+    for name in ("symmetry_functions", "bisp"):  # each against its own baseline
+        base, arm = cells[f"baseline@{name}"], cells[f"transfer@{name}"]
+        gain = (base.test_energy_mae - arm.test_energy_mae) / base.test_energy_mae * 100
+        assert rows[(f"transfer@{name}", 0.5)].energy_gain == pytest.approx(gain)
+    md = result.files["table_md"].read_text()
+    assert "## Backbones: what each arm gains over its own baseline" in md
+    assert "| DFT fraction | arm | symmetry_functions | bisp |" in md
+
+
+@pytest.mark.parametrize("backbones, message", [
+    ("[schnet, schnet]", "repeat"),
+    ("[{twojmax: 4}]", "names no backbone"),
+    ("[{backbone: convnet}]", "is not one of"),
+])
+def test_bad_backbone_studies_are_refused_when_the_pipeline_is_read(tmp_path, backbones, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny(tmp_path, f"study.backbones={backbones}")

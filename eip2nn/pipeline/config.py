@@ -34,6 +34,10 @@ class StudyConfig:
     fractions: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.25, 0.5, 1.0])  # shares of DFT labels
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # each seeds the split, the fraction subsets and the init
     arms: list[str] = field(default_factory=lambda: list(ARMS))
+    # the same study on several backbones: names ("schnet") or mappings of model settings with a "backbone"
+    # and optionally a "name" ({backbone: bispectrum, twojmax: 8}); the model section gives the rest. Empty:
+    # the model section alone. Each backbone's arms are named <arm>@<name>; snap runs once, auto picks among all
+    backbones: list[str | dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self):
         bad = [a for a in self.arms if a not in ARMS]
@@ -45,6 +49,28 @@ class StudyConfig:
             raise ValueError(f"study.fractions must be non-empty and in (0, 1], got {self.fractions}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"study.seeds must be non-empty and distinct, got {self.seeds}")
+        entries = [{"backbone": b} if isinstance(b, str) else dict(b) for b in self.backbones]
+        for entry in entries:
+            if "backbone" not in entry:
+                raise ValueError(f"study.backbones: {entry!r} names no backbone")
+            entry.setdefault("name", entry["backbone"])
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(entry["name"])):
+                raise ValueError(f"study.backbones: name {entry['name']!r} may use only letters, digits and _ . -")
+        names = [e["name"] for e in entries]
+        if len(set(names)) != len(names):
+            raise ValueError(f"study.backbones: names {names} repeat; give each a different \"name\"")
+        self.backbones = entries
+
+
+def arm_name(arm: str, backbone: str) -> str:
+    """A cell's arm name: ``<arm>@<backbone name>`` in a study over backbones; snap (no network) and auto stay."""
+    return arm if not backbone or arm in ("snap", "auto") else f"{arm}@{backbone}"
+
+
+def split_arm_name(name: str) -> tuple[str, str]:
+    """(arm, backbone name) of a cell's arm name; the backbone name is "" outside a study over backbones."""
+    arm, _, backbone = name.partition("@")
+    return arm, backbone
 
 
 VARIANT_SECTIONS = ("train", "model", "finetune", "weak", "delta")  # what a variant may change
@@ -118,6 +144,21 @@ class PipelineConfig:
             raise ValueError(f"name: {self.name!r} must be non-empty, without spaces or slashes")
         if self.finetune.pretrained:
             raise ValueError("finetune.pretrained is set by the pipeline (one pretrained backbone per seed)")
+        self.backbone_models()  # each backbone's model settings are checked when the file is read
+
+    def backbone_models(self) -> list[tuple[str, ModelConfig]]:
+        """(name, model settings) of each backbone of the study; [("", model)] without study.backbones."""
+        if not self.study.backbones:
+            return [("", self.model)]
+        out = []
+        for entry in self.study.backbones:
+            settings = {k: v for k, v in entry.items() if k != "name"}
+            try:
+                out.append((entry["name"], from_dict(ModelConfig, {**dataclasses.asdict(self.model), **settings},
+                                                     f"study.backbones[{entry['name']}]")))
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return out
 
     @property
     def arms(self) -> list[str]:
@@ -125,14 +166,24 @@ class PipelineConfig:
         own = [a for a in self.study.arms if a != "auto"] + list(self.variants)
         return own + ["auto"] * ("auto" in self.study.arms)
 
+    @property
+    def cell_arms(self) -> list[str]:
+        """The arm names of the cells and the report: :attr:`arms`, or in a study over backbones each network
+        arm per backbone (``<arm>@<name>``), then snap once, then auto."""
+        if not self.study.backbones:
+            return self.arms
+        out = [arm_name(a, name) for name, _ in self.backbone_models() for a in self.arms if a not in ("snap", "auto")]
+        return out + [a for a in self.arms if a in ("snap", "auto")]
+
     def base_arm(self, arm: str) -> str:
-        """The arm a variant varies; an arm is its own base."""
+        """The arm a variant (or a cell's ``<arm>@<backbone>`` name) varies; an arm is its own base."""
+        arm = split_arm_name(arm)[0]
         return self.variants[arm].arm if arm in self.variants else arm
 
     @property
     def candidates_of_auto(self) -> tuple[str, ...]:
-        """The eip2nn arms run, variants included: what ``auto`` chooses among."""
-        return tuple(a for a in self.arms if self.base_arm(a) in NN_ARMS)
+        """The eip2nn arms run, variants and backbones included: what ``auto`` chooses among."""
+        return tuple(a for a in self.cell_arms if self.base_arm(a) in NN_ARMS)
 
     @property
     def output_dir(self) -> Path:

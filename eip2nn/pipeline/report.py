@@ -76,26 +76,55 @@ def _gain(base: float, value: float) -> float:
     return (base - value) / base * 100.0 if base and not math.isnan(base) else math.nan
 
 
+def baseline_of(arm: str) -> str:
+    """The arm an arm is compared with: ``baseline``, or ``baseline@<backbone>`` for ``<arm>@<backbone>``."""
+    _, at, backbone = arm.partition("@")
+    return "baseline" + at + backbone
+
+
 def summarise(cells: list[CellResult], arms: list[str], fractions: list[float]) -> list[Row]:
-    """One row per arm and fraction that has at least one finished seed."""
+    """One row per arm and fraction that has at least one finished seed; gains against :func:`baseline_of`."""
     rows: list[Row] = []
     base = {}
-    for arm in ["baseline"] + [a for a in arms if a != "baseline"]:
-        if arm not in arms:
-            continue
+    baselines = [a for a in arms if a == baseline_of(a)]
+    for arm in baselines + [a for a in arms if a not in baselines]:
         for f in sorted(fractions):
             done = [c for c in cells if c.arm == arm and c.fraction == f and c.ok]
             if not done:
                 continue
             e, fo = _mean_spread([c.test_energy_mae for c in done]), _mean_spread([c.test_force_mae for c in done])
-            if arm == "baseline":
-                base[f] = (e[0], fo[0])
-            b = base.get(f, (math.nan, math.nan))
+            is_base = arm in baselines
+            if is_base:
+                base[(arm, f)] = (e[0], fo[0])
+            b = base.get((baseline_of(arm), f), (math.nan, math.nan))
             rows.append(Row(arm, f, len(done), statistics.mean(c.n_dft_labels for c in done), e, fo,
-                            math.nan if arm == "baseline" else _gain(b[0], e[0]),
-                            math.nan if arm == "baseline" else _gain(b[1], fo[0]),
+                            math.nan if is_base else _gain(b[0], e[0]),
+                            math.nan if is_base else _gain(b[1], fo[0]),
                             _mean_spread([c.test_stress_mae for c in done])))
     return rows
+
+
+def backbone_gains(rows: list[Row], backbones: list[str]) -> str:
+    """Markdown table of a study over backbones: per DFT fraction and arm, each backbone's energy / force gain
+    against its own baseline (the baseline rows: its errors, meV/atom / eV/Å)."""
+    by = {(r.arm, r.fraction): r for r in rows}
+    arms = list(dict.fromkeys(r.arm.partition("@")[0] for r in rows if "@" in r.arm))
+    header = ["DFT fraction", "arm"] + backbones
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for f in sorted({r.fraction for r in rows}):
+        for arm in arms:
+            cells = []
+            for b in backbones:
+                r = by.get((f"{arm}@{b}", f))
+                if r is None:
+                    cells.append("-")
+                elif arm == "baseline":
+                    cells.append(f"{_pm(r.energy, 2)} / {_pm(r.forces, 3)}")
+                else:
+                    cells.append(f"{_pct(r.energy_gain) or '-'} / {_pct(r.forces_gain) or '-'}")
+            if any(c != "-" for c in cells):
+                lines.append(f"| {f:g} | {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def group_rows(cells: list[CellResult], arms: list[str], fractions: list[float]) -> tuple[list[str], list[tuple]]:

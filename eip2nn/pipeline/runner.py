@@ -23,12 +23,13 @@ from eip2nn.labelling.hashing import structure_hashes
 from eip2nn.labelling.store import LabelStore
 from eip2nn.locks import file_lock
 from eip2nn.pipeline.auto import choice_counts, choose, validation_score
-from eip2nn.pipeline.config import PipelineConfig
+from eip2nn.pipeline.config import PipelineConfig, arm_name
 from eip2nn.pipeline.domain import DomainCheck, domain_checks, domain_markdown
 from eip2nn.pipeline.report import (
     CellResult,
     Row,
     against_reference,
+    backbone_gains,
     group_markdown_table,
     learning_curve,
     markdown_table,
@@ -65,6 +66,8 @@ class PipelineResult:
 
 # -- stage configs -------------------------------------------------------------------
 def _tracking(p: PipelineConfig, parent: str | None, name: str) -> TrackingConfig:
+    if p.study.backbones:  # one pipeline, several backbones: say which in the run's name
+        name += f" [{p.model.backbone}]"
     return TrackingConfig(enabled=p.tracking.enabled, experiment=p.experiment, run_name=name,
                           parent_run_id=parent or "")
 
@@ -225,7 +228,7 @@ def run_pipeline(p: PipelineConfig, log=print) -> PipelineResult:
         domain = domain_checks(p, split, log) if p.domain_check else []
         parent.log_metrics({c.metric_key: c.auc_mean for c in domain if not c.skipped})
         cells = _run_study(p, parent.run_id, notes, log)
-        rows = summarise(cells, p.arms, p.study.fractions)
+        rows = summarise(cells, p.cell_arms, p.study.fractions)
         files = write_report(p, cells, rows, notes, out, domain)
         for path in files.values():
             parent.log_artifact(path, "plots" if path.suffix == ".png" else "results")
@@ -246,17 +249,21 @@ def _record_data(split: Split, parent, out: Path) -> None:
 
 
 def _run_study(p: PipelineConfig, parent_id: str | None, notes: list[str], log) -> list[CellResult]:
-    """Pretrain each seed (transfer arms), then every arm × fraction × seed; failures become failed cells."""
-    pretrained: dict[int, str] = {}
+    """Pretrain each seed (transfer arms), then every arm × fraction × seed (× backbone in a study over
+    backbones); failures become failed cells."""
+    studies = [(name, dataclasses.replace(p, model=model)) for name, model in p.backbone_models()]
+    pretrained: dict[str, dict[int, str]] = {name: {} for name, _ in studies}
     if {"transfer", "both"} & {p.base_arm(a) for a in p.arms}:
-        for seed in p.study.seeds:
-            log(f"pretrain seed={seed}")
-            try:
-                done, _ = run_or_reuse(pretrain_config(p, seed, parent_id), log)
-                pretrained[seed] = str(done.model_path)
-            except Exception as exc:  # recorded: the transfer cells of this seed fail with this reason
-                notes.append(f"pretrain seed={seed} failed: {type(exc).__name__}: {exc}")
-                log("  FAILED: " + notes[-1])
+        for name, pb in studies:
+            for seed in p.study.seeds:
+                log(f"pretrain seed={seed}" + (f" backbone={name}" if name else ""))
+                try:
+                    done, _ = run_or_reuse(pretrain_config(pb, seed, parent_id), log)
+                    pretrained[name][seed] = str(done.model_path)
+                except Exception as exc:  # recorded: the transfer cells of this seed fail with this reason
+                    notes.append(f"pretrain seed={seed}{f' ({name})' if name else ''} failed: "
+                                 f"{type(exc).__name__}: {exc}")
+                    log("  FAILED: " + notes[-1])
     cells = []
     for fraction in p.study.fractions:
         skipped = {arm: why for arm in p.arms if (why := nothing_to_weakly_label(p, arm, fraction))}
@@ -264,8 +271,10 @@ def _run_study(p: PipelineConfig, parent_id: str | None, notes: list[str], log) 
             notes.append(why)
             log(f"skipping {arm} f={fraction:g}: {why}")
         for seed in p.study.seeds:
-            mine = [_run_cell(p, arm, fraction, seed, pretrained, parent_id, log)
-                    for arm in p.arms if arm not in skipped and arm != "auto"]
+            mine = [dataclasses.replace(_run_cell(pb, arm, fraction, seed, pretrained[name], parent_id, log),
+                                        arm=arm_name(arm, name))
+                    for k, (name, pb) in enumerate(studies) for arm in p.arms
+                    if arm not in skipped and arm != "auto" and not (arm == "snap" and k > 0)]
             if "auto" in p.arms:
                 mine.append(choose(mine, p.candidates_of_auto))
                 log(f"auto f={fraction:g} seed={seed}: " + (f"chose {mine[-1].chose} (lowest validation score)"
@@ -302,7 +311,7 @@ def _run_cell(p, arm, fraction, seed, pretrained, parent_id, log) -> CellResult:
 def _summary_metrics(rows: list[Row]) -> dict[str, float]:
     out = {}
     for r in rows:
-        key = f"{r.arm}.f{r.fraction:g}"
+        key = f"{r.arm.replace('@', '/')}.f{r.fraction:g}"  # MLflow keys take no @
         out[f"{key}.test_energy_mae_mean"], out[f"{key}.test_energy_mae_spread"] = r.energy
         out[f"{key}.test_force_mae_mean"], out[f"{key}.test_force_mae_spread"] = r.forces
         if not math.isnan(r.energy_gain):
@@ -313,7 +322,8 @@ def _summary_metrics(rows: list[Row]) -> dict[str, float]:
 def write_report(p: PipelineConfig, cells: list[CellResult], rows: list[Row], notes: list[str],
                  out: Path, domain: list[DomainCheck] = ()) -> dict[str, Path]:
     """results.md (table, domain check, failures, notes), results.csv, cells.csv, learning_curve.png."""
-    title = f"{p.name}: {p.data.name}, {p.model.backbone}, seeds {p.study.seeds}"
+    backbones = ", ".join(name for name, _ in p.backbone_models()) if p.study.backbones else p.model.backbone
+    title = f"{p.name}: {p.data.name}, {backbones}, seeds {p.study.seeds}"
     files = {"table_csv": write_csv(rows, out / "results.csv"), "cells_csv": write_cells_csv(cells, out / "cells.csv")}
     if rows:
         files["learning_curve"] = learning_curve(rows, out / "learning_curve.png", title)
@@ -331,7 +341,12 @@ def write_report(p: PipelineConfig, cells: list[CellResult], rows: list[Row], no
             lines += ["", "## eip2nn against the SNAP fitted to the same labels", "",
                       "Test energy MAE (meV/atom) / force MAE (eV/Å), means over seeds. `auto` is chosen on "
                       "validation; the best arm is chosen on the test set itself, so it is an upper bound.", "", table]
-    by_group = group_markdown_table(cells, p.arms, p.study.fractions)
+    if p.study.backbones:
+        lines += ["", "## Backbones: what each arm gains over its own baseline", "",
+                  "Energy / force gain, (baseline − arm) / baseline of the means over seeds, each backbone against "
+                  "its own baseline; the baselines' own errors first.", "",
+                  backbone_gains(rows, [name for name, _ in p.backbone_models()])]
+    by_group = group_markdown_table(cells, p.cell_arms, p.study.fractions)
     if by_group:
         lines += ["", "## Test errors by group", "", by_group]
     failed = [c for c in cells if not c.ok]

@@ -8,6 +8,7 @@ fraction, the median LPR over test atoms (mean ± std over seeds, 1/eV²), its 1
 and the median per test group. Only finished cells are used; a missing one is reported.
 
 Usage: python benchmarks/lpr_pretraining.py [--pipeline pipelines/si.yaml] [--fractions 0.05 0.1]
+                                            [--set model.cutoff=4.8 ...]  (pipeline overrides)
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ def main() -> None:
     p.add_argument("--pipeline", default="pipelines/si.yaml")
     p.add_argument("--fractions", type=float, nargs="+", default=[0.05, 0.1])
     p.add_argument("--arms", nargs="+", default=["baseline", "transfer"])
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a pipeline value, to find the cells of an earlier setting")
     args = p.parse_args()
-    pipe = load_pipeline(args.pipeline)
+    pipe = load_pipeline(args.pipeline, args.overrides)
     medians, lows, by_group = defaultdict(list), defaultdict(list), defaultdict(lambda: defaultdict(list))
     for fraction in args.fractions:
         for seed in pipe.study.seeds:

@@ -35,8 +35,10 @@ from eip2nn.training.stages import run_stage
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def train_and_score(structures, test_file: Path, element: str, seed: int, folder: Path, labels: str) -> tuple[float, float]:
+def train_and_score(structures, test_file: Path, element: str, seed: int, folder: Path, labels: str,
+                    model_overrides: dict) -> tuple[float, float]:
     pipeline = yaml.safe_load((ROOT / "pipelines" / f"{element.lower()}.yaml").read_text())
+    pipeline["model"].update(model_overrides)
     train_file = write_dft_extxyz(structures, folder / f"train-{len(structures)}-{seed}.extxyz")
     cfg = StageConfig.from_dict({
         "stage": "baseline", "output": str(folder / "runs"),
@@ -55,7 +57,14 @@ def main() -> None:
     p.add_argument("--fraction", type=float, default=0.05)
     p.add_argument("--labels", default="outputs/labels.sqlite")
     p.add_argument("--output", default="outputs/benchmarks/suggest_vs_random.json")
+    p.add_argument("--model", action="append", default=[], metavar="ELEMENT:KEY=VALUE",
+                   help="change the pipeline's model setting for one element, e.g. Si:cutoff=4.8")
     args = p.parse_args()
+    overrides: dict[str, dict] = {}
+    for item in args.model:
+        element, _, setting = item.partition(":")
+        key, _, value = setting.partition("=")
+        overrides.setdefault(element, {})[key] = yaml.safe_load(value)
     rows = {}
     with tempfile.TemporaryDirectory(prefix="eip2nn-suggest-") as tmp:
         folder = Path(tmp)
@@ -74,7 +83,8 @@ def main() -> None:
                           "none": []}
                 for strategy, indices in chosen.items():
                     added = [truth[pool_hashes[i]] for i in indices]
-                    e, f = train_and_score(labelled + added, test_file, element, seed, folder, args.labels)
+                    e, f = train_and_score(labelled + added, test_file, element, seed, folder, args.labels,
+                                           overrides.get(element, {}))
                     rows.setdefault((element, strategy), []).append((e, f))
                     print(f"{element} seed {seed} {strategy}: {len(labelled)} + {len(added)} labels, "
                           f"test E MAE {e:.2f} meV/atom, F MAE {f:.3f} eV/Å", flush=True)

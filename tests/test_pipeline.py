@@ -268,3 +268,28 @@ def test_a_study_over_backbones_runs_every_arm_per_backbone_and_compares_their_g
 def test_bad_backbone_studies_are_refused_when_the_pipeline_is_read(tmp_path, backbones, message):
     with pytest.raises(ConfigError, match=message):
         tiny(tmp_path, f"study.backbones={backbones}")
+
+
+def test_lpr_reports_each_network_cell_s_rigidity_and_a_rerun_reads_it_back(tmp_path, data_mirror_session):
+    import json
+
+    from eip2nn.pipeline.rigidity import LPR_FILE
+    cfg = tiny(tmp_path, "study.arms=[baseline,transfer,snap]", "study.seeds=[0]", "tracking.enabled=false", "lpr=true",
+               "snap.twojmax=2", "snap.quadratic=linear")
+    result = run_pipeline(cfg, log=lambda s: None)
+    assert not result.failed
+    md = result.files["table_md"].read_text()
+    assert "## Local prediction rigidity of the DFT head on the test atoms" in md
+    stored = {}
+    for cell in result.cells:
+        path = Path(cell.model_path).parent / LPR_FILE
+        assert path.is_file() == (cell.arm != "snap")
+        if cell.arm != "snap":
+            stored[cell.arm] = json.loads(path.read_text())
+            assert 0 < stored[cell.arm]["p10"] <= stored[cell.arm]["median"]
+            assert f"| {cell.arm} | 0.5 | {stored[cell.arm]['median']:.3g} |" in md
+    assert set(stored["baseline"]["groups"]) == {"AIMD-NVT", "Elastic", "Surface", "Vacancy"}
+    mtime = (Path(result.cells[0].model_path).parent / LPR_FILE).stat().st_mtime
+    again = run_pipeline(cfg, log=lambda s: None)  # every stage reused, the LPR read back
+    assert (Path(again.cells[0].model_path).parent / LPR_FILE).stat().st_mtime == mtime
+    assert again.files["table_md"].read_text() == md

@@ -118,6 +118,7 @@ class PipelineConfig:
     output: str = ""  # default outputs/pipelines/<name>
     label_all: bool = True  # first label every training/validation structure with every eligible EIP
     domain_check: bool = True  # report adversarial validation: test vs training, unlabelled pool vs labelled
+    lpr: bool = False  # report each network cell's local prediction rigidity on the test atoms (pipeline.rigidity)
     study: StudyConfig = field(default_factory=StudyConfig)
     data: DataConfig = field(default_factory=DataConfig)  # dft_fraction and split_seed are set per cell
     model: ModelConfig = field(default_factory=ModelConfig)

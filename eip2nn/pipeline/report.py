@@ -46,6 +46,7 @@ class CellResult:
     val_force_mae: float = math.nan  # eV/Å
     val_score: float = math.nan  # the training loss on the validation DFT labels (see pipeline.auto); lower is better
     chose: str = ""  # auto cells: the arm chosen
+    model_path: str = ""  # the stage's saved model (network cells)
 
     @property
     def ok(self) -> bool:

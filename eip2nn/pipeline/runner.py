@@ -38,6 +38,7 @@ from eip2nn.pipeline.report import (
     write_cells_csv,
     write_csv,
 )
+from eip2nn.pipeline.rigidity import CellRigidity, cell_rigidity, rigidity_markdown, rigidity_metrics
 from eip2nn.potentials.db import PotentialsDB
 from eip2nn.tracking import NullTracker, Tracker, git_commit, make_tracker
 from eip2nn.training.config import StageConfig, TrackingConfig
@@ -147,7 +148,8 @@ def cell_result(arm: str, fraction: float, seed: int, done: FinishedStage, reuse
                       val.energy_mae if val else math.nan, done.seconds, done.run_id,
                       test_stress_mae=getattr(test, "stress_mae", math.nan) if test else math.nan, groups=groups,
                       val_force_mae=val.force_mae if val else math.nan,
-                      val_score=validation_score(val.energy_rmse, val.force_rmse, *weights) if val else math.nan)
+                      val_score=validation_score(val.energy_rmse, val.force_rmse, *weights) if val else math.nan,
+                      model_path=str(done.model_path))
 
 
 # -- the stages of a pipeline ---------------------------------------------------------
@@ -229,7 +231,12 @@ def run_pipeline(p: PipelineConfig, log=print) -> PipelineResult:
         parent.log_metrics({c.metric_key: c.auc_mean for c in domain if not c.skipped})
         cells = _run_study(p, parent.run_id, notes, log)
         rows = summarise(cells, p.cell_arms, p.study.fractions)
-        files = write_report(p, cells, rows, notes, out, domain)
+        rigidity = []
+        if p.lpr:
+            log("local prediction rigidity of the network cells")
+            rigidity = [r for c in cells if (r := cell_rigidity(p, c, log)) is not None]
+            parent.log_metrics(rigidity_metrics(rigidity))
+        files = write_report(p, cells, rows, notes, out, domain, rigidity)
         for path in files.values():
             parent.log_artifact(path, "plots" if path.suffix == ".png" else "results")
         parent.log_metrics(_summary_metrics(rows))
@@ -320,7 +327,7 @@ def _summary_metrics(rows: list[Row]) -> dict[str, float]:
 
 
 def write_report(p: PipelineConfig, cells: list[CellResult], rows: list[Row], notes: list[str],
-                 out: Path, domain: list[DomainCheck] = ()) -> dict[str, Path]:
+                 out: Path, domain: list[DomainCheck] = (), rigidity: list[CellRigidity] = ()) -> dict[str, Path]:
     """results.md (table, domain check, failures, notes), results.csv, cells.csv, learning_curve.png."""
     backbones = ", ".join(name for name, _ in p.backbone_models()) if p.study.backbones else p.model.backbone
     title = f"{p.name}: {p.data.name}, {backbones}, seeds {p.study.seeds}"
@@ -346,6 +353,11 @@ def write_report(p: PipelineConfig, cells: list[CellResult], rows: list[Row], no
                   "Energy / force gain, (baseline − arm) / baseline of the means over seeds, each backbone against "
                   "its own baseline; the baselines' own errors first.", "",
                   backbone_gains(rows, [name for name, _ in p.backbone_models()])]
+    if rigidity:
+        lines += ["", "## Local prediction rigidity of the DFT head on the test atoms", "",
+                  "Last-layer approximation with the cell's DFT-labelled training structures and the training loss's "
+                  "weights; medians over test atoms, mean ± std over seeds; larger = the labels pin the atom's "
+                  "energy down more firmly.", "", rigidity_markdown(rigidity, p.cell_arms)]
     by_group = group_markdown_table(cells, p.cell_arms, p.study.fractions)
     if by_group:
         lines += ["", "## Test errors by group", "", by_group]

@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
+from eip2nn.pipeline.config import arm_name, split_arm_name  # noqa: E402
 from eip2nn.tables import format_table  # noqa: E402
 
 ARM_LABELS = {"baseline": "baseline (DFT only)", "weak": "weak supervision", "transfer": "pretrain → finetune",
@@ -77,10 +78,14 @@ def _gain(base: float, value: float) -> float:
     return (base - value) / base * 100.0 if base and not math.isnan(base) else math.nan
 
 
+def metric_name(arm: str) -> str:
+    """An arm name as an MLflow metric key may hold it (no @: ``transfer/schnet``)."""
+    return arm.replace("@", "/")
+
+
 def baseline_of(arm: str) -> str:
     """The arm an arm is compared with: ``baseline``, or ``baseline@<backbone>`` for ``<arm>@<backbone>``."""
-    _, at, backbone = arm.partition("@")
-    return "baseline" + at + backbone
+    return arm_name("baseline", split_arm_name(arm)[1])
 
 
 def summarise(cells: list[CellResult], arms: list[str], fractions: list[float]) -> list[Row]:
@@ -109,14 +114,14 @@ def backbone_gains(rows: list[Row], backbones: list[str]) -> str:
     """Markdown table of a study over backbones: per DFT fraction and arm, each backbone's energy / force gain
     against its own baseline (the baseline rows: its errors, meV/atom / eV/Å)."""
     by = {(r.arm, r.fraction): r for r in rows}
-    arms = list(dict.fromkeys(r.arm.partition("@")[0] for r in rows if "@" in r.arm))
+    arms = list(dict.fromkeys(arm for arm, backbone in map(split_arm_name, (r.arm for r in rows)) if backbone))
     header = ["DFT fraction", "arm"] + backbones
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for f in sorted({r.fraction for r in rows}):
         for arm in arms:
             cells = []
             for b in backbones:
-                r = by.get((f"{arm}@{b}", f))
+                r = by.get((arm_name(arm, b), f))
                 if r is None:
                     cells.append("-")
                 elif arm == "baseline":

@@ -26,7 +26,7 @@ from eip2nn.diagnostics.lpr import DEFAULT_RIDGE, local_prediction_rigidity
 from eip2nn.keys import GROUP
 from eip2nn.nn.checkpoint import load_model
 from eip2nn.pipeline.config import NN_ARMS, PipelineConfig
-from eip2nn.pipeline.report import CellResult
+from eip2nn.pipeline.report import CellResult, metric_name
 
 LPR_FILE = "lpr.json"  # in a stage folder
 
@@ -90,7 +90,7 @@ def rigidity_metrics(rows: list[CellRigidity]) -> dict[str, float]:
     """``<arm>.f<fraction>.lpr_median``: the mean over seeds of the cells' median LPR."""
     out: dict[str, list[float]] = {}
     for r in rows:
-        out.setdefault(f"{r.arm.replace('@', '/')}.f{r.fraction:g}.lpr_median", []).append(r.median)
+        out.setdefault(f"{metric_name(r.arm)}.f{r.fraction:g}.lpr_median", []).append(r.median)
     return {k: statistics.mean(v) for k, v in out.items()}
 
 

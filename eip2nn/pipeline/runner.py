@@ -33,6 +33,7 @@ from eip2nn.pipeline.report import (
     group_markdown_table,
     learning_curve,
     markdown_table,
+    metric_name,
     summarise,
     text_table,
     write_cells_csv,
@@ -318,7 +319,7 @@ def _run_cell(p, arm, fraction, seed, pretrained, parent_id, log) -> CellResult:
 def _summary_metrics(rows: list[Row]) -> dict[str, float]:
     out = {}
     for r in rows:
-        key = f"{r.arm.replace('@', '/')}.f{r.fraction:g}"  # MLflow keys take no @
+        key = f"{metric_name(r.arm)}.f{r.fraction:g}"
         out[f"{key}.test_energy_mae_mean"], out[f"{key}.test_energy_mae_spread"] = r.energy
         out[f"{key}.test_force_mae_mean"], out[f"{key}.test_force_mae_spread"] = r.forces
         if not math.isnan(r.energy_gain):

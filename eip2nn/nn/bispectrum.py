@@ -26,10 +26,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from ase.data import atomic_masses, atomic_numbers
+from ase.data import atomic_numbers
 
-from eip2nn.potentials.lammps_backend import _LAMMPS_ARGS, import_lammps
-from eip2nn.snap.bispectrum import BZEROFLAG, ELEMENT_RADIUS, ELEMENT_WEIGHT, SWITCHFLAG, n_bispectrum
+from eip2nn.snap.bispectrum import BZEROFLAG, ELEMENT_RADIUS, ELEMENT_WEIGHT, SWITCHFLAG, empty_lammps, n_bispectrum
 
 RFAC0 = 0.99363  # distance-to-angle factor, as in the mlearn SNAP files
 CLUSTER_GAP = 1.0  # Å of space between two clusters beyond twice the cut-off
@@ -64,21 +63,9 @@ class BispectrumDescriptor:
 
     def _start(self) -> None:
         ns = len(self.species)  # types 1..ns: centres; ns+1..2ns: the same elements as edge atoms
-        lmp = import_lammps().lammps(cmdargs=_LAMMPS_ARGS)
-        try:
-            lmp.commands_list([
-                "units metal", "atom_style atomic", "atom_modify map array sort 0 0", "boundary p p p",
-                "region cell block 0 1 0 1 0 1 units box", f"create_box {2 * ns} cell",
-                *(f"mass {t} {atomic_masses[atomic_numbers[s]]}" for t, s in enumerate(self.species * 2, start=1)),
-                f"pair_style zero {self.cutoff!r}", "pair_coeff * *",
-                "neighbor 0.0 bin", "neigh_modify every 1 delay 0 check no",
-                # edge atoms (types ns+1..2ns) need not see each other: fewer pairs, a smaller array
-                *(f"neigh_modify exclude type {a} {b}" for a in range(ns + 1, 2 * ns + 1) for b in range(a, 2 * ns + 1)),
-            ])
-        except Exception:
-            lmp.close()
-            raise
-        self._lmp, self._ran, self._step = lmp, False, 0
+        # edge atoms (types ns+1..2ns) need not see each other: fewer pairs, a smaller array
+        exclude = [f"neigh_modify exclude type {a} {b}" for a in range(ns + 1, 2 * ns + 1) for b in range(a, 2 * ns + 1)]
+        self._lmp, self._ran, self._step = empty_lammps(self.species * 2, self.cutoff, exclude), False, 0
 
     def close(self) -> None:
         if getattr(self, "_lmp", None) is not None:  # also when __init__ refused its arguments

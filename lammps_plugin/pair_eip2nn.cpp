@@ -85,6 +85,8 @@ PairEIP2NN::PairEIP2NN(LAMMPS *lmp) : Pair(lmp)
   nhops = 1;
   model_float32 = false;
   nthreads = 0;
+  per_atom_descriptor = false;
+  chunk_atoms = 256;
   nlocal_nodes = 0;
   cutghost_set = -1.0;
   cutghost_user = 0.0;
@@ -116,7 +118,10 @@ void PairEIP2NN::allocate()
 }
 
 /* ----------------------------------------------------------------------
-   pair_style eip2nn [threads N]
+   pair_style eip2nn [threads N] [chunk N]
+   chunk: owned atoms per model call for a model whose atom energies need only
+   their own edges (symmetry functions): memory stays bounded whatever the
+   system size (0 = all atoms in one call; message passing is never chunked)
 ------------------------------------------------------------------------- */
 
 void PairEIP2NN::settings(int narg, char **arg)
@@ -128,8 +133,14 @@ void PairEIP2NN::settings(int narg, char **arg)
       nthreads = utils::inumeric(FLERR, arg[iarg + 1], false, lmp);
       if (nthreads < 1) error->all(FLERR, "pair_style eip2nn: threads must be >= 1");
       iarg += 2;
+    } else if (strcmp(arg[iarg], "chunk") == 0) {
+      if (iarg + 2 > narg) utils::missing_cmd_args(FLERR, "pair_style eip2nn chunk", error);
+      chunk_atoms = utils::inumeric(FLERR, arg[iarg + 1], false, lmp);
+      if (chunk_atoms < 0) error->all(FLERR, "pair_style eip2nn: chunk must be >= 0");
+      iarg += 2;
     } else {
-      error->all(FLERR, "Unknown pair_style eip2nn keyword: {} (usage: pair_style eip2nn [threads N])",
+      error->all(FLERR,
+                 "Unknown pair_style eip2nn keyword: {} (usage: pair_style eip2nn [threads N] [chunk N])",
                  arg[iarg]);
     }
   }
@@ -164,7 +175,7 @@ void PairEIP2NN::load_model(const std::string &path)
                "torch.jit.save(module, path, _extra_files={{'{}': json}})",
                path, META_FILE, META_FILE);
 
-  std::string format, units = "metal", dtype = "float64";
+  std::string format, units = "metal", dtype = "float64", backbone;
   std::vector<std::string> species;
   double cut = 0.0, range = -1.0;
   try {
@@ -175,6 +186,7 @@ void PairEIP2NN::load_model(const std::string &path)
     if (meta.contains("interaction_range")) range = meta.at("interaction_range").get<double>();
     if (meta.contains("units")) units = meta.at("units").get<std::string>();
     if (meta.contains("dtype")) dtype = meta.at("dtype").get<std::string>();
+    if (meta.contains("backbone")) backbone = meta.at("backbone").get<std::string>();
   } catch (const std::exception &e) {
     msg = e.what();
   }
@@ -200,6 +212,7 @@ void PairEIP2NN::load_model(const std::string &path)
   interaction_range = range;
   nhops = std::max(1, (int) std::ceil(range / cut - 1e-9));
   model_float32 = (dtype == "float32");
+  per_atom_descriptor = (backbone == "symmetry_functions");
   model_path = path;
   model_loaded = true;
 }
@@ -381,6 +394,42 @@ void PairEIP2NN::build_graph()
   }
 }
 
+/* ----------------------------------------------------------------------
+   one model call: per-node energies (n,) and the gradient of the first
+   n_owned nodes' energy sum with respect to each edge vector (ne, 3), both
+   float64; returns an error message ("" on success)
+------------------------------------------------------------------------- */
+
+static std::string evaluate(torch::jit::Module &module, bool float32, const torch::Tensor &species,
+                            const torch::Tensor &src, const torch::Tensor &dst, const torch::Tensor &vec,
+                            int64_t n_owned, torch::Tensor &energy, torch::Tensor &grad)
+{
+  const int64_t n = species.size(0), ne = vec.size(0);
+  torch::Tensor vec_in = float32 ? vec.to(torch::kFloat32) : vec.clone();
+  vec_in.requires_grad_(true);
+  try {
+    std::vector<torch::jit::IValue> inputs{species, src, dst, vec_in};
+    torch::Tensor out = module.forward(inputs).toTensor();
+    if (out.dim() != 1 || out.size(0) != n)
+      return fmt::format("the model returned a tensor of shape {} for {} nodes, expected ({},)",
+                         c10::str(out.sizes()), n, n);
+    torch::Tensor e_owned = out.narrow(0, 0, n_owned).sum();
+    if (ne > 0 && e_owned.requires_grad()) {
+      auto grads = torch::autograd::grad({e_owned}, {vec_in}, /*grad_outputs=*/{},
+                                         /*retain_graph=*/false, /*create_graph=*/false,
+                                         /*allow_unused=*/true);
+      grad = grads[0];
+    }
+    energy = out.detach().to(torch::kFloat64).contiguous();
+    if (grad.defined()) grad = grad.to(torch::kFloat64).contiguous();
+  } catch (const c10::Error &e) {
+    return e.what_without_backtrace();
+  } catch (const std::exception &e) {
+    return e.what();
+  }
+  return "";
+}
+
 /* ---------------------------------------------------------------------- */
 
 void PairEIP2NN::compute(int eflag, int vflag)
@@ -419,32 +468,29 @@ void PairEIP2NN::compute(int eflag, int vflag)
     }
   }
 
-  torch::Tensor vec_in = model_float32 ? vec.to(torch::kFloat32) : vec.clone();
-  vec_in.requires_grad_(true);
-
   torch::Tensor node_energy, grad;
   std::string msg;
-  try {
-    std::vector<torch::jit::IValue> inputs{species, src, dst, vec_in};
-    torch::Tensor out = model->module.forward(inputs).toTensor();
-    if (out.dim() != 1 || out.size(0) != n)
-      msg = fmt::format("the model returned a tensor of shape {} for {} nodes, expected ({},)",
-                        c10::str(out.sizes()), n, n);
-    else {
-      torch::Tensor e_local = out.narrow(0, 0, nlocal_nodes).sum();
-      if (ne > 0 && e_local.requires_grad()) {
-        auto grads = torch::autograd::grad({e_local}, {vec_in}, /*grad_outputs=*/{},
-                                           /*retain_graph=*/false, /*create_graph=*/false,
-                                           /*allow_unused=*/true);
-        grad = grads[0];
-      }
-      node_energy = out.detach().to(torch::kFloat64).contiguous();
-      if (grad.defined()) grad = grad.to(torch::kFloat64).contiguous();
+  if (per_atom_descriptor && chunk_atoms > 0 && nlocal_nodes > chunk_atoms && nhops == 1) {
+    // owned atoms in chunks, each with its own edges only (an owned atom's energy needs no other's);
+    // the rim's reverse edges only feed ghost energies, which are not counted: their gradient is 0
+    node_energy = torch::zeros({n}, opt_double);
+    grad = torch::zeros({ne, 3}, opt_double);
+    const int64_t *ps = src.data_ptr<int64_t>();
+    std::vector<std::vector<int64_t>> edges_of((nlocal_nodes + chunk_atoms - 1) / chunk_atoms);
+    for (int64_t e = 0; e < ne; e++)
+      if (ps[e] < nlocal_nodes) edges_of[ps[e] / chunk_atoms].push_back(e);
+    for (size_t c = 0; c < edges_of.size() && msg.empty(); c++) {
+      const int64_t k0 = (int64_t) c * chunk_atoms, m = std::min<int64_t>(chunk_atoms, nlocal_nodes - k0);
+      auto idx = torch::from_blob(edges_of[c].data(), {(int64_t) edges_of[c].size()}, opt_long).clone();
+      torch::Tensor energy_c, grad_c;
+      msg = evaluate(model->module, model_float32, species.narrow(0, k0, m), src.index_select(0, idx) - k0,
+                     torch::zeros_like(idx), vec.index_select(0, idx), m, energy_c, grad_c);
+      if (!msg.empty()) break;
+      node_energy.narrow(0, k0, m).copy_(energy_c);
+      if (grad_c.defined()) grad.index_copy_(0, idx, grad_c);
     }
-  } catch (const c10::Error &e) {
-    msg = e.what_without_backtrace();
-  } catch (const std::exception &e) {
-    msg = e.what();
+  } else {
+    msg = evaluate(model->module, model_float32, species, src, dst, vec, nlocal_nodes, node_energy, grad);
   }
   if (!msg.empty()) error->one(FLERR, "pair eip2nn: model evaluation failed: {}", msg);
 

@@ -180,3 +180,14 @@ def test_a_float32_export_agrees_to_float32_precision(tmp_path, data_dir):
     assert deployment.metadata["dtype"] == "float32"
     de, df, ds = compare(cells, EIP2NNCalculator.from_checkpoint(path), lammps_calculator(deployment.commands()))
     assert 0 < df and de < 1e-4 and df < 1e-5 and ds < 1e-6, (de, df, ds)
+
+
+@pytest.mark.parametrize("chunk", [5, 0])
+def test_a_symmetry_function_model_evaluated_in_chunks_of_atoms_is_the_same(tmp_path, data_dir, chunk):
+    """pair_style eip2nn chunk N: owned atoms N at a time (bounded memory); chunk 0: all at once."""
+    cells = structures(data_dir)
+    path = save_checkpoint(tmp_path / "model.pt", random_model("symmetry_functions", cells))
+    lines = export_for_lammps(path, tmp_path / "export").commands()
+    lines = [f"pair_style eip2nn chunk {chunk}" if line == "pair_style eip2nn" else line for line in lines]
+    de, df, ds = compare(cells, EIP2NNCalculator.from_checkpoint(path), lammps_calculator(lines))
+    assert de < 1e-6 and df < 1e-6 and ds < 1e-8, (de, df, ds)

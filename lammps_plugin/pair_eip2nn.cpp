@@ -86,7 +86,7 @@ PairEIP2NN::PairEIP2NN(LAMMPS *lmp) : Pair(lmp)
   model_float32 = false;
   nthreads = 0;
   per_atom_descriptor = false;
-  chunk_atoms = 256;
+  chunk_atoms = 128;
   nlocal_nodes = 0;
   cutghost_set = -1.0;
   cutghost_user = 0.0;

@@ -1,0 +1,67 @@
+"""Speed and peak memory of a symmetry-function model in LAMMPS against `pair_style eip2nn chunk N`.
+
+The model of benchmarks/md_speed.py (Si, symmetry functions, random weights), exported in float32;
+for each chunk size a fresh process runs 10 NVE steps of a diamond Si supercell through
+`eip2nn md` (run_md) and reports atom-steps/s and its own peak resident memory (MB). The energy at
+step 0 must not depend on the chunk.
+
+Usage: python benchmarks/lammps_chunks.py [--atoms 4096] [--chunks 0 1024 256 128 64] [--steps 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+ONE_RUN = r"""
+import json, resource, sys, tempfile
+from pathlib import Path
+import torch
+sys.path.insert(0, sys.argv[4])
+from md_speed import make_model, silicon
+from eip2nn.deploy.md import run_md
+chunk, n, steps = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+torch.set_num_threads(1)
+_, deployments = make_model("symmetry_functions", Path(tempfile.mkdtemp()))
+deployment = deployments["float32"]
+lines = deployment.commands
+deployment.commands = lambda elements=None: [f"pair_style eip2nn chunk {chunk}" if line == "pair_style eip2nn" else line
+                                             for line in lines(elements)]
+result = run_md(deployment, silicon(n), 300.0, steps, ensemble="nve", progress=False, every=steps)
+print(json.dumps({"chunk": chunk, "speed": result.atom_steps_per_second, "e0": float(result.potential_energies[0]),
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--atoms", type=int, default=4096)
+    p.add_argument("--chunks", type=int, nargs="+", default=[0, 1024, 256, 128, 64])
+    p.add_argument("--steps", type=int, default=10)
+    args = p.parse_args()
+    env = dict(os.environ, OMP_NUM_THREADS="1", EIP2NN_GRAPH_CACHE_MB="0")
+    rows = []
+    for chunk in args.chunks:
+        proc = subprocess.run([sys.executable, "-c", ONE_RUN, str(chunk), str(args.atoms), str(args.steps), str(HERE)],
+                              capture_output=True, text=True, env=env, timeout=1800)
+        if proc.returncode != 0:
+            raise RuntimeError(f"chunk {chunk} failed:\n{proc.stderr[-3000:]}")
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(rows[-1], file=sys.stderr, flush=True)
+    e0 = rows[0]["e0"]
+    print(f"\n{args.atoms} Si atoms, symmetry-function model (float32), {args.steps} NVE steps; load average "
+          f"{os.getloadavg()[0]:.2f}\n")
+    print("| chunk | atom-steps/s | peak memory of the process | step-0 energy − first row's (eV) |")
+    print("|---|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['chunk']} | {r['speed']:,.0f} | {r['peak_mb']:,.0f} MB | {r['e0'] - e0:.2e} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -413,6 +413,33 @@ def _structure_set(source: str) -> list:
     return load_dataset(source)
 
 
+def cmd_diagnose_lpr(args) -> int:
+    import numpy as np
+    from ase.io import write
+
+    from eip2nn.calculator import EIP2NNCalculator
+    from eip2nn.data import hide_dft_labels
+    from eip2nn.diagnostics.lpr import local_prediction_rigidity
+    from eip2nn.keys import GROUP, structure_name
+    model = EIP2NNCalculator.load(args.model, args.head).model
+    train, query = _structure_set(args.train), [hide_dft_labels(a) for a in _structure_set(args.structures)]
+    result = local_prediction_rigidity(model, train, query, args.head, args.energy_weight, args.force_weight)
+    print(f"model {args.model} (head {args.head}); Hessian from {args.train} ({len(train)} structures); "
+          f"LPR of the atoms of {args.structures} ({len(query)} structures), 1/eV²")
+    rows = [("structure", "group", "atoms", "median LPR", "min LPR")]
+    for k, (atoms, lpr) in enumerate(zip(query, result.per_structure)):
+        rows.append((structure_name(atoms, k), str(atoms.info.get(GROUP, "-")), str(len(atoms)),
+                     f"{np.median(lpr):.3g}", f"{lpr.min():.3g}"))
+    print(_table(rows))
+    if args.output:
+        for atoms, lpr in zip(query, result.per_structure):
+            atoms.arrays["lpr"] = lpr
+            atoms.info = {k: v for k, v in atoms.info.items() if isinstance(v, (str, int, float))}
+        write(args.output, query, format="extxyz")
+        print(f"wrote every atom's LPR (array 'lpr', 1/eV²) to {args.output}")
+    return 0
+
+
 def cmd_diagnose_adversarial(args) -> int:
     from eip2nn.diagnostics import adversarial_validation
     a, b = _structure_set(args.a), _structure_set(args.b)
@@ -723,6 +750,16 @@ def build_parser() -> argparse.ArgumentParser:  # long by design: every command'
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--top", type=int, default=5, help="structures to list on each side (default: 5)")
     q.set_defaults(func=cmd_diagnose_adversarial)
+    q = diag.add_parser("lpr", help="local prediction rigidity of each atom's energy: how firmly the training "
+                                    "structures pin it down (last-layer approximation)")
+    q.add_argument("--model", required=True, help="checkpoint path or runs:/<MLflow run id>")
+    q.add_argument("train", help="the structures the head was trained on: a registered dataset or a file")
+    q.add_argument("structures", help="the structures whose atoms to score: a registered dataset or a file")
+    q.add_argument("--head", default="dft")
+    q.add_argument("--energy-weight", type=float, default=1.0, help="train.energy_weight of the training")
+    q.add_argument("--force-weight", type=float, default=0.1, help="train.force_weight of the training")
+    q.add_argument("-o", "--output", help="extxyz with each atom's LPR as the array 'lpr' (e.g. for OVITO)")
+    q.set_defaults(func=cmd_diagnose_lpr)
 
     q = sub.add_parser("suggest", help="which unlabelled structures to compute next with DFT: EIP committee "
                                        "disagreement, out-of-domain score, model gap; writes the top N as extxyz")

@@ -99,3 +99,22 @@ def test_training_on_a_structure_raises_the_lpr_of_its_atoms(model):
     assert (after.all_atoms > before.all_atoms).all()
     with pytest.raises(ValueError, match="trained on"):
         local_prediction_rigidity(model, [], query)
+
+
+def test_the_command_scores_every_atom_and_writes_it_for_a_viewer(model, tmp_path, capsys):
+    from ase.io import read, write
+
+    from eip2nn.cli import main
+    from eip2nn.nn.checkpoint import save_checkpoint
+    path = save_checkpoint(tmp_path / "model.pt", model)
+    write(tmp_path / "train.extxyz", si_cells(6), format="extxyz")
+    query = si_cells(2, seed=9)
+    write(tmp_path / "query.extxyz", query, format="extxyz")
+    out = tmp_path / "lpr.extxyz"
+    assert main(["diagnose", "lpr", "--model", str(path), str(tmp_path / "train.extxyz"),
+                 str(tmp_path / "query.extxyz"), "-o", str(out)]) == 0
+    frames = read(out, ":")
+    expected = local_prediction_rigidity(model, si_cells(6), query).per_structure
+    for frame, lpr in zip(frames, expected):
+        np.testing.assert_allclose(frame.arrays["lpr"], lpr, rtol=1e-6)
+    assert "median LPR" in capsys.readouterr().out

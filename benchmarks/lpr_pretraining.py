@@ -5,7 +5,8 @@ baseline and transfer cells' DFT heads, the cell's DFT-labelled training structu
 the cell trained on), and the local prediction rigidity (eip2nn.diagnostics.lpr, last-layer
 approximation, the pipeline's loss weights) of every atom of the test set. Prints, per arm and
 fraction, the median LPR over test atoms (mean ± std over seeds, 1/eV²), its 10th percentile,
-and the median per test group. Only finished cells are used; a missing one is reported.
+and the median per test group (the pipeline's `lpr: true` step, eip2nn.pipeline.rigidity, whose
+per-stage lpr.json it reads or writes). Only finished cells are used; a missing one is reported.
 
 Usage: python benchmarks/lpr_pretraining.py [--pipeline pipelines/si.yaml] [--fractions 0.05 0.1]
                                             [--set model.cutoff=4.8 ...]  (pipeline overrides)
@@ -14,17 +15,10 @@ Usage: python benchmarks/lpr_pretraining.py [--pipeline pipelines/si.yaml] [--fr
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import statistics
-from collections import defaultdict
 
-import numpy as np
-
-from eip2nn.data.protocol import Split, make_split
-from eip2nn.diagnostics.lpr import local_prediction_rigidity
-from eip2nn.keys import GROUP
-from eip2nn.nn.checkpoint import load_model
 from eip2nn.pipeline.config import load_pipeline
+from eip2nn.pipeline.report import CellResult
+from eip2nn.pipeline.rigidity import cell_rigidity, rigidity_markdown
 from eip2nn.pipeline.runner import cell_config, pretrain_config
 from eip2nn.training.stages import finished_stage
 
@@ -38,12 +32,9 @@ def main() -> None:
                    help="override a pipeline value, to find the cells of an earlier setting")
     args = p.parse_args()
     pipe = load_pipeline(args.pipeline, args.overrides)
-    medians, lows, by_group = defaultdict(list), defaultdict(list), defaultdict(lambda: defaultdict(list))
+    rows, splits = [], {}
     for fraction in args.fractions:
         for seed in pipe.study.seeds:
-            split = make_split(dataclasses.replace(pipe.data, dft_fraction=fraction, split_seed=seed))
-            train = Split.labelled(split.train)
-            groups = np.concatenate([[str(a.info.get(GROUP, "-"))] * len(a) for a in split.test])
             for arm in args.arms:
                 pretrained = ""
                 if arm in ("transfer", "both"):
@@ -53,27 +44,13 @@ def main() -> None:
                 if done is None:
                     print(f"{arm} f={fraction:g} seed={seed}: not finished, left out")
                     continue
-                model = load_model(done.model_path)
-                lpr = local_prediction_rigidity(model, train, split.test, energy_weight=pipe.train.energy_weight,
-                                                force_weight=pipe.train.force_weight).all_atoms
-                medians[(arm, fraction)].append(float(np.median(lpr)))
-                lows[(arm, fraction)].append(float(np.percentile(lpr, 10)))
-                for g in sorted(set(groups)):
-                    by_group[(arm, fraction)][g].append(float(np.median(lpr[groups == g])))
-                print(f"{arm} f={fraction:g} seed={seed}: {len(train)} training structures, median LPR "
-                      f"{medians[(arm, fraction)][-1]:.3g} 1/eV² over {len(lpr)} test atoms", flush=True)
-
-    def ms(values: list[float]) -> str:
-        return f"{statistics.mean(values):.3g} ± {statistics.stdev(values):.2g}" if len(values) > 1 else f"{values[0]:.3g}"
-
-    groups = sorted({g for d in by_group.values() for g in d})
+                # the pipeline's own LPR step (pipeline.rigidity), kept in the stage folder as `lpr: true` keeps it
+                cell = CellResult(arm, fraction, seed, "finished", model_path=str(done.model_path))
+                rows.append(cell_rigidity(pipe, cell, splits=splits))
+                print(f"{arm} f={fraction:g} seed={seed}: median LPR {rows[-1].median:.3g} 1/eV² over the test atoms",
+                      flush=True)
     print(f"\n{args.pipeline}: LPR of the DFT head on the test atoms, 1/eV², mean ± std over seeds\n")
-    print("| DFT fraction | arm | median LPR | 10th percentile | " + " | ".join(f"median, {g}" for g in groups) + " |")
-    print("|---|---|---|---|" + "---|" * len(groups))
-    for key in sorted(medians, key=lambda k: (k[1], args.arms.index(k[0]))):
-        arm, fraction = key
-        print(f"| {fraction:g} | {arm} | {ms(medians[key])} | {ms(lows[key])} | "
-              + " | ".join(ms(by_group[key][g]) if by_group[key][g] else "-" for g in groups) + " |")
+    print(rigidity_markdown(rows, args.arms))
 
 
 if __name__ == "__main__":

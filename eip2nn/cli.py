@@ -458,7 +458,6 @@ def cmd_suggest(args) -> int:
     from ase.io import write
 
     from eip2nn.data import get_dataset, hide_dft_labels, load_dataset
-    from eip2nn.data.user import load_labelled_file
     from eip2nn.diagnostics.suggest import suggest
     try:
         get_dataset(args.labelled)
@@ -466,10 +465,7 @@ def cmd_suggest(args) -> int:
     except ValueError:  # not a registered name: the user's DFT file
         if not Path(args.labelled).is_file():
             raise SystemExit(f"{args.labelled}: neither a registered dataset (`eip2nn data list`) nor a file") from None
-        labelled, omitted = load_labelled_file(args.labelled, _user_data_options(args, args.labelled))
-        for bad in omitted:
-            print(f"left out: {bad}", file=sys.stderr)
-        source = args.source
+        labelled, source = _read_labelled_file(args, args.labelled), args.source
     pool = [hide_dft_labels(a) for a in _structure_set(args.pool)]
     weights = {}
     for item in args.weight:
@@ -502,18 +498,24 @@ def cmd_suggest(args) -> int:
     return 0
 
 
+def _read_labelled_file(args, path: str) -> list:
+    """The DFT-labelled structures of the user's file ``path`` (read as the data options say); frames left out
+    (``--on-bad skip``) are printed."""
+    from eip2nn.data.user import load_labelled_file
+    structures, omitted = load_labelled_file(path, _user_data_options(args, path))
+    for bad in omitted:
+        print(f"left out: {bad}", file=sys.stderr)
+    return structures
+
+
 def _labelled_sources(args):
     """{name: (structures, source tag)} of the registered datasets and the user's files, in order."""
     from eip2nn.data import get_dataset, load_dataset
-    from eip2nn.data.user import load_labelled_file
     out = {}
     for name in getattr(args, "dataset", None) or ():
         out[name] = (load_dataset(name), get_dataset(name).source_tag)
     for path in args.file or ():
-        structures, omitted = load_labelled_file(path, _user_data_options(args, path))
-        for bad in omitted:
-            print(f"left out: {bad}", file=sys.stderr)
-        out[path] = (structures, args.source)
+        out[path] = (_read_labelled_file(args, path), args.source)
     return out
 
 

@@ -89,11 +89,11 @@ class BispectrumDescriptor:
         n, k = len(species_index), self.size
         g, jac = np.zeros((n, k)), (np.zeros((len(edge_src), k, 3)) if jacobian else None)
         bounds = np.searchsorted(edge_src, np.arange(n + 1))
+        atoms_before = bounds + np.arange(n + 1)  # cluster atoms (centres and edge atoms) before each centre
         start = 0
         while start < n:  # batches of whole clusters of at most BATCH_ATOMS atoms (at least one cluster)
-            stop = max(start + 1, int(np.searchsorted(bounds + np.arange(n + 1), bounds[start] + start + BATCH_ATOMS,
-                                                      side="right")) - 1)
-            stop = min(stop, n)
+            last = int(np.searchsorted(atoms_before, atoms_before[start] + BATCH_ATOMS, side="right")) - 1
+            stop = min(max(start + 1, last), n)
             lo, hi = bounds[start], bounds[stop]
             g[start:stop], batch_jac = self._clusters(species_index, edge_src[lo:hi] - start, edge_dst[lo:hi],
                                                       edge_vectors[lo:hi], start, stop)

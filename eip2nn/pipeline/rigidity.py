@@ -49,8 +49,10 @@ def _cached(path: Path, settings: dict) -> dict | None:
     return None
 
 
-def cell_rigidity(p: PipelineConfig, cell: CellResult, log=print) -> CellRigidity | None:
-    """The LPR summary of one finished network cell (None for snap, auto and failed cells)."""
+def cell_rigidity(p: PipelineConfig, cell: CellResult, log=print, splits: dict | None = None) -> CellRigidity | None:
+    """The LPR summary of one finished network cell (None for snap, auto and failed cells).
+
+    splits: {(fraction, seed): Split} shared by the calls, so each cell's split is read once for all its arms."""
     if not cell.ok or not cell.model_path or p.base_arm(cell.arm) not in NN_ARMS:
         return None
     path = Path(cell.model_path).parent / LPR_FILE
@@ -58,7 +60,11 @@ def cell_rigidity(p: PipelineConfig, cell: CellResult, log=print) -> CellRigidit
                 "train": "dft-labelled training structures", "query": "test"}
     stored = _cached(path, settings)
     if stored is None:
-        split = make_split(dataclasses.replace(p.data, dft_fraction=cell.fraction, split_seed=cell.seed))
+        splits = {} if splits is None else splits
+        key = (cell.fraction, cell.seed)
+        if key not in splits:
+            splits[key] = make_split(dataclasses.replace(p.data, dft_fraction=cell.fraction, split_seed=cell.seed))
+        split = splits[key]
         lpr = local_prediction_rigidity(load_model(cell.model_path), Split.labelled(split.train), split.test,
                                         energy_weight=p.train.energy_weight, force_weight=p.train.force_weight)
         values = lpr.all_atoms

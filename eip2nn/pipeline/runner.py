@@ -235,7 +235,8 @@ def run_pipeline(p: PipelineConfig, log=print) -> PipelineResult:
         rigidity = []
         if p.lpr:
             log("local prediction rigidity of the network cells")
-            rigidity = [r for c in cells if (r := cell_rigidity(p, c, log)) is not None]
+            splits: dict = {}
+            rigidity = [r for c in cells if (r := cell_rigidity(p, c, log, splits)) is not None]
             parent.log_metrics(rigidity_metrics(rigidity))
         files = write_report(p, cells, rows, notes, out, domain, rigidity)
         for path in files.values():

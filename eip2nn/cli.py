@@ -206,7 +206,8 @@ def cmd_label(args) -> int:
     try:
         report = label(structures, specs, args.labels, workers=args.workers,
                        chunk_size=args.chunk_size, progress=not args.no_progress,
-                       retry_failed=args.retry_failed, scheduler=args.scheduler)
+                       retry_failed=args.retry_failed, scheduler=args.scheduler,
+                       local_energies=args.local_energies)
     except LabellingInterrupted as e:
         print(e.report.table())
         return 130
@@ -628,6 +629,9 @@ def build_parser() -> argparse.ArgumentParser:  # long by design: every command'
     q.add_argument("--chunk-size", type=int, help="structures per unit of work")
     q.add_argument("--retry-failed", action="store_true",
                    help="try recorded failures (crashes included) of these EIPs again")
+    q.add_argument("--local-energies", action="store_true",
+                   help="also evaluate again structures labelled before the store kept per-atom energies "
+                        "(label store schema 2 and older), to add theirs")
     q.add_argument("--scheduler", metavar="ADDRESS",
                    help="label on a Dask cluster: its scheduler's address, e.g. tcp://host:8786 "
                         "(default: local worker processes)")

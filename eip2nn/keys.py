@@ -37,7 +37,8 @@ GEN_VERSION = "gen_eip2nn_version"  # atoms.info, str, the eip2nn version that m
 ENERGY = "energy"  # float, eV
 FORCES = "forces"  # (n_atoms, 3), eV/Å
 STRESS = "stress"  # (6,), Voigt, eV/Å³, positive = tensile
-QUANTITIES = (ENERGY, FORCES, STRESS)
+LOCAL_ENERGIES = "local_energies"  # (n_atoms,), eV, each atom's share of the energy (atoms.arrays)
+QUANTITIES = (ENERGY, FORCES, STRESS, LOCAL_ENERGIES)
 FAILURE = "failure"  # suffix of eip_failure_key: atoms.info, str, "<failure kind>: <reason>"
 
 

@@ -128,6 +128,30 @@ def test_rotation_reflection_and_cell_choice_invariance(evaluators, eip_id):
     check_cell_choice_invariance(calc, atoms, atol=1e-8, stress_atol=1e-9)
 
 
+@pytest.mark.parametrize("eip_id,element,crystal,a", FD_CASES)
+def test_local_energies_sum_to_the_energy_and_follow_their_atoms(evaluators, eip_id, element, crystal, a):
+    """Each atom's share (LAMMPS pe/atom, KIM partialParticleEnergy) sums to the energy, differs next to
+    a vacancy, and moves with its atom when the atoms are reordered."""
+    ev = evaluators(eip_id)
+    atoms = rattled(element, crystal, a, seed=3, amplitude=0.02)
+    del atoms[0]
+    got = ev.evaluate(atoms)
+    assert got.local_energies.shape == (len(atoms),)
+    assert abs(got.local_energies.sum() - got.energy) < 1e-9 * len(atoms)
+    assert np.ptp(got.local_energies) > 0.01  # eV: the vacancy's neighbours have fewer bonds
+    order = np.random.default_rng(0).permutation(len(atoms))
+    np.testing.assert_allclose(ev.evaluate(atoms[order]).local_energies, got.local_energies[order], atol=1e-10)
+
+
+def test_local_energies_of_sw_agree_through_kim_and_lammps(evaluators):
+    """Both implementations split SW's energy over the atoms alike (to 0.02 eV/atom: parameter digits and
+    how three-body terms are shared differ)."""
+    atoms = rattled("Si", "diamond", 5.431, seed=1, amplitude=0.05)
+    del atoms[3]
+    kim, lmp = evaluators(KIM_SW).evaluate(atoms), evaluators(LAMMPS_SW).evaluate(atoms)
+    assert np.abs(kim.local_energies - lmp.local_energies).max() < 0.02
+
+
 def test_same_sw_through_kim_and_lammps_agrees(evaluators):
     # Two implementations of SW 1985 differ slightly in parameter digits and cut-off
     # smoothing (ENVIRONMENT.md: 0.012 eV on 64 atoms). Tolerances: 0.5 meV/atom, 0.01 eV/Å.
@@ -280,7 +304,8 @@ def _outcomes_equal(got, want):
     if isinstance(want, EvaluationError):
         return isinstance(got, EvaluationError) and (got.kind, got.reason) == (want.kind, want.reason)
     return (isinstance(got, EIPResult) and got.energy == want.energy
-            and np.array_equal(got.forces, want.forces) and np.array_equal(got.stress, want.stress))
+            and np.array_equal(got.forces, want.forces) and np.array_equal(got.stress, want.stress)
+            and np.array_equal(got.local_energies, want.local_energies))
 
 
 @pytest.mark.parametrize("eip_id", [LAMMPS_SW, "lmp_Si_meam_spline_lenosky", "lmp_CuNi_eam_onat"])

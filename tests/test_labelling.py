@@ -127,6 +127,7 @@ def test_export_roundtrip_has_one_key_per_eip(tmp_path, specs):
         lab = stored[structure_hash(original)]
         assert atoms.info[eip_key(SW, "energy")] == pytest.approx(lab.energy, abs=1e-8)
         np.testing.assert_allclose(atoms.arrays[eip_key(SW, "forces")], lab.forces, atol=1e-8)
+        np.testing.assert_allclose(atoms.arrays[eip_key(SW, "local_energies")], lab.local_energies, atol=1e-8)
         assert eip_key(TERSOFF, "energy") in atoms.info
     assert frames[-1].info[f"{SW}_failure"].startswith(TOO_CLOSE)
     assert structure_hash(frames[0]) == structure_hash(structures[0])  # survives the text round trip
@@ -227,7 +228,8 @@ def _schema_1_copy(source, target, drop_structure=None):
             dst.executemany(f"INSERT INTO {table} VALUES ({','.join('?' * len(rows[0]))})", rows)
     dst.executemany("INSERT INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     [(hash_of[sid], eip, *rest) for eip, sid, *rest in src.execute(
-                        "SELECT * FROM labels ORDER BY rowid")])
+                        "SELECT eip_id, structure_id, energy, forces, stress, seconds, provenance_id, created_at "
+                        "FROM labels ORDER BY rowid")])
     dst.executemany("INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?)",
                     [(hash_of[sid], eip, *rest) for eip, sid, *rest in src.execute("SELECT * FROM failures")])
     dst.execute("INSERT INTO claims VALUES (?, ?, 'somehost:1:0', 0.0)", (next(iter(hash_of.values())), SW))
@@ -278,9 +280,67 @@ def test_what_crosses_to_workers_and_back_is_unchanged():
         assert np.array_equal(g.cell, atoms.cell.array) and np.array_equal(g.pbc, atoms.pbc)
     rng = np.random.default_rng(0)
     labels = [(f"h{k}", float(rng.normal()), rng.normal(size=(n, 3)), None if k == 1 else rng.normal(size=6),
-               float(k)) for k, n in enumerate((8, 16, 2, 8))]
+               float(k), None if k == 2 else rng.normal(size=n)) for k, n in enumerate((8, 16, 2, 8))]
     for got, want in zip(unpack_labels(pack_labels(labels)), labels, strict=True):
         assert got[0] == want[0] and got[1] == want[1] and got[4] == want[4]
         assert np.array_equal(got[2], want[2])
-        assert (got[3] is None) if want[3] is None else np.array_equal(got[3], want[3])
+        for k in (3, 5):  # stress, local energies
+            assert (got[k] is None) if want[k] is None else np.array_equal(got[k], want[k])
     assert unpack_labels(pack_labels([])) == []
+
+
+def _schema_2_copy(source, target):
+    """The store ``source`` as label store schema 2 (before local energies) at ``target``."""
+    import shutil
+    import sqlite3
+    shutil.copy(source, target)
+    with sqlite3.connect(target) as db:
+        db.execute("ALTER TABLE labels DROP COLUMN local_energies")
+        db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+
+
+def local_energies(path, eip_id=None):
+    with LabelStore(path) as store:
+        return {(lab.structure_hash, lab.eip_id): lab.local_energies for lab in store.labels(eip_id)}
+
+
+def test_a_schema_2_store_keeps_every_row_and_gains_local_energies_when_asked(tmp_path, specs):
+    """Migrating adds the column and keeps each label bit for bit; labelling as before evaluates nothing;
+    asking for local energies evaluates only the labels without them, fills those in, leaves the rest."""
+    structures = si_structures()
+    label(structures, specs, tmp_path / "now.sqlite", workers=1, progress=False)
+    _schema_2_copy(tmp_path / "now.sqlite", tmp_path / "old.sqlite")
+    (old, old_failures), (now, now_failures) = snapshot(tmp_path / "old.sqlite"), snapshot(tmp_path / "now.sqlite")
+    assert old.keys() == now.keys() and old_failures == now_failures and len(old) == 2 * (len(structures) - 1)
+    for key, (energy, forces, stress) in now.items():
+        assert old[key][0] == energy and np.array_equal(old[key][1], forces) and np.array_equal(old[key][2], stress)
+    assert all(v is None for v in local_energies(tmp_path / "old.sqlite").values())
+    report = label(structures, specs, tmp_path / "old.sqlite", workers=1, progress=False)
+    assert all(s.labelled == 0 for s in report.per_eip.values())
+
+    report = label(structures, specs, tmp_path / "old.sqlite", workers=2, chunk_size=3, progress=False,
+                   local_energies=True)
+    assert all(s.labelled == len(structures) - 1 and not s.new_failures for s in report.per_eip.values())
+    filled, fresh = local_energies(tmp_path / "old.sqlite"), local_energies(tmp_path / "now.sqlite")
+    assert filled.keys() == fresh.keys()
+    for key, energies in fresh.items():
+        assert energies.shape == (len(now[key][1]),)
+        np.testing.assert_allclose(filled[key], energies, rtol=0, atol=1e-10)  # other chunks: other round-off
+        assert abs(energies.sum() - now[key][0]) < 1e-9
+    assert snapshot(tmp_path / "old.sqlite")[0].keys() == now.keys()
+    again = label(structures, specs, tmp_path / "old.sqlite", workers=1, progress=False, local_energies=True)
+    assert all(s.labelled == 0 for s in again.per_eip.values())
+
+
+def test_an_eip_without_local_energies_is_not_asked_again(tmp_path):
+    """A KIM model without partialParticleEnergy: labels without local energies, stored as asked."""
+    db = PotentialsDB()
+    eip = "Tersoff_LAMMPS_Tersoff_1988T3_Si"
+    if eip not in db.specs:
+        pytest.skip(f"{eip} not installed")
+    structures = si_structures(4)[:3]
+    first = label(structures, [db.get(eip)], tmp_path / "s.sqlite", workers=1, progress=False, local_energies=True)
+    assert first.per_eip[eip].labelled == 3
+    assert list(local_energies(tmp_path / "s.sqlite").values()) == [None] * 3
+    again = label(structures, [db.get(eip)], tmp_path / "s.sqlite", workers=1, progress=False, local_energies=True)
+    assert again.per_eip[eip].labelled == 0 and again.per_eip[eip].already_done == 3

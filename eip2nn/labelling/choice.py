@@ -124,9 +124,11 @@ def select_eips(db: PotentialsDB, requested: list[str], n: int, labelled: list[A
 
 
 def label_with(structures: list[Atoms], specs: list[PotentialSpec], labels: str | Path,
-               workers: int | None, scheduler: str = "") -> list[Atoms]:
+               workers: int | None, scheduler: str = "", local_energies: bool = False) -> list[Atoms]:
     """Copies of ``structures`` carrying each EIP's labels (labelling what is missing; on the Dask
-    cluster at ``scheduler`` if one is given)."""
-    label(structures, specs, labels, workers=workers, progress=False, scheduler=scheduler or None)
+    cluster at ``scheduler`` if one is given), with local energies where the EIP gives them; with
+    ``local_energies``, structures labelled before the store kept them are evaluated again for them."""
+    label(structures, specs, labels, workers=workers, progress=False, scheduler=scheduler or None,
+          local_energies=local_energies)
     with LabelStore(labels) as store:
         return attach_labels(structures, store, [s.id for s in specs])

@@ -120,7 +120,7 @@ def default_workers() -> int:
 
 
 def _jobs(store: LabelStore, specs: list[PotentialSpec], by_hash: dict[str, Atoms], composition: dict,
-          retry_failed: bool, stats: dict) -> list[tuple[PotentialSpec, int, list[str]]]:
+          retry_failed: bool, local_energies: bool, stats: dict) -> list[tuple[PotentialSpec, int, list[str]]]:
     """(spec, provenance id, hashes to label) per EIP: done ones counted, unsupported species recorded as failures,
     the rest sorted so that structures with the same atoms and cell follow each other (the backend reuses its set-up)."""
     set_up_order = {h: (len(a), a.numbers.tobytes(), a.cell.array.tobytes()) for h, a in by_hash.items()}
@@ -130,7 +130,7 @@ def _jobs(store: LabelStore, specs: list[PotentialSpec], by_hash: dict[str, Atom
         if retry_failed:
             store.forget_failures(spec.id)
         pid = store.provenance_id(spec.id, spec.content_hash(), provenance_info(spec))
-        done = store.done(spec.id)
+        done = store.done(spec.id, local_energies)
         todo, unsupported = [], []
         for h in by_hash:
             elements = composition[h][1]
@@ -149,12 +149,14 @@ def _jobs(store: LabelStore, specs: list[PotentialSpec], by_hash: dict[str, Atom
 
 def label(structures: list[Atoms], specs: list[PotentialSpec], labels: str | Path,
           workers: int | None = None, chunk_size: int | None = None, progress: bool = True,
-          retry_failed: bool = False, scheduler=None) -> LabelReport:
+          retry_failed: bool = False, scheduler=None, local_energies: bool = False) -> LabelReport:
     """Label ``structures`` with every EIP in ``specs`` into the store at ``labels``.
 
     workers: worker processes of the local pool (default: all cores); ignored with a scheduler.
     chunk_size: structures per unit of work (default: adapted to the job).
     retry_failed: forget recorded failures of these EIPs (crashes included) and try them again.
+    local_energies: also evaluate again the structures labelled before the store kept local
+        energies (schema 2 and older), to store theirs; their labels are kept as they are.
     scheduler: a Dask scheduler address ("tcp://host:8786") or cluster object; the chunks
         run there as tasks, this process keeps the store. Default: the local pool.
     Raises :class:`LabellingInterrupted` (after saving) on Ctrl-C / SIGTERM.
@@ -173,7 +175,7 @@ def label(structures: list[Atoms], specs: list[PotentialSpec], labels: str | Pat
         store.add_structures((h, n_atoms[h], composition[h][0], str(a.info.get(CONFIG_ID, "")))
                              for h, a in by_hash.items())
         stats = {s.id: EIPStats() for s in specs}
-        jobs = _jobs(store, specs, by_hash, composition, retry_failed, stats)
+        jobs = _jobs(store, specs, by_hash, composition, retry_failed, local_energies, stats)
 
         todo_atoms = [n_atoms[h] for _, _, t in jobs for h in t]
         bar = tqdm(total=sum(todo_atoms), unit="atom", unit_scale=True, desc="labelling", disable=not progress,
@@ -188,7 +190,7 @@ def label(structures: list[Atoms], specs: list[PotentialSpec], labels: str | Pat
                 chunks = [(spec, pid, hashes[i:i + size]) for spec, pid, hashes in jobs
                           for i in range(0, len(hashes), size)]
                 try:
-                    _run(pool, chunks, by_hash, n_atoms, store, stats, bar)
+                    _run(pool, chunks, by_hash, n_atoms, store, stats, bar, local_energies)
                 except BaseException:
                     pool.close(terminate=True)  # work in flight is lost, not half-written: claims are released
                     raise
@@ -253,13 +255,13 @@ def _record(store, stats, spec, pid, n_atoms, labels, failures, bar) -> None:
     s = stats[spec.id]
     s.labelled += len(labels)
     s.new_failures += failures
-    s.atoms += sum(n_atoms[h] for h, *_ in labels)
-    s.eval_seconds += sum(sec for *_, sec in labels)
-    bar.update(sum(n_atoms[h] for h, *_ in labels) + sum(n_atoms[h] for h, *_ in failures))
+    s.atoms += sum(n_atoms[r.hash] for r in labels)
+    s.eval_seconds += sum(r.seconds for r in labels)
+    bar.update(sum(n_atoms[r.hash] for r in labels) + sum(n_atoms[h] for h, *_ in failures))
 
 
-def _claim(store, stats, spec, hashes, n_atoms, bar) -> list[str]:
-    claimed = store.claim(spec.id, hashes)
+def _claim(store, stats, spec, hashes, n_atoms, bar, local_energies) -> list[str]:
+    claimed = store.claim(spec.id, hashes, local_energies)
     if len(claimed) < len(hashes):
         skipped = set(hashes) - set(claimed)
         stats[spec.id].left_to_others += len(skipped)
@@ -267,7 +269,7 @@ def _claim(store, stats, spec, hashes, n_atoms, bar) -> list[str]:
     return claimed
 
 
-def _run(pool, chunks, by_hash, n_atoms, store, stats, bar) -> None:
+def _run(pool, chunks, by_hash, n_atoms, store, stats, bar, local_energies) -> None:
     """Keep ``pool`` busy with ``chunks`` (spec, provenance id, hashes); record each answer.
 
     A chunk whose worker died becomes a suspect: it is split in halves, and suspects run
@@ -302,7 +304,7 @@ def _run(pool, chunks, by_hash, n_atoms, store, stats, bar) -> None:
                 again.popleft()
                 continue
             spec, pid, hashes = fresh.popleft()
-            claimed = _claim(store, stats, spec, hashes, n_atoms, bar)
+            claimed = _claim(store, stats, spec, hashes, n_atoms, bar, local_energies)
             if claimed and not submit((spec, pid, claimed, 0), False):
                 again.appendleft((spec, pid, claimed, 0))
                 return

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from ase import Atoms
 
+from eip2nn.labelling.store import LabelRow
 from eip2nn.potentials.evaluator import Geometry
 
 # (numbers (m, n), positions (m, n, 3) Å, cells (m, 3, 3) Å, pbc (m, 3)): m structures of n atoms
@@ -44,24 +45,32 @@ def unpack_geometries(blocks: list[GeometryBlock]) -> list[Geometry]:
     return [Geometry(*g) for block in blocks for g in zip(*block)]
 
 
-def pack_labels(labels: list[tuple]) -> tuple:
-    """Labels (hash, energy eV, forces (n, 3) eV/Å, stress (6,) eV/Å³ or None, seconds) as
-    (hashes, atom counts (k,), energies (k,), forces (Σn, 3), stresses (k, 6), has stress (k,), seconds (k,))."""
+def pack_labels(labels: list[LabelRow]) -> tuple:
+    """Labels (hash, energy eV, forces (n, 3) eV/Å, stress (6,) eV/Å³ or None, seconds, local energies
+    (n,) eV or None) as (hashes, atom counts (k,), energies (k,), forces (Σn, 3), stresses (k, 6),
+    has stress (k,), seconds (k,), local energies (Σn,), has local energies (k,))."""
+    labels = [LabelRow(*row) for row in labels]
     stresses = np.zeros((len(labels), 6))
-    has_stress = np.array([s is not None for _, _, _, s, _ in labels], dtype=bool)
-    for row, (_, _, _, s, _) in zip(stresses, labels):
-        if s is not None:
-            row[:] = s
-    return ([h for h, *_ in labels], np.array([len(f) for _, _, f, _, _ in labels], dtype=np.int64),
-            np.array([e for _, e, _, _, _ in labels], dtype=float),
-            np.concatenate([f for _, _, f, _, _ in labels]) if labels else np.zeros((0, 3)),
-            stresses, has_stress, np.array([sec for *_, sec in labels], dtype=float))
+    has_stress = np.array([r.stress is not None for r in labels], dtype=bool)
+    for row, r in zip(stresses, labels):
+        if r.stress is not None:
+            row[:] = r.stress
+    sizes = np.array([len(r.forces) for r in labels], dtype=np.int64)
+    has_local = np.array([r.local_energies is not None for r in labels], dtype=bool)
+    local = np.zeros(int(sizes.sum()))
+    for r, end, n in zip(labels, np.cumsum(sizes).tolist(), sizes.tolist()):
+        if r.local_energies is not None:
+            local[end - n:end] = r.local_energies
+    return ([r.hash for r in labels], sizes, np.array([r.energy for r in labels], dtype=float),
+            np.concatenate([r.forces for r in labels]) if labels else np.zeros((0, 3)),
+            stresses, has_stress, np.array([r.seconds for r in labels], dtype=float), local, has_local)
 
 
-def unpack_labels(packed: tuple) -> list[tuple]:
-    """The labels of :func:`pack_labels`, in order (forces and stresses are views)."""
-    hashes, sizes, energies, forces, stresses, has_stress, seconds = packed
+def unpack_labels(packed: tuple) -> list[LabelRow]:
+    """The labels of :func:`pack_labels`, in order (forces, stresses and local energies are views)."""
+    hashes, sizes, energies, forces, stresses, has_stress, seconds, local, has_local = packed
     ends = np.cumsum(sizes).tolist()
-    return [(h, float(e), forces[end - n:end], s if has else None, float(sec))
-            for h, n, end, e, s, has, sec in zip(hashes, sizes.tolist(), ends, energies, stresses,
-                                                 has_stress, seconds)]
+    return [LabelRow(h, float(e), forces[end - n:end], s if has else None, float(sec),
+                     local[end - n:end] if has_l else None)
+            for h, n, end, e, s, has, sec, has_l in zip(hashes, sizes.tolist(), ends, energies, stresses,
+                                                        has_stress, seconds, has_local)]

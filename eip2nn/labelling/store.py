@@ -7,7 +7,13 @@ work is *claimed* before it is computed, and a claim held by a live process is
 left alone; claims of dead processes are taken over.
 
 Units: energy eV, forces eV/Å (float64, (n_atoms, 3)), stress eV/Å³ (float64,
-ASE Voigt (6,), positive = tensile).
+ASE Voigt (6,), positive = tensile), local (per-atom) energies eV (float64,
+(n_atoms,), summing to the energy).
+
+A label's local energies are NULL when it was stored before schema 3 (never
+asked for) and an empty blob when the EIP gives none (e.g. a KIM model without
+``partialParticleEnergy``): labelling with ``local_energies=True`` re-evaluates
+only the first kind, and fills in their local energies without touching the rest.
 """
 
 from __future__ import annotations
@@ -23,12 +29,13 @@ import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 UNITS = {"energy": "eV", "forces": "eV/Å", "stress": "eV/Å^3 (ASE Voigt xx yy zz yz xz xy, tensile > 0)",
-         "positions": "Å"}
+         "positions": "Å", "local_energies": "eV per atom"}
 
 # Labels, failures and claims refer to a structure by its number in `structures`, in the
 # order structures were first registered, and are keyed (EIP, structure number): a labelling
@@ -47,7 +54,7 @@ CREATE TABLE IF NOT EXISTS labels (
     eip_id TEXT NOT NULL, structure_id INTEGER NOT NULL REFERENCES structures(id),
     energy REAL NOT NULL, forces BLOB NOT NULL, stress BLOB,
     seconds REAL NOT NULL, provenance_id INTEGER NOT NULL REFERENCES provenance(id),
-    created_at REAL NOT NULL, PRIMARY KEY (eip_id, structure_id));
+    created_at REAL NOT NULL, local_energies BLOB, PRIMARY KEY (eip_id, structure_id));
 CREATE TABLE IF NOT EXISTS failures (
     eip_id TEXT NOT NULL, structure_id INTEGER NOT NULL REFERENCES structures(id), kind TEXT NOT NULL,
     reason TEXT NOT NULL, provenance_id INTEGER REFERENCES provenance(id),
@@ -69,7 +76,8 @@ ALTER TABLE claims RENAME TO v1_claims;
 {schema};
 INSERT INTO structures (hash, n_atoms, formula, first_source)
     SELECT hash, n_atoms, formula, first_source FROM v1_structures ORDER BY rowid;
-INSERT INTO labels SELECT l.eip_id, s.id, l.energy, l.forces, l.stress, l.seconds, l.provenance_id,
+INSERT INTO labels (eip_id, structure_id, energy, forces, stress, seconds, provenance_id, created_at)
+    SELECT l.eip_id, s.id, l.energy, l.forces, l.stress, l.seconds, l.provenance_id,
     l.created_at FROM v1_labels l JOIN structures s ON s.hash = l.structure_hash ORDER BY l.rowid;
 INSERT INTO failures SELECT f.eip_id, s.id, f.kind, f.reason, f.provenance_id, f.created_at
     FROM v1_failures f JOIN structures s ON s.hash = f.structure_hash ORDER BY f.rowid;
@@ -77,8 +85,25 @@ INSERT INTO claims SELECT c.eip_id, s.id, c.owner, c.claimed_at
     FROM v1_claims c JOIN structures s ON s.hash = c.structure_hash
 """
 
+# Schema 2 -> 3: labels gain local energies, NULL for every label stored so far (never asked for).
+_MIGRATE_FROM_2 = "ALTER TABLE labels ADD COLUMN local_energies BLOB"
+
 
 _MAX_SQL_ARGS = 30000  # SQLite allows 32,766 parameters per statement
+
+
+_HAS_LOCAL = "AND l.local_energies IS NOT NULL"  # a label counted done when local energies are asked for
+
+
+class LabelRow(NamedTuple):
+    """One EIP label as :meth:`LabelStore.write` takes it (and the labelling workers send it)."""
+
+    hash: str
+    energy: float  # eV
+    forces: np.ndarray  # (n_atoms, 3), eV/Å
+    stress: np.ndarray | None  # (6,) eV/Å³
+    seconds: float  # wall time of the evaluation
+    local_energies: np.ndarray | None = None  # (n_atoms,) eV; None: the EIP gives none
 
 
 class StaleLabelsError(RuntimeError):
@@ -96,6 +121,7 @@ class Label:
     stress: np.ndarray | None  # (6,), eV/Å³
     seconds: float  # wall time of the evaluation
     provenance_id: int
+    local_energies: np.ndarray | None = None  # (n_atoms,) eV; None: the EIP gives none, or never asked
 
 
 @dataclass(frozen=True)
@@ -149,11 +175,11 @@ class LabelStore:
                     self._run_script(_SCHEMA)
                     self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                     self._db.execute("INSERT OR IGNORE INTO meta VALUES ('units', ?)", (json.dumps(UNITS),))
-                elif version == 1:
-                    self._migrate_from_1()
+                elif version in (1, 2):
+                    self._migrate_from_1() if version == 1 else self._migrate_from_2()
                 elif version != SCHEMA_VERSION:
                     raise RuntimeError(f"{self.path}: label store schema {version}, this eip2nn reads "
-                                       f"{SCHEMA_VERSION} (and migrates 1)")
+                                       f"{SCHEMA_VERSION} (and migrates 1 and 2)")
         except BaseException:
             self._db.close()
             raise
@@ -219,6 +245,11 @@ class LabelStore:
             self._db.execute(f"DROP TABLE v1_{table}")
         self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
+    def _migrate_from_2(self) -> None:
+        """Add the local energies' column (inside the caller's transaction): every row stays."""
+        self._db.execute(_MIGRATE_FROM_2)
+        self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+
     def _give_back_space(self) -> None:
         """After a migration the file holds the old tables' pages as free space: VACUUM it away.
         With another process in the store, VACUUM cannot run; the free pages are re-used later."""
@@ -275,19 +306,21 @@ class LabelStore:
         return {r[0] for r in rows}
 
     # -- what is left to do --------------------------------------------------------
-    def done(self, eip_id: str) -> set[str]:
-        """Structure hashes that have a label or a recorded failure for ``eip_id``."""
+    def done(self, eip_id: str, local_energies: bool = False) -> set[str]:
+        """Structure hashes that have a label or a recorded failure for ``eip_id``; with
+        ``local_energies``, not those labelled before local energies were asked for."""
         rows = self._db.execute(
             "SELECT s.hash FROM labels l JOIN structures s ON s.id = l.structure_id WHERE l.eip_id = ? "
+            f"{_HAS_LOCAL if local_energies else ''} "
             "UNION SELECT s.hash FROM failures f JOIN structures s ON s.id = f.structure_id "
             "WHERE f.eip_id = ?", (eip_id, eip_id)).fetchall()
         return {r[0] for r in rows}
 
-    def claim(self, eip_id: str, hashes: list[str]) -> list[str]:
+    def claim(self, eip_id: str, hashes: list[str], local_energies: bool = False) -> list[str]:
         """Claim the given unfinished work for this process; returns what was claimed.
 
-        Skips hashes already labelled/failed or claimed by another live process.
-        Claims of dead processes (or expired leases) are taken over.
+        Skips hashes already labelled/failed (as :meth:`done` counts them) or claimed by
+        another live process. Claims of dead processes (or expired leases) are taken over.
         """
         now = time.time()
         ids = self._structure_ids(hashes)
@@ -297,7 +330,8 @@ class LabelStore:
                 part = ids[start:start + _MAX_SQL_ARGS // 2]
                 marks = ",".join("?" * len(part))
                 done.update(r[0] for r in self._db.execute(
-                    f"SELECT structure_id FROM labels WHERE eip_id = ? AND structure_id IN ({marks}) "
+                    f"SELECT structure_id FROM labels l WHERE eip_id = ? AND structure_id IN ({marks}) "
+                    f"{_HAS_LOCAL if local_energies else ''} "
                     f"UNION SELECT structure_id FROM failures WHERE eip_id = ? AND structure_id IN ({marks})",
                     (eip_id, *part, eip_id, *part)))
                 held.update((i, (owner, t)) for i, owner, t in self._db.execute(
@@ -324,17 +358,23 @@ class LabelStore:
     def write(self, eip_id: str, provenance_id: int, labels: list[tuple], failures: list[tuple]) -> None:
         """Store one batch atomically and release its claims.
 
-        labels: (hash, energy eV, forces (n, 3) eV/Å, stress (6,) eV/Å³ or None, seconds)
+        labels: :class:`LabelRow` (hash, energy eV, forces (n, 3) eV/Å, stress (6,) eV/Å³ or None,
+        seconds, local energies (n,) eV or None = the EIP gives none); a structure labelled before
+        keeps its label, and gains the local energies if it had none stored (NULL).
         failures: (hash, kind, reason); the structures must have been registered.
         """
         now = time.time()
-        label_ids = self._structure_ids([h for h, *_ in labels])
+        labels = [LabelRow(*row) for row in labels]
+        label_ids = self._structure_ids([row.hash for row in labels])
         failure_ids = self._structure_ids([h for h, *_ in failures])
         with self._transaction():
-            self._db.executemany(
-                "INSERT OR IGNORE INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(eip_id, i, float(e), _blob(f), None if s is None else _blob(s), float(sec),
-                  provenance_id, now) for i, (_, e, f, s, sec) in zip(label_ids, labels)])
+            rows = [(eip_id, i, float(r.energy), _blob(r.forces), None if r.stress is None else _blob(r.stress),
+                     float(r.seconds), provenance_id, now, _local_blob(r.local_energies))
+                    for i, r in zip(label_ids, labels)]
+            self._db.executemany(  # a stored label stays; one stored before local energies were asked gains them
+                "INSERT INTO labels (eip_id, structure_id, energy, forces, stress, seconds, provenance_id, created_at, "
+                "local_energies) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (eip_id, structure_id) DO UPDATE "
+                "SET local_energies = excluded.local_energies WHERE labels.local_energies IS NULL", rows)
             self._db.executemany(
                 "INSERT OR IGNORE INTO failures VALUES (?, ?, ?, ?, ?, ?)",
                 [(eip_id, i, kind, reason, provenance_id, now)
@@ -374,7 +414,7 @@ class LabelStore:
     def labels(self, eip_id: str | None = None, hashes: Iterable[str] | None = None) -> Iterator[Label]:
         """Stored labels, optionally of one EIP and/or some structures."""
         sql = ("SELECT s.hash, l.eip_id, l.energy, l.forces, l.stress, l.seconds, "
-               "l.provenance_id, s.n_atoms FROM labels l JOIN structures s ON s.id = l.structure_id")
+               "l.provenance_id, s.n_atoms, l.local_energies FROM labels l JOIN structures s ON s.id = l.structure_id")
         where, args = [], []
         if eip_id is not None:
             where.append("l.eip_id = ?")
@@ -382,10 +422,10 @@ class LabelStore:
         wanted = set(hashes) if hashes is not None else None
         if where:
             sql += " WHERE " + " AND ".join(where)
-        for h, eip, e, f, s, sec, pid, n in self._db.execute(sql + " ORDER BY l.rowid", args):
+        for h, eip, e, f, s, sec, pid, n, local in self._db.execute(sql + " ORDER BY l.rowid", args):
             if wanted is None or h in wanted:
-                yield Label(h, eip, e, _array(f, (n, 3)),
-                            None if s is None else _array(s, (6,)), sec, pid)
+                yield Label(h, eip, e, _array(f, (n, 3)), None if s is None else _array(s, (6,)), sec, pid,
+                            _array(local, (n,)) if local else None)
 
     def failures(self, eip_id: str | None = None) -> list[Failure]:
         sql = ("SELECT s.hash, f.eip_id, f.kind, f.reason, s.first_source FROM failures f "
@@ -434,6 +474,11 @@ class LabelStore:
 
     def n_structures(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM structures").fetchone()[0]
+
+
+def _local_blob(local: np.ndarray | None) -> bytes:
+    """A label's local energies as stored: the array, or an empty blob where the EIP gives none."""
+    return b"" if local is None else _blob(local)
 
 
 def _blob(a: np.ndarray) -> bytes:

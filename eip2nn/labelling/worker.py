@@ -14,6 +14,7 @@ import threading
 import traceback
 
 from eip2nn.labelling.packing import pack_labels, unpack_geometries
+from eip2nn.labelling.store import LabelRow
 from eip2nn.potentials.backends import REGISTRY, backend, make_evaluator
 from eip2nn.potentials.evaluator import BACKEND_ERROR, EvaluationError, Evaluator, Geometry, evaluate_many
 from eip2nn.potentials.spec import PotentialSpec
@@ -66,8 +67,8 @@ def _evaluator(eip_id: str) -> Evaluator:
 def label_chunk(eip_id: str, items: list[tuple[str, Geometry]]) -> tuple[list[tuple], list[tuple]]:
     """Evaluate one EIP on (hash, geometry) items.
 
-    Returns (labels, failures): labels are (hash, energy, forces, stress,
-    seconds), failures (hash, kind, reason). Every item lands in one of them.
+    Returns (labels, failures): labels are :class:`~eip2nn.labelling.store.LabelRow`,
+    failures (hash, kind, reason). Every item lands in one of them.
     """
     _crash_if_asked([h for h, _ in items])
     try:
@@ -79,7 +80,7 @@ def label_chunk(eip_id: str, items: list[tuple[str, Geometry]]) -> tuple[list[tu
         if isinstance(result, EvaluationError):
             failures.append((h, result.kind, result.reason))
         else:
-            labels.append((h, result.energy, result.forces, result.stress, seconds))
+            labels.append(LabelRow(h, result.energy, result.forces, result.stress, seconds, result.local_energies))
     return labels, failures
 
 

@@ -36,6 +36,7 @@ BACKEND_CRASHED = "backend_crashed"  # the structure killed the worker process e
 MIN_DISTANCE = 0.5  # Å; closer pairs are refused before evaluation
 MAX_COORDINATE = 1.0e4  # Å; a position or cell entry beyond this is refused before evaluation
 MAX_ABS_ENERGY_PER_ATOM = 1.0e3  # eV/atom; beyond this a result is not physical
+LOCAL_SUM_TOLERANCE = 1.0e-6  # eV/atom; local energies further from the total than this are not kept
 
 
 class EIPResult(NamedTuple):
@@ -44,6 +45,9 @@ class EIPResult(NamedTuple):
     energy: float  # total, eV
     forces: np.ndarray  # (n_atoms, 3), eV/Å
     stress: np.ndarray | None  # (6,) ASE Voigt, eV/Å³, positive = tensile; None if unavailable
+    # (n_atoms,) eV, each atom's share of the energy (LAMMPS pe/atom, KIM partialParticleEnergy),
+    # summing to ``energy``; None where the backend or model gives none
+    local_energies: np.ndarray | None = None
 
 
 class EvaluationError(Exception):
@@ -216,12 +220,23 @@ def unsupported_reason(spec: PotentialSpec, elements: set[str] | frozenset[str])
 
 
 def check_result(result: EIPResult, n_atoms: int) -> EIPResult:
-    """Raise NON_FINITE for NaN/inf or absurd energies; else return ``result``."""
-    e, f, s = result
+    """Raise NON_FINITE for NaN/inf or absurd energies; else return ``result``, its local energies
+    dropped (None) unless finite and summing to the energy within ``LOCAL_SUM_TOLERANCE``."""
+    e, f, s = result.energy, result.forces, result.stress
     total = e + f.sum() + (0.0 if s is None else s.sum())  # one reduction: NaN/inf propagate
     if not np.isfinite(total):
         raise EvaluationError(NON_FINITE, f"non-finite energy/forces/stress (E = {e} eV)")
     if abs(e) / max(n_atoms, 1) > MAX_ABS_ENERGY_PER_ATOM:
         raise EvaluationError(
             NON_FINITE, f"|E|/atom = {abs(e) / n_atoms:.3g} eV > {MAX_ABS_ENERGY_PER_ATOM} eV")
+    return check_local_energies(result, n_atoms)
+
+
+def check_local_energies(result: EIPResult, n_atoms: int) -> EIPResult:
+    """``result``, its local energies dropped (None) unless finite and summing to its energy
+    within ``LOCAL_SUM_TOLERANCE`` eV/atom (a model may tally per-atom energies partly or not at all)."""
+    local = result.local_energies
+    if local is not None and not (local.shape == (n_atoms,) and abs(local.sum() - result.energy)
+                                  <= LOCAL_SUM_TOLERANCE * max(n_atoms, 1)):
+        return result._replace(local_energies=None)
     return result

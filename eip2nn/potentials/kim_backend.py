@@ -1,7 +1,10 @@
 """Evaluate an OpenKIM portable model through the KIM-API (kimpy, via ASE).
 
 The model is loaded once per evaluator; each structure re-uses it and only
-rebuilds the neighbour list (kimpy's C++ neighlist).
+rebuilds the neighbour list (kimpy's C++ neighlist). Where the model supports
+the KIM-API argument ``partialParticleEnergy``, each atom's energy comes back
+too: ASE's calculator does not ask for it, so the evaluator registers the array
+itself whenever ASE (re)registers its energy and force arrays.
 """
 
 from __future__ import annotations
@@ -44,6 +47,25 @@ class KIMEvaluator:
     def __init__(self, spec: PotentialSpec):
         self.spec = spec
         self._calc = load_kim_calculator(spec.backend.model)
+        self._particle_energy = None  # (particles incl. padding,) eV, registered with the KIM-API
+        self._ask_particle_energy()
+
+    def _ask_particle_energy(self) -> None:
+        """Register a per-particle energy array with the model, if it supports one, each time ASE
+        registers its own arrays (after a new neighbour list changes the particle count)."""
+        import kimpy
+        name = kimpy.compute_argument_name.partialParticleEnergy
+        data = self._calc.kimmodeldata
+        if data.compute_args.get_argument_support_status(name) == kimpy.support_status.notSupported:
+            return
+        register = data.update_compute_args_pointers
+
+        def register_with_particle_energy(energy, forces):
+            register(energy, forces)
+            self._particle_energy = np.zeros(len(forces))
+            data.compute_args.set_argument_pointer(name, self._particle_energy)
+
+        data.update_compute_args_pointers = register_with_particle_energy  # shadows the method
 
     def evaluate(self, atoms: Atoms) -> EIPResult:
         check_species(self.spec, atoms.numbers)
@@ -58,7 +80,8 @@ class KIMEvaluator:
             stress = np.array(res["stress"], dtype=float) if periodic and res.get("stress") is not None else None
         except Exception as e:  # kimpy/KIM errors: recorded for this structure
             raise EvaluationError(BACKEND_ERROR, f"KIM {self.spec.backend.model}: {e}") from e
-        return check_result(EIPResult(energy, forces, stress), len(atoms))
+        local = None if self._particle_energy is None else self._particle_energy[:len(atoms)].copy()
+        return check_result(EIPResult(energy, forces, stress, local), len(atoms))
 
     def close(self) -> None:
         self._calc = None

@@ -9,7 +9,9 @@ nothing moves; every step re-neighbours, so the step-1 forces are those of
 the new positions). As every structure is neighboured afresh, the neighbour
 skin is 0: a skin would only add ghost atoms and pairs. A batch
 (:meth:`LAMMPSEvaluator.evaluate_many`) handles a run of structures with the
-same atoms and cell in one tight loop. Units: LAMMPS ``metal`` (eV, Å, bar).
+same atoms and cell in one tight loop. Each atom's energy comes from ``compute
+pe/atom``, which the thermo output asks for on every evaluated step (through a
+``reduce``), so the pair style tallies it. Units: LAMMPS ``metal`` (eV, Å, bar).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from eip2nn.potentials.evaluator import (
     EvaluationError,
     Geometry,
     Outcome,
+    check_local_energies,
     check_result,
     check_species,
     timed,
@@ -146,6 +149,13 @@ class _Direct:
         data = ctypes.c_void_p.from_address(rows).value  # double** -> address of row 0
         return self._view(name, data, 3 * n).reshape(n, 3)
 
+    def local_energies(self, n: int) -> np.ndarray:
+        """(n,) view of compute ``peatom``: each local atom's potential energy, eV."""
+        data = self._extract_compute(self._handle, b"peatom", 1, 1)  # per-atom style, vector type
+        if not data:
+            raise RuntimeError("LAMMPS compute 'peatom' returned no vector")
+        return self._view(b"peatom", data, n)
+
     def potential_energy(self) -> float:
         """Total potential energy of the last step, eV (LAMMPS's ``thermo_pe`` compute)."""
         data = self._extract_compute(self._handle, b"thermo_pe", 0, 0)  # global style, scalar type
@@ -212,7 +222,9 @@ class LAMMPSEvaluator:
             # every structure is neighboured afresh, so a skin would only add ghosts and pairs
             f"neighbor {NEIGHBOUR_SKIN} bin", "neigh_modify every 1 delay 0 check no",
             "compute virial all pressure NULL virial",
-            "thermo_style custom step pe c_virial[1]",
+            # thermo asks for the per-atom energies on every evaluated step, so the pair style tallies them
+            "compute peatom all pe/atom", "compute pe_sum all reduce sum c_peatom",
+            "thermo_style custom step pe c_virial[1] c_pe_sum",
             "thermo_modify norm no lost error",
         ])
         self._lmp = lmp
@@ -282,14 +294,15 @@ class LAMMPSEvaluator:
                 self._set_up = True
             n = len(types)
             energy = self._direct.potential_energy()
-            forces, stress = self._from_lammps(self._direct.atom(b"f", n)[None],
-                                               self._direct.virial_pressure()[None])
+            forces, stress, local = self._from_lammps(self._direct.atom(b"f", n)[None],
+                                                      self._direct.virial_pressure()[None],
+                                                      self._direct.local_energies(n)[None])
         except EvaluationError:
             raise
         except Exception as e:  # LAMMPS raises plain Exception subclasses
             self.close()  # a failed instance may be in any state: start afresh next time
             raise EvaluationError(BACKEND_ERROR, f"LAMMPS: {e}") from e
-        return check_result(EIPResult(energy, forces[0], stress[0]), n)
+        return check_result(EIPResult(energy, forces[0], stress[0], local[0]), n)
 
     def evaluate_many(self, geometries: Sequence[Geometry]) -> list[Outcome]:
         """Each structure's result or EvaluationError, with its seconds; the same labels as
@@ -339,7 +352,7 @@ class LAMMPSEvaluator:
         refused = self._overlaps(head, positions, x_lmp)
         if self._order is not None:
             x_lmp = x_lmp[:, self._order]
-        energies, forces, virials = np.zeros(m), np.zeros((m, n, 3)), np.zeros((m, 6))
+        energies, forces, virials, local = np.zeros(m), np.zeros((m, n, 3)), np.zeros((m, 6)), np.zeros((m, n))
         seconds = np.zeros(m)
         direct, failed_at, error = self._direct, m, None
         for i in range(m):
@@ -352,17 +365,19 @@ class LAMMPSEvaluator:
                 energies[i] = direct.potential_energy()
                 forces[i] = direct.atom(b"f", n)
                 virials[i] = direct.virial_pressure()
+                local[i] = direct.local_energies(n)
             except Exception as e:  # LAMMPS raises plain Exception subclasses
                 self.close()  # as in _evaluate: start afresh
                 failed_at, error = i, EvaluationError(BACKEND_ERROR, f"LAMMPS: {e}")
                 break
             seconds[i] = time.perf_counter() - t
-        forces, stresses = self._from_lammps(forces[:failed_at], virials[:failed_at])
+        forces, stresses, local = self._from_lammps(forces[:failed_at], virials[:failed_at], local[:failed_at])
         suspicious = ~np.isfinite(energies[:failed_at] + forces.sum(axis=(1, 2)) + stresses.sum(axis=1))
         suspicious |= np.abs(energies[:failed_at]) > MAX_ABS_ENERGY_PER_ATOM * n
         out: list[Outcome] = []
         for i in range(failed_at):
-            result = refused.get(i) or EIPResult(float(energies[i]), forces[i], stresses[i])
+            result = refused.get(i) or check_local_energies(
+                EIPResult(float(energies[i]), forces[i], stresses[i], local[i]), n)
             if suspicious[i] and i not in refused:
                 try:
                     check_result(result, n)  # raises NON_FINITE with its reason
@@ -395,16 +410,20 @@ class LAMMPSEvaluator:
         frac -= np.floor(frac)  # wrap into the reduced cell: same lattice, small tilts
         return frac @ cache.to_lammps
 
-    def _from_lammps(self, forces_lmp: np.ndarray, virials: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Forces (m, n, 3) eV/Å in our frame and atom order, and ASE Voigt stresses (m, 6) eV/Å³,
-        from LAMMPS forces (m, n, 3) and virial pressures (m, 6) bar. New arrays."""
+    def _from_lammps(self, forces_lmp: np.ndarray, virials: np.ndarray, local_lmp: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Forces (m, n, 3) eV/Å in our frame and atom order, ASE Voigt stresses (m, 6) eV/Å³ and
+        local energies (m, n) eV in our atom order, from LAMMPS forces (m, n, 3), virial pressures
+        (m, 6) bar and per-atom energies (m, n). New arrays."""
         cache = self._cell_cache
         forces = forces_lmp @ cache.rotation.T
+        local = np.array(local_lmp)
         if self._order is not None:
             forces[:, self._order] = forces.copy()
+            local[:, self._order] = local.copy()
         # einsum, not matmul: BLAS takes another route for one row than for many, and the
         # labels of a batch must equal those of one structure at a time, bit for bit
-        return forces, np.einsum("mj,ij->mi", virials, cache.stress_map)
+        return forces, np.einsum("mj,ij->mi", virials, cache.stress_map), local
 
     def _set_cell(self, cell: np.ndarray) -> _CellCache:
         """Put ``cell`` (Å) into LAMMPS unless it is already there; returns its :class:`_CellCache`."""

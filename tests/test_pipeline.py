@@ -150,6 +150,21 @@ def test_pipeline_config_is_strict_and_overridable(tmp_path):
     assert main(["pipeline", "config", str(TINY), "--set", "train.epochz=7"]) == 2
 
 
+def test_local_pretraining_is_one_setting_that_reaches_only_the_pretraining_stage(tmp_path):
+    """pretrain.w_local sets the pretraining stage's local-energy weight (and so its hash); cells are untouched;
+    the stage-level key is refused in a pipeline, so there is one place to set it."""
+    from eip2nn.pipeline.runner import cell_config, pretrain_config
+    plain, local = tiny(tmp_path), tiny(tmp_path, "pretrain.w_local=10")
+    assert pretrain_config(plain, 0).train.local_energy_weight == 0.0
+    assert pretrain_config(local, 0).train.local_energy_weight == 10.0
+    assert pretrain_config(local, 0).content_hash() != pretrain_config(plain, 0).content_hash()
+    assert cell_config(local, "baseline", 0.5, 0).content_hash() == cell_config(plain, "baseline", 0.5, 0).content_hash()
+    with pytest.raises(ConfigError, match="set pretrain.w_local instead"):
+        tiny(tmp_path, "pretrain.train.local_energy_weight=10")
+    with pytest.raises(ConfigError, match="pretrain.w_local must be >= 0"):
+        tiny(tmp_path, "pretrain.w_local=-1")
+
+
 def test_every_arm_is_tagged_by_its_own_name(tmp_path):
     """A cell's stage config names its arm as the pipeline does (the ``eip2nn.arm`` tag and run name)."""
     from eip2nn.pipeline.config import ARMS

@@ -18,6 +18,7 @@ class Prediction(NamedTuple):
     energy: torch.Tensor  # (B,) eV
     forces: torch.Tensor | None  # (N, 3) eV/Å
     stress: torch.Tensor | None  # (B, 6) eV/Å³; NaN for non-periodic structures
+    atom_energies: torch.Tensor | None = None  # (N,) eV, each atom's share of its structure's energy
 
 
 def edge_vectors(batch: Batch, positions: torch.Tensor, strain: torch.Tensor | None = None) -> torch.Tensor:

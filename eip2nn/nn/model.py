@@ -113,16 +113,19 @@ class EnergyModel(nn.Module):
 
     def forward(self, batch: Batch, heads: list[str] | None = None, forces: bool = True,
                 stress: bool = False, create_graph: bool | None = None) -> dict[str, Prediction]:
-        """Energies (B,) eV, forces (N, 3) eV/Å and stress (B, 6) eV/Å³ per head, on the model's device."""
+        """Energies (B,) eV, forces (N, 3) eV/Å, stress (B, 6) eV/Å³ and atom energies (N,) eV per head,
+        on the model's device."""
         heads = heads or self.head_names
         weight = next(self.backbone.parameters())
         batch = batch.to(weight.dtype, weight.device)
+        per_atom = {}
 
         def energy_fn(v):
-            per_atom = self.atomic_energies(batch, v, heads)
+            per_atom.update(self.atomic_energies(batch, v, heads))
             return {h: torch.zeros(batch.n_graphs, dtype=weight.dtype, device=weight.device).index_add_(0, batch.atom_graph, e)
                     for h, e in per_atom.items()}
 
         if create_graph is None:
             create_graph = self.training
-        return energies_and_derivatives(energy_fn, batch, forces, stress, create_graph)
+        out = energies_and_derivatives(energy_fn, batch, forces, stress, create_graph)
+        return {h: p._replace(atom_energies=per_atom[h]) for h, p in out.items()}

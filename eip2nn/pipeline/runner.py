@@ -79,7 +79,7 @@ def pretrain_config(p: PipelineConfig, seed: int, parent: str | None = None) -> 
     data = dataclasses.replace(p.data, dft_fraction=min(p.study.fractions), split_seed=seed,
                                eips=list(p.pretrain.eips), n_eips=p.pretrain.n_eips)
     return StageConfig(stage="pretrain", output=str(p.output_dir / "stages"), data=data, model=p.model,
-                       train=dataclasses.replace(p.pretrain.train, seed=seed),
+                       train=dataclasses.replace(p.pretrain.train, seed=seed, local_energy_weight=p.pretrain.w_local),
                        tracking=_tracking(p, parent, f"pretrain seed={seed}"))
 
 

@@ -29,6 +29,7 @@ class LossWeights:
     energy: float = 1.0  # on (ΔE / n_atoms)², eV²/atom²
     forces: float = 0.1  # on ΔF², (eV/Å)², per component
     stress: float = 0.0  # on Δσ², (eV/Å³)², per Voigt component; see TrainConfig.stress_weight
+    local: float = 0.0  # on Δe_i², eV², per atom, for targets carrying local energies (EIP heads)
 
 
 @dataclass
@@ -44,6 +45,9 @@ class TrainConfig:
     # a 1 GPa error adds 3.9e-5 × weight, and 1e3 weighs it like a 0.2 eV/atom energy error at
     # energy_weight 1, or 0.6 eV/Å force error at force_weight 0.1. Try 1e2–1e3 (metrics report GPa).
     stress_weight: float = 0.0
+    # Loss weight on each atom's squared energy error Δe_i², eV², against an EIP's local (per-atom) energies
+    # (LAMMPS pe/atom, KIM partialParticleEnergy), for EIP heads whose labels carry them; 0 = totals only.
+    local_energy_weight: float = 0.0
     patience: int = 40  # epochs without validation improvement before stopping
     lr_patience: int = 10  # epochs without improvement before LR × lr_factor
     lr_factor: float = 0.5
@@ -66,7 +70,8 @@ class TrainConfig:
 
     # fields added after stage hashes were first written: to be left out of a stage's hash while at
     # their default (as DataConfig.LATE_FIELDS), so finished stages keep being reused
-    LATE_FIELDS = ("stress_weight", "schedule", "ema_decay", "final_start", "final_energy_weight", "final_force_weight")
+    LATE_FIELDS = ("stress_weight", "schedule", "ema_decay", "final_start", "final_energy_weight", "final_force_weight",
+                   "local_energy_weight")
     EXECUTION_FIELDS = ("device",)  # never in a stage's hash: they change where it runs, not what it learns
 
     def __post_init__(self):
@@ -84,16 +89,18 @@ class TrainConfig:
             raise ValueError("train.final_energy_weight and train.final_force_weight must be >= 0")
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("train: epochs >= 0, batch_size >= 1 and lr > 0 are required")
-        if self.stress_weight < 0:
-            raise ValueError(f"train.stress_weight must be >= 0, got {self.stress_weight}")
+        if self.stress_weight < 0 or self.local_energy_weight < 0:
+            raise ValueError(f"train.stress_weight and train.local_energy_weight must be >= 0, got "
+                             f"{self.stress_weight} and {self.local_energy_weight}")
 
     @property
     def loss_weights(self) -> LossWeights:
-        return LossWeights(self.energy_weight, self.force_weight, self.stress_weight)
+        return LossWeights(self.energy_weight, self.force_weight, self.stress_weight, self.local_energy_weight)
 
     @property
     def final_loss_weights(self) -> LossWeights:
-        return LossWeights(self.final_energy_weight, self.final_force_weight, self.stress_weight)
+        return LossWeights(self.final_energy_weight, self.final_force_weight, self.stress_weight,
+                           self.local_energy_weight)
 
     @property
     def has_final_phase(self) -> bool:

@@ -7,6 +7,8 @@ gradient vanishes for residuals beyond c, so wrong weak labels stop pulling.
 Stress (squared error only) enters when its weight is positive, on the
 samples whose target carries a stress (periodic structures; never weak labels);
 the model is asked for stress only then, so a zero weight costs nothing.
+Local energies (squared error per atom) likewise enter when their weight is
+positive, on the samples whose target carries them (EIP labels).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class LossTerm:
     tukey_forces: float = 0.0  # Tukey c on each ΔF component, eV/Å; 0 = squared error
     forces: bool = True  # include this target's forces (when it has them)
     stress: bool = True  # include this target's stress (when it has one and LossWeights.stress > 0)
+    local: bool = True  # include this target's local energies (when it has them and LossWeights.local > 0)
 
 
 def as_terms(head_weights: dict[str, float] | list[LossTerm]) -> list[LossTerm]:
@@ -50,7 +53,8 @@ def _penalty(r: torch.Tensor, c: float) -> torch.Tensor:
 
 def batch_loss(model, samples: list[Sample], terms, weights: LossWeights
                ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Σ_terms w (w_E ⟨ρ(ΔE/n)⟩ + w_F ⟨ρ(ΔF)⟩ + w_σ ⟨Δσ²⟩) over the samples carrying each term's target."""
+    """Σ_terms w (w_E ⟨ρ(ΔE/n)⟩ + w_F ⟨ρ(ΔF)⟩ + w_σ ⟨Δσ²⟩ + w_e ⟨Δe_i²⟩) over the samples carrying each
+    term's target (e_i: each atom's energy)."""
     terms = [t for t in as_terms(terms) if any(t.target in s.targets for s in samples)]
     if not terms:
         raise ValueError("batch has no sample labelled for any trained target")
@@ -80,6 +84,13 @@ def batch_loss(model, samples: list[Sample], terms, weights: LossWeights
             ks = stressed[t.target]
             s_ref = torch.stack([samples[k].targets[t.target].stress for k in ks]).to(p.stress)
             loss = loss + weights.stress * ((p.stress[ks] - s_ref) ** 2).mean()
+        if weights.local > 0 and t.local:
+            per = p.atom_energies.split(sizes)
+            pairs = [(per[k], samples[k].targets[t.target].local_energies) for k in idx
+                     if samples[k].targets[t.target].local_energies is not None]
+            if pairs:
+                de = torch.cat([ep - er.to(ep) for ep, er in pairs])
+                loss = loss + weights.local * (de ** 2).mean()
         total = total + t.weight * loss
         parts[t.target] = float(loss.detach())
     return total, parts

@@ -18,6 +18,7 @@ from ase import Atoms
 
 from eip2nn.alignment import aligned_energy_errors
 from eip2nn.data.protocol import Split, make_split
+from eip2nn.keys import LOCAL_ENERGIES, eip_key
 from eip2nn.labelling.choice import label_with, resolve_eips, select_eips
 from eip2nn.labelling.delta import subtract_eip
 from eip2nn.nn.checkpoint import model_from_record, read_checkpoint
@@ -124,15 +125,22 @@ def _dft_only(cfg, split: Split, dtype, tags, notes) -> Heads:
 
 
 def _pretrain(cfg, split: Split, dtype, tags, notes) -> Heads:
-    """pretrain: a fresh model with one head per chosen EIP, on every training structure's EIP labels."""
+    """pretrain: a fresh model with one head per chosen EIP, on every training structure's EIP labels
+    (and their local energies, with ``train.local_energy_weight`` > 0)."""
     workers = cfg.data.workers or None
     specs, chosen = select_eips(PotentialsDB(), cfg.data.eips, cfg.data.n_eips, Split.labelled(split.train),
                                 split.species, split.source_tag, cfg.data.labels, workers, compare_on=split.train,
                                 scheduler=cfg.data.scheduler)
     notes += chosen
     eips = [s.id for s in specs]
-    train = label_with(split.train, specs, cfg.data.labels, workers, cfg.data.scheduler)
-    val = label_with(split.val, specs, cfg.data.labels, workers, cfg.data.scheduler)
+    local = cfg.train.local_energy_weight > 0
+    train = label_with(split.train, specs, cfg.data.labels, workers, cfg.data.scheduler, local_energies=local)
+    val = label_with(split.val, specs, cfg.data.labels, workers, cfg.data.scheduler, local_energies=local)
+    if local:
+        have = {e: sum(eip_key(e, LOCAL_ENERGIES) in a.arrays for a in train) for e in eips}
+        notes.append(f"local energies (weight {cfg.train.local_energy_weight:g} eV^-2) on "
+                     + ", ".join(f"{n} of {len(train)} structures for {e}" for e, n in have.items())
+                     + "".join(f"; {e} gives none (its head learns totals only)" for e, n in have.items() if not n))
     model = EnergyModel(cfg.model, split.species, eips).to(dtype)
     return Heads(model, train, val, {e: 1.0 for e in eips}, {e: True for e in eips}, eips)
 

@@ -7,6 +7,8 @@ attached labels ``<eip_id>_energy``/``_forces``/``_stress`` (see
 from ``WEAK_energy``/``WEAK_forces``, predicted by the DFT head) holds the
 pseudo-DFT labels of weak supervision; it has no stress. A structure without
 a label for a head simply has no target for it (e.g. the EIP failed on it).
+An EIP target also carries the EIP's local (per-atom) energies where stored
+(``<eip_id>_local_energies``).
 Stress is read for fully periodic structures only (the model's stress of any
 other structure is NaN), and only when it is finite.
 """
@@ -23,6 +25,7 @@ from eip2nn.keys import (
     ENERGY,
     FORCES,
     GROUP,
+    LOCAL_ENERGIES,
     REF_ENERGY,
     REF_FORCES,
     REF_STRESS,
@@ -44,6 +47,7 @@ class Target:
     energy: float  # eV, total
     forces: torch.Tensor | None  # (n_atoms, 3) eV/Å
     stress: torch.Tensor | None = None  # (6,) Voigt xx yy zz yz xz xy, eV/Å³, positive = tensile; periodic only
+    local_energies: torch.Tensor | None = None  # (n_atoms,) eV, each atom's share (EIP targets that have them)
 
 
 @dataclass
@@ -84,8 +88,9 @@ def read_target(atoms: Atoms, head: str, dtype: torch.dtype = torch.float64) -> 
     if ekey not in atoms.info:
         return None
     forces = atoms.arrays.get(fkey)
+    local = atoms.arrays.get(eip_key(head, LOCAL_ENERGIES)) if head not in (DFT_HEAD, WEAK_TARGET) else None
     return Target(float(atoms.info[ekey]), None if forces is None else torch.tensor(forces, dtype=dtype),
-                  _stress(atoms, skey, dtype))
+                  _stress(atoms, skey, dtype), None if local is None else torch.tensor(local, dtype=dtype))
 
 
 def make_samples(model, structures: list[Atoms], heads: list[str]) -> list[Sample]:

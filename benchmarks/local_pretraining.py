@@ -5,7 +5,7 @@ cell, the transfer cell pretrained on EIP totals and forces (the pipeline as it 
 transfer cell pretrained with ``pretrain.w_local`` as well (each atom's energy from LAMMPS
 pe/atom or KIM partialParticleEnergy, where the EIP gives one). Stages are the pipeline's own
 (pipeline.runner), run or reused from its stage folder; no pipeline report is written.
-Prints the test energy and force MAE (mean ± std over seeds), and, per seed, how closely each
+Prints the test energy and force MAE (mean ± sample std over seeds), and, per seed, how closely each
 pretrained model's EIP heads share a validation structure's energy among its atoms as their EIP
 does: mean |Δe_i − ⟨Δe⟩| over the validation atoms (eV, each structure's mean error taken out).
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from stats import mean_spread
 
 from eip2nn.data.protocol import make_split
 from eip2nn.keys import LOCAL_ENERGIES, eip_key
@@ -41,11 +42,6 @@ def local_share_error(model, structures, eip: str) -> float:
         diff = pred.atom_energies.detach().cpu().numpy() - reference
         errors.append(np.abs(diff - diff.mean()))
     return float(np.concatenate(errors).mean()) if errors else float("nan")
-
-
-def mean_std(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
-    v = np.array(values) * scale
-    return f"{v.mean():.{digits}f} ± {v.std():.{digits}f}" if len(v) else "-"
 
 
 def main() -> None:
@@ -86,7 +82,7 @@ def main() -> None:
             print(f"seed {seed} head {eip}: local share error {row['totals']:.3f} eV (totals) vs "
                   f"{row['local']:.3f} eV (local)", flush=True)
 
-    print(f"\n{args.pipeline}: test errors, mean ± std over seeds {pipes['totals'].study.seeds} "
+    print(f"\n{args.pipeline}: test errors, mean ± sample std over seeds {pipes['totals'].study.seeds} "
           f"(energy meV/atom / force eV/Å); local pretraining with pretrain.w_local={args.w_local:g}\n")
     names = ["baseline", "transfer (totals)", "transfer (local)"]
     print("| DFT fraction | " + " | ".join(names) + " |")
@@ -95,7 +91,8 @@ def main() -> None:
         cells = []
         for name in names:
             rows = errors.get((name, fraction), [])
-            cells.append(f"{mean_std([e for e, _ in rows])} / {mean_std([f for _, f in rows], digits=3)}")
+            cells.append(f"{mean_spread([e for e, _ in rows])} / {mean_spread([f for _, f in rows], digits=3)}"
+                         if rows else "-")
         print(f"| {fraction:g} | " + " | ".join(cells) + " |")
     print("\nHow each pretrained head shares a validation structure's energy among its atoms, against its EIP "
           "(mean |Δe_i − ⟨Δe⟩|, eV; nan: the EIP gives no local energies)\n")

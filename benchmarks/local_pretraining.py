@@ -47,7 +47,8 @@ def local_share_error(model, structures, eip: str) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pipeline", default="pipelines/si.yaml")
-    p.add_argument("--w-local", type=float, default=10.0, help="pretrain.w_local of the local arm, eV^-2")
+    p.add_argument("--w-local", type=float, default=10.0,
+                   help="pretrain.w_local of the local arm (the weight on each atom's Δe², eV²)")
     p.add_argument("--fractions", type=float, nargs="+", default=[0.05, 0.1])
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a pipeline value (both pretrainings)")

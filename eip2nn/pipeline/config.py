@@ -104,8 +104,8 @@ class PretrainConfig:
     eips: list[str] = field(default_factory=list)  # heads to pretrain; empty = the n_eips closest to DFT
     n_eips: int = 3  # chosen on the smallest fraction's DFT labels, which every arm may see
     train: TrainConfig = field(default_factory=TrainConfig)
-    # loss weight on each atom's squared energy error against the EIPs' local energies, eV^-2 (the pretraining
-    # stage's train.local_energy_weight); 0 = the heads learn totals (and forces) only
+    # loss weight on each atom's squared energy error Δe_i² (eV²) against the EIPs' local energies (the
+    # pretraining stage's train.local_energy_weight); 0 = the heads learn totals (and forces) only
     w_local: float = 0.0
 
     def __post_init__(self):

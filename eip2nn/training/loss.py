@@ -31,7 +31,6 @@ class LossTerm:
     tukey_forces: float = 0.0  # Tukey c on each ΔF component, eV/Å; 0 = squared error
     forces: bool = True  # include this target's forces (when it has them)
     stress: bool = True  # include this target's stress (when it has one and LossWeights.stress > 0)
-    local: bool = True  # include this target's local energies (when it has them and LossWeights.local > 0)
 
 
 def as_terms(head_weights: dict[str, float] | list[LossTerm]) -> list[LossTerm]:
@@ -84,7 +83,7 @@ def batch_loss(model, samples: list[Sample], terms, weights: LossWeights
             ks = stressed[t.target]
             s_ref = torch.stack([samples[k].targets[t.target].stress for k in ks]).to(p.stress)
             loss = loss + weights.stress * ((p.stress[ks] - s_ref) ** 2).mean()
-        if weights.local > 0 and t.local:
+        if weights.local > 0:
             per = p.atom_energies.split(sizes)
             pairs = [(per[k], samples[k].targets[t.target].local_energies) for k in idx
                      if samples[k].targets[t.target].local_energies is not None]

@@ -138,7 +138,7 @@ def _pretrain(cfg, split: Split, dtype, tags, notes) -> Heads:
     val = label_with(split.val, specs, cfg.data.labels, workers, cfg.data.scheduler, local_energies=local)
     if local:
         have = {e: sum(eip_key(e, LOCAL_ENERGIES) in a.arrays for a in train) for e in eips}
-        notes.append(f"local energies (weight {cfg.train.local_energy_weight:g} eV^-2) on "
+        notes.append(f"local energies (weight {cfg.train.local_energy_weight:g} on Δe_i², eV²) on "
                      + ", ".join(f"{n} of {len(train)} structures for {e}" for e, n in have.items())
                      + "".join(f"; {e} gives none (its head learns totals only)" for e, n in have.items() if not n))
     model = EnergyModel(cfg.model, split.species, eips).to(dtype)

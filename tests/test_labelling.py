@@ -15,7 +15,7 @@ from eip2nn.keys import eip_key
 from eip2nn.labelling.engine import StaleLabelsError, label
 from eip2nn.labelling.export import export_extxyz
 from eip2nn.labelling.hashing import structure_hash
-from eip2nn.labelling.store import LabelStore
+from eip2nn.labelling.store import LabelRow, LabelStore
 from eip2nn.potentials.db import PotentialsDB
 from eip2nn.potentials.evaluator import TOO_CLOSE, UNSUPPORTED_SPECIES
 
@@ -279,8 +279,8 @@ def test_what_crosses_to_workers_and_back_is_unchanged():
         assert np.array_equal(g.numbers, atoms.numbers) and np.array_equal(g.positions, atoms.positions)
         assert np.array_equal(g.cell, atoms.cell.array) and np.array_equal(g.pbc, atoms.pbc)
     rng = np.random.default_rng(0)
-    labels = [(f"h{k}", float(rng.normal()), rng.normal(size=(n, 3)), None if k == 1 else rng.normal(size=6),
-               float(k), None if k == 2 else rng.normal(size=n)) for k, n in enumerate((8, 16, 2, 8))]
+    labels = [LabelRow(f"h{k}", float(rng.normal()), rng.normal(size=(n, 3)), None if k == 1 else rng.normal(size=6),
+                       float(k), None if k == 2 else rng.normal(size=n)) for k, n in enumerate((8, 16, 2, 8))]
     for got, want in zip(unpack_labels(pack_labels(labels)), labels, strict=True):
         assert got[0] == want[0] and got[1] == want[1] and got[4] == want[4]
         assert np.array_equal(got[2], want[2])

@@ -49,7 +49,6 @@ def pack_labels(labels: list[LabelRow]) -> tuple:
     """Labels (hash, energy eV, forces (n, 3) eV/Å, stress (6,) eV/Å³ or None, seconds, local energies
     (n,) eV or None) as (hashes, atom counts (k,), energies (k,), forces (Σn, 3), stresses (k, 6),
     has stress (k,), seconds (k,), local energies (Σn,), has local energies (k,))."""
-    labels = [LabelRow(*row) for row in labels]
     stresses = np.zeros((len(labels), 6))
     has_stress = np.array([r.stress is not None for r in labels], dtype=bool)
     for row, r in zip(stresses, labels):

@@ -175,8 +175,10 @@ class LabelStore:
                     self._run_script(_SCHEMA)
                     self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                     self._db.execute("INSERT OR IGNORE INTO meta VALUES ('units', ?)", (json.dumps(UNITS),))
-                elif version in (1, 2):
-                    self._migrate_from_1() if version == 1 else self._migrate_from_2()
+                elif version == 1:
+                    self._migrate_from_1()
+                elif version == 2:
+                    self._migrate_from_2()
                 elif version != SCHEMA_VERSION:
                     raise RuntimeError(f"{self.path}: label store schema {version}, this eip2nn reads "
                                        f"{SCHEMA_VERSION} (and migrates 1 and 2)")
@@ -355,7 +357,7 @@ class LabelStore:
         return sum(_owner_alive(o, self.lease_s, t) for o, t in rows)
 
     # -- writing results ------------------------------------------------------------
-    def write(self, eip_id: str, provenance_id: int, labels: list[tuple], failures: list[tuple]) -> None:
+    def write(self, eip_id: str, provenance_id: int, labels: list[LabelRow], failures: list[tuple]) -> None:
         """Store one batch atomically and release its claims.
 
         labels: :class:`LabelRow` (hash, energy eV, forces (n, 3) eV/Å, stress (6,) eV/Å³ or None,
@@ -364,7 +366,6 @@ class LabelStore:
         failures: (hash, kind, reason); the structures must have been registered.
         """
         now = time.time()
-        labels = [LabelRow(*row) for row in labels]
         label_ids = self._structure_ids([row.hash for row in labels])
         failure_ids = self._structure_ids([h for h, *_ in failures])
         with self._transaction():

@@ -1,11 +1,13 @@
-"""Speed and peak memory of a symmetry-function model in LAMMPS against `pair_style eip2nn chunk N`.
+"""Speed and peak memory of a descriptor model in LAMMPS against `pair_style eip2nn chunk N`.
 
-The model of benchmarks/md_speed.py (Si, symmetry functions, random weights), exported in float32;
+A model of benchmarks/md_speed.py (Si, symmetry functions or bispectrum, random weights), exported to
+TorchScript in float32 (or ``--dtype float64``);
 for each chunk size a fresh process runs 10 NVE steps of a diamond Si supercell through
 `eip2nn md` (run_md) and reports atom-steps/s and its own peak resident memory (MB). The energy at
 step 0 must not depend on the chunk.
 
 Usage: python benchmarks/lammps_chunks.py [--atoms 4096] [--chunks 0 1024 256 128 64] [--steps 10]
+                                         [--backbone symmetry_functions] [--dtype float32]
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ import torch
 sys.path.insert(0, sys.argv[4])
 from md_speed import make_model, silicon
 from eip2nn.deploy.md import run_md
-chunk, n, steps = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+chunk, n, steps, backbone, dtype = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[5], sys.argv[6]
 torch.set_num_threads(1)
-_, deployments = make_model("symmetry_functions", Path(tempfile.mkdtemp()))
-deployment = deployments["float32"]
+_, deployments = make_model(backbone, Path(tempfile.mkdtemp()))
+deployment = deployments[dtype]
 lines = deployment.commands
 deployment.commands = lambda elements=None: [f"pair_style eip2nn chunk {chunk}" if line == "pair_style eip2nn" else line
                                              for line in lines(elements)]
@@ -44,18 +46,21 @@ def main() -> None:
     p.add_argument("--atoms", type=int, default=4096)
     p.add_argument("--chunks", type=int, nargs="+", default=[0, 1024, 256, 128, 64])
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--backbone", choices=["symmetry_functions", "bispectrum"], default="symmetry_functions")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     args = p.parse_args()
     env = dict(os.environ, OMP_NUM_THREADS="1", EIP2NN_GRAPH_CACHE_MB="0")
     rows = []
     for chunk in args.chunks:
-        proc = subprocess.run([sys.executable, "-c", ONE_RUN, str(chunk), str(args.atoms), str(args.steps), str(HERE)],
+        proc = subprocess.run([sys.executable, "-c", ONE_RUN, str(chunk), str(args.atoms), str(args.steps), str(HERE),
+                               args.backbone, args.dtype],
                               capture_output=True, text=True, env=env, timeout=1800)
         if proc.returncode != 0:
             raise RuntimeError(f"chunk {chunk} failed:\n{proc.stderr[-3000:]}")
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(rows[-1], file=sys.stderr, flush=True)
     e0 = rows[0]["e0"]
-    print(f"\n{args.atoms} Si atoms, symmetry-function model (float32), {args.steps} NVE steps; load average "
+    print(f"\n{args.atoms} Si atoms, {args.backbone} model ({args.dtype}), {args.steps} NVE steps; load average "
           f"{os.getloadavg()[0]:.2f}\n")
     print("| chunk | atom-steps/s | peak memory of the process | step-0 energy − first row's (eV) |")
     print("|---|---:|---:|---:|")

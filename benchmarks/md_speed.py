@@ -3,7 +3,8 @@ rank (eip2nn.deploy.md.run_md, in this process) and LAMMPS on two MPI ranks (mpi
 
 Models: Si, cut-off 5 Å, width 32, depth 2 -- SchNet (20 RBFs, two interactions: interaction range
 10 Å), the symmetry-function backbone (KLIFF set51, an MLP of two layers of 32) and the bispectrum
-backbone (twojmax 8, tanh; in LAMMPS as pair_style mliap, float64 only) -- with RANDOM
+backbone (twojmax 8, tanh, so that LAMMPS can run it both as pair_style mliap -- LAMMPS's own C++,
+float64 only -- and as pair_style eip2nn, the descriptor computed in the TorchScript file) -- with RANDOM
 weights (torch seed 0; speed does not depend on training), head scale set so forces are 0.1-1 eV/Å.
 Structures: diamond Si supercells (3.33 nm³ per 512 atoms), rattled 0.05 Å; NVE from 300 K, 1 fs.
 
@@ -11,7 +12,8 @@ Structures: diamond Si supercells (3.33 nm³ per 512 atoms), rattled 0.05 Å; NV
   of the "ratio to ASE" column -- and the same model in float64 (what the LAMMPS export runs); graph
   cache off; neighbour list (and, for symmetry functions, KLIFF descriptors) rebuilt every step, as
   the calculator does. Timed over ``--ase-steps`` steps after the first force call.
-- LAMMPS: the float64 TorchScript export, and the float32 one (``eip2nn export --dtype float32``);
+- LAMMPS: the float64 TorchScript export, and the float32 one (``eip2nn export --dtype float32``),
+  and for the bispectrum model the ML-IAP export (``--format mliap``) too;
   `atom_modify map yes`, so ghosts that image owned atoms are merged into them; skin 1 Å; timed
   over ``--lammps-steps`` after set-up
   (default 20: the symmetry-function model at 4,096 atoms runs at ~1,000 atom-steps/s).
@@ -55,7 +57,7 @@ from eip2nn.nn.model import EnergyModel  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD_SCALE = {"schnet": -30.0, "symmetry_functions": 3.0, "bispectrum": 1.0}
-# the bispectrum backbone runs in LAMMPS as an ML-IAP network: tanh, float64 only, LAMMPS's own bispectrum
+# tanh: the bispectrum model also runs as an ML-IAP network (LAMMPS's own bispectrum, float64 only)
 EXTRA_CONFIG = {"bispectrum": {"twojmax": 8, "activation": "tanh"}}
 
 MPI_SCRIPT = r"""
@@ -89,7 +91,7 @@ def silicon(n_atoms: int):
 
 
 def make_model(backbone: str, folder: Path):
-    """(checkpoint path, {dtype: Deployment}) of the random-weight float32 model."""
+    """(checkpoint path, {way: Deployment}) of the random-weight float32 model."""
     torch.manual_seed(0)
     model = EnergyModel(ModelConfig(backbone=backbone, cutoff=5.0, width=32, depth=2,
                                     **EXTRA_CONFIG.get(backbone, {})), ["Si"], ["dft"])
@@ -98,9 +100,11 @@ def make_model(backbone: str, folder: Path):
     if backbone != "schnet":
         model.backbone.fit_standardisation([model.graph(silicon(64))])
     checkpoint = save_checkpoint(folder / f"{backbone}.pt", model)
-    dtypes = ("float64",) if backbone == "bispectrum" else ("float64", "float32")
-    return checkpoint, {dtype: export_for_lammps(checkpoint, folder / f"{backbone}-{dtype}", dtype=dtype)
-                        for dtype in dtypes}
+    ways = {dtype: export_for_lammps(checkpoint, folder / f"{backbone}-{dtype}", dtype=dtype, fmt="torchscript")
+            for dtype in ("float64", "float32")}
+    if backbone == "bispectrum":
+        ways["ML-IAP float64"] = export_for_lammps(checkpoint, folder / f"{backbone}-mliap", fmt="mliap")
+    return checkpoint, ways
 
 
 def ase_speed(checkpoint: Path, atoms, steps: int, dtype: torch.dtype) -> float:
@@ -150,19 +154,19 @@ def main(argv=None) -> None:
                 t1 = time.perf_counter()
                 rows += [(backbone, n, "ASE VelocityVerlet float32", ase, 1.0, None),
                          (backbone, n, "ASE VelocityVerlet float64", ase64, ase64 / ase, None)]
-                for dtype, deployment in deployments.items():
+                for way, deployment in deployments.items():
                     t1 = time.perf_counter()
                     md = run_md(deployment, atoms, 300.0, args.lammps_steps,
-                                out=tmp / f"{backbone}-{n}-{dtype}.extxyz", every=args.lammps_steps,
+                                out=tmp / f"{backbone}-{n}-{way.replace(' ', '-')}.extxyz", every=args.lammps_steps,
                                 ensemble="nve", progress=False)
                     one = md.atom_steps_per_second
                     t2 = time.perf_counter()
                     multi = mpi_speed(md.input_file, args.lammps_steps, args.ranks)
-                    print(f"{backbone} {n}: ASE {ase:.0f}, {ase64:.0f} float64 ({t1 - t0:.0f} s); LAMMPS {dtype} "
+                    print(f"{backbone} {n}: ASE {ase:.0f}, {ase64:.0f} float64 ({t1 - t0:.0f} s); LAMMPS {way} "
                           f"1 rank {one:.0f} ({t2 - t1:.0f} s), {args.ranks} ranks {multi:.0f} "
                           f"({time.perf_counter() - t2:.0f} s) atom-steps/s", file=sys.stderr, flush=True)
-                    rows += [(backbone, n, f"LAMMPS {dtype} 1 rank", one, one / ase, None),
-                             (backbone, n, f"LAMMPS {dtype} {args.ranks} ranks (mpirun)", multi, multi / ase,
+                    rows += [(backbone, n, f"LAMMPS {way} 1 rank", one, one / ase, None),
+                             (backbone, n, f"LAMMPS {way} {args.ranks} ranks (mpirun)", multi, multi / ase,
                               multi / one)]
     print(f"\nsteps: ASE {args.ase_steps}, LAMMPS {args.lammps_steps}; torch threads 1 per process; "
           f"{os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.2f}\n")

@@ -362,7 +362,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_export(args) -> int:
     from eip2nn.deploy.lammps import PAIR_FILE, export_for_lammps
-    d = export_for_lammps(args.model, args.output, args.head, args.dtype)
+    d = export_for_lammps(args.model, args.output, args.head, args.dtype, args.format)
     m = d.metadata
     print(f"exported {args.model} (head {m['head']}, {m['backbone']}, {m['dtype']}, species {' '.join(d.species)}, "
           f"cut-off {m['cutoff']} Å, interaction range {m['interaction_range']} Å) to {args.output}")
@@ -727,6 +727,10 @@ def build_parser() -> argparse.ArgumentParser:  # long by design: every command'
     q.add_argument("--head", default="dft", help="model head to export (default: dft)")
     q.add_argument("--dtype", choices=["float64", "float32"], default="float64",
                    help="float64 (default: the model to round-off) or float32 (1.5-3x faster in LAMMPS, ~1e-6 relative)")
+    q.add_argument("--format", choices=["auto", "torchscript", "mliap"], default="auto",
+                   help="torchscript: pair_style eip2nn (the plugin; every model); mliap: LAMMPS's own ML-IAP "
+                        "network (bispectrum models with tanh or sigmoid layers, float64; faster); "
+                        "auto (default): mliap where it can")
     q.set_defaults(func=cmd_export)
 
     q = sub.add_parser("md", help="molecular dynamics of a trained model in LAMMPS (pair_style eip2nn); "

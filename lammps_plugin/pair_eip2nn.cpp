@@ -86,7 +86,8 @@ PairEIP2NN::PairEIP2NN(LAMMPS *lmp) : Pair(lmp)
   model_float32 = false;
   nthreads = 0;
   per_atom_descriptor = false;
-  chunk_atoms = 128;
+  chunk_user = -1;
+  chunk_model = 128;
   nlocal_nodes = 0;
   cutghost_set = -1.0;
   cutghost_user = 0.0;
@@ -120,12 +121,14 @@ void PairEIP2NN::allocate()
 /* ----------------------------------------------------------------------
    pair_style eip2nn [threads N] [chunk N]
    chunk: owned atoms per model call for a model whose atom energies need only
-   their own edges (symmetry functions): memory stays bounded whatever the
-   system size (0 = all atoms in one call; message passing is never chunked)
+   their own edges (descriptor models): memory stays bounded whatever the
+   system size (0 = all atoms in one call; message passing is never chunked).
+   Without it, the model file's "chunk_atoms" (the best size for its descriptor), else 128.
 ------------------------------------------------------------------------- */
 
 void PairEIP2NN::settings(int narg, char **arg)
 {
+  chunk_user = -1;
   int iarg = 0;
   while (iarg < narg) {
     if (strcmp(arg[iarg], "threads") == 0) {
@@ -135,8 +138,8 @@ void PairEIP2NN::settings(int narg, char **arg)
       iarg += 2;
     } else if (strcmp(arg[iarg], "chunk") == 0) {
       if (iarg + 2 > narg) utils::missing_cmd_args(FLERR, "pair_style eip2nn chunk", error);
-      chunk_atoms = utils::inumeric(FLERR, arg[iarg + 1], false, lmp);
-      if (chunk_atoms < 0) error->all(FLERR, "pair_style eip2nn: chunk must be >= 0");
+      chunk_user = utils::inumeric(FLERR, arg[iarg + 1], false, lmp);
+      if (chunk_user < 0) error->all(FLERR, "pair_style eip2nn: chunk must be >= 0");
       iarg += 2;
     } else {
       error->all(FLERR,
@@ -178,6 +181,8 @@ void PairEIP2NN::load_model(const std::string &path)
   std::string format, units = "metal", dtype = "float64", backbone;
   std::vector<std::string> species;
   double cut = 0.0, range = -1.0;
+  int per_atom = -1;    // "per_atom_descriptor" in the metadata; files before it: symmetry functions only
+  int chunk = 128;      // "chunk_atoms" in the metadata
   try {
     json meta = json::parse(text);
     format = meta.at("format").get<std::string>();
@@ -187,6 +192,8 @@ void PairEIP2NN::load_model(const std::string &path)
     if (meta.contains("units")) units = meta.at("units").get<std::string>();
     if (meta.contains("dtype")) dtype = meta.at("dtype").get<std::string>();
     if (meta.contains("backbone")) backbone = meta.at("backbone").get<std::string>();
+    if (meta.contains("per_atom_descriptor")) per_atom = meta.at("per_atom_descriptor").get<bool>() ? 1 : 0;
+    if (meta.contains("chunk_atoms")) chunk = meta.at("chunk_atoms").get<int>();
   } catch (const std::exception &e) {
     msg = e.what();
   }
@@ -203,6 +210,7 @@ void PairEIP2NN::load_model(const std::string &path)
   if (species.empty()) error->all(FLERR, "pair_coeff eip2nn: {} lists no species", path);
   if (!(cut > 0.0)) error->all(FLERR, "pair_coeff eip2nn: {} has cutoff {} <= 0", path, cut);
   if (range < 0.0) range = cut;
+  if (chunk < 0) error->all(FLERR, "pair_coeff eip2nn: {} has chunk_atoms {} < 0", path, chunk);
   if (range < cut)
     error->all(FLERR, "pair_coeff eip2nn: {} has interaction_range {} < cutoff {}", path, range, cut);
 
@@ -212,7 +220,8 @@ void PairEIP2NN::load_model(const std::string &path)
   interaction_range = range;
   nhops = std::max(1, (int) std::ceil(range / cut - 1e-9));
   model_float32 = (dtype == "float32");
-  per_atom_descriptor = (backbone == "symmetry_functions");
+  per_atom_descriptor = (per_atom >= 0) ? (per_atom == 1) : (backbone == "symmetry_functions");
+  chunk_model = chunk;
   model_path = path;
   model_loaded = true;
 }
@@ -470,6 +479,7 @@ void PairEIP2NN::compute(int eflag, int vflag)
 
   torch::Tensor node_energy, grad;
   std::string msg;
+  const int chunk_atoms = chunk_user >= 0 ? chunk_user : chunk_model;
   if (per_atom_descriptor && chunk_atoms > 0 && nlocal_nodes > chunk_atoms && nhops == 1) {
     // owned atoms in chunks, each with its own edges only (an owned atom's energy needs no other's);
     // the rim's reverse edges only feed ghost energies, which are not counted: their gradient is 0

@@ -47,8 +47,10 @@ class PairEIP2NN : public Pair {
   int nhops;                                 // ceil(interaction_range / cutoff)
   bool model_float32;                        // dtype "float32" (default float64)
   int nthreads;                              // torch intra-op threads (0 = leave as is)
-  bool per_atom_descriptor;                  // an atom's energy needs only its own edges (symmetry functions)
-  int chunk_atoms;                           // owned atoms per model call for such a model (0 = all at once)
+  bool per_atom_descriptor;                  // an atom's energy needs only its own edges (descriptor models)
+  int chunk_user;                            // owned atoms per model call for such a model (0 = all at once),
+                                             // as pair_style's chunk keyword gave it; -1 if not given
+  int chunk_model;                           // the same, as the model file suggests (default 128)
   double cutghost_set;                       // comm->cutghostuser as this style last set it
   double cutghost_user;                      // comm->cutghostuser as the user set it
 

@@ -1,4 +1,5 @@
-"""The bispectrum backbone's descriptor: LAMMPS's own per-atom bispectrum, exact edge Jacobians, any cell.
+"""The bispectrum backbone's descriptor: LAMMPS's own per-atom bispectrum, exact edge Jacobians, any cell;
+and its torch twin, which an exported model carries into LAMMPS.
 
 The physics every backbone must satisfy (forces, stress, invariances) is in
 tests/test_nn_physics.py, which runs the bispectrum backbone too.
@@ -11,11 +12,13 @@ from ase.build import bulk
 
 import eip2nn.nn.bispectrum as bispectrum
 from eip2nn.nn.bispectrum import BispectrumDescriptor
+from eip2nn.nn.bispectrum_torch import TorchBispectrum
 from eip2nn.nn.config import ModelConfig
 from eip2nn.nn.graph import build_graph
 from eip2nn.nn.model import EnergyModel
 from eip2nn.potentials.frames import lammps_frame
 from eip2nn.potentials.lammps_backend import import_lammps
+from eip2nn.snap.bispectrum import n_bispectrum
 
 CUTOFF = 4.5
 
@@ -98,10 +101,8 @@ def test_batches_of_clusters_do_not_change_the_result(monkeypatch):
                                rtol=1e-12, atol=1e-12)
 
 
-def test_a_model_on_the_bispectrum_backbone_survives_a_copy_and_has_no_torchscript_form():
+def test_a_model_on_the_bispectrum_backbone_survives_a_copy():
     import copy
-
-    from eip2nn.nn.export import ExportedModel
 
     torch.manual_seed(0)
     model = EnergyModel(ModelConfig(backbone="bispectrum", cutoff=CUTOFF, twojmax=4, width=8, depth=1),
@@ -109,8 +110,31 @@ def test_a_model_on_the_bispectrum_backbone_survives_a_copy_and_has_no_torchscri
     atoms = bulk("Si", "diamond", 5.43, cubic=True)
     twin = copy.deepcopy(model)  # the EMA copy: its LAMMPS instance is not copied, it starts its own
     np.testing.assert_array_equal(twin.graph(atoms).descriptor.numpy(), model.graph(atoms).descriptor.numpy())
-    with pytest.raises(ValueError, match="bispectrum backbone has no TorchScript form"):
-        ExportedModel(model)
+
+
+@pytest.mark.parametrize("twojmax", [0, 1, 3, 6, 8])
+def test_the_torch_bispectrum_equals_lammps_values_and_jacobians(twojmax):
+    """TorchBispectrum (what an exported model computes in LAMMPS) against compute snap's B and dB/dv, on the
+    small triclinic Ge-Si cell; every band limit's component order and count."""
+    atoms = small_triclinic_cell()
+    d = BispectrumDescriptor(["Ge", "Si"], CUTOFF, twojmax=twojmax)
+    g, graph = descriptors(atoms, d)
+    v = (graph.positions[graph.edge_dst] - graph.positions[graph.edge_src] + graph.edge_offset).requires_grad_()
+    module = torch.jit.script(TorchBispectrum(CUTOFF, twojmax, bispectrum.RFAC0))
+    expected = graph.descriptor_jacobian.numpy()  # (E, K, 3): an edge moves only its source atom's B
+    for _ in range(3):  # TorchScript optimises the graph after the first calls: later calls must agree too
+        b = module(graph.edge_src, v, graph.n_atoms)
+        assert b.shape == g.shape == (4, n_bispectrum(twojmax))
+        np.testing.assert_allclose(b.detach().numpy(), g, rtol=0, atol=1e-10 * np.abs(g).max())
+        jac = torch.stack([torch.autograd.grad(b[:, k].sum(), v, retain_graph=True)[0] for k in range(b.shape[1])], 1)
+        np.testing.assert_allclose(jac.numpy(), expected, rtol=0, atol=1e-10 * np.abs(expected).max())
+
+
+def test_an_atom_without_neighbours_has_zero_bispectrum_and_far_edges_count_nothing():
+    module = TorchBispectrum(CUTOFF, 4, bispectrum.RFAC0)
+    v = torch.tensor([[CUTOFF, 0.0, 0.0], [0.0, 0.0, CUTOFF + 1.0]], dtype=torch.float64)
+    b = module(torch.tensor([1, 1]), v, 3)
+    assert b.shape == (3, n_bispectrum(4)) and b.abs().max() < 1e-12  # round-off of Σ CG² = j + 1
 
 
 def test_bad_settings_are_refused():

@@ -25,7 +25,7 @@ from eip2nn.nn.graph import build_graph, collate
 from eip2nn.nn.model import EnergyModel
 from eip2nn.nn.sf_torch import TorchSymmetryFunctions
 
-BACKBONES = ["schnet", "symmetry_functions"]
+BACKBONES = ["schnet", "symmetry_functions", "bispectrum"]
 CUTOFF = 4.0  # Å
 TOL = 1e-10  # eV, eV/Å, eV/Å³; and for descriptors (absolute)
 JACOBIAN_TOL = 1e-8  # 1/Å
@@ -72,13 +72,14 @@ def mlearn_si(data_mirror_session):
 def make_model(backbone, species, atoms_for_standardisation=()):
     """Float64, width 8, depth 2, heads with scale and per-element offsets far from 1 and 0."""
     torch.manual_seed(3)
-    config = ModelConfig(backbone=backbone, cutoff=CUTOFF, width=8, depth=2, n_rbf=8, head_hidden=8)
+    extra = {"twojmax": 4} if backbone == "bispectrum" else {}
+    config = ModelConfig(backbone=backbone, cutoff=CUTOFF, width=8, depth=2, n_rbf=8, head_hidden=8, **extra)
     model = EnergyModel(config, species, ["dft", "eip"]).double()
     with torch.no_grad():
         for name in model.head_names:
             model.head(name).scale.fill_(0.7)
             model.head(name).offsets.copy_(-3.0 - torch.arange(len(species), dtype=torch.float64))
-    if backbone == "symmetry_functions" and atoms_for_standardisation:
+    if backbone != "schnet" and atoms_for_standardisation:
         model.backbone.fit_standardisation([model.graph(a) for a in atoms_for_standardisation])
     return model.eval()
 

@@ -85,10 +85,13 @@ def compare(structures_, reference, lammps) -> tuple[float, float, float]:
     return de, df, ds
 
 
-@pytest.mark.parametrize("backbone", ["schnet", "symmetry_functions"])
+@pytest.mark.parametrize("backbone", ["schnet", "symmetry_functions", "bispectrum"])
 def test_lammps_gives_the_ase_calculator_s_energy_forces_and_stress(tmp_path, data_dir, backbone):
+    """pair_style eip2nn; the bispectrum model has shifted-softplus layers (ML-IAP cannot run them), and its
+    TorchScript file computes the descriptor that LAMMPS compute snap gave in training."""
     cells = structures(data_dir)
-    path = save_checkpoint(tmp_path / "model.pt", random_model(backbone, cells))
+    extra = {"twojmax": 4} if backbone == "bispectrum" else {}
+    path = save_checkpoint(tmp_path / "model.pt", random_model(backbone, cells, **extra))
     run = subprocess.run([sys.executable, "-m", "eip2nn", "export", "--model", str(path), "-o",
                           str(tmp_path / "export")], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
@@ -101,30 +104,39 @@ def test_lammps_gives_the_ase_calculator_s_energy_forces_and_stress(tmp_path, da
     assert deployment.metadata["interaction_range"] == pytest.approx(4.5 * (2 if backbone == "schnet" else 1))
 
 
+@pytest.mark.parametrize("fmt", ["auto", "torchscript"])
 @pytest.mark.parametrize("species, eip", [(("Si",), ""), (("Ge", "Si"), ""), (("Si",), "lmp_Si_sw")])
-def test_a_bispectrum_model_runs_as_a_lammps_mliap_network(tmp_path, data_dir, species, eip):
-    """pair_style mliap model nn ... descriptor sna ...: LAMMPS's own bispectrum and network, no plugin;
-    one-hot species fold into per-element biases, a Δ model's EIP sits under hybrid/overlay."""
+def test_a_tanh_bispectrum_model_runs_as_an_mliap_network_or_in_the_plugin(tmp_path, data_dir, species, eip, fmt):
+    """auto: pair_style mliap model nn ... descriptor sna ..., LAMMPS's own bispectrum and network, no plugin;
+    one-hot species fold into per-element biases. torchscript: pair_style eip2nn. A Δ model's EIP sits under
+    hybrid/overlay either way."""
     cells = structures(data_dir)
     if len(species) > 1:
         for atoms in cells:
             atoms.symbols[::3] = "Ge"
     path = save_checkpoint(tmp_path / "model.pt", random_model("bispectrum", cells, eip, species, twojmax=4,
                                                                 activation="tanh"))
-    deployment = export_for_lammps(path, tmp_path / "export")
+    deployment = export_for_lammps(path, tmp_path / "export", fmt=fmt)
     lines = deployment.commands()
-    assert not any(line.startswith("plugin load") for line in lines)
-    assert lines[0].startswith("pair_style hybrid/overlay sw mliap model nn" if eip else "pair_style mliap model nn")
+    pair = "mliap model nn" if fmt == "auto" else "eip2nn"
+    style = next(line for line in lines if line.startswith("pair_style"))
+    assert style.startswith(f"pair_style hybrid/overlay sw {pair}" if eip else f"pair_style {pair}")
+    assert any(line.startswith("plugin load") for line in lines) == (fmt == "torchscript")
     assert load_deployment(tmp_path / "export").commands() == lines
     de, df, ds = compare(cells, EIP2NNCalculator.from_checkpoint(path), lammps_calculator(lines, species))
     assert de < 1e-6 and df < 1e-6 and ds < 1e-8, (de, df, ds)
 
 
-def test_a_bispectrum_model_lammps_cannot_run_is_refused_before_writing(tmp_path, data_dir):
+def test_an_mliap_export_ml_iap_cannot_run_is_refused_before_writing(tmp_path, data_dir):
     cells = structures(data_dir)
     path = save_checkpoint(tmp_path / "model.pt", random_model("bispectrum", cells, twojmax=4))  # shifted softplus
     with pytest.raises(ValueError, match="train with model.activation: tanh"):
-        export_for_lammps(path, tmp_path / "export")
+        export_for_lammps(path, tmp_path / "export", fmt="mliap")
+    with pytest.raises(ValueError, match="float64 only"):
+        export_for_lammps(path, tmp_path / "export", dtype="float32", fmt="mliap")
+    schnet = save_checkpoint(tmp_path / "schnet.pt", random_model("schnet", cells))
+    with pytest.raises(ValueError, match="only bispectrum models run as LAMMPS ML-IAP networks"):
+        export_for_lammps(schnet, tmp_path / "export", fmt="mliap")
     assert not (tmp_path / "export").exists()
 
 

@@ -371,7 +371,25 @@ lmp.finalize()
 """
 
 
-def test_mpi_two_ranks_equal_one(plugin, tmp_path):
+def bispectrum_model(tmp_path: Path, atoms: Atoms) -> tuple[torch.nn.Module, Path]:
+    """An eip2nn bispectrum model (Si, Ge; shifted softplus, twojmax 4, random weights) exported to TorchScript."""
+    from eip2nn.nn.config import ModelConfig
+    from eip2nn.nn.export import export_model
+    from eip2nn.nn.model import DFT_HEAD, EnergyModel
+    torch.manual_seed(0)
+    model = EnergyModel(ModelConfig(backbone="bispectrum", cutoff=MP_CUT, twojmax=4, width=8, depth=2),
+                        MP_SPECIES, [DFT_HEAD]).double()
+    model.backbone.fit_standardisation([model.graph(atoms)])
+    model.head(DFT_HEAD).scale.data.fill_(2.0)
+    path = tmp_path / "bispectrum.pt"
+    export_model(model.eval(), path)
+    return torch.jit.load(str(path)), path
+
+
+@pytest.mark.parametrize("kind", ["message-passing", "bispectrum"])
+def test_mpi_two_ranks_equal_one(plugin, tmp_path, kind):
+    """The message-passing toy (its ghost shell is two cut-offs deep) and an eip2nn bispectrum model (its
+    descriptor computed in the TorchScript file) on 1 and 2 ranks."""
     mpirun = VENV / "bin" / "mpirun"
     if not mpirun.exists():
         mpirun = shutil.which("mpirun")
@@ -381,7 +399,7 @@ def test_mpi_two_ranks_equal_one(plugin, tmp_path):
     symbols = np.array(atoms.get_chemical_symbols())
     symbols[1::3] = "Ge"
     atoms.set_chemical_symbols(symbols)
-    _, path = mp_model(tmp_path)
+    _, path = mp_model(tmp_path) if kind == "message-passing" else bispectrum_model(tmp_path, atoms)
     type_of = {"Si": 1, "Ge": 2}
     script = tmp_path / "run.py"
     script.write_text(MPI_SCRIPT)

@@ -43,9 +43,10 @@ if not VENV.is_absolute():
     VENV = ROOT / VENV
 pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")
 AGREEMENT = 1e-6  # eV, eV/Å: LAMMPS frame vs the ASE calculator (both float64; extxyz keeps 8 decimals)
-HEAD_SCALE = {"schnet": -100.0, "symmetry_functions": 3.0, "bispectrum": 1.0}  # random-init forces 0.1-1 eV/Å
-# the bispectrum backbone runs as pair_style mliap, which needs tanh (or sigmoid) layers
-EXTRA_CONFIG = {"bispectrum": {"twojmax": 4, "activation": "tanh"}}
+HEAD_SCALE = {"schnet": -100.0, "symmetry_functions": 3.0, "bispectrum": 1.0,
+              "bispectrum-softplus": 1.0}  # random-init forces 0.1-1 eV/Å
+# tanh: the bispectrum model runs as pair_style mliap (export's auto format); shifted softplus: pair_style eip2nn
+EXTRA_CONFIG = {"bispectrum": {"twojmax": 4, "activation": "tanh"}, "bispectrum-softplus": {"twojmax": 4}}
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,8 @@ def general_orientation(atoms: Atoms, left_handed: bool) -> Atoms:
 def deploy(folder: Path, backbone: str, head_scale: float = 1.0, seed: int = 0):
     """(Deployment, checkpoint path) of a float64 width-8 depth-2 Si model with random weights."""
     torch.manual_seed(seed)
-    model = EnergyModel(ModelConfig(backbone=backbone, cutoff=4.0, width=8, depth=2, **EXTRA_CONFIG.get(backbone, {})),
+    model = EnergyModel(ModelConfig(backbone=backbone.split("-")[0], cutoff=4.0, width=8, depth=2,
+                                    **EXTRA_CONFIG.get(backbone, {})),
                         ["Si"], ["dft"])
     model = model.double()
     with torch.no_grad():
@@ -103,7 +105,7 @@ def schnet(plugin, tmp_path_factory):
     return deploy(tmp_path_factory.mktemp("schnet"), "schnet", HEAD_SCALE["schnet"])
 
 
-@pytest.mark.parametrize("backbone", ["schnet", "symmetry_functions", "bispectrum"])
+@pytest.mark.parametrize("backbone", ["schnet", "symmetry_functions", "bispectrum", "bispectrum-softplus"])
 @pytest.mark.parametrize("left_handed", [False, True], ids=["rotated", "left-handed"])
 def test_frames_equal_ase_calculator(plugin, tmp_path, backbone, left_handed):
     deployment, checkpoint = deploy(tmp_path, backbone, HEAD_SCALE[backbone])

@@ -7,10 +7,12 @@ sits on its EIP with ``pair_style hybrid/overlay``; an EIP that exists only as
 an OpenKIM model is replaced by its LAMMPS twin (``potentials_db/deploy/
 lammps_twins.yaml``), since this LAMMPS has no ``pair_style kim``.
 
-A model on the bispectrum backbone runs instead as LAMMPS's own ML-IAP
-network on the SNAP descriptor (``pair_style mliap model nn ... descriptor
-sna ...``, :mod:`eip2nn.nn.mliap`): no plugin, the same files for any LAMMPS
-with the ML-IAP package.
+Every backbone exports to TorchScript for that pair style (the bispectrum
+computed in torch, :mod:`eip2nn.nn.bispectrum_torch`). A bispectrum model
+with tanh or sigmoid layers can instead run as LAMMPS's own ML-IAP network on
+the SNAP descriptor (``pair_style mliap model nn ... descriptor sna ...``,
+:mod:`eip2nn.nn.mliap`): no plugin, the same files for any LAMMPS with the
+ML-IAP package, and faster; ``format="auto"`` picks it where it can.
 """
 
 from __future__ import annotations
@@ -113,28 +115,48 @@ class Deployment:
                         f"pair_coeff * * {pair.split()[0]} {coeff}"]
 
 
+EXPORT_FORMATS = ("auto", "torchscript", "mliap")
+
+
+def export_format(model, fmt: str = "auto", dtype: str = "float64") -> str:
+    """"torchscript" (pair_style eip2nn) or "mliap" for ``model`` asked as ``fmt``; ValueError if it cannot.
+
+    "auto": ML-IAP for a bispectrum model whose layers ML-IAP knows, in float64; TorchScript otherwise.
+    """
+    from eip2nn.nn.mliap import MLIAP_ACTIVATIONS
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"export format must be one of {list(EXPORT_FORMATS)}, got {fmt!r}")
+    mliap_ok = model.config.backbone == "bispectrum" and model.config.activation in MLIAP_ACTIVATIONS
+    if fmt == "auto":
+        return "mliap" if mliap_ok and dtype == "float64" else "torchscript"
+    if fmt == "mliap":
+        if model.config.backbone != "bispectrum":
+            raise ValueError(f"only bispectrum models run as LAMMPS ML-IAP networks, not {model.config.backbone!r}")
+        if dtype != "float64":
+            raise ValueError(f"an ML-IAP network runs in float64 only; dtype {dtype!r} does not apply")
+    return fmt
+
+
 def export_for_lammps(model_ref: str | Path, out_dir: str | Path, head: str = "dft",
-                      dtype: str = "float64") -> Deployment:
+                      dtype: str = "float64", fmt: str = "auto") -> Deployment:
     """Export the model at ``model_ref`` (checkpoint path or ``runs:/<id>``) into ``out_dir`` in ``dtype``
-    ("float64", or "float32": about twice as fast in LAMMPS, ~1e-6 relative):
-    MODEL_FILE, PAIR_FILE (the LAMMPS lines) and EXPORT_INFO. A Δ model's EIP must have a
-    LAMMPS form (:func:`lammps_eip`), checked before anything is written."""
+    ("float64", or "float32": about twice as fast in LAMMPS, ~1e-6 relative) and format ``fmt``
+    (:func:`export_format`): the model file(s), PAIR_FILE (the LAMMPS lines) and EXPORT_INFO. A Δ model's EIP
+    must have a LAMMPS form (:func:`lammps_eip`), checked before anything is written."""
     from eip2nn.calculator import EIP2NNCalculator
     from eip2nn.nn.export import export_metadata, export_model
-    from eip2nn.nn.mliap import FORMAT, mliap_descriptor_text, mliap_model_text
+    from eip2nn.nn.mliap import FORMAT as MLIAP_FORMAT
+    from eip2nn.nn.mliap import mliap_descriptor_text, mliap_model_text
     model = EIP2NNCalculator.load(str(model_ref), head).model
     eip = lammps_eip(model.reference_eip) if model.reference_eip else None
     out = Path(out_dir)
-    if model.config.backbone == "bispectrum":  # LAMMPS's own ML-IAP network; always float64
-        if dtype != "float64":
-            raise ValueError(f"a bispectrum model runs as a LAMMPS ML-IAP network, in float64 only; "
-                             f"dtype {dtype!r} does not apply")
+    if export_format(model, fmt, dtype) == "mliap":  # LAMMPS's own ML-IAP network
         network, descriptor = mliap_model_text(model, head), mliap_descriptor_text(model)  # may refuse: first
         out.mkdir(parents=True, exist_ok=True)
         model_file, descriptor_file = (out / MLIAP_MODEL_FILE).resolve(), (out / MLIAP_DESCRIPTOR_FILE).resolve()
         model_file.write_text(network)
         descriptor_file.write_text(descriptor)
-        metadata = {**export_metadata(model, head, "float64"), "format": FORMAT}
+        metadata = {**export_metadata(model, head, "float64"), "format": MLIAP_FORMAT}
     else:
         out.mkdir(parents=True, exist_ok=True)
         model_file, descriptor_file = (out / MODEL_FILE).resolve(), None
@@ -155,7 +177,8 @@ def load_deployment(out_dir: str | Path) -> Deployment:
         raise FileNotFoundError(f"{out} holds no eip2nn export ({EXPORT_INFO} missing); run `eip2nn export`")
     info = json.loads(info_path.read_text())
     eip = PotentialsDB().get(info["lammps_eip"]) if info["lammps_eip"] else None
-    if info["metadata"]["backbone"] == "bispectrum":
+    from eip2nn.nn.mliap import FORMAT as MLIAP_FORMAT
+    if info["metadata"]["format"] == MLIAP_FORMAT:
         return Deployment((out / MLIAP_MODEL_FILE).resolve(), info["metadata"], eip,
                           (out / MLIAP_DESCRIPTOR_FILE).resolve())
     return Deployment((out / MODEL_FILE).resolve(), info["metadata"], eip)

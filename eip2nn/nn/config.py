@@ -22,7 +22,7 @@ class ModelConfig:
     head_hidden: int = 32  # hidden units of each head's MLP
     twojmax: int = 6  # band limit 2J of the bispectrum backbone (30 components for 6, 55 for 8)
     # hidden activation of a descriptor backbone's MLP and of the heads (SchNet: shifted_softplus only);
-    # a bispectrum model runs in LAMMPS (pair_style mliap model nn) with tanh or sigmoid
+    # a bispectrum model with tanh or sigmoid can also run as LAMMPS's own ML-IAP network (pair_style mliap)
     activation: str = "shifted_softplus"
 
     # fields added after stage hashes were first written: left out of a stage's hash while at their default

@@ -31,9 +31,12 @@ from torch import nn
 
 from eip2nn import __version__
 from eip2nn.nn.backbones import DescriptorNet, SchNet, cosine_cutoff
+from eip2nn.nn.bispectrum import RFAC0
+from eip2nn.nn.bispectrum_torch import TorchBispectrum
 from eip2nn.nn.checkpoint import load_model
 from eip2nn.nn.model import DFT_HEAD, EnergyModel
 from eip2nn.nn.sf_torch import TorchSymmetryFunctions
+from eip2nn.snap.bispectrum import BZEROFLAG
 
 FORMAT = "eip2nn-lammps/1"
 METADATA_FILE = "eip2nn.json"
@@ -62,10 +65,11 @@ class ExportedSchNet(nn.Module):
         return x
 
 
-class ExportedSymmetryFunctionNet(nn.Module):
-    """:class:`DescriptorNet` on symmetry functions, the descriptor computed in torch, not read from the graph."""
+class ExportedDescriptorNet(nn.Module):
+    """:class:`DescriptorNet` with its descriptor (symmetry functions or bispectrum) computed in torch from the
+    edges, not read from the graph: an atom's features depend on its own edges only."""
 
-    def __init__(self, backbone: DescriptorNet, descriptor: TorchSymmetryFunctions):
+    def __init__(self, backbone: DescriptorNet, descriptor: nn.Module):
         super().__init__()
         if descriptor.size != backbone.mean.shape[0]:
             raise ValueError(f"descriptor has {descriptor.size} functions, the network expects "
@@ -79,7 +83,7 @@ class ExportedSymmetryFunctionNet(nn.Module):
 
     def forward(self, species: torch.Tensor, edge_src: torch.Tensor, edge_dst: torch.Tensor,
                 edge_vectors: torch.Tensor) -> torch.Tensor:
-        """Features (n, width); ``edge_dst`` is unused (the functions are not element-resolved)."""
+        """Features (n, width); ``edge_dst`` is unused (the descriptors are not element-resolved)."""
         g = self.descriptor(edge_src, edge_vectors, species.shape[0])
         x = (g - self.mean) / self.std
         if self.n_species > 1:
@@ -88,6 +92,11 @@ class ExportedSymmetryFunctionNet(nn.Module):
 
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
+# owned atoms per model call the pair style uses for a descriptor model unless `pair_style eip2nn chunk N` says
+# otherwise: the bispectrum's (16,800 terms x atoms) temporaries make 128 atoms cost 0.9 GB and 32 atoms 0.5 GB, at
+# speeds equal within this machine's noise (benchmarks/lammps_chunks.py --backbone bispectrum); 128 for symmetry
+# functions
+CHUNK_ATOMS = {"symmetry_functions": 128, "bispectrum": 32}
 
 
 class ExportedModel(nn.Module):
@@ -100,15 +109,14 @@ class ExportedModel(nn.Module):
         if head not in model.head_names:
             raise ValueError(f"model has no head {head!r}; its heads: {model.head_names}")
         config = model.config
-        if config.backbone == "bispectrum":
-            raise ValueError("a model on the bispectrum backbone has no TorchScript form (its descriptor is "
-                             "LAMMPS compute snap); `eip2nn export` writes it as a LAMMPS ML-IAP network instead "
-                             "(eip2nn.nn.mliap)")
         if config.backbone == "schnet":
             self.backbone = ExportedSchNet(model.backbone)
+        elif config.backbone == "bispectrum":  # LAMMPS compute snap's numbers, in torch (bispectrum_torch)
+            descriptor = TorchBispectrum(config.cutoff, config.twojmax, RFAC0, 0.0, bool(BZEROFLAG))
+            self.backbone = ExportedDescriptorNet(model.backbone, descriptor)
         else:
             descriptor = TorchSymmetryFunctions.from_kliff(config.cutoff, config.descriptor)
-            self.backbone = ExportedSymmetryFunctionNet(model.backbone, descriptor)
+            self.backbone = ExportedDescriptorNet(model.backbone, descriptor)
         self.head = copy.deepcopy(model.head(head))
         if dtype not in DTYPES:
             raise ValueError(f"export dtype must be one of {list(DTYPES)}, got {dtype!r}")
@@ -129,6 +137,7 @@ def export_metadata(model: EnergyModel, head: str = DFT_HEAD, dtype: str = "floa
     reach = config.cutoff * config.depth if config.backbone == "schnet" else config.cutoff
     return {"format": FORMAT, "species": list(model.species), "cutoff": float(config.cutoff),
             "interaction_range": float(reach), "backbone": config.backbone, "head": head, "dtype": dtype,
+            "per_atom_descriptor": config.backbone != "schnet", "chunk_atoms": CHUNK_ATOMS.get(config.backbone, 0),
             "units": "metal", "reference_eip": model.reference_eip, "eip2nn_version": __version__}
 
 

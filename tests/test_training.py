@@ -302,6 +302,32 @@ def test_weight_average_and_final_phase_change_what_is_returned(tmp_path, data_m
     assert any(not torch.equal(v, start[k]) for k, v in model.state_dict().items())
 
 
+def test_min_steps_gives_a_small_training_set_more_epochs_and_the_schedule_follows(tmp_path, data_mirror_session):
+    """min_steps 9 on 10 structures in batches of 4 (3 steps an epoch): 3 epochs, not 1; the cosine schedule and
+    the final phase span the 3; 100% of the data (more steps an epoch) keeps `epochs`."""
+    from eip2nn.data import load_dataset
+    from eip2nn.nn.config import ModelConfig
+    from eip2nn.nn.model import EnergyModel
+    from eip2nn.training.config import StageConfig, TrainConfig
+    from eip2nn.training.samples import make_samples
+    from eip2nn.training.trainer import fit
+
+    cfg = TrainConfig(epochs=1, min_steps=9, batch_size=4, lr=1e-3, schedule="cosine", final_start=0.5,
+                      patience=100)
+    assert (cfg.epochs_for(10), cfg.epochs_for(9), cfg.epochs_for(36), cfg.epochs_for(400)) == (3, 3, 1, 1)
+    torch.manual_seed(0)
+    model = EnergyModel(ModelConfig(**TINY["model"]), ["Si"], [DFT_HEAD])
+    samples = make_samples(model, load_dataset("mlearn/Si/test")[:12], [DFT_HEAD])
+    result = fit(model, samples[:10], samples[10:], {DFT_HEAD: 1.0}, cfg, tmp_path / "m.pt")
+    assert [h["final_phase"] for h in result.history] == [0.0, 0.0, 1.0]  # round(0.5 × 3) = 2
+    assert result.history[-1]["lr"] == pytest.approx(cfg.min_lr)  # the half cosine ends with the 3rd epoch
+    with pytest.raises(ValueError, match="min_steps >= 0"):
+        TrainConfig(min_steps=-1)
+    # left out of the stage hash at its default (finished stages stay valid), in it otherwise
+    assert "min_steps" not in StageConfig().result_dict()["train"]
+    assert StageConfig(train=TrainConfig(min_steps=9)).content_hash() != StageConfig().content_hash()
+
+
 def test_device_is_checked_and_left_out_of_the_stage_hash(tmp_path):
     from eip2nn.nn.device import resolve_device
     from eip2nn.training.config import StageConfig, TrainConfig

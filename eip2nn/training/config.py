@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,9 @@ class LossWeights:
 @dataclass
 class TrainConfig:
     epochs: int = 300
+    # At least this many optimiser steps: a small training set runs more epochs (max(epochs, ⌈min_steps / batches
+    # per epoch⌉)), so that a 25% cell gets about the updates of a 100% one; 0 = `epochs` exactly.
+    min_steps: int = 0
     batch_size: int = 8
     lr: float = 2e-3  # Adam learning rate
     weight_decay: float = 0.0
@@ -71,7 +75,7 @@ class TrainConfig:
     # fields added after stage hashes were first written: to be left out of a stage's hash while at
     # their default (as DataConfig.LATE_FIELDS), so finished stages keep being reused
     LATE_FIELDS = ("stress_weight", "schedule", "ema_decay", "final_start", "final_energy_weight", "final_force_weight",
-                   "local_energy_weight")
+                   "local_energy_weight", "min_steps")
     EXECUTION_FIELDS = ("device",)  # never in a stage's hash: they change where it runs, not what it learns
 
     def __post_init__(self):
@@ -87,11 +91,16 @@ class TrainConfig:
             raise ValueError(f"train.final_start must be in [0, 1], got {self.final_start}")
         if self.final_energy_weight < 0 or self.final_force_weight < 0:
             raise ValueError("train.final_energy_weight and train.final_force_weight must be >= 0")
-        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("train: epochs >= 0, batch_size >= 1 and lr > 0 are required")
+        if self.epochs < 0 or self.min_steps < 0 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("train: epochs >= 0, min_steps >= 0, batch_size >= 1 and lr > 0 are required")
         if self.stress_weight < 0 or self.local_energy_weight < 0:
             raise ValueError(f"train.stress_weight and train.local_energy_weight must be >= 0, got "
                              f"{self.stress_weight} and {self.local_energy_weight}")
+
+    def epochs_for(self, n_train: int) -> int:
+        """Epochs to run on ``n_train`` structures: ``epochs``, or more to reach ``min_steps`` optimiser steps."""
+        steps_per_epoch = max(1, math.ceil(n_train / self.batch_size))
+        return max(self.epochs, math.ceil(self.min_steps / steps_per_epoch))
 
     @property
     def loss_weights(self) -> LossWeights:

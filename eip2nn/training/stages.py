@@ -134,13 +134,14 @@ def _log_plan(plan: StagePlan, run, out: Path, log) -> None:
 def _fit(plan: StagePlan, run, out: Path, log, on_epoch) -> FitResult:
     """Train the plan's model (resuming its checkpoint), logging every epoch to the run and every tenth to ``log``."""
     cfg = plan.cfg
+    epochs = cfg.train.epochs_for(len(plan.train))
 
     def epoch_done(row):
         if on_epoch:
             on_epoch(row)
         run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
-        if row["epoch"] % 10 == 0 or row["epoch"] == cfg.train.epochs - 1:
-            log(f"  epoch {row['epoch']:4d}/{cfg.train.epochs}  train {row['train_loss']:.3e}  "
+        if row["epoch"] % 10 == 0 or row["epoch"] == epochs - 1:
+            log(f"  epoch {row['epoch']:4d}/{epochs}  train {row['train_loss']:.3e}  "
                 f"val {row['val_loss']:.3e}  lr {row['lr']:.1e}  {row['structures_per_second']:.0f} structures/s")
 
     result = fit(plan.model, plan.train, plan.val, plan.terms, cfg.train, out / "checkpoint.pt", cfg.result_dict(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -133,6 +134,7 @@ def fit(model, train: list[Sample], val: list[Sample], terms: dict[str, float] |
     if not train:
         raise ValueError("no training samples")
     terms = as_terms(terms)
+    cfg = dataclasses.replace(cfg, epochs=cfg.epochs_for(len(train)))  # min_steps: more epochs for few structures
     model.to(resolve_device(cfg.device))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -202,6 +202,19 @@ def test_edge_order_is_free(tmp_path, backbone):
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
+def test_energies_from_the_descriptor_are_forward_s(tmp_path, backbone):
+    """energies_from_descriptor(species, B): what the pair style's native descriptor path runs in torch."""
+    atoms, model, module = exported_ti_al(tmp_path, backbone)
+    species, src, dst, v = edge_inputs(model.graph(atoms))
+    if backbone == "schnet":
+        with pytest.raises(torch.jit.Error, match="no per-atom descriptor"):
+            module.energies_from_descriptor(species, torch.zeros(len(atoms), 4, dtype=torch.float64))
+        return
+    descriptor = module.backbone.descriptor(src, v, len(atoms))
+    assert (module.energies_from_descriptor(species, descriptor) - module(species, src, dst, v)).abs().max() < TOL
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
 def test_edges_beyond_the_cutoff_change_nothing(tmp_path, backbone):
     """A neighbour list with a skin (LAMMPS' default) gives the same energies and forces."""
     atoms, model, module = exported_ti_al(tmp_path, backbone)
@@ -306,6 +319,7 @@ def test_metadata_is_saved_in_the_file(tmp_path, backbone):
     assert metadata["cutoff"] == CUTOFF
     assert metadata["interaction_range"] == (2 * CUTOFF if backbone == "schnet" else CUTOFF)
     assert metadata["backbone"] == backbone
+    assert metadata["native_descriptor"] == ("bispectrum" if backbone == "bispectrum" else "")
     assert (metadata["head"], metadata["dtype"], metadata["units"]) == ("dft", "float64", "metal")
     assert metadata["reference_eip"] == model.reference_eip
     assert metadata["eip2nn_version"]

@@ -17,6 +17,12 @@ virial is Σ_e v_e ⊗ g_e. ``metadata["interaction_range"]`` (Å) is how far an
 atom's energy reaches: ghost atoms within it must be present, and those within
 ``interaction_range - cutoff`` must have their own edges (SchNet passes
 messages ``depth`` times).
+
+A descriptor model also has ``energies_from_descriptor(species (n,) int64, descriptor (n, K)) -> (n,)`` eV:
+what ``forward`` does after the descriptor. ``metadata["native_descriptor"] == "bispectrum"`` says the pair
+style may compute the descriptor itself from the tables of ``backbone.descriptor`` (a
+:class:`~eip2nn.nn.bispectrum_torch.TorchBispectrum`) and run only that method in torch; files without the
+key run ``forward``.
 """
 
 from __future__ import annotations
@@ -84,8 +90,12 @@ class ExportedDescriptorNet(nn.Module):
     def forward(self, species: torch.Tensor, edge_src: torch.Tensor, edge_dst: torch.Tensor,
                 edge_vectors: torch.Tensor) -> torch.Tensor:
         """Features (n, width); ``edge_dst`` is unused (the descriptors are not element-resolved)."""
-        g = self.descriptor(edge_src, edge_vectors, species.shape[0])
-        x = (g - self.mean) / self.std
+        return self.features_from_descriptor(species, self.descriptor(edge_src, edge_vectors, species.shape[0]))
+
+    def features_from_descriptor(self, species: torch.Tensor, descriptor: torch.Tensor) -> torch.Tensor:
+        """Features (n, width) of atoms of ``species`` (n,) with descriptor (n, K): standardised, species
+        one-hot appended, the network."""
+        x = (descriptor - self.mean) / self.std
         if self.n_species > 1:
             x = torch.cat([x, nn.functional.one_hot(species, self.n_species).to(x.dtype)], dim=1)
         return self.out_activation(self.net(x))
@@ -97,6 +107,8 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32}
 # speeds equal within this machine's noise (benchmarks/lammps_chunks.py --backbone bispectrum); 128 for symmetry
 # functions
 CHUNK_ATOMS = {"symmetry_functions": 128, "bispectrum": 32}
+# descriptors the pair style can compute in C++ from the module's tables ("native_descriptor" in the metadata)
+NATIVE_DESCRIPTORS = {"bispectrum": "bispectrum"}
 
 
 class ExportedModel(nn.Module):
@@ -130,6 +142,14 @@ class ExportedModel(nn.Module):
         features = self.backbone(species, edge_src, edge_dst, edge_vectors)
         return self.head(features, species)
 
+    @torch.jit.export
+    def energies_from_descriptor(self, species: torch.Tensor, descriptor: torch.Tensor) -> torch.Tensor:
+        """Per-atom energies (n,) eV of atoms of ``species`` (n,) with descriptor (n, K), in the module's
+        dtype: ``forward`` after the descriptor. Descriptor backbones only (SchNet raises)."""
+        if hasattr(self.backbone, "features_from_descriptor"):  # resolved when scripting
+            return self.head(self.backbone.features_from_descriptor(species, descriptor), species)
+        raise RuntimeError("energies_from_descriptor: this model's backbone has no per-atom descriptor")
+
 
 def export_metadata(model: EnergyModel, head: str = DFT_HEAD, dtype: str = "float64") -> dict:
     """What the pair style needs besides the module: elements, ranges (Å), units."""
@@ -138,6 +158,7 @@ def export_metadata(model: EnergyModel, head: str = DFT_HEAD, dtype: str = "floa
     return {"format": FORMAT, "species": list(model.species), "cutoff": float(config.cutoff),
             "interaction_range": float(reach), "backbone": config.backbone, "head": head, "dtype": dtype,
             "per_atom_descriptor": config.backbone != "schnet", "chunk_atoms": CHUNK_ATOMS.get(config.backbone, 0),
+            "native_descriptor": NATIVE_DESCRIPTORS.get(config.backbone, ""),
             "units": "metal", "reference_eip": model.reference_eip, "eip2nn_version": __version__}
 
 

@@ -2,7 +2,8 @@
    pair_style eip2nn: evaluate an eip2nn TorchScript model in LAMMPS.
 
      plugin load /path/to/eip2nnplugin.so
-     pair_style eip2nn [threads N]      (N: torch intra-op threads per rank)
+     pair_style eip2nn [threads N] [chunk N] [native yes|no]
+                                        (threads: torch intra-op threads per rank)
      pair_coeff * * model.pt Si Ge      (element of each atom type, or NULL
                                          for types left to pair_style hybrid)
    Requires units metal and newton pair on. Runs on the CPU.
@@ -28,6 +29,15 @@
    autograd; f[src] += g, f[dst] -= g (on ghosts too: newton pair on, LAMMPS
    sums ghost forces back to their owners); virial = -sum_edges v (x) g.
 
+   Native descriptor: a model file whose json says "native_descriptor":
+   "bispectrum" (eip2nn's bispectrum backbone) has its bispectrum B computed
+   here in C++ (native_bispectrum.cpp, from the tables of the module's
+   backbone.descriptor) and only energies_from_descriptor(species, B) run in
+   torch: with beta = dE/dB from autograd, dE/dv of each edge follows in C++
+   (adjoint method). Float64 throughout; a float32 model gets B cast to
+   float32 for its network and beta back. `native no` runs the module's
+   forward instead (the same numbers to round-off, several times slower).
+
    For depth > 1 the pair style needs the neighbours of ghost atoms: it asks
    for a full neighbour list with ghosts and raises the ghost (communication)
    cutoff to interaction_range + skin (as pair styles tip4p do with
@@ -36,6 +46,8 @@
 ------------------------------------------------------------------------- */
 
 #include "pair_eip2nn.h"
+
+#include "native_bispectrum.h"
 
 #include "atom.h"
 #include "comm.h"
@@ -62,6 +74,7 @@ using namespace LAMMPS_NS;
 
 struct PairEIP2NN::Model {
   torch::jit::Module module;
+  std::unique_ptr<eip2nn::NativeBispectrum> bispectrum;    // the native descriptor, once init_style chose it
 };
 
 static const char *const FORMAT = "eip2nn-lammps/1";
@@ -88,6 +101,8 @@ PairEIP2NN::PairEIP2NN(LAMMPS *lmp) : Pair(lmp)
   per_atom_descriptor = false;
   chunk_user = -1;
   chunk_model = 128;
+  native_user = -1;
+  native_active = false;
   nlocal_nodes = 0;
   cutghost_set = -1.0;
   cutghost_user = 0.0;
@@ -124,11 +139,14 @@ void PairEIP2NN::allocate()
    their own edges (descriptor models): memory stays bounded whatever the
    system size (0 = all atoms in one call; message passing is never chunked).
    Without it, the model file's "chunk_atoms" (the best size for its descriptor), else 128.
+   native: compute the model's descriptor in C++ if its file allows it (default
+   yes; "yes" with a file that does not allow it is an error).
 ------------------------------------------------------------------------- */
 
 void PairEIP2NN::settings(int narg, char **arg)
 {
   chunk_user = -1;
+  native_user = -1;
   int iarg = 0;
   while (iarg < narg) {
     if (strcmp(arg[iarg], "threads") == 0) {
@@ -141,9 +159,14 @@ void PairEIP2NN::settings(int narg, char **arg)
       chunk_user = utils::inumeric(FLERR, arg[iarg + 1], false, lmp);
       if (chunk_user < 0) error->all(FLERR, "pair_style eip2nn: chunk must be >= 0");
       iarg += 2;
+    } else if (strcmp(arg[iarg], "native") == 0) {
+      if (iarg + 2 > narg) utils::missing_cmd_args(FLERR, "pair_style eip2nn native", error);
+      native_user = utils::logical(FLERR, arg[iarg + 1], false, lmp);
+      iarg += 2;
     } else {
       error->all(FLERR,
-                 "Unknown pair_style eip2nn keyword: {} (usage: pair_style eip2nn [threads N] [chunk N])",
+                 "Unknown pair_style eip2nn keyword: {} (usage: pair_style eip2nn [threads N] [chunk N] "
+                 "[native yes|no])",
                  arg[iarg]);
     }
   }
@@ -178,7 +201,7 @@ void PairEIP2NN::load_model(const std::string &path)
                "torch.jit.save(module, path, _extra_files={{'{}': json}})",
                path, META_FILE, META_FILE);
 
-  std::string format, units = "metal", dtype = "float64", backbone;
+  std::string format, units = "metal", dtype = "float64", backbone, native;
   std::vector<std::string> species;
   double cut = 0.0, range = -1.0;
   int per_atom = -1;    // "per_atom_descriptor" in the metadata; files before it: symmetry functions only
@@ -194,6 +217,7 @@ void PairEIP2NN::load_model(const std::string &path)
     if (meta.contains("backbone")) backbone = meta.at("backbone").get<std::string>();
     if (meta.contains("per_atom_descriptor")) per_atom = meta.at("per_atom_descriptor").get<bool>() ? 1 : 0;
     if (meta.contains("chunk_atoms")) chunk = meta.at("chunk_atoms").get<int>();
+    if (meta.contains("native_descriptor")) native = meta.at("native_descriptor").get<std::string>();
   } catch (const std::exception &e) {
     msg = e.what();
   }
@@ -222,6 +246,8 @@ void PairEIP2NN::load_model(const std::string &path)
   model_float32 = (dtype == "float32");
   per_atom_descriptor = (per_atom >= 0) ? (per_atom == 1) : (backbone == "symmetry_functions");
   chunk_model = chunk;
+  native_descriptor = native;
+  native_active = false;
   model_path = path;
   model_loaded = true;
 }
@@ -271,12 +297,16 @@ void PairEIP2NN::coeff(int narg, char **arg)
         setflag[i][j] = 0;
   if (count == 0) error->all(FLERR, "Incorrect args for pair coefficients: no element given");
 
-  if (comm->me == 0)
+  if (comm->me == 0) {
     utils::logmesg(lmp,
                    "eip2nn: model {} species [{}] cutoff {} interaction_range {} (message-passing "
                    "depth {}) dtype {}\n",
                    model_path, known, cutoff, interaction_range, nhops,
                    model_float32 ? "float32" : "float64");
+    if (!native_descriptor.empty() && native_descriptor != "bispectrum")
+      utils::logmesg(lmp, "eip2nn: native descriptor '{}' is unknown to this plugin: the model's TorchScript "
+                          "computes it\n", native_descriptor);
+  }
 }
 
 /* ---------------------------------------------------------------------- */
@@ -288,6 +318,7 @@ void PairEIP2NN::init_style()
                update->unit_style);
   if (force->newton_pair == 0) error->all(FLERR, "Pair style eip2nn requires newton pair on");
   if (!model_loaded) error->all(FLERR, "Pair style eip2nn: no model loaded (pair_coeff missing)");
+  choose_descriptor_path();
 
   if (nhops > 1) {
     // message passing: neighbours of ghost atoms are needed, and ghosts out to
@@ -314,6 +345,51 @@ void PairEIP2NN::init_style()
     ghostneigh = 0;
     neighbor->add_request(this, NeighConst::REQ_FULL);
   }
+}
+
+/* ----------------------------------------------------------------------
+   native descriptor or the module's forward: native unless `native no`, if
+   the file names a descriptor this plugin computes and the model is local
+   (depth 1); reads the tables on first use
+------------------------------------------------------------------------- */
+
+void PairEIP2NN::choose_descriptor_path()
+{
+  const bool known = native_descriptor == "bispectrum";
+  const bool possible = known && per_atom_descriptor && nhops == 1;
+  if (native_user == 1 && !possible)
+    error->all(FLERR,
+               "pair_style eip2nn native yes: model {} has no descriptor this plugin computes natively "
+               "(native_descriptor '{}', per-atom descriptor {}, depth {}); export it again with this "
+               "eip2nn, or leave native out",
+               model_path, native_descriptor, per_atom_descriptor ? "yes" : "no", nhops);
+  native_active = possible && native_user != 0;
+  if (!native_active || model->bispectrum) return;
+
+  std::string msg;
+  try {
+    torch::jit::Module backbone = model->module.attr("backbone").toModule();
+    model->bispectrum =
+        std::make_unique<eip2nn::NativeBispectrum>(backbone.attr("descriptor").toModule());
+    if (!model->module.find_method("energies_from_descriptor"))
+      msg = "the module has no method energies_from_descriptor";
+  } catch (const c10::Error &e) {
+    msg = e.what_without_backtrace();
+  } catch (const std::exception &e) {
+    msg = e.what();
+  }
+  if (!msg.empty()) {
+    model->bispectrum.reset();
+    native_active = false;
+    error->all(FLERR, "pair eip2nn: cannot compute the bispectrum of {} natively: {} (`pair_style eip2nn "
+                      "native no` runs its TorchScript descriptor)",
+               model_path, msg);
+  }
+  if (comm->me == 0)
+    utils::logmesg(lmp,
+                   "eip2nn: bispectrum (twojmax {}, {} components) computed natively in C++; the network "
+                   "in torch\n",
+                   model->bispectrum->twojmax(), model->bispectrum->size());
 }
 
 /* ---------------------------------------------------------------------- */
@@ -439,6 +515,98 @@ static std::string evaluate(torch::jit::Module &module, bool float32, const torc
   return "";
 }
 
+/* ----------------------------------------------------------------------
+   native descriptor, owned atoms chunk_atoms at a time (0: all at once): B of
+   each atom in C++ from its edges (src = the atom), energies and beta = dE/dB
+   from the module's energies_from_descriptor by autograd, dE/dv of each edge
+   in C++. Gives what evaluate() gives for the owned atoms: per-node energies
+   (n,) (0 for ghosts) and the gradient (ne, 3) (0 for edges from ghosts),
+   float64; returns an error message ("" on success)
+------------------------------------------------------------------------- */
+
+static std::string evaluate_native(torch::jit::Module &module, eip2nn::NativeBispectrum &bispectrum,
+                                   bool float32, const torch::Tensor &species, const torch::Tensor &src,
+                                   const torch::Tensor &vec, int64_t n_owned, int64_t chunk_atoms,
+                                   torch::Tensor &energy, torch::Tensor &grad)
+{
+  const int64_t n = species.size(0), ne = vec.size(0);
+  const int K = bispectrum.size(), D = bispectrum.density_size();
+  auto opt_double = torch::TensorOptions().dtype(torch::kFloat64);
+  energy = torch::zeros({n}, opt_double);
+  grad = torch::zeros({ne, 3}, opt_double);
+
+  // edges of each owned atom (CSR by source)
+  const int64_t *ps = src.data_ptr<int64_t>();
+  std::vector<int64_t> first(n_owned + 1, 0), edges;
+  for (int64_t e = 0; e < ne; e++)
+    if (ps[e] < n_owned) first[ps[e] + 1]++;
+  for (int64_t a = 0; a < n_owned; a++) first[a + 1] += first[a];
+  edges.resize(first[n_owned]);
+  {
+    std::vector<int64_t> fill(first.begin(), first.end() - 1);
+    for (int64_t e = 0; e < ne; e++)
+      if (ps[e] < n_owned) edges[fill[ps[e]]++] = e;
+  }
+
+  const double *pv = vec.data_ptr<double>();
+  double *pg = grad.data_ptr<double>();
+  std::vector<double> atom_vec, atom_grad, y(D);
+  // the edge vectors (count, 3) of owned atom a, contiguous
+  auto gather = [&](int64_t a) {
+    const int64_t count = first[a + 1] - first[a];
+    atom_vec.resize(3 * count);
+    for (int64_t t = 0; t < count; t++)
+      for (int k = 0; k < 3; k++) atom_vec[3 * t + k] = pv[3 * edges[first[a] + t] + k];
+    return (int) count;
+  };
+
+  const int64_t chunk = chunk_atoms > 0 ? std::min(chunk_atoms, n_owned) : n_owned;
+  std::vector<double> density(chunk * D);
+  try {
+    torch::jit::Method energies_of = module.get_method("energies_from_descriptor");
+    for (int64_t k0 = 0; k0 < n_owned; k0 += chunk) {
+      const int64_t m = std::min(chunk, n_owned - k0);
+      torch::Tensor b = torch::empty({m, K}, opt_double);
+      double *pb = b.data_ptr<double>();
+      for (int64_t a = 0; a < m; a++) {
+        const int count = gather(k0 + a);
+        bispectrum.density(atom_vec.data(), count, &density[a * D]);
+        bispectrum.components(&density[a * D], pb + a * K);
+      }
+
+      torch::Tensor b_in = float32 ? b.to(torch::kFloat32) : b;
+      b_in.requires_grad_(true);
+      torch::Tensor out = energies_of({species.narrow(0, k0, m), b_in}).toTensor();
+      if (out.dim() != 1 || out.size(0) != m)
+        return fmt::format("energies_from_descriptor returned a tensor of shape {} for {} atoms, expected "
+                           "({},)",
+                           c10::str(out.sizes()), m, m);
+      torch::Tensor beta;
+      if (out.requires_grad())
+        beta = torch::autograd::grad({out.sum()}, {b_in}, /*grad_outputs=*/{}, /*retain_graph=*/false,
+                                     /*create_graph=*/false, /*allow_unused=*/true)[0];
+      energy.narrow(0, k0, m).copy_(out.detach().to(torch::kFloat64));
+      if (!beta.defined()) continue;    // energies independent of B: no forces
+      beta = beta.to(torch::kFloat64).contiguous();
+      const double *pbeta = beta.data_ptr<double>();
+
+      for (int64_t a = 0; a < m; a++) {
+        const int count = gather(k0 + a);
+        atom_grad.resize(3 * count);
+        bispectrum.adjoint(&density[a * D], pbeta + a * K, y.data());
+        bispectrum.edge_gradients(atom_vec.data(), count, y.data(), atom_grad.data());
+        for (int t = 0; t < count; t++)
+          for (int k = 0; k < 3; k++) pg[3 * edges[first[k0 + a] + t] + k] = atom_grad[3 * t + k];
+      }
+    }
+  } catch (const c10::Error &e) {
+    return e.what_without_backtrace();
+  } catch (const std::exception &e) {
+    return e.what();
+  }
+  return "";
+}
+
 /* ---------------------------------------------------------------------- */
 
 void PairEIP2NN::compute(int eflag, int vflag)
@@ -480,7 +648,10 @@ void PairEIP2NN::compute(int eflag, int vflag)
   torch::Tensor node_energy, grad;
   std::string msg;
   const int chunk_atoms = chunk_user >= 0 ? chunk_user : chunk_model;
-  if (per_atom_descriptor && chunk_atoms > 0 && nlocal_nodes > chunk_atoms && nhops == 1) {
+  if (native_active) {
+    msg = evaluate_native(model->module, *model->bispectrum, model_float32, species, src, vec, nlocal_nodes,
+                          chunk_atoms, node_energy, grad);
+  } else if (per_atom_descriptor && chunk_atoms > 0 && nlocal_nodes > chunk_atoms && nhops == 1) {
     // owned atoms in chunks, each with its own edges only (an owned atom's energy needs no other's);
     // the rim's reverse edges only feed ghost energies, which are not counted: their gradient is 0
     node_energy = torch::zeros({n}, opt_double);

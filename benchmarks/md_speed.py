@@ -4,7 +4,7 @@ rank (eip2nn.deploy.md.run_md, in this process) and LAMMPS on two MPI ranks (mpi
 Models: Si, cut-off 5 Å, width 32, depth 2 -- SchNet (20 RBFs, two interactions: interaction range
 10 Å), the symmetry-function backbone (KLIFF set51, an MLP of two layers of 32) and the bispectrum
 backbone (twojmax 8, tanh, so that LAMMPS can run it both as pair_style mliap -- LAMMPS's own C++,
-float64 only -- and as pair_style eip2nn, the descriptor computed in the TorchScript file) -- with RANDOM
+float64 only -- and as pair_style eip2nn, whose plugin computes the descriptor natively) -- with RANDOM
 weights (torch seed 0; speed does not depend on training), head scale set so forces are 0.1-1 eV/Å.
 Structures: diamond Si supercells (3.33 nm³ per 512 atoms), rattled 0.05 Å; NVE from 300 K, 1 fs.
 
@@ -23,8 +23,10 @@ Structures: diamond Si supercells (3.33 nm³ per 512 atoms), rattled 0.05 Å; NV
 Atom-steps per second = atoms x steps / wall seconds of the MD loop.
 Goal (issue): LAMMPS 1 core >= 10x ASE at 4,096 atoms; 2 ranks >= 1.7x 1 rank.
 
+A trained Si model instead: ``--checkpoint PATH`` (e.g. a pipeline stage's model.pt), exported in float64.
+
 Usage: python benchmarks/md_speed.py [--sizes 512 4096] [--backbones schnet symmetry_functions]
-                                     [--ase-steps 5] [--lammps-steps 20] [--ranks 2]
+                                     [--ase-steps 5] [--lammps-steps 20] [--ranks 2] [--checkpoint PATH]
 """
 
 from __future__ import annotations
@@ -139,13 +141,18 @@ def main(argv=None) -> None:
     parser.add_argument("--ase-steps", type=int, default=5)
     parser.add_argument("--lammps-steps", type=int, default=20)
     parser.add_argument("--ranks", type=int, default=2)
+    parser.add_argument("--checkpoint", type=Path, help="a trained Si model instead of the random ones")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # the LAMMPS plugin in this process shares torch's thread pool
     rows = []
     with tempfile.TemporaryDirectory(prefix="eip2nn-md-speed-") as tmp:
         tmp = Path(tmp)
-        for backbone in args.backbones:
-            checkpoint, deployments = make_model(backbone, tmp)
+        for backbone in ([load_model(args.checkpoint).config.backbone] if args.checkpoint else args.backbones):
+            if args.checkpoint:
+                checkpoint = args.checkpoint
+                deployments = {"float64": export_for_lammps(checkpoint, tmp / "trained", fmt="torchscript")}
+            else:
+                checkpoint, deployments = make_model(backbone, tmp)
             for n in args.sizes:
                 atoms = silicon(n)
                 t0 = time.perf_counter()

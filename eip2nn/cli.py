@@ -728,9 +728,9 @@ def build_parser() -> argparse.ArgumentParser:  # long by design: every command'
     q.add_argument("--dtype", choices=["float64", "float32"], default="float64",
                    help="float64 (default: the model to round-off) or float32 (1.5-3x faster in LAMMPS, ~1e-6 relative)")
     q.add_argument("--format", choices=["auto", "torchscript", "mliap"], default="auto",
-                   help="torchscript: pair_style eip2nn (the plugin; every model); mliap: LAMMPS's own ML-IAP "
-                        "network (bispectrum models with tanh or sigmoid layers, float64; faster); "
-                        "auto (default): mliap where it can")
+                   help="torchscript (and auto, the default): pair_style eip2nn, the plugin (every model); mliap: "
+                        "LAMMPS's own ML-IAP network, no plugin (bispectrum models with tanh or sigmoid layers, "
+                        "float64; slower)")
     q.set_defaults(func=cmd_export)
 
     q = sub.add_parser("md", help="molecular dynamics of a trained model in LAMMPS (pair_style eip2nn); "

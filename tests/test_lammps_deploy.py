@@ -127,12 +127,12 @@ def test_the_native_bispectrum_equals_the_torchscript_one(tmp_path, data_dir, sp
     assert "computed natively" in (tmp_path / "native.log").read_text()
 
 
-@pytest.mark.parametrize("fmt", ["auto", "torchscript"])
+@pytest.mark.parametrize("fmt", ["mliap", "auto"])
 @pytest.mark.parametrize("species, eip", [(("Si",), ""), (("Ge", "Si"), ""), (("Si",), "lmp_Si_sw")])
 def test_a_tanh_bispectrum_model_runs_as_an_mliap_network_or_in_the_plugin(tmp_path, data_dir, species, eip, fmt):
-    """auto: pair_style mliap model nn ... descriptor sna ..., LAMMPS's own bispectrum and network, no plugin;
-    one-hot species fold into per-element biases. torchscript: pair_style eip2nn. A Δ model's EIP sits under
-    hybrid/overlay either way."""
+    """mliap: pair_style mliap model nn ... descriptor sna ..., LAMMPS's own bispectrum and network, no plugin;
+    one-hot species fold into per-element biases. auto: pair_style eip2nn (the plugin). A Δ model's EIP sits
+    under hybrid/overlay either way."""
     cells = structures(data_dir)
     if len(species) > 1:
         for atoms in cells:
@@ -141,10 +141,10 @@ def test_a_tanh_bispectrum_model_runs_as_an_mliap_network_or_in_the_plugin(tmp_p
                                                                 activation="tanh"))
     deployment = export_for_lammps(path, tmp_path / "export", fmt=fmt)
     lines = deployment.commands()
-    pair = "mliap model nn" if fmt == "auto" else "eip2nn"
+    pair = "mliap model nn" if fmt == "mliap" else "eip2nn"
     style = next(line for line in lines if line.startswith("pair_style"))
     assert style.startswith(f"pair_style hybrid/overlay sw {pair}" if eip else f"pair_style {pair}")
-    assert any(line.startswith("plugin load") for line in lines) == (fmt == "torchscript")
+    assert any(line.startswith("plugin load") for line in lines) == (fmt == "auto")
     assert load_deployment(tmp_path / "export").commands() == lines
     de, df, ds = compare(cells, EIP2NNCalculator.from_checkpoint(path), lammps_calculator(lines, species))
     assert de < 1e-6 and df < 1e-6 and ds < 1e-8, (de, df, ds)

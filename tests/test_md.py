@@ -45,7 +45,7 @@ pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated
 AGREEMENT = 1e-6  # eV, eV/Å: LAMMPS frame vs the ASE calculator (both float64; extxyz keeps 8 decimals)
 HEAD_SCALE = {"schnet": -100.0, "symmetry_functions": 3.0, "bispectrum": 1.0,
               "bispectrum-softplus": 1.0}  # random-init forces 0.1-1 eV/Å
-# tanh: the bispectrum model runs as pair_style mliap (export's auto format); shifted softplus: pair_style eip2nn
+# the bispectrum backbone with tanh (what ML-IAP could also run) and with shifted softplus (the pipelines')
 EXTRA_CONFIG = {"bispectrum": {"twojmax": 4, "activation": "tanh"}, "bispectrum-softplus": {"twojmax": 4}}
 
 

@@ -7,12 +7,12 @@ sits on its EIP with ``pair_style hybrid/overlay``; an EIP that exists only as
 an OpenKIM model is replaced by its LAMMPS twin (``potentials_db/deploy/
 lammps_twins.yaml``), since this LAMMPS has no ``pair_style kim``.
 
-Every backbone exports to TorchScript for that pair style (the bispectrum
-computed in torch, :mod:`eip2nn.nn.bispectrum_torch`). A bispectrum model
-with tanh or sigmoid layers can instead run as LAMMPS's own ML-IAP network on
-the SNAP descriptor (``pair_style mliap model nn ... descriptor sna ...``,
-:mod:`eip2nn.nn.mliap`): no plugin, the same files for any LAMMPS with the
-ML-IAP package, and faster; ``format="auto"`` picks it where it can.
+Every backbone exports to TorchScript for that pair style (the bispectrum's
+tables in the file, :mod:`eip2nn.nn.bispectrum_torch`, which the plugin
+computes natively). A bispectrum model with tanh or sigmoid layers can
+instead run as LAMMPS's own ML-IAP network on the SNAP descriptor
+(``pair_style mliap model nn ... descriptor sna ...``, :mod:`eip2nn.nn.mliap`):
+no plugin, the same files for any LAMMPS with the ML-IAP package, but slower.
 """
 
 from __future__ import annotations
@@ -121,14 +121,13 @@ EXPORT_FORMATS = ("auto", "torchscript", "mliap")
 def export_format(model, fmt: str = "auto", dtype: str = "float64") -> str:
     """"torchscript" (pair_style eip2nn) or "mliap" for ``model`` asked as ``fmt``; ValueError if it cannot.
 
-    "auto": ML-IAP for a bispectrum model whose layers ML-IAP knows, in float64; TorchScript otherwise.
+    "auto" is "torchscript": every model runs there, a bispectrum one faster than as ML-IAP (its descriptor
+    is native in the plugin; docs/lammps.md, MD speed).
     """
-    from eip2nn.nn.mliap import MLIAP_ACTIVATIONS
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"export format must be one of {list(EXPORT_FORMATS)}, got {fmt!r}")
-    mliap_ok = model.config.backbone == "bispectrum" and model.config.activation in MLIAP_ACTIVATIONS
     if fmt == "auto":
-        return "mliap" if mliap_ok and dtype == "float64" else "torchscript"
+        return "torchscript"
     if fmt == "mliap":
         if model.config.backbone != "bispectrum":
             raise ValueError(f"only bispectrum models run as LAMMPS ML-IAP networks, not {model.config.backbone!r}")

@@ -128,8 +128,8 @@ NativeBispectrum::NativeBispectrum(const torch::jit::Module &m)
 
   edge_re.assign(n_u, 0.0);
   edge_im.assign(n_u, 0.0);
-  edge_dre.assign(3 * (size_t) n_u, 0.0);
-  edge_dim.assign(3 * (size_t) n_u, 0.0);
+  adj_re.assign(n_u, 0.0);
+  adj_im.assign(n_u, 0.0);
   folded_re.assign(n_u, 0.0);
   folded_im.assign(n_u, 0.0);
 }
@@ -179,60 +179,39 @@ bool NativeBispectrum::edge_geometry(const double *v, bool derivatives)
    U^0 = 1; rows 2m' <= j of U^j:
    U^j[m', m] = ca[m', m] (a U^{j-1}[m', m]) - cb[m', m] (b U^{j-1}[m', m-1])
    (terms outside U^{j-1} are 0), with complex products of a = ar + i ai,
-   b = br + i bi; derivatives by the product rule
+   b = br + i bi; for odd j < twojmax also row (j+1)/2 (U^{j+1} reads it),
+   the mirror of row (j-1)/2: U^j[j-m', j-m] = (-1)^(m'+m) conj(U^j[m', m])
 ------------------------------------------------------------------------- */
 
-template <bool derivatives> void NativeBispectrum::edge_wigner()
+void NativeBispectrum::edge_wigner()
 {
   double *ure = edge_re.data(), *uim = edge_im.data();
-  double *dre = edge_dre.data(), *dim = edge_dim.data();
   ure[0] = 1.0;
   uim[0] = 0.0;
-  for (int k = 0; k < 3; k++) dre[k] = dim[k] = 0.0;
   for (int j = 1; j <= two_jmax; j++) {
     const int rows = j / 2 + 1, prev = u_offset[j - 1], cur = u_offset[j];
     const double *ca = coef_a.data() + coef_offset[j], *cb = coef_b.data() + coef_offset[j];
     for (int mb = 0; mb < rows; mb++) {
       for (int ma = 0; ma <= j; ma++) {
-        const int out = cur + mb * (j + 1) + ma;
-        double re = 0.0, im = 0.0, d_re[3] = {0.0, 0.0, 0.0}, d_im[3] = {0.0, 0.0, 0.0};
+        double re = 0.0, im = 0.0;
         if (ma < j) {
           const double c = ca[mb * (j + 1) + ma];
           const int p = prev + mb * j + ma;
-          const double pr = ure[p], pi = uim[p];
-          re = c * (ar * pr - ai * pi);
-          im = c * (ar * pi + ai * pr);
-          if (derivatives)
-            for (int k = 0; k < 3; k++) {
-              const double dpr = dre[3 * p + k], dpi = dim[3 * p + k];
-              d_re[k] = c * (dar[k] * pr - dai[k] * pi + ar * dpr - ai * dpi);
-              d_im[k] = c * (dar[k] * pi + dai[k] * pr + ar * dpi + ai * dpr);
-            }
+          re = c * (ar * ure[p] - ai * uim[p]);
+          im = c * (ar * uim[p] + ai * ure[p]);
         }
         if (ma > 0) {
           const double c = cb[mb * (j + 1) + ma];
-          const int p = prev + mb * j + ma - 1;
-          const double pr = ure[p], pi = uim[p];
-          re -= c * (br * pr - bi * pi);
-          im -= c * (br * pi + bi * pr);
-          if (derivatives)
-            for (int k = 0; k < 3; k++) {
-              const double dpr = dre[3 * p + k], dpi = dim[3 * p + k];
-              d_re[k] -= c * (dbr[k] * pr - dbi[k] * pi + br * dpr - bi * dpi);
-              d_im[k] -= c * (dbr[k] * pi + dbi[k] * pr + br * dpi + bi * dpr);
-            }
+          const int q = prev + mb * j + ma - 1;
+          re -= c * (br * ure[q] - bi * uim[q]);
+          im -= c * (br * uim[q] + bi * ure[q]);
         }
+        const int out = cur + mb * (j + 1) + ma;
         ure[out] = re;
         uim[out] = im;
-        if (derivatives)
-          for (int k = 0; k < 3; k++) {
-            dre[3 * out + k] = d_re[k];
-            dim[3 * out + k] = d_im[k];
-          }
       }
     }
     if (j % 2 == 1 && j < two_jmax) {
-      // row (j+1)/2, the first bottom row, for U^{j+1}: the conjugate of row (j-1)/2, reversed, signed
       const int mb = rows, mirror = j - mb;
       const double *sign = signs.data() + sign_offset[j];
       for (int ma = 0; ma <= j; ma++) {
@@ -240,14 +219,79 @@ template <bool derivatives> void NativeBispectrum::edge_wigner()
         const double s = sign[mb * (j + 1) + ma];
         ure[out] = s * ure[in];
         uim[out] = -s * uim[in];
-        if (derivatives)
-          for (int k = 0; k < 3; k++) {
-            dre[3 * out + k] = s * dre[3 * in + k];
-            dim[3 * out + k] = -s * dim[3 * in + k];
-          }
       }
     }
   }
+}
+
+/* ----------------------------------------------------------------------
+   reverse mode through edge_wigner: given w = dE/dU on the top rows of every
+   U^j of the current edge (folded_re, folded_im), dE/d(ar, ai, br, bi).
+   adj holds dE/dU^j (top rows, and row (j+1)/2 of odd j, which U^{j+1} read);
+   j runs down: first the mirror row of U^j goes back onto the row it copies,
+   then each top entry U^j[m', m] passes its adjoint A = (A_re, A_im) to the
+   inputs of its two products, ca a p and -cb b q (p = U^{j-1}[m', m],
+   q = U^{j-1}[m', m-1]): for c x y, dE/dx = c (A_re y_re + A_im y_im,
+   A_im y_re - A_re y_im), and the same with x and y swapped
+------------------------------------------------------------------------- */
+
+void NativeBispectrum::edge_wigner_backward(double grad_ab[4])
+{
+  const double *ure = edge_re.data(), *uim = edge_im.data();
+  double *are = adj_re.data(), *aim = adj_im.data();
+  for (int j = 0; j <= two_jmax; j++) {
+    const int cur = u_offset[j], top = cur + (j / 2 + 1) * (j + 1);
+    for (int i = cur; i < top; i++) {
+      are[i] = folded_re[i];
+      aim[i] = folded_im[i];
+    }
+    for (int i = top; i < cur + (j + 1) * (j + 1); i++) are[i] = aim[i] = 0.0;
+  }
+  double gar = 0.0, gai = 0.0, gbr = 0.0, gbi = 0.0;
+  for (int j = two_jmax; j >= 1; j--) {
+    const int rows = j / 2 + 1, prev = u_offset[j - 1], cur = u_offset[j];
+    if (j % 2 == 1 && j < two_jmax) {
+      const int mb = rows, mirror = j - mb;
+      const double *sign = signs.data() + sign_offset[j];
+      for (int ma = 0; ma <= j; ma++) {
+        const int out = cur + mb * (j + 1) + ma, in = cur + mirror * (j + 1) + (j - ma);
+        const double s = sign[mb * (j + 1) + ma];
+        are[in] += s * are[out];
+        aim[in] -= s * aim[out];
+      }
+    }
+    const double *ca = coef_a.data() + coef_offset[j], *cb = coef_b.data() + coef_offset[j];
+    for (int mb = 0; mb < rows; mb++) {
+      for (int ma = 0; ma <= j; ma++) {
+        const int out = cur + mb * (j + 1) + ma;
+        const double a_re = are[out], a_im = aim[out];
+        if (ma < j) {
+          // re = c (ar pr - ai pi), im = c (ar pi + ai pr)
+          const double c = ca[mb * (j + 1) + ma];
+          const int p = prev + mb * j + ma;
+          const double pr = ure[p], pi = uim[p];
+          gar += c * (a_re * pr + a_im * pi);
+          gai += c * (a_im * pr - a_re * pi);
+          are[p] += c * (a_re * ar + a_im * ai);
+          aim[p] += c * (a_im * ar - a_re * ai);
+        }
+        if (ma > 0) {
+          // re -= c (br qr - bi qi), im -= c (br qi + bi qr)
+          const double c = cb[mb * (j + 1) + ma];
+          const int q = prev + mb * j + ma - 1;
+          const double qr = ure[q], qi = uim[q];
+          gbr -= c * (a_re * qr + a_im * qi);
+          gbi -= c * (a_im * qr - a_re * qi);
+          are[q] -= c * (a_re * br + a_im * bi);
+          aim[q] -= c * (a_im * br - a_re * bi);
+        }
+      }
+    }
+  }
+  grad_ab[0] = gar;
+  grad_ab[1] = gai;
+  grad_ab[2] = gbr;
+  grad_ab[3] = gbi;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -278,7 +322,7 @@ void NativeBispectrum::density(const double *vectors, int n, double *u)
   for (int i = 0; i < 2 * n_u; i++) u[i] = 0.0;
   for (int e = 0; e < n; e++) {
     if (!edge_geometry(vectors + 3 * e, false)) continue;
-    edge_wigner<false>();
+    edge_wigner();
     for (int j = 0; j <= two_jmax; j++) {
       const int first = u_offset[j], last = first + (j / 2 + 1) * (j + 1);
       for (int i = first; i < last; i++) {
@@ -374,16 +418,16 @@ void NativeBispectrum::edge_gradients(const double *vectors, int n, const double
     double *ge = g + 3 * e;
     ge[0] = ge[1] = ge[2] = 0.0;
     if (!edge_geometry(vectors + 3 * e, true)) continue;
-    edge_wigner<true>();
-    double value = 0.0, grad[3] = {0.0, 0.0, 0.0};
+    edge_wigner();
+    double value = 0.0;    // sum of w . U over the top rows: dE/df_c
     for (int j = 0; j <= two_jmax; j++) {
       const int first = u_offset[j], last = first + (j / 2 + 1) * (j + 1);
-      for (int i = first; i < last; i++) {
-        const double wr = folded_re[i], wi = folded_im[i];
-        value += wr * edge_re[i] + wi * edge_im[i];
-        for (int k = 0; k < 3; k++) grad[k] += wr * edge_dre[3 * i + k] + wi * edge_dim[3 * i + k];
-      }
+      for (int i = first; i < last; i++) value += folded_re[i] * edge_re[i] + folded_im[i] * edge_im[i];
     }
-    for (int k = 0; k < 3; k++) ge[k] = dfc[k] * value + fc * grad[k];
+    double grad_ab[4];    // dE/d(ar, ai, br, bi) / f_c
+    edge_wigner_backward(grad_ab);
+    for (int k = 0; k < 3; k++)
+      ge[k] = dfc[k] * value +
+          fc * (grad_ab[0] * dar[k] + grad_ab[1] * dai[k] + grad_ab[2] * dbr[k] + grad_ab[3] * dbi[k]);
   }
 }

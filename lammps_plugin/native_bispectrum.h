@@ -5,7 +5,8 @@
    (dE/dB from the network), the gradient of sum_k beta_k B_k with respect to
    each edge vector by the adjoint method:
      Y = d(beta . B)/dU_i (per atom), then per edge dE/dv = Y . d(f_c U)/dv
-   with d(f_c U)/dv by differentiating the U^j recursion in forward mode.
+   by reverse mode: Y goes back through the edge's U^j recursion to the
+   Cayley-Klein parameters a, b, then by the chain rule to v.
    Every table (recursion coefficients, signs, U_i's start, the term list of B)
    is read from the scripted module, so this file holds no Clebsch-Gordan maths.
 ------------------------------------------------------------------------- */
@@ -54,8 +55,11 @@ class NativeBispectrum {
   // false if the edge counts 0
   bool edge_geometry(const double *v, bool derivatives);
   // the top rows (2 m' <= j) of every U^j of the current edge, and row (j+1)/2 of odd j (the next j
-  // needs it); with derivatives d/dv (3 per entry)
-  template <bool derivatives> void edge_wigner();
+  // needs it)
+  void edge_wigner();
+  // dE/d(ar, ai, br, bi) (4) of the current edge from w = dE/dU on its top rows (folded_re, folded_im),
+  // by reverse mode through edge_wigner (its U^j must be current)
+  void edge_wigner_backward(double grad_ab[4]);
   // bottom rows of U_i from its top rows: U^j[j-m', j-m] = (-1)^(m'+m) conj(U^j[m', m])
   void mirror_density(double *u) const;
 
@@ -75,8 +79,8 @@ class NativeBispectrum {
   // weight f_c, and their derivatives with respect to the edge vector
   double ar, ai, br, bi, fc;
   double dar[3], dai[3], dbr[3], dbi[3], dfc[3];
-  // its U^j (n_u real, n_u imaginary; top rows only) and derivatives (3 per entry)
-  std::vector<double> edge_re, edge_im, edge_dre, edge_dim;
+  // its U^j (n_u real, n_u imaginary; top rows only) and their adjoints dE/dU^j in edge_wigner_backward
+  std::vector<double> edge_re, edge_im, adj_re, adj_im;
   // Y folded onto the top rows (the bottom rows are conjugates of them)
   std::vector<double> folded_re, folded_im;
 };

@@ -516,6 +516,50 @@ static std::string evaluate(torch::jit::Module &module, bool float32, const torc
 }
 
 /* ----------------------------------------------------------------------
+   EIP2NN_PROFILE (a compile-time flag: EIP2NN_PROFILE=1 bash
+   scripts/build_lammps_plugin.sh): seconds in each part of evaluate_native,
+   summed over the run and written to stderr when the process ends
+------------------------------------------------------------------------- */
+
+#ifdef EIP2NN_PROFILE
+#include <chrono>
+#include <cstdio>
+
+namespace {
+enum NativePart { DENSITY, COMPONENTS, NETWORK, ADJOINT, EDGE_GRADIENTS, NATIVE_PARTS };
+
+struct NativeProfile {
+  double seconds[NATIVE_PARTS] = {};
+  ~NativeProfile()
+  {
+    const char *names[NATIVE_PARTS] = {"density U_i (per-edge U)", "components B", "network (torch)",
+                                       "adjoint Y", "edge gradients (U again, reverse mode)"};
+    double total = 0.0;
+    for (double t : seconds) total += t;
+    if (total == 0.0) return;
+    for (int k = 0; k < NATIVE_PARTS; k++)
+      fprintf(stderr, "eip2nn profile: %-40s %8.3f s %5.1f%%\n", names[k], seconds[k], 100 * seconds[k] / total);
+  }
+} native_profile;
+
+// adds the seconds of its scope to one part
+struct PartTimer {
+  NativePart part;
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+  ~PartTimer()
+  {
+    native_profile.seconds[part] +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+};
+}    // namespace
+
+#define EIP2NN_TIME(part) PartTimer part_timer{part}
+#else
+#define EIP2NN_TIME(part)
+#endif
+
+/* ----------------------------------------------------------------------
    native descriptor, owned atoms chunk_atoms at a time (0: all at once): B of
    each atom in C++ from its edges (src = the atom), energies and beta = dE/dB
    from the module's energies_from_descriptor by autograd, dE/dv of each edge
@@ -569,31 +613,42 @@ static std::string evaluate_native(torch::jit::Module &module, eip2nn::NativeBis
       torch::Tensor b = torch::empty({m, K}, opt_double);
       double *pb = b.data_ptr<double>();
       for (int64_t a = 0; a < m; a++) {
-        const int count = gather(k0 + a);
-        bispectrum.density(atom_vec.data(), count, &density[a * D]);
+        {
+          EIP2NN_TIME(DENSITY);
+          const int count = gather(k0 + a);
+          bispectrum.density(atom_vec.data(), count, &density[a * D]);
+        }
+        EIP2NN_TIME(COMPONENTS);
         bispectrum.components(&density[a * D], pb + a * K);
       }
 
-      torch::Tensor b_in = float32 ? b.to(torch::kFloat32) : b;
-      b_in.requires_grad_(true);
-      torch::Tensor out = energies_of({species.narrow(0, k0, m), b_in}).toTensor();
-      if (out.dim() != 1 || out.size(0) != m)
-        return fmt::format("energies_from_descriptor returned a tensor of shape {} for {} atoms, expected "
-                           "({},)",
-                           c10::str(out.sizes()), m, m);
       torch::Tensor beta;
-      if (out.requires_grad())
-        beta = torch::autograd::grad({out.sum()}, {b_in}, /*grad_outputs=*/{}, /*retain_graph=*/false,
-                                     /*create_graph=*/false, /*allow_unused=*/true)[0];
-      energy.narrow(0, k0, m).copy_(out.detach().to(torch::kFloat64));
-      if (!beta.defined()) continue;    // energies independent of B: no forces
-      beta = beta.to(torch::kFloat64).contiguous();
+      {
+        EIP2NN_TIME(NETWORK);
+        torch::Tensor b_in = float32 ? b.to(torch::kFloat32) : b;
+        b_in.requires_grad_(true);
+        torch::Tensor out = energies_of({species.narrow(0, k0, m), b_in}).toTensor();
+        if (out.dim() != 1 || out.size(0) != m)
+          return fmt::format("energies_from_descriptor returned a tensor of shape {} for {} atoms, expected "
+                             "({},)",
+                             c10::str(out.sizes()), m, m);
+        if (out.requires_grad())
+          beta = torch::autograd::grad({out.sum()}, {b_in}, /*grad_outputs=*/{}, /*retain_graph=*/false,
+                                       /*create_graph=*/false, /*allow_unused=*/true)[0];
+        energy.narrow(0, k0, m).copy_(out.detach().to(torch::kFloat64));
+        if (!beta.defined()) continue;    // energies independent of B: no forces
+        beta = beta.to(torch::kFloat64).contiguous();
+      }
       const double *pbeta = beta.data_ptr<double>();
 
       for (int64_t a = 0; a < m; a++) {
+        {
+          EIP2NN_TIME(ADJOINT);
+          bispectrum.adjoint(&density[a * D], pbeta + a * K, y.data());
+        }
+        EIP2NN_TIME(EDGE_GRADIENTS);
         const int count = gather(k0 + a);
         atom_grad.resize(3 * count);
-        bispectrum.adjoint(&density[a * D], pbeta + a * K, y.data());
         bispectrum.edge_gradients(atom_vec.data(), count, y.data(), atom_grad.data());
         for (int t = 0; t < count; t++)
           for (int k = 0; k < 3; k++) pg[3 * edges[first[k0 + a] + t] + k] = atom_grad[3 * t + k];

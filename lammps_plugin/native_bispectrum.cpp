@@ -12,6 +12,14 @@
 
 using eip2nn::NativeBispectrum;
 
+// the hot loops are compiled for AVX-512 and AVX2+FMA (x86-64-v4, v3) besides the baseline; the loader
+// picks the best one this CPU runs (GCC/Clang function multiversioning)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(EIP2NN_NO_SIMD_CLONES)
+#define SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define SIMD_CLONES
+#endif
+
 namespace {
 
 const double PI = 3.14159265358979323846;
@@ -53,6 +61,12 @@ torch::Tensor buffer(const torch::jit::Module &m, const std::string &name, int64
     throw table_error("'" + name + "' has " + std::to_string(t.numel()) + " entries, expected " +
                       std::to_string(size));
   return t.reshape({-1}).to(integer ? torch::kInt64 : torch::kFloat64).contiguous();
+}
+
+// a batch buffer of doubles (entry-major, LANES per entry) as Lanes
+eip2nn::Lanes *lanes(std::vector<double> &buffer)
+{
+  return reinterpret_cast<eip2nn::Lanes *>(buffer.data());
 }
 
 std::vector<double> doubles(const torch::Tensor &t)
@@ -126,10 +140,15 @@ NativeBispectrum::NativeBispectrum(const torch::jit::Module &m)
     groups.back().last = (int32_t) t + 1;
   }
 
-  edge_re.assign(n_u, 0.0);
-  edge_im.assign(n_u, 0.0);
-  adj_re.assign(n_u, 0.0);
-  adj_im.assign(n_u, 0.0);
+  edge_re.assign((size_t) n_u * LANES, 0.0);
+  edge_im.assign((size_t) n_u * LANES, 0.0);
+  adj_re.assign((size_t) n_u * LANES, 0.0);
+  adj_im.assign((size_t) n_u * LANES, 0.0);
+  density_lanes.assign(2 * (size_t) n_u * LANES, 0.0);
+  density_atom.assign(2 * (size_t) n_u, 0.0);
+  b_lanes.assign((size_t) n_components * LANES, 0.0);
+  beta_lanes.assign((size_t) n_components * LANES, 0.0);
+  geometry.resize(LANES);
   folded_re.assign(n_u, 0.0);
   folded_im.assign(n_u, 0.0);
 }
@@ -140,7 +159,7 @@ NativeBispectrum::NativeBispectrum(const torch::jit::Module &m)
    f_c = (cos(pi (r - rmin0) / (rc - rmin0)) + 1) / 2 (1 for r <= rmin0)
 ------------------------------------------------------------------------- */
 
-bool NativeBispectrum::edge_geometry(const double *v, bool derivatives)
+bool NativeBispectrum::edge_geometry(const double *v, bool derivatives, EdgeGeometry &edge) const
 {
   const double x = v[0], y = v[1], z = v[2];
   const double r = std::sqrt(x * x + y * y + z * z);
@@ -151,12 +170,12 @@ bool NativeBispectrum::edge_geometry(const double *v, bool derivatives)
   const double z0 = r / tan0;
   const double r0 = std::sqrt(r * r + z0 * z0);
   const double inv = 1.0 / r0;
-  ar = z0 * inv;
-  ai = z * inv;
-  br = y * inv;
-  bi = x * inv;
+  edge.ar = z0 * inv;
+  edge.ai = z * inv;
+  edge.br = y * inv;
+  edge.bi = x * inv;
   const double phase = (r - rmin0) * (PI / (cutoff - rmin0));
-  fc = r <= rmin0 ? 1.0 : 0.5 * (std::cos(phase) + 1.0);
+  edge.fc = r <= rmin0 ? 1.0 : 0.5 * (std::cos(phase) + 1.0);
   if (!derivatives) return true;
 
   const double sin0 = std::sin(theta0);
@@ -166,13 +185,27 @@ bool NativeBispectrum::edge_geometry(const double *v, bool derivatives)
   for (int k = 0; k < 3; k++) {
     const double dr = v[k] / r;    // dr/dv_k
     const double dinv = -inv * inv * dr0_dr * dr;
-    dar[k] = dz0_dr * dr * inv + z0 * dinv;
-    dai[k] = (k == 2 ? inv : 0.0) + z * dinv;
-    dbr[k] = (k == 1 ? inv : 0.0) + y * dinv;
-    dbi[k] = (k == 0 ? inv : 0.0) + x * dinv;
-    dfc[k] = dfc_dr * dr;
+    edge.dar[k] = dz0_dr * dr * inv + z0 * dinv;
+    edge.dai[k] = (k == 2 ? inv : 0.0) + z * dinv;
+    edge.dbr[k] = (k == 1 ? inv : 0.0) + y * dinv;
+    edge.dbi[k] = (k == 0 ? inv : 0.0) + x * dinv;
+    edge.dfc[k] = dfc_dr * dr;
   }
   return true;
+}
+
+/* ---------------------------------------------------------------------- */
+
+void NativeBispectrum::load_lanes(const EdgeGeometry *edges, int count)
+{
+  ar = ai = br = bi = fc = Lanes{};
+  for (int l = 0; l < count; l++) {
+    ar[l] = edges[l].ar;
+    ai[l] = edges[l].ai;
+    br[l] = edges[l].br;
+    bi[l] = edges[l].bi;
+    fc[l] = edges[l].fc;
+  }
 }
 
 /* ----------------------------------------------------------------------
@@ -183,33 +216,31 @@ bool NativeBispectrum::edge_geometry(const double *v, bool derivatives)
    the mirror of row (j-1)/2: U^j[j-m', j-m] = (-1)^(m'+m) conj(U^j[m', m])
 ------------------------------------------------------------------------- */
 
-void NativeBispectrum::edge_wigner()
+SIMD_CLONES void NativeBispectrum::edge_wigner()
 {
-  double *ure = edge_re.data(), *uim = edge_im.data();
-  ure[0] = 1.0;
-  uim[0] = 0.0;
+  Lanes *ure = lanes(edge_re), *uim = lanes(edge_im);
+  ure[0] = Lanes{} + 1.0;
+  uim[0] = Lanes{};
   for (int j = 1; j <= two_jmax; j++) {
     const int rows = j / 2 + 1, prev = u_offset[j - 1], cur = u_offset[j];
     const double *ca = coef_a.data() + coef_offset[j], *cb = coef_b.data() + coef_offset[j];
     for (int mb = 0; mb < rows; mb++) {
-      for (int ma = 0; ma <= j; ma++) {
-        double re = 0.0, im = 0.0;
-        if (ma < j) {
-          const double c = ca[mb * (j + 1) + ma];
-          const int p = prev + mb * j + ma;
-          re = c * (ar * ure[p] - ai * uim[p]);
-          im = c * (ar * uim[p] + ai * ure[p]);
-        }
-        if (ma > 0) {
-          const double c = cb[mb * (j + 1) + ma];
-          const int q = prev + mb * j + ma - 1;
-          re -= c * (br * ure[q] - bi * uim[q]);
-          im -= c * (br * uim[q] + bi * ure[q]);
-        }
-        const int out = cur + mb * (j + 1) + ma;
-        ure[out] = re;
-        uim[out] = im;
+      const double *cam = ca + mb * (j + 1), *cbm = cb + mb * (j + 1);
+      const Lanes *pre = ure + prev + mb * j, *pim = uim + prev + mb * j;    // row mb of U^{j-1}
+      Lanes *out_re = ure + cur + mb * (j + 1), *out_im = uim + cur + mb * (j + 1);
+      // m = 0: the a term only; m = j: the b term only
+      out_re[0] = cam[0] * (ar * pre[0] - ai * pim[0]);
+      out_im[0] = cam[0] * (ar * pim[0] + ai * pre[0]);
+      for (int ma = 1; ma < j; ma++) {
+        Lanes re = cam[ma] * (ar * pre[ma] - ai * pim[ma]);
+        Lanes im = cam[ma] * (ar * pim[ma] + ai * pre[ma]);
+        re -= cbm[ma] * (br * pre[ma - 1] - bi * pim[ma - 1]);
+        im -= cbm[ma] * (br * pim[ma - 1] + bi * pre[ma - 1]);
+        out_re[ma] = re;
+        out_im[ma] = im;
       }
+      out_re[j] = -(cbm[j] * (br * pre[j - 1] - bi * pim[j - 1]));
+      out_im[j] = -(cbm[j] * (br * pim[j - 1] + bi * pre[j - 1]));
     }
     if (j % 2 == 1 && j < two_jmax) {
       const int mb = rows, mirror = j - mb;
@@ -226,28 +257,30 @@ void NativeBispectrum::edge_wigner()
 
 /* ----------------------------------------------------------------------
    reverse mode through edge_wigner: given w = dE/dU on the top rows of every
-   U^j of the current edge (folded_re, folded_im), dE/d(ar, ai, br, bi).
+   U^j (folded_re, folded_im), dE/d(ar, ai, br, bi).
    adj holds dE/dU^j (top rows, and row (j+1)/2 of odd j, which U^{j+1} read);
    j runs down: first the mirror row of U^j goes back onto the row it copies,
    then each top entry U^j[m', m] passes its adjoint A = (A_re, A_im) to the
    inputs of its two products, ca a p and -cb b q (p = U^{j-1}[m', m],
    q = U^{j-1}[m', m-1]): for c x y, dE/dx = c (A_re y_re + A_im y_im,
-   A_im y_re - A_re y_im), and the same with x and y swapped
+   A_im y_re - A_re y_im), and the same with x and y swapped.
+   U^{j-1}[m', m] gets its a part from U^j[m', m] and then its b part from
+   U^j[m', m+1]: the sum is carried in registers and stored once.
 ------------------------------------------------------------------------- */
 
-void NativeBispectrum::edge_wigner_backward(double grad_ab[4])
+SIMD_CLONES void NativeBispectrum::edge_wigner_backward(Lanes grad_ab[4])
 {
-  const double *ure = edge_re.data(), *uim = edge_im.data();
-  double *are = adj_re.data(), *aim = adj_im.data();
+  const Lanes *ure = lanes(edge_re), *uim = lanes(edge_im);
+  Lanes *are = lanes(adj_re), *aim = lanes(adj_im);
   for (int j = 0; j <= two_jmax; j++) {
     const int cur = u_offset[j], top = cur + (j / 2 + 1) * (j + 1);
     for (int i = cur; i < top; i++) {
-      are[i] = folded_re[i];
-      aim[i] = folded_im[i];
+      are[i] = Lanes{} + folded_re[i];
+      aim[i] = Lanes{} + folded_im[i];
     }
-    for (int i = top; i < cur + (j + 1) * (j + 1); i++) are[i] = aim[i] = 0.0;
+    for (int i = top; i < cur + (j + 1) * (j + 1); i++) are[i] = aim[i] = Lanes{};
   }
-  double gar = 0.0, gai = 0.0, gbr = 0.0, gbi = 0.0;
+  Lanes gar{}, gai{}, gbr{}, gbi{};
   for (int j = two_jmax; j >= 1; j--) {
     const int rows = j / 2 + 1, prev = u_offset[j - 1], cur = u_offset[j];
     if (j % 2 == 1 && j < two_jmax) {
@@ -262,28 +295,30 @@ void NativeBispectrum::edge_wigner_backward(double grad_ab[4])
     }
     const double *ca = coef_a.data() + coef_offset[j], *cb = coef_b.data() + coef_offset[j];
     for (int mb = 0; mb < rows; mb++) {
+      const double *cam = ca + mb * (j + 1), *cbm = cb + mb * (j + 1);
+      const Lanes *pre = ure + prev + mb * j, *pim = uim + prev + mb * j;    // row mb of U^{j-1}
+      Lanes *dre = are + prev + mb * j, *dim = aim + prev + mb * j;          // and its adjoint
+      const Lanes *a_re = are + cur + mb * (j + 1), *a_im = aim + cur + mb * (j + 1);
+      Lanes carry_re{}, carry_im{};    // adjoint of U^{j-1}[mb, ma-1] with its a part added
       for (int ma = 0; ma <= j; ma++) {
-        const int out = cur + mb * (j + 1) + ma;
-        const double a_re = are[out], a_im = aim[out];
-        if (ma < j) {
-          // re = c (ar pr - ai pi), im = c (ar pi + ai pr)
-          const double c = ca[mb * (j + 1) + ma];
-          const int p = prev + mb * j + ma;
-          const double pr = ure[p], pi = uim[p];
-          gar += c * (a_re * pr + a_im * pi);
-          gai += c * (a_im * pr - a_re * pi);
-          are[p] += c * (a_re * ar + a_im * ai);
-          aim[p] += c * (a_im * ar - a_re * ai);
-        }
+        const Lanes A_re = a_re[ma], A_im = a_im[ma];
         if (ma > 0) {
-          // re -= c (br qr - bi qi), im -= c (br qi + bi qr)
-          const double c = cb[mb * (j + 1) + ma];
-          const int q = prev + mb * j + ma - 1;
-          const double qr = ure[q], qi = uim[q];
-          gbr -= c * (a_re * qr + a_im * qi);
-          gbi -= c * (a_im * qr - a_re * qi);
-          are[q] -= c * (a_re * br + a_im * bi);
-          aim[q] -= c * (a_im * br - a_re * bi);
+          // re -= c (br qr - bi qi), im -= c (br qi + bi qr), q = U^{j-1}[mb, ma-1]
+          const double c = cbm[ma];
+          const Lanes qr = pre[ma - 1], qi = pim[ma - 1];
+          gbr -= c * (A_re * qr + A_im * qi);
+          gbi -= c * (A_im * qr - A_re * qi);
+          dre[ma - 1] = carry_re - c * (A_re * br + A_im * bi);
+          dim[ma - 1] = carry_im - c * (A_im * br - A_re * bi);
+        }
+        if (ma < j) {
+          // re = c (ar pr - ai pi), im = c (ar pi + ai pr), p = U^{j-1}[mb, ma]
+          const double c = cam[ma];
+          const Lanes pr = pre[ma], pi = pim[ma];
+          gar += c * (A_re * pr + A_im * pi);
+          gai += c * (A_im * pr - A_re * pi);
+          carry_re = dre[ma] + c * (A_re * ar + A_im * ai);
+          carry_im = dim[ma] + c * (A_im * ar - A_re * ai);
         }
       }
     }
@@ -313,121 +348,155 @@ void NativeBispectrum::mirror_density(double *u) const
 }
 
 /* ----------------------------------------------------------------------
-   U_i = u_start + sum_edges f_c U^j (top rows accumulated, the rest mirrored)
+   U_i = u_start + sum_edges f_c U^j (top rows accumulated LANES edges at a
+   time, then the lanes summed; the rest mirrored)
 ------------------------------------------------------------------------- */
 
-void NativeBispectrum::density(const double *vectors, int n, double *u)
+SIMD_CLONES void NativeBispectrum::density(const double *vectors, int n, double *u, int lane)
 {
-  double *re = u, *im = u + n_u;
-  for (int i = 0; i < 2 * n_u; i++) u[i] = 0.0;
-  for (int e = 0; e < n; e++) {
-    if (!edge_geometry(vectors + 3 * e, false)) continue;
+  Lanes *sum_re = lanes(density_lanes), *sum_im = sum_re + n_u;
+  const Lanes *ure = lanes(edge_re), *uim = lanes(edge_im);
+  for (int i = 0; i < 2 * n_u; i++) sum_re[i] = Lanes{};
+  int e = 0;
+  while (e < n) {
+    int count = 0;
+    for (; e < n && count < LANES; e++)
+      if (edge_geometry(vectors + 3 * e, false, geometry[count])) count++;
+    if (count == 0) break;
+    load_lanes(geometry.data(), count);
     edge_wigner();
     for (int j = 0; j <= two_jmax; j++) {
       const int first = u_offset[j], last = first + (j / 2 + 1) * (j + 1);
       for (int i = first; i < last; i++) {
-        re[i] += fc * edge_re[i];
-        im[i] += fc * edge_im[i];
+        sum_re[i] += fc * ure[i];
+        sum_im[i] += fc * uim[i];
       }
     }
   }
-  mirror_density(u);
-  for (int i = 0; i < 2 * n_u; i++) u[i] += u_start[i];
+  double *atom = density_atom.data();
+  for (int i = 0; i < 2 * n_u; i++) {
+    double total = 0.0;
+    for (int l = 0; l < LANES; l++) total += sum_re[i][l];
+    atom[i] = total;
+  }
+  mirror_density(atom);
+  for (int i = 0; i < 2 * n_u; i++) u[i * LANES + lane] = atom[i] + u_start[i];
 }
 
 /* ----------------------------------------------------------------------
    B_k = sum_terms coef (Re u_j Re(u_j1 u_j2) + Im u_j Im(u_j1 u_j2)) [- bzero_k],
-   the products summed per group first (z), then one dot with u_j
+   the products summed per group first (z, kept), then one dot with u_j
 ------------------------------------------------------------------------- */
 
-void NativeBispectrum::components(const double *u, double *b) const
+SIMD_CLONES void NativeBispectrum::components(const double *u, int count, double *b, double *z)
 {
-  const double *re = u, *im = u + n_u;
-  for (int k = 0; k < n_components; k++) b[k] = 0.0;
+  const Lanes *re = reinterpret_cast<const Lanes *>(u), *im = re + n_u;
+  Lanes *sums = reinterpret_cast<Lanes *>(z), *bl = lanes(b_lanes);
+  for (int k = 0; k < n_components; k++) bl[k] = Lanes{};
   const Term *term = terms.data();
-  for (const Group &g : groups) {
-    double z_re = 0.0, z_im = 0.0;
+  for (size_t gi = 0; gi < groups.size(); gi++) {
+    const Group &g = groups[gi];
+    Lanes z_re{}, z_im{};
     for (int t = g.first; t < g.last; t++) {
       const double c = term[t].coef;
-      const double r1 = re[term[t].j1], i1 = im[term[t].j1], r2 = re[term[t].j2], i2 = im[term[t].j2];
+      const Lanes r1 = re[term[t].j1], i1 = im[term[t].j1], r2 = re[term[t].j2], i2 = im[term[t].j2];
       z_re += c * (r1 * r2 - i1 * i2);
       z_im += c * (r1 * i2 + i1 * r2);
     }
-    b[g.component] += re[g.j] * z_re + im[g.j] * z_im;
+    bl[g.component] += re[g.j] * z_re + im[g.j] * z_im;
+    sums[2 * gi] = z_re;
+    sums[2 * gi + 1] = z_im;
   }
-  if (bzero)
-    for (int k = 0; k < n_components; k++) b[k] -= bzero_values[k];
+  for (int l = 0; l < count; l++)
+    for (int k = 0; k < n_components; k++)
+      b[l * n_components + k] = bzero ? bl[k][l] - bzero_values[k] : bl[k][l];
 }
 
 /* ----------------------------------------------------------------------
    Y = d(sum_k beta_k B_k)/d(Re U_i, Im U_i): each term's partial derivatives
-   with respect to its six real inputs (u_j's summed per group)
+   with respect to its six real inputs (u_j's summed per group: w z)
 ------------------------------------------------------------------------- */
 
-void NativeBispectrum::adjoint(const double *u, const double *beta, double *y) const
+SIMD_CLONES void NativeBispectrum::adjoint(const double *u, const double *z, const double *beta, int count, double *y)
 {
-  const double *re = u, *im = u + n_u;
-  double *yre = y, *yim = y + n_u;
-  for (int i = 0; i < 2 * n_u; i++) y[i] = 0.0;
+  const Lanes *re = reinterpret_cast<const Lanes *>(u), *im = re + n_u;
+  const Lanes *sums = reinterpret_cast<const Lanes *>(z);
+  Lanes *yre = reinterpret_cast<Lanes *>(y), *yim = yre + n_u;
+  Lanes *w_of = lanes(beta_lanes);
+  for (int k = 0; k < n_components; k++) {
+    w_of[k] = Lanes{};
+    for (int l = 0; l < count; l++) w_of[k][l] = beta[l * n_components + k];
+  }
+  for (int i = 0; i < 2 * n_u; i++) yre[i] = Lanes{};
   const Term *term = terms.data();
-  for (const Group &g : groups) {
-    const double w = beta[g.component];
-    const double wr = w * re[g.j], wi = w * im[g.j];    // beta conj(u_j): the weight of u_j1 u_j2
-    double z_re = 0.0, z_im = 0.0;
+  for (size_t gi = 0; gi < groups.size(); gi++) {
+    const Group &g = groups[gi];
+    const Lanes w = w_of[g.component];
+    const Lanes wr = w * re[g.j], wi = w * im[g.j];    // beta conj(u_j): the weight of u_j1 u_j2
     for (int t = g.first; t < g.last; t++) {
       const double c = term[t].coef;
       const int j1 = term[t].j1, j2 = term[t].j2;
-      const double r1 = re[j1], i1 = im[j1], r2 = re[j2], i2 = im[j2];
-      z_re += c * (r1 * r2 - i1 * i2);
-      z_im += c * (r1 * i2 + i1 * r2);
+      const Lanes r1 = re[j1], i1 = im[j1], r2 = re[j2], i2 = im[j2];
       yre[j1] += c * (wr * r2 + wi * i2);
       yim[j1] += c * (wi * r2 - wr * i2);
       yre[j2] += c * (wr * r1 + wi * i1);
       yim[j2] += c * (wi * r1 - wr * i1);
     }
-    yre[g.j] += w * z_re;
-    yim[g.j] += w * z_im;
+    yre[g.j] += w * sums[2 * gi];
+    yim[g.j] += w * sums[2 * gi + 1];
   }
 }
 
 /* ----------------------------------------------------------------------
    dE/dv = sum over U_i's entries of Y . d(f_c U^j)/dv, with Y folded onto the
-   top rows (a bottom entry is s conj(top entry): its Re adds s Y_re, its Im -s Y_im)
+   top rows (a bottom entry is s conj(top entry): its Re adds s Y_re, its Im
+   -s Y_im); LANES edges at a time: dE/df_c = w . U, dE/d(a, b) by reverse mode
 ------------------------------------------------------------------------- */
 
-void NativeBispectrum::edge_gradients(const double *vectors, int n, const double *y, double *g)
+SIMD_CLONES void NativeBispectrum::edge_gradients(const double *vectors, int n, const double *y, int lane, double *g)
 {
-  const double *yre = y, *yim = y + n_u;
   for (int j = 0; j <= two_jmax; j++) {
     const int rows = j / 2 + 1, cur = u_offset[j];
     const double *sign = j > 0 ? signs.data() + sign_offset[j] : nullptr;
     for (int i = cur; i < cur + rows * (j + 1); i++) {
-      folded_re[i] = yre[i];
-      folded_im[i] = yim[i];
+      folded_re[i] = y[i * LANES + lane];
+      folded_im[i] = y[(n_u + i) * LANES + lane];
     }
     for (int mb = rows; mb <= j; mb++)
       for (int ma = 0; ma <= j; ma++) {
         const int bottom = cur + mb * (j + 1) + ma, top = cur + (j - mb) * (j + 1) + (j - ma);
         const double s = sign[mb * (j + 1) + ma];
-        folded_re[top] += s * yre[bottom];
-        folded_im[top] -= s * yim[bottom];
+        folded_re[top] += s * y[bottom * LANES + lane];
+        folded_im[top] -= s * y[(n_u + bottom) * LANES + lane];
       }
   }
 
-  for (int e = 0; e < n; e++) {
-    double *ge = g + 3 * e;
-    ge[0] = ge[1] = ge[2] = 0.0;
-    if (!edge_geometry(vectors + 3 * e, true)) continue;
+  const Lanes *ure = lanes(edge_re), *uim = lanes(edge_im);
+  int edge_of[LANES];
+  int e = 0;
+  while (e < n) {
+    int count = 0;
+    for (; e < n && count < LANES; e++) {
+      double *ge = g + 3 * e;
+      ge[0] = ge[1] = ge[2] = 0.0;
+      if (edge_geometry(vectors + 3 * e, true, geometry[count])) edge_of[count++] = e;
+    }
+    if (count == 0) break;
+    load_lanes(geometry.data(), count);
     edge_wigner();
-    double value = 0.0;    // sum of w . U over the top rows: dE/df_c
+    Lanes value{};    // sum of w . U over the top rows: dE/df_c
     for (int j = 0; j <= two_jmax; j++) {
       const int first = u_offset[j], last = first + (j / 2 + 1) * (j + 1);
-      for (int i = first; i < last; i++) value += folded_re[i] * edge_re[i] + folded_im[i] * edge_im[i];
+      for (int i = first; i < last; i++) value += folded_re[i] * ure[i] + folded_im[i] * uim[i];
     }
-    double grad_ab[4];    // dE/d(ar, ai, br, bi) / f_c
+    Lanes grad_ab[4];    // dE/d(ar, ai, br, bi) / f_c
     edge_wigner_backward(grad_ab);
-    for (int k = 0; k < 3; k++)
-      ge[k] = dfc[k] * value +
-          fc * (grad_ab[0] * dar[k] + grad_ab[1] * dai[k] + grad_ab[2] * dbr[k] + grad_ab[3] * dbi[k]);
+    for (int l = 0; l < count; l++) {
+      const EdgeGeometry &edge = geometry[l];
+      double *ge = g + 3 * edge_of[l];
+      for (int k = 0; k < 3; k++)
+        ge[k] = edge.dfc[k] * value[l] + edge.fc * (grad_ab[0][l] * edge.dar[k] + grad_ab[1][l] * edge.dai[k] +
+                                                   grad_ab[2][l] * edge.dbr[k] + grad_ab[3][l] * edge.dbi[k]);
+    }
   }
 }

@@ -594,7 +594,7 @@ static std::string evaluate_native(torch::jit::Module &module, eip2nn::NativeBis
 
   const double *pv = vec.data_ptr<double>();
   double *pg = grad.data_ptr<double>();
-  std::vector<double> atom_vec, atom_grad, y(D);
+  std::vector<double> atom_vec, atom_grad;
   // the edge vectors (count, 3) of owned atom a, contiguous
   auto gather = [&](int64_t a) {
     const int64_t count = first[a + 1] - first[a];
@@ -604,22 +604,30 @@ static std::string evaluate_native(torch::jit::Module &module, eip2nn::NativeBis
     return (int) count;
   };
 
+  // a chunk's atoms in batches of LANES (native_bispectrum.h): U_i and the group sums z of each batch
+  // are kept from B to Y
+  const int L = eip2nn::LANES, S = bispectrum.sums_size();
   const int64_t chunk = chunk_atoms > 0 ? std::min(chunk_atoms, n_owned) : n_owned;
-  std::vector<double> density(chunk * D);
+  const int64_t batches = (chunk + L - 1) / L;
+  std::vector<double> density(batches * D * L), sums(batches * S * L), y(D * L);
   try {
     torch::jit::Method energies_of = module.get_method("energies_from_descriptor");
     for (int64_t k0 = 0; k0 < n_owned; k0 += chunk) {
       const int64_t m = std::min(chunk, n_owned - k0);
       torch::Tensor b = torch::empty({m, K}, opt_double);
       double *pb = b.data_ptr<double>();
-      for (int64_t a = 0; a < m; a++) {
+      for (int64_t a0 = 0; a0 < m; a0 += L) {
+        const int count = (int) std::min<int64_t>(L, m - a0);
+        double *u = &density[a0 * D];
         {
           EIP2NN_TIME(DENSITY);
-          const int count = gather(k0 + a);
-          bispectrum.density(atom_vec.data(), count, &density[a * D]);
+          for (int l = 0; l < L; l++) {
+            const int n_edges = l < count ? gather(k0 + a0 + l) : 0;
+            bispectrum.density(atom_vec.data(), n_edges, u, l);
+          }
         }
         EIP2NN_TIME(COMPONENTS);
-        bispectrum.components(&density[a * D], pb + a * K);
+        bispectrum.components(u, count, pb + a0 * K, &sums[a0 * S]);
       }
 
       torch::Tensor beta;
@@ -641,17 +649,21 @@ static std::string evaluate_native(torch::jit::Module &module, eip2nn::NativeBis
       }
       const double *pbeta = beta.data_ptr<double>();
 
-      for (int64_t a = 0; a < m; a++) {
+      for (int64_t a0 = 0; a0 < m; a0 += L) {
+        const int count = (int) std::min<int64_t>(L, m - a0);
         {
           EIP2NN_TIME(ADJOINT);
-          bispectrum.adjoint(&density[a * D], pbeta + a * K, y.data());
+          bispectrum.adjoint(&density[a0 * D], &sums[a0 * S], pbeta + a0 * K, count, y.data());
         }
         EIP2NN_TIME(EDGE_GRADIENTS);
-        const int count = gather(k0 + a);
-        atom_grad.resize(3 * count);
-        bispectrum.edge_gradients(atom_vec.data(), count, y.data(), atom_grad.data());
-        for (int t = 0; t < count; t++)
-          for (int k = 0; k < 3; k++) pg[3 * edges[first[k0 + a] + t] + k] = atom_grad[3 * t + k];
+        for (int l = 0; l < count; l++) {
+          const int64_t a = k0 + a0 + l;
+          const int n_edges = gather(a);
+          atom_grad.resize(3 * n_edges);
+          bispectrum.edge_gradients(atom_vec.data(), n_edges, y.data(), l, atom_grad.data());
+          for (int t = 0; t < n_edges; t++)
+            for (int k = 0; k < 3; k++) pg[3 * edges[first[a] + t] + k] = atom_grad[3 * t + k];
+        }
       }
     }
   } catch (const c10::Error &e) {

@@ -517,13 +517,14 @@ static std::string evaluate(torch::jit::Module &module, bool float32, const torc
 
 /* ----------------------------------------------------------------------
    EIP2NN_PROFILE (a compile-time flag: EIP2NN_PROFILE=1 bash
-   scripts/build_lammps_plugin.sh): seconds in each part of evaluate_native,
-   summed over the run and written to stderr when the process ends
+   scripts/build_lammps_plugin.sh): CPU seconds of this thread in each part of
+   evaluate_native (time on the CPU only, so that other processes' load counts
+   less), summed over the run and written to stderr when the process ends
 ------------------------------------------------------------------------- */
 
 #ifdef EIP2NN_PROFILE
-#include <chrono>
 #include <cstdio>
+#include <ctime>
 
 namespace {
 enum NativePart { DENSITY, COMPONENTS, NETWORK, ADJOINT, EDGE_GRADIENTS, NATIVE_PARTS };
@@ -538,19 +539,22 @@ struct NativeProfile {
     for (double t : seconds) total += t;
     if (total == 0.0) return;
     for (int k = 0; k < NATIVE_PARTS; k++)
-      fprintf(stderr, "eip2nn profile: %-40s %8.3f s %5.1f%%\n", names[k], seconds[k], 100 * seconds[k] / total);
+      fprintf(stderr, "eip2nn profile: %-40s %8.3f s (CPU) %5.1f%%\n", names[k], seconds[k], 100 * seconds[k] / total);
   }
 } native_profile;
 
-// adds the seconds of its scope to one part
+double thread_seconds()
+{
+  timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return (double) t.tv_sec + 1e-9 * (double) t.tv_nsec;
+}
+
+// adds the CPU seconds of its scope to one part
 struct PartTimer {
   NativePart part;
-  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
-  ~PartTimer()
-  {
-    native_profile.seconds[part] +=
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  }
+  double start = thread_seconds();
+  ~PartTimer() { native_profile.seconds[part] += thread_seconds() - start; }
 };
 }    // namespace
 

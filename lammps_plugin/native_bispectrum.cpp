@@ -6,9 +6,11 @@
 
 #include "native_bispectrum.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
 
 using eip2nn::NativeBispectrum;
 
@@ -121,7 +123,10 @@ NativeBispectrum::NativeBispectrum(const torch::jit::Module &m)
   torch::Tensor component = buffer(m, "term_component", n_terms, true);
   const int64_t *pr = rows.data_ptr<int64_t>(), *pk = component.data_ptr<int64_t>();
   const double *pc = coef.data_ptr<double>();
-  terms.resize(n_terms);
+  // a group's terms c u[j1] u[j2] and c' u[j2] u[j1] (or twice the same pair) are one, (c + c') u[j1] u[j2]:
+  // at twojmax 8 the 16,804 terms are 13,544 (the Clebsch-Gordan couplings of j1 = j2 come in swapped pairs)
+  std::unordered_map<int64_t, int32_t> pair_term;    // this group's (smaller j, larger j) -> its term
+  terms.reserve(n_terms);
   for (int64_t t = 0; t < n_terms; t++) {
     int64_t idx[3];
     for (int block = 0; block < 3; block++) {
@@ -134,10 +139,20 @@ NativeBispectrum::NativeBispectrum(const torch::jit::Module &m)
     }
     if (pk[t] < 0 || pk[t] >= n_components)
       throw table_error("term_component of term " + std::to_string(t) + " is out of range");
-    terms[t] = {(int32_t) idx[1], (int32_t) idx[2], pc[t]};
-    if (groups.empty() || groups.back().j != idx[0] || groups.back().component != pk[t])
-      groups.push_back({(int32_t) idx[0], (int32_t) pk[t], (int32_t) t, (int32_t) t});
-    groups.back().last = (int32_t) t + 1;
+    if (groups.empty() || groups.back().j != idx[0] || groups.back().component != pk[t]) {
+      const int32_t next = (int32_t) terms.size();
+      groups.push_back({(int32_t) idx[0], (int32_t) pk[t], next, next});
+      pair_term.clear();
+    }
+    const int64_t pair = std::min(idx[1], idx[2]) * n_u + std::max(idx[1], idx[2]);
+    auto found = pair_term.find(pair);
+    if (found != pair_term.end()) {
+      terms[found->second].coef += pc[t];
+    } else {
+      pair_term.emplace(pair, (int32_t) terms.size());
+      terms.push_back({(int32_t) idx[1], (int32_t) idx[2], pc[t]});
+    }
+    groups.back().last = (int32_t) terms.size();
   }
 
   edge_re.assign((size_t) n_u * LANES, 0.0);
@@ -434,13 +449,13 @@ SIMD_CLONES void NativeBispectrum::adjoint(const double *u, const double *z, con
     const Lanes w = w_of[g.component];
     const Lanes wr = w * re[g.j], wi = w * im[g.j];    // beta conj(u_j): the weight of u_j1 u_j2
     for (int t = g.first; t < g.last; t++) {
-      const double c = term[t].coef;
+      const Lanes cwr = term[t].coef * wr, cwi = term[t].coef * wi;
       const int j1 = term[t].j1, j2 = term[t].j2;
       const Lanes r1 = re[j1], i1 = im[j1], r2 = re[j2], i2 = im[j2];
-      yre[j1] += c * (wr * r2 + wi * i2);
-      yim[j1] += c * (wi * r2 - wr * i2);
-      yre[j2] += c * (wr * r1 + wi * i1);
-      yim[j2] += c * (wi * r1 - wr * i1);
+      yre[j1] += cwr * r2 + cwi * i2;
+      yim[j1] += cwi * r2 - cwr * i2;
+      yre[j2] += cwr * r1 + cwi * i1;
+      yim[j2] += cwi * r1 - cwr * i1;
     }
     yre[g.j] += w * sums[2 * gi];
     yim[g.j] += w * sums[2 * gi + 1];

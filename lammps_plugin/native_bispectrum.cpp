@@ -12,7 +12,11 @@
 #include <string>
 #include <unordered_map>
 
+using eip2nn::EdgeLanes;
+using eip2nn::Lanes;
 using eip2nn::NativeBispectrum;
+using eip2nn::EDGE_LANES;
+using eip2nn::LANES;
 
 // the hot loops are compiled for AVX-512 and AVX2+FMA (x86-64-v4, v3) besides the baseline; the loader
 // picks the best one this CPU runs (GCC/Clang function multiversioning)
@@ -65,10 +69,15 @@ torch::Tensor buffer(const torch::jit::Module &m, const std::string &name, int64
   return t.reshape({-1}).to(integer ? torch::kInt64 : torch::kFloat64).contiguous();
 }
 
-// a batch buffer of doubles (entry-major, LANES per entry) as Lanes
+// a buffer of doubles (entry-major, LANES or EDGE_LANES per entry) as vectors
 eip2nn::Lanes *lanes(std::vector<double> &buffer)
 {
   return reinterpret_cast<eip2nn::Lanes *>(buffer.data());
+}
+
+eip2nn::EdgeLanes *edge_lanes(std::vector<double> &buffer)
+{
+  return reinterpret_cast<eip2nn::EdgeLanes *>(buffer.data());
 }
 
 std::vector<double> doubles(const torch::Tensor &t)
@@ -155,15 +164,23 @@ NativeBispectrum::NativeBispectrum(const torch::jit::Module &m)
     groups.back().last = (int32_t) terms.size();
   }
 
-  edge_re.assign((size_t) n_u * LANES, 0.0);
-  edge_im.assign((size_t) n_u * LANES, 0.0);
-  adj_re.assign((size_t) n_u * LANES, 0.0);
-  adj_im.assign((size_t) n_u * LANES, 0.0);
-  density_lanes.assign(2 * (size_t) n_u * LANES, 0.0);
+  // per-edge U^j: top rows, and for odd j < twojmax the first bottom row, which U^{j+1} reads
+  edge_offset.assign(two_jmax + 2, 0);
+  int widest = 1;
+  for (int j = 0; j <= two_jmax; j++) {
+    const int stored = (j / 2 + 1 + (j % 2 == 1 && j < two_jmax ? 1 : 0)) * (j + 1);
+    edge_offset[j + 1] = edge_offset[j] + stored;
+    widest = std::max(widest, stored);
+  }
+  edge_re.assign((size_t) edge_offset[two_jmax + 1] * EDGE_LANES, 0.0);
+  edge_im.assign(edge_re.size(), 0.0);
+  for (auto *level : {&adj_re, &adj_im, &adj_prev_re, &adj_prev_im})
+    level->assign((size_t) widest * EDGE_LANES, 0.0);
+  density_lanes.assign(2 * (size_t) n_u * EDGE_LANES, 0.0);
   density_atom.assign(2 * (size_t) n_u, 0.0);
   b_lanes.assign((size_t) n_components * LANES, 0.0);
   beta_lanes.assign((size_t) n_components * LANES, 0.0);
-  geometry.resize(LANES);
+  geometry.resize(EDGE_LANES);
   folded_re.assign(n_u, 0.0);
   folded_im.assign(n_u, 0.0);
 }
@@ -213,7 +230,7 @@ bool NativeBispectrum::edge_geometry(const double *v, bool derivatives, EdgeGeom
 
 void NativeBispectrum::load_lanes(const EdgeGeometry *edges, int count)
 {
-  ar = ai = br = bi = fc = Lanes{};
+  ar = ai = br = bi = fc = EdgeLanes{};
   for (int l = 0; l < count; l++) {
     ar[l] = edges[l].ar;
     ai[l] = edges[l].ai;
@@ -228,34 +245,43 @@ void NativeBispectrum::load_lanes(const EdgeGeometry *edges, int count)
    U^j[m', m] = ca[m', m] (a U^{j-1}[m', m]) - cb[m', m] (b U^{j-1}[m', m-1])
    (terms outside U^{j-1} are 0), with complex products of a = ar + i ai,
    b = br + i bi; for odd j < twojmax also row (j+1)/2 (U^{j+1} reads it),
-   the mirror of row (j-1)/2: U^j[j-m', j-m] = (-1)^(m'+m) conj(U^j[m', m])
+   the mirror of row (j-1)/2: U^j[j-m', j-m] = (-1)^(m'+m) conj(U^j[m', m]).
+   visit(i, re, im) sees each top entry once, i its index among U_i's n_u.
+   Inlined into its callers, so that it is compiled for their SIMD clone.
 ------------------------------------------------------------------------- */
 
-SIMD_CLONES void NativeBispectrum::edge_wigner()
+template <class Visit> inline __attribute__((always_inline)) void NativeBispectrum::edge_wigner(Visit &&visit)
 {
-  Lanes *ure = lanes(edge_re), *uim = lanes(edge_im);
-  ure[0] = Lanes{} + 1.0;
-  uim[0] = Lanes{};
+  EdgeLanes *ure = edge_lanes(edge_re), *uim = edge_lanes(edge_im);
+  const EdgeLanes ar = this->ar, ai = this->ai, br = this->br, bi = this->bi;    // in registers: the
+                                                                                 // stores may alias members
+  ure[0] = EdgeLanes{} + 1.0;
+  uim[0] = EdgeLanes{};
+  visit(0, ure[0], uim[0]);
   for (int j = 1; j <= two_jmax; j++) {
-    const int rows = j / 2 + 1, prev = u_offset[j - 1], cur = u_offset[j];
+    const int rows = j / 2 + 1, prev = edge_offset[j - 1], cur = edge_offset[j];
     const double *ca = coef_a.data() + coef_offset[j], *cb = coef_b.data() + coef_offset[j];
     for (int mb = 0; mb < rows; mb++) {
       const double *cam = ca + mb * (j + 1), *cbm = cb + mb * (j + 1);
-      const Lanes *pre = ure + prev + mb * j, *pim = uim + prev + mb * j;    // row mb of U^{j-1}
-      Lanes *out_re = ure + cur + mb * (j + 1), *out_im = uim + cur + mb * (j + 1);
+      const EdgeLanes *pre = ure + prev + mb * j, *pim = uim + prev + mb * j;    // row mb of U^{j-1}
+      EdgeLanes *out_re = ure + cur + mb * (j + 1), *out_im = uim + cur + mb * (j + 1);
+      const int full = u_offset[j] + mb * (j + 1);
       // m = 0: the a term only; m = j: the b term only
       out_re[0] = cam[0] * (ar * pre[0] - ai * pim[0]);
       out_im[0] = cam[0] * (ar * pim[0] + ai * pre[0]);
+      visit(full, out_re[0], out_im[0]);
       for (int ma = 1; ma < j; ma++) {
-        Lanes re = cam[ma] * (ar * pre[ma] - ai * pim[ma]);
-        Lanes im = cam[ma] * (ar * pim[ma] + ai * pre[ma]);
+        EdgeLanes re = cam[ma] * (ar * pre[ma] - ai * pim[ma]);
+        EdgeLanes im = cam[ma] * (ar * pim[ma] + ai * pre[ma]);
         re -= cbm[ma] * (br * pre[ma - 1] - bi * pim[ma - 1]);
         im -= cbm[ma] * (br * pim[ma - 1] + bi * pre[ma - 1]);
         out_re[ma] = re;
         out_im[ma] = im;
+        visit(full + ma, re, im);
       }
       out_re[j] = -(cbm[j] * (br * pre[j - 1] - bi * pim[j - 1]));
       out_im[j] = -(cbm[j] * (br * pim[j - 1] + bi * pre[j - 1]));
+      visit(full + j, out_re[j], out_im[j]);
     }
     if (j % 2 == 1 && j < two_jmax) {
       const int mb = rows, mirror = j - mb;
@@ -272,55 +298,63 @@ SIMD_CLONES void NativeBispectrum::edge_wigner()
 
 /* ----------------------------------------------------------------------
    reverse mode through edge_wigner: given w = dE/dU on the top rows of every
-   U^j (folded_re, folded_im), dE/d(ar, ai, br, bi).
-   adj holds dE/dU^j (top rows, and row (j+1)/2 of odd j, which U^{j+1} read);
-   j runs down: first the mirror row of U^j goes back onto the row it copies,
-   then each top entry U^j[m', m] passes its adjoint A = (A_re, A_im) to the
-   inputs of its two products, ca a p and -cb b q (p = U^{j-1}[m', m],
-   q = U^{j-1}[m', m-1]): for c x y, dE/dx = c (A_re y_re + A_im y_im,
-   A_im y_re - A_re y_im), and the same with x and y swapped.
-   U^{j-1}[m', m] gets its a part from U^j[m', m] and then its b part from
-   U^j[m', m+1]: the sum is carried in registers and stored once.
+   U^j (folded_re, folded_im, the same for every lane), dE/d(ar, ai, br, bi).
+   The adjoint dE/dU^j of one level at a time (top rows, and row (j+1)/2 of
+   odd j, which U^{j+1} read); j runs down: first the mirror row of U^j goes
+   back onto the row it copies, then each top entry U^j[m', m] passes its
+   adjoint A = (A_re, A_im) to the inputs of its two products, ca a p and
+   -cb b q (p = U^{j-1}[m', m], q = U^{j-1}[m', m-1]): for c x y,
+   dE/dx = c (A_re y_re + A_im y_im, A_im y_re - A_re y_im), and the same with
+   x and y swapped. U^{j-1}[m', m] gets its a part from U^j[m', m] and then
+   its b part from U^j[m', m+1]: the sum is carried in registers and stored
+   once. Needs edge_wigner's U^j of these edges.
 ------------------------------------------------------------------------- */
 
-SIMD_CLONES void NativeBispectrum::edge_wigner_backward(Lanes grad_ab[4])
+inline __attribute__((always_inline)) void NativeBispectrum::edge_wigner_backward(EdgeLanes grad_ab[4])
 {
-  const Lanes *ure = lanes(edge_re), *uim = lanes(edge_im);
-  Lanes *are = lanes(adj_re), *aim = lanes(adj_im);
-  for (int j = 0; j <= two_jmax; j++) {
-    const int cur = u_offset[j], top = cur + (j / 2 + 1) * (j + 1);
-    for (int i = cur; i < top; i++) {
-      are[i] = Lanes{} + folded_re[i];
-      aim[i] = Lanes{} + folded_im[i];
+  const EdgeLanes *ure = edge_lanes(edge_re), *uim = edge_lanes(edge_im);
+  const EdgeLanes ar = this->ar, ai = this->ai, br = this->br, bi = this->bi;
+  EdgeLanes *cur_re = edge_lanes(adj_re), *cur_im = edge_lanes(adj_im);
+  EdgeLanes *prev_re = edge_lanes(adj_prev_re), *prev_im = edge_lanes(adj_prev_im);
+  // level j's adjoint before U^{j+1} adds to it: w on the top rows, 0 on the mirror row
+  auto start_level = [&](int j, EdgeLanes *level_re, EdgeLanes *level_im) {
+    const int top = (j / 2 + 1) * (j + 1);
+    for (int i = 0; i < top; i++) {
+      level_re[i] = EdgeLanes{} + folded_re[u_offset[j] + i];
+      level_im[i] = EdgeLanes{} + folded_im[u_offset[j] + i];
     }
-    for (int i = top; i < cur + (j + 1) * (j + 1); i++) are[i] = aim[i] = Lanes{};
-  }
-  Lanes gar{}, gai{}, gbr{}, gbi{};
+    if (j % 2 == 1 && j < two_jmax)
+      for (int i = top; i < top + j + 1; i++) level_re[i] = level_im[i] = EdgeLanes{};
+  };
+  start_level(two_jmax, cur_re, cur_im);
+  EdgeLanes gar{}, gai{}, gbr{}, gbi{};
   for (int j = two_jmax; j >= 1; j--) {
-    const int rows = j / 2 + 1, prev = u_offset[j - 1], cur = u_offset[j];
+    const int rows = j / 2 + 1;
     if (j % 2 == 1 && j < two_jmax) {
       const int mb = rows, mirror = j - mb;
       const double *sign = signs.data() + sign_offset[j];
       for (int ma = 0; ma <= j; ma++) {
-        const int out = cur + mb * (j + 1) + ma, in = cur + mirror * (j + 1) + (j - ma);
+        const int out = mb * (j + 1) + ma, in = mirror * (j + 1) + (j - ma);
         const double s = sign[mb * (j + 1) + ma];
-        are[in] += s * are[out];
-        aim[in] -= s * aim[out];
+        cur_re[in] += s * cur_re[out];
+        cur_im[in] -= s * cur_im[out];
       }
     }
+    start_level(j - 1, prev_re, prev_im);
     const double *ca = coef_a.data() + coef_offset[j], *cb = coef_b.data() + coef_offset[j];
     for (int mb = 0; mb < rows; mb++) {
       const double *cam = ca + mb * (j + 1), *cbm = cb + mb * (j + 1);
-      const Lanes *pre = ure + prev + mb * j, *pim = uim + prev + mb * j;    // row mb of U^{j-1}
-      Lanes *dre = are + prev + mb * j, *dim = aim + prev + mb * j;          // and its adjoint
-      const Lanes *a_re = are + cur + mb * (j + 1), *a_im = aim + cur + mb * (j + 1);
-      Lanes carry_re{}, carry_im{};    // adjoint of U^{j-1}[mb, ma-1] with its a part added
+      const int p0 = edge_offset[j - 1] + mb * j;
+      const EdgeLanes *pre = ure + p0, *pim = uim + p0;                           // row mb of U^{j-1}
+      EdgeLanes *dre = prev_re + mb * j, *dim = prev_im + mb * j;                 // and its adjoint
+      const EdgeLanes *a_re = cur_re + mb * (j + 1), *a_im = cur_im + mb * (j + 1);
+      EdgeLanes carry_re{}, carry_im{};    // adjoint of U^{j-1}[mb, ma-1] with its a part added
       for (int ma = 0; ma <= j; ma++) {
-        const Lanes A_re = a_re[ma], A_im = a_im[ma];
+        const EdgeLanes A_re = a_re[ma], A_im = a_im[ma];
         if (ma > 0) {
           // re -= c (br qr - bi qi), im -= c (br qi + bi qr), q = U^{j-1}[mb, ma-1]
           const double c = cbm[ma];
-          const Lanes qr = pre[ma - 1], qi = pim[ma - 1];
+          const EdgeLanes qr = pre[ma - 1], qi = pim[ma - 1];
           gbr -= c * (A_re * qr + A_im * qi);
           gbi -= c * (A_im * qr - A_re * qi);
           dre[ma - 1] = carry_re - c * (A_re * br + A_im * bi);
@@ -329,7 +363,7 @@ SIMD_CLONES void NativeBispectrum::edge_wigner_backward(Lanes grad_ab[4])
         if (ma < j) {
           // re = c (ar pr - ai pi), im = c (ar pi + ai pr), p = U^{j-1}[mb, ma]
           const double c = cam[ma];
-          const Lanes pr = pre[ma], pi = pim[ma];
+          const EdgeLanes pr = pre[ma], pi = pim[ma];
           gar += c * (A_re * pr + A_im * pi);
           gai += c * (A_im * pr - A_re * pi);
           carry_re = dre[ma] + c * (A_re * ar + A_im * ai);
@@ -337,6 +371,8 @@ SIMD_CLONES void NativeBispectrum::edge_wigner_backward(Lanes grad_ab[4])
         }
       }
     }
+    std::swap(cur_re, prev_re);
+    std::swap(cur_im, prev_im);
   }
   grad_ab[0] = gar;
   grad_ab[1] = gai;
@@ -363,39 +399,46 @@ void NativeBispectrum::mirror_density(double *u) const
 }
 
 /* ----------------------------------------------------------------------
-   U_i = u_start + sum_edges f_c U^j (top rows accumulated LANES edges at a
-   time, then the lanes summed; the rest mirrored)
+   U_i = u_start + sum_edges f_c U^j (top rows accumulated EDGE_LANES edges at
+   a time, then the lanes summed; the rest mirrored)
 ------------------------------------------------------------------------- */
 
 SIMD_CLONES void NativeBispectrum::density(const double *vectors, int n, double *u, int lane)
 {
-  Lanes *sum_re = lanes(density_lanes), *sum_im = sum_re + n_u;
-  const Lanes *ure = lanes(edge_re), *uim = lanes(edge_im);
-  for (int i = 0; i < 2 * n_u; i++) sum_re[i] = Lanes{};
+  EdgeLanes *sum_re = edge_lanes(density_lanes), *sum_im = sum_re + n_u;
+  for (int j = 0; j <= two_jmax; j++) {
+    const int first = u_offset[j], last = first + (j / 2 + 1) * (j + 1);
+    for (int i = first; i < last; i++) sum_re[i] = sum_im[i] = EdgeLanes{};
+  }
   int e = 0;
   while (e < n) {
     int count = 0;
-    for (; e < n && count < LANES; e++)
+    for (; e < n && count < EDGE_LANES; e++)
       if (edge_geometry(vectors + 3 * e, false, geometry[count])) count++;
     if (count == 0) break;
     load_lanes(geometry.data(), count);
-    edge_wigner();
-    for (int j = 0; j <= two_jmax; j++) {
-      const int first = u_offset[j], last = first + (j / 2 + 1) * (j + 1);
-      for (int i = first; i < last; i++) {
-        sum_re[i] += fc * ure[i];
-        sum_im[i] += fc * uim[i];
+    const EdgeLanes weight = fc;
+    edge_wigner([&](int i, EdgeLanes re, EdgeLanes im) __attribute__((always_inline)) {
+      sum_re[i] += weight * re;
+      sum_im[i] += weight * im;
+    });
+  }
+  // the lanes' sums on the top rows; the bottom rows mirror them
+  double *atom_re = density_atom.data(), *atom_im = atom_re + n_u;
+  for (int j = 0; j <= two_jmax; j++) {
+    const int first = u_offset[j], last = first + (j / 2 + 1) * (j + 1);
+    for (int i = first; i < last; i++) {
+      double total_re = 0.0, total_im = 0.0;
+      for (int l = 0; l < EDGE_LANES; l++) {
+        total_re += sum_re[i][l];
+        total_im += sum_im[i][l];
       }
+      atom_re[i] = total_re;
+      atom_im[i] = total_im;
     }
   }
-  double *atom = density_atom.data();
-  for (int i = 0; i < 2 * n_u; i++) {
-    double total = 0.0;
-    for (int l = 0; l < LANES; l++) total += sum_re[i][l];
-    atom[i] = total;
-  }
-  mirror_density(atom);
-  for (int i = 0; i < 2 * n_u; i++) u[i * LANES + lane] = atom[i] + u_start[i];
+  mirror_density(atom_re);
+  for (int i = 0; i < 2 * n_u; i++) u[i * LANES + lane] = atom_re[i] + u_start[i];
 }
 
 /* ----------------------------------------------------------------------
@@ -486,25 +529,20 @@ SIMD_CLONES void NativeBispectrum::edge_gradients(const double *vectors, int n, 
       }
   }
 
-  const Lanes *ure = lanes(edge_re), *uim = lanes(edge_im);
-  int edge_of[LANES];
+  int edge_of[EDGE_LANES];
   int e = 0;
   while (e < n) {
     int count = 0;
-    for (; e < n && count < LANES; e++) {
+    for (; e < n && count < EDGE_LANES; e++) {
       double *ge = g + 3 * e;
       ge[0] = ge[1] = ge[2] = 0.0;
       if (edge_geometry(vectors + 3 * e, true, geometry[count])) edge_of[count++] = e;
     }
     if (count == 0) break;
     load_lanes(geometry.data(), count);
-    edge_wigner();
-    Lanes value{};    // sum of w . U over the top rows: dE/df_c
-    for (int j = 0; j <= two_jmax; j++) {
-      const int first = u_offset[j], last = first + (j / 2 + 1) * (j + 1);
-      for (int i = first; i < last; i++) value += folded_re[i] * ure[i] + folded_im[i] * uim[i];
-    }
-    Lanes grad_ab[4];    // dE/d(ar, ai, br, bi) / f_c
+    EdgeLanes value{};    // sum of w . U over the top rows: dE/df_c
+    edge_wigner([&](int i, EdgeLanes re, EdgeLanes im) __attribute__((always_inline)) { value += folded_re[i] * re + folded_im[i] * im; });
+    EdgeLanes grad_ab[4];    // dE/d(ar, ai, br, bi) / f_c
     edge_wigner_backward(grad_ab);
     for (int l = 0; l < count; l++) {
       const EdgeGeometry &edge = geometry[l];

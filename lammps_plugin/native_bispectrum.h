@@ -26,10 +26,12 @@
 
 namespace eip2nn {
 
-constexpr int LANES = 8;
-// LANES doubles; aligned as a double and allowed to alias doubles, so that a batch buffer of doubles
-// (entry-major: entry i of lane l at [i * LANES + l]) can be read as Lanes
+constexpr int LANES = 8;         // atoms of a batch (B, Y)
+constexpr int EDGE_LANES = 8;    // edges of an atom in one U^j recursion
+// LANES (EDGE_LANES) doubles; aligned as a double and allowed to alias doubles, so that a buffer of doubles
+// (entry-major: entry i of lane l at [i * LANES + l]) can be read as vectors
 typedef double Lanes __attribute__((vector_size(8 * LANES), aligned(8), may_alias));
+typedef double EdgeLanes __attribute__((vector_size(8 * EDGE_LANES), aligned(8), may_alias));
 
 class NativeBispectrum {
  public:
@@ -74,12 +76,12 @@ class NativeBispectrum {
   bool edge_geometry(const double *v, bool derivatives, EdgeGeometry &edge) const;
   // lanes [0, count) of the parameters from edges[0, count); the other lanes 0 (their U^j vanish)
   void load_lanes(const EdgeGeometry *edges, int count);
-  // the top rows (2 m' <= j) of every U^j of the LANES edges, and row (j+1)/2 of odd j (the next j
-  // needs it)
-  void edge_wigner();
-  // dE/d(ar, ai, br, bi) (4 Lanes) of the LANES edges from w = dE/dU on the top rows (folded_re,
+  // U^j of the EDGE_LANES edges (their top rows 2 m' <= j, and row (j+1)/2 of odd j, which U^{j+1} reads);
+  // visit(i, re, im) for each top entry, i its index in U_i
+  template <class Visit> void edge_wigner(Visit &&visit);
+  // dE/d(ar, ai, br, bi) (4) of the EDGE_LANES edges from w = dE/dU on the top rows (folded_re,
   // folded_im, the same for every lane), by reverse mode through edge_wigner (its U^j must be current)
-  void edge_wigner_backward(Lanes grad_ab[4]);
+  void edge_wigner_backward(EdgeLanes grad_ab[4]);
   // bottom rows of U_i from its top rows: U^j[j-m', j-m] = (-1)^(m'+m) conj(U^j[m', m])
   void mirror_density(double *u) const;
 
@@ -95,15 +97,16 @@ class NativeBispectrum {
   std::vector<int> coef_offset;    // per j >= 1: first entry in coef_a / coef_b (rows j/2+1 of j+1)
   std::vector<int> sign_offset;    // per j >= 1: first entry in signs ((j+1)^2)
 
-  // the current LANES edges: parameters a, b (conjugated Cayley-Klein), weight f_c
-  Lanes ar, ai, br, bi, fc;
-  // their U^j (n_u real, n_u imaginary; top rows only) and the adjoints dE/dU^j in edge_wigner_backward;
-  // buffers of Lanes are held as doubles (n * LANES) and read through lanes()
-  std::vector<double> edge_re, edge_im, adj_re, adj_im;
-  // scratch: an atom's U_i summed by lanes (2 n_u Lanes), then its 2 n_u entries; a batch's B and beta
-  // by lanes (K Lanes)
+  // the current EDGE_LANES edges: parameters a, b (conjugated Cayley-Klein), weight f_c
+  EdgeLanes ar, ai, br, bi, fc;
+  // buffers of vectors, held as doubles (entries x lanes): the edges' U^j, level j from edge_offset[j]
+  // (top rows, and row (j+1)/2 of odd j < twojmax); the adjoints dE/dU^j of a level and the level below
+  std::vector<int> edge_offset;
+  std::vector<double> edge_re, edge_im, adj_re, adj_im, adj_prev_re, adj_prev_im;
+  // scratch: an atom's U_i summed by lanes (2 n_u EdgeLanes), then its 2 n_u entries; a batch's B and
+  // beta by lanes (K Lanes)
   std::vector<double> density_lanes, density_atom, b_lanes, beta_lanes;
-  std::vector<EdgeGeometry> geometry;    // LANES edges
+  std::vector<EdgeGeometry> geometry;    // EDGE_LANES edges
   // an atom's Y folded onto the top rows (the bottom rows are conjugates of them)
   std::vector<double> folded_re, folded_im;
 };

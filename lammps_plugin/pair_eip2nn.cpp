@@ -78,6 +78,9 @@ struct PairEIP2NN::Model {
 };
 
 static const char *const FORMAT = "eip2nn-lammps/1";
+// owned atoms per network call of the native descriptor unless `chunk N` says (memory: ~10 kB per atom
+// at twojmax 8; at 512 Si atoms, 256 a call takes the network from ~25% of the time at 32 to ~10%)
+static const int NATIVE_CHUNK_ATOMS = 256;
 static const char *const META_FILE = "eip2nn.json";
 
 /* ---------------------------------------------------------------------- */
@@ -138,7 +141,9 @@ void PairEIP2NN::allocate()
    chunk: owned atoms per model call for a model whose atom energies need only
    their own edges (descriptor models): memory stays bounded whatever the
    system size (0 = all atoms in one call; message passing is never chunked).
-   Without it, the model file's "chunk_atoms" (the best size for its descriptor), else 128.
+   Without it, the model file's "chunk_atoms" (the best size for its descriptor), else 128; the
+   native descriptor: NATIVE_CHUNK_ATOMS (its memory per atom is small, and the network costs
+   less in fewer, larger calls).
    native: compute the model's descriptor in C++ if its file allows it (default
    yes; "yes" with a file that does not allow it is an error).
 ------------------------------------------------------------------------- */
@@ -516,6 +521,54 @@ static std::string evaluate(torch::jit::Module &module, bool float32, const torc
 }
 
 /* ----------------------------------------------------------------------
+   EIP2NN_PROFILE (a compile-time flag: EIP2NN_PROFILE=1 bash
+   scripts/build_lammps_plugin.sh): CPU seconds of this thread in each part of
+   evaluate_native (time on the CPU only, so that other processes' load counts
+   less), summed over the run and written to stderr when the process ends
+------------------------------------------------------------------------- */
+
+#ifdef EIP2NN_PROFILE
+#include <cstdio>
+#include <ctime>
+
+namespace {
+enum NativePart { DENSITY, COMPONENTS, NETWORK, ADJOINT, EDGE_GRADIENTS, NATIVE_PARTS };
+
+struct NativeProfile {
+  double seconds[NATIVE_PARTS] = {};
+  ~NativeProfile()
+  {
+    const char *names[NATIVE_PARTS] = {"density U_i (per-edge U)", "components B", "network (torch)",
+                                       "adjoint Y", "edge gradients (U again, reverse mode)"};
+    double total = 0.0;
+    for (double t : seconds) total += t;
+    if (total == 0.0) return;
+    for (int k = 0; k < NATIVE_PARTS; k++)
+      fprintf(stderr, "eip2nn profile: %-40s %8.3f s (CPU) %5.1f%%\n", names[k], seconds[k], 100 * seconds[k] / total);
+  }
+} native_profile;
+
+double thread_seconds()
+{
+  timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return (double) t.tv_sec + 1e-9 * (double) t.tv_nsec;
+}
+
+// adds the CPU seconds of its scope to one part
+struct PartTimer {
+  NativePart part;
+  double start = thread_seconds();
+  ~PartTimer() { native_profile.seconds[part] += thread_seconds() - start; }
+};
+}    // namespace
+
+#define EIP2NN_TIME(part) PartTimer part_timer{part}
+#else
+#define EIP2NN_TIME(part)
+#endif
+
+/* ----------------------------------------------------------------------
    native descriptor, owned atoms chunk_atoms at a time (0: all at once): B of
    each atom in C++ from its edges (src = the atom), energies and beta = dE/dB
    from the module's energies_from_descriptor by autograd, dE/dv of each edge
@@ -550,7 +603,7 @@ static std::string evaluate_native(torch::jit::Module &module, eip2nn::NativeBis
 
   const double *pv = vec.data_ptr<double>();
   double *pg = grad.data_ptr<double>();
-  std::vector<double> atom_vec, atom_grad, y(D);
+  std::vector<double> atom_vec, atom_grad;
   // the edge vectors (count, 3) of owned atom a, contiguous
   auto gather = [&](int64_t a) {
     const int64_t count = first[a + 1] - first[a];
@@ -560,43 +613,66 @@ static std::string evaluate_native(torch::jit::Module &module, eip2nn::NativeBis
     return (int) count;
   };
 
+  // a chunk's atoms in batches of LANES (native_bispectrum.h): U_i and the group sums z of each batch
+  // are kept from B to Y
+  const int L = eip2nn::LANES, S = bispectrum.sums_size();
   const int64_t chunk = chunk_atoms > 0 ? std::min(chunk_atoms, n_owned) : n_owned;
-  std::vector<double> density(chunk * D);
+  const int64_t batches = (chunk + L - 1) / L;
+  std::vector<double> density(batches * D * L), sums(batches * S * L), y(D * L);
   try {
     torch::jit::Method energies_of = module.get_method("energies_from_descriptor");
     for (int64_t k0 = 0; k0 < n_owned; k0 += chunk) {
       const int64_t m = std::min(chunk, n_owned - k0);
       torch::Tensor b = torch::empty({m, K}, opt_double);
       double *pb = b.data_ptr<double>();
-      for (int64_t a = 0; a < m; a++) {
-        const int count = gather(k0 + a);
-        bispectrum.density(atom_vec.data(), count, &density[a * D]);
-        bispectrum.components(&density[a * D], pb + a * K);
+      for (int64_t a0 = 0; a0 < m; a0 += L) {
+        const int count = (int) std::min<int64_t>(L, m - a0);
+        double *u = &density[a0 * D];
+        {
+          EIP2NN_TIME(DENSITY);
+          for (int l = 0; l < L; l++) {
+            const int n_edges = l < count ? gather(k0 + a0 + l) : 0;
+            bispectrum.density(atom_vec.data(), n_edges, u, l);
+          }
+        }
+        EIP2NN_TIME(COMPONENTS);
+        bispectrum.components(u, count, pb + a0 * K, &sums[a0 * S]);
       }
 
-      torch::Tensor b_in = float32 ? b.to(torch::kFloat32) : b;
-      b_in.requires_grad_(true);
-      torch::Tensor out = energies_of({species.narrow(0, k0, m), b_in}).toTensor();
-      if (out.dim() != 1 || out.size(0) != m)
-        return fmt::format("energies_from_descriptor returned a tensor of shape {} for {} atoms, expected "
-                           "({},)",
-                           c10::str(out.sizes()), m, m);
       torch::Tensor beta;
-      if (out.requires_grad())
-        beta = torch::autograd::grad({out.sum()}, {b_in}, /*grad_outputs=*/{}, /*retain_graph=*/false,
-                                     /*create_graph=*/false, /*allow_unused=*/true)[0];
-      energy.narrow(0, k0, m).copy_(out.detach().to(torch::kFloat64));
-      if (!beta.defined()) continue;    // energies independent of B: no forces
-      beta = beta.to(torch::kFloat64).contiguous();
+      {
+        EIP2NN_TIME(NETWORK);
+        torch::Tensor b_in = float32 ? b.to(torch::kFloat32) : b;
+        b_in.requires_grad_(true);
+        torch::Tensor out = energies_of({species.narrow(0, k0, m), b_in}).toTensor();
+        if (out.dim() != 1 || out.size(0) != m)
+          return fmt::format("energies_from_descriptor returned a tensor of shape {} for {} atoms, expected "
+                             "({},)",
+                             c10::str(out.sizes()), m, m);
+        if (out.requires_grad())
+          beta = torch::autograd::grad({out.sum()}, {b_in}, /*grad_outputs=*/{}, /*retain_graph=*/false,
+                                       /*create_graph=*/false, /*allow_unused=*/true)[0];
+        energy.narrow(0, k0, m).copy_(out.detach().to(torch::kFloat64));
+        if (!beta.defined()) continue;    // energies independent of B: no forces
+        beta = beta.to(torch::kFloat64).contiguous();
+      }
       const double *pbeta = beta.data_ptr<double>();
 
-      for (int64_t a = 0; a < m; a++) {
-        const int count = gather(k0 + a);
-        atom_grad.resize(3 * count);
-        bispectrum.adjoint(&density[a * D], pbeta + a * K, y.data());
-        bispectrum.edge_gradients(atom_vec.data(), count, y.data(), atom_grad.data());
-        for (int t = 0; t < count; t++)
-          for (int k = 0; k < 3; k++) pg[3 * edges[first[k0 + a] + t] + k] = atom_grad[3 * t + k];
+      for (int64_t a0 = 0; a0 < m; a0 += L) {
+        const int count = (int) std::min<int64_t>(L, m - a0);
+        {
+          EIP2NN_TIME(ADJOINT);
+          bispectrum.adjoint(&density[a0 * D], &sums[a0 * S], pbeta + a0 * K, count, y.data());
+        }
+        EIP2NN_TIME(EDGE_GRADIENTS);
+        for (int l = 0; l < count; l++) {
+          const int64_t a = k0 + a0 + l;
+          const int n_edges = gather(a);
+          atom_grad.resize(3 * n_edges);
+          bispectrum.edge_gradients(atom_vec.data(), n_edges, y.data(), l, atom_grad.data());
+          for (int t = 0; t < n_edges; t++)
+            for (int k = 0; k < 3; k++) pg[3 * edges[first[a] + t] + k] = atom_grad[3 * t + k];
+        }
       }
     }
   } catch (const c10::Error &e) {
@@ -650,7 +726,7 @@ void PairEIP2NN::compute(int eflag, int vflag)
   const int chunk_atoms = chunk_user >= 0 ? chunk_user : chunk_model;
   if (native_active) {
     msg = evaluate_native(model->module, *model->bispectrum, model_float32, species, src, vec, nlocal_nodes,
-                          chunk_atoms, node_energy, grad);
+                          chunk_user >= 0 ? chunk_user : NATIVE_CHUNK_ATOMS, node_energy, grad);
   } else if (per_atom_descriptor && chunk_atoms > 0 && nlocal_nodes > chunk_atoms && nhops == 1) {
     // owned atoms in chunks, each with its own edges only (an owned atom's energy needs no other's);
     // the rim's reverse edges only feed ghost energies, which are not counted: their gradient is 0

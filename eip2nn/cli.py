@@ -374,22 +374,36 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _md_start_frame(path: str, frame: int):
+    """Frame `frame` of the file ASE reads at `path`; errors name the file and the frame."""
+    from ase.io import read
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        frames = read(path, ":")
+    except Exception as e:  # ASE's readers raise anything from a malformed file; say which one
+        raise ValueError(f"{path}: ASE cannot read it ({type(e).__name__}: {e})") from e
+    if not -len(frames) <= frame < len(frames):
+        raise ValueError(f"{path} has {len(frames)} frame(s); there is no frame {frame}")
+    return frames[frame]
+
+
 def cmd_md(args) -> int:
     import tempfile
 
-    from ase.io import read
-
     from eip2nn.deploy.lammps import EXPORT_INFO, export_for_lammps, load_deployment
     from eip2nn.deploy.md import run_md
-    frames = read(args.structure, ":")
-    atoms = frames[args.frame]
+    atoms = _md_start_frame(args.structure, args.frame)
     with tempfile.TemporaryDirectory() as tmp:
         if (Path(args.model) / EXPORT_INFO).is_file():  # an `eip2nn export` folder
             deployment = load_deployment(args.model)
         else:  # a checkpoint or runs:/<id>: exported for this run
             deployment = export_for_lammps(args.model, Path(tmp) / "export", args.head)
-        result = run_md(deployment, atoms, args.temperature, args.steps, args.timestep, args.output,
-                        args.every, args.ensemble, args.seed, progress=not args.no_progress)
+        try:
+            result = run_md(deployment, atoms, args.temperature, args.steps, args.timestep, args.output,
+                            args.every, args.ensemble, args.seed, progress=not args.no_progress)
+        except ValueError as e:
+            raise ValueError(f"{args.structure} frame {args.frame}: {e}") from None
     e = result.total_energies
     print(f"{result.steps} steps of {args.timestep} fs ({args.ensemble.upper()}, {args.temperature} K) of "
           f"{result.n_atoms} atoms from {args.structure} frame {args.frame}: {result.seconds:.1f} s, "

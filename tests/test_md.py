@@ -26,7 +26,7 @@ torch = pytest.importorskip("torch")
 from ase import Atoms  # noqa: E402
 from ase.build import bulk  # noqa: E402
 from ase.constraints import FixAtoms  # noqa: E402
-from ase.io import read  # noqa: E402
+from ase.io import read, write  # noqa: E402
 from scipy.spatial.transform import Rotation  # noqa: E402
 
 from eip2nn.calculator import EIP2NNCalculator  # noqa: E402
@@ -230,6 +230,8 @@ def test_refusals(schnet):
               "periodic along some directions only"),
              ({"ensemble": "npt"}, atoms, "ensemble 'npt'"),
              ({"temperature": 0.0}, atoms, "temperature must be > 0 K for nvt")]
+    nan_cluster = Atoms("Si2", positions=[[0, 0, 0], [2.3, np.nan, 0]])
+    cases.append(({}, nan_cluster, r"non-finite positions on 1 atom\(s\), first atom 1"))
     constrained = atoms.copy()
     constrained.set_constraint(FixAtoms([0]))
     cases.append(({}, constrained, "ASE constraints"))
@@ -253,3 +255,24 @@ def test_the_md_command_runs_an_export_folder(schnet, tmp_path):
     frames = read(tmp_path / "md.extxyz", ":")
     assert [f.info["step"] for f in frames] == [0, 5, 10, 15, 20]
     np.testing.assert_allclose(frames[0].positions, start.positions, atol=1e-6)
+
+
+def test_the_md_command_names_the_file_and_frame_of_a_bad_structure(schnet, tmp_path, capsys):
+    """A NaN position in frame 1, a frame past the end, a file ASE cannot read: one line naming each, exit 2."""
+    from eip2nn.cli import main
+    good = Atoms("Si2", positions=[[0, 0, 0], [2.3, 0, 0]])
+    bad = Atoms("Si2", positions=[[0, 0, 0], [2.3, np.nan, 0]])
+    path = tmp_path / "bad.xyz"
+    write(path, [good, bad])
+    garbage = tmp_path / "garbage.extxyz"
+    garbage.write_text("2\nnot a comment line\nSi 0 0\n")
+    model = str(schnet[0].model_file.parent)
+    cases = [(path, 1, f"{path} frame 1: non-finite positions on 1 atom(s), first atom 1"),
+             (path, 2, f"{path} has 2 frame(s); there is no frame 2"),
+             (garbage, 0, f"{garbage}: ASE cannot read it")]
+    for structure, frame, message in cases:
+        code = main(["md", "--model", model, "--structure", str(structure), "--frame", str(frame),
+                     "--temperature", "300", "--steps", "5", "-o", str(tmp_path / "md.extxyz"), "--no-progress"])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err, err
+        assert not (tmp_path / "md.extxyz").exists()

@@ -90,6 +90,11 @@ def _check(deployment: Deployment, atoms: Atoms, temperature: float, steps: int,
         raise ValueError(f"seed must be in [0, 2**31 - 2], got {seed}")
     if len(atoms) == 0:
         raise ValueError("the structure has no atoms")
+    bad = ~np.isfinite(atoms.positions).all(axis=1)
+    if bad.any():
+        raise ValueError(f"non-finite positions on {int(bad.sum())} atom(s), first atom {int(np.argmax(bad))}")
+    if atoms.pbc.any() and not np.isfinite(atoms.cell.array).all():
+        raise ValueError(f"non-finite cell {atoms.cell.array.tolist()}")
     if atoms.pbc.any() and not atoms.pbc.all():
         raise ValueError(f"the structure is periodic along some directions only (pbc {atoms.pbc.tolist()}): make it "
                          "periodic in all three with vacuum wider than the model's interaction range "

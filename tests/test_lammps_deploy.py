@@ -163,6 +163,39 @@ def test_an_mliap_export_ml_iap_cannot_run_is_refused_before_writing(tmp_path, d
     assert not (tmp_path / "export").exists()
 
 
+@pytest.mark.parametrize("species", [("Si",), ("Ge", "Si")], ids=["Si", "GeSi"])
+def test_a_model_with_a_snap_prior_runs_in_the_plugin(tmp_path, data_dir, species):
+    """model.snap_prior: the quadratic SNAP inside the model runs in the TorchScript file, with the bispectrum
+    computed natively or in torch; ML-IAP, a network only, refuses it before writing."""
+    from eip2nn.snap.bispectrum import n_per_element
+    from eip2nn.snap.model import SnapModel
+    cells = structures(data_dir)
+    if len(species) > 1:
+        for atoms in cells:
+            atoms.symbols[::3] = "Ge"
+    model = random_model("bispectrum", cells, "", species, twojmax=4, snap_prior="quadratic", activation="tanh")
+    rng = np.random.default_rng(0)
+    n = 1 + n_per_element(4, True)
+    model.prior.load_snap(SnapModel(list(species), 4, 4.5, 0.99363, 0.0, True,
+                                    {e: np.concatenate([[-4.0 - i], 0.02 * rng.normal(size=n - 1)])
+                                     for i, e in enumerate(species)}), list(species))
+    path = save_checkpoint(tmp_path / "model.pt", model)
+    with pytest.raises(ValueError, match="SNAP prior"):
+        export_for_lammps(path, tmp_path / "mliap", fmt="mliap")
+    assert not (tmp_path / "mliap").exists()
+    deployment = export_for_lammps(path, tmp_path / "export")
+    assert deployment.metadata["snap_prior"] is True
+    lines = deployment.commands()
+    torchscript = [line + " native no" if line.startswith("pair_style") else line for line in lines]
+    ase = EIP2NNCalculator.from_checkpoint(path)
+    # random SNAP coefficients give stresses of order 10 eV/Å³; ASE's bar and LAMMPS's metal-units pressure factor
+    # differ by 8e-8 (relative)
+    s_max = max(np.abs(ase.get_stress(atoms)).max() for atoms in cells)
+    for commands in (lines, torchscript):
+        de, df, ds = compare(cells, ase, lammps_calculator(commands, species))
+        assert de < 1e-6 and df < 1e-6 and ds < 1e-6 * s_max, (de, df, ds, s_max)
+
+
 @pytest.mark.parametrize("eip, lammps_id, style", [("lmp_Si_sw", "lmp_Si_sw", "sw"),
                                                     ("Tersoff_LAMMPS_Tersoff_1988T2_Si", "lmp_Si_tersoff", "tersoff")])
 def test_a_delta_model_runs_on_its_eip_in_lammps(tmp_path, data_dir, eip, lammps_id, style):

@@ -109,12 +109,20 @@ class DescriptorNet(nn.Module):
         self.std.copy_(g.std(0).clamp_min(1e-6))
 
     def forward(self, batch: Batch, edge_vectors: torch.Tensor) -> torch.Tensor:
+        return self.features(self.descriptor_values(batch, edge_vectors), batch.species)
+
+    @staticmethod
+    def descriptor_values(batch: Batch, edge_vectors: torch.Tensor) -> torch.Tensor:
+        """The descriptors (N, K) as a function of ``edge_vectors``: the batch's values, its Jacobians' gradient."""
         if batch.descriptor is None:
             raise ValueError("this backbone needs graphs built with descriptors (see EnergyModel.graph)")
         dv = edge_vectors - edge_vectors.detach()  # value 0, gradient 1
         dg = torch.einsum("edk,ek->ed", batch.descriptor_jacobian, dv)
-        g = batch.descriptor + torch.zeros_like(batch.descriptor).index_add_(0, batch.edge_src, dg)
-        x = (g - self.mean) / self.std
+        return batch.descriptor + torch.zeros_like(batch.descriptor).index_add_(0, batch.edge_src, dg)
+
+    def features(self, descriptor: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """Features (N, width) from descriptors (N, K): standardised, species one-hot appended, the MLP."""
+        x = (descriptor - self.mean) / self.std
         if self.n_species > 1:
-            x = torch.cat([x, nn.functional.one_hot(batch.species, self.n_species).to(x.dtype)], dim=1)
+            x = torch.cat([x, nn.functional.one_hot(species, self.n_species).to(x.dtype)], dim=1)
         return self.out_activation(self.net(x))

@@ -41,6 +41,7 @@ from eip2nn.nn.bispectrum import RFAC0
 from eip2nn.nn.bispectrum_torch import TorchBispectrum
 from eip2nn.nn.checkpoint import load_model
 from eip2nn.nn.model import DFT_HEAD, EnergyModel
+from eip2nn.nn.prior import NoPrior
 from eip2nn.nn.sf_torch import TorchSymmetryFunctions
 from eip2nn.snap.bispectrum import BZEROFLAG
 
@@ -130,6 +131,8 @@ class ExportedModel(nn.Module):
             descriptor = TorchSymmetryFunctions.from_kliff(config.cutoff, config.descriptor)
             self.backbone = ExportedDescriptorNet(model.backbone, descriptor)
         self.head = copy.deepcopy(model.head(head))
+        # the SNAP prior belongs to the DFT head only (see EnergyModel.atomic_energies)
+        self.prior = copy.deepcopy(model.prior) if model.prior is not None and head == DFT_HEAD else NoPrior()
         if dtype not in DTYPES:
             raise ValueError(f"export dtype must be one of {list(DTYPES)}, got {dtype!r}")
         self.to(DTYPES[dtype]).eval().requires_grad_(False)
@@ -139,6 +142,9 @@ class ExportedModel(nn.Module):
         """Per-atom energies (n,) eV."""
         if edge_src.shape[0] != edge_vectors.shape[0] or edge_dst.shape[0] != edge_vectors.shape[0]:
             raise ValueError("edge_src, edge_dst and edge_vectors must have one row per edge")
+        if hasattr(self.backbone, "features_from_descriptor"):  # resolved when scripting
+            return self.energies_from_descriptor(species, self.backbone.descriptor(edge_src, edge_vectors,
+                                                                                   species.shape[0]))
         features = self.backbone(species, edge_src, edge_dst, edge_vectors)
         return self.head(features, species)
 
@@ -147,7 +153,8 @@ class ExportedModel(nn.Module):
         """Per-atom energies (n,) eV of atoms of ``species`` (n,) with descriptor (n, K), in the module's
         dtype: ``forward`` after the descriptor. Descriptor backbones only (SchNet raises)."""
         if hasattr(self.backbone, "features_from_descriptor"):  # resolved when scripting
-            return self.head(self.backbone.features_from_descriptor(species, descriptor), species)
+            return (self.head(self.backbone.features_from_descriptor(species, descriptor), species)
+                    + self.prior(descriptor, species))
         raise RuntimeError("energies_from_descriptor: this model's backbone has no per-atom descriptor")
 
 
@@ -159,6 +166,7 @@ def export_metadata(model: EnergyModel, head: str = DFT_HEAD, dtype: str = "floa
             "interaction_range": float(reach), "backbone": config.backbone, "head": head, "dtype": dtype,
             "per_atom_descriptor": config.backbone != "schnet", "chunk_atoms": CHUNK_ATOMS.get(config.backbone, 0),
             "native_descriptor": NATIVE_DESCRIPTORS.get(config.backbone, ""),
+            "snap_prior": model.prior is not None and head == DFT_HEAD,
             "units": "metal", "reference_eip": model.reference_eip, "eip2nn_version": __version__}
 
 

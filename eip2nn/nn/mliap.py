@@ -21,7 +21,7 @@ import numpy as np
 from torch import nn
 
 from eip2nn.nn.bispectrum import RFAC0
-from eip2nn.nn.model import EnergyModel
+from eip2nn.nn.model import DFT_HEAD, EnergyModel
 from eip2nn.snap.bispectrum import BZEROFLAG, ELEMENT_RADIUS, ELEMENT_WEIGHT, SWITCHFLAG
 
 FORMAT = "eip2nn-mliap/1"
@@ -42,6 +42,9 @@ def folded_layers(model: EnergyModel, head: str) -> tuple[np.ndarray, np.ndarray
             f"this model's activation is {model.config.activation!r}; LAMMPS ML-IAP networks know "
             f"{sorted(MLIAP_ACTIVATIONS)} (and linear, relu): train with model.activation: tanh to run it as ML-IAP, "
             "or export it with --format torchscript (the plugin runs any activation)")
+    if model.prior is not None and head == DFT_HEAD:
+        raise ValueError("this model adds a SNAP prior (model.snap_prior) to its network, which an ML-IAP network "
+                         "cannot hold: export it with --format torchscript (the plugin runs it)")
     bb, h = model.backbone, model.head(head)
     k = int(bb.mean.shape[0])
     layers = [(lin.weight.detach().double().numpy(), lin.bias.detach().double().numpy())

@@ -2,6 +2,9 @@
 
 E_head(structure) = Σ_atoms [scale_head · MLP_head(features) + offset_head[element]]
 
+plus, on the DFT head of a bispectrum model with ``model.snap_prior``, a SNAP
+fixed inside the model (:mod:`eip2nn.nn.prior`).
+
 Each head has its own per-element offsets (eV/atom) and scale (eV), fitted
 from its own labels before training (:mod:`eip2nn.nn.offsets`), because EIP and
 DFT energies have zeros eV/atom apart.
@@ -20,6 +23,7 @@ from eip2nn.nn.derivatives import Prediction, energies_and_derivatives
 from eip2nn.nn.descriptors import SymmetryFunctions
 from eip2nn.nn.graph import AtomicGraph, Batch, build_graph
 from eip2nn.nn.graph_cache import CACHE, geometry_key
+from eip2nn.nn.prior import SnapPrior
 
 DFT_HEAD = "dft"
 
@@ -52,7 +56,7 @@ class EnergyModel(nn.Module):
         # predicts DFT − EIP, and EIP2NNCalculator evaluates the sum
         self.reference_eip = reference_eip
         n = len(self.species)
-        self.descriptor = None
+        self.descriptor, self.prior = None, None
         if config.backbone == "schnet":
             self.backbone = SchNet(n, config.cutoff, config.width, config.depth, config.n_rbf)
         else:
@@ -62,6 +66,9 @@ class EnergyModel(nn.Module):
                 self.descriptor = SymmetryFunctions(self.species, config.cutoff, config.descriptor)
             self.backbone = DescriptorNet(n, config.cutoff, self.descriptor.size, config.width, config.depth,
                                           config.activation)
+        # model.snap_prior: a SNAP on the bispectrum, fixed, added to the DFT head (its coefficients are set by
+        # the training plan, or loaded with the state dict)
+        self.prior = SnapPrior(n, self.descriptor.size) if config.snap_prior != "none" else None
         self.heads = nn.ModuleDict()
         for h in heads:
             self.add_head(h)
@@ -107,9 +114,14 @@ class EnergyModel(nn.Module):
         return ("symmetry_functions", self.config.descriptor) if self.descriptor is not None else None
 
     def atomic_energies(self, batch: Batch, edge_vectors: torch.Tensor, heads: list[str]) -> dict[str, torch.Tensor]:
-        """{head: (N,) eV} per-atom energies."""
-        x = self.backbone(batch, edge_vectors)
-        return {h: self.head(h)(x, batch.species) for h in heads}
+        """{head: (N,) eV} per-atom energies (the DFT head's with the SNAP prior, if the model has one)."""
+        if self.prior is None:
+            x = self.backbone(batch, edge_vectors)
+            return {h: self.head(h)(x, batch.species) for h in heads}
+        g = self.backbone.descriptor_values(batch, edge_vectors)
+        x = self.backbone.features(g, batch.species)
+        return {h: self.head(h)(x, batch.species) + (self.prior(g, batch.species) if h == DFT_HEAD else 0.0)
+                for h in heads}
 
     def forward(self, batch: Batch, heads: list[str] | None = None, forces: bool = True,
                 stress: bool = False, create_graph: bool | None = None) -> dict[str, Prediction]:

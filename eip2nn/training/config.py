@@ -168,6 +168,9 @@ class StageConfig:
         if self.weak.enabled and self.stage not in ("weak", "finetune"):
             raise ValueError(f"weak.enabled applies to stages weak and finetune, not {self.stage}; "
                              "use stage: weak for the weak arm")
+        if self.model.snap_prior != "none" and self.stage not in ("baseline", "weak", "delta"):
+            raise ValueError(f"model.snap_prior applies to stages baseline, weak and delta (a fresh DFT head on "
+                             f"the stage's labels), not {self.stage}")
 
     @property
     def arm(self) -> str:

@@ -94,6 +94,8 @@ def plan_stage(cfg) -> StagePlan:
         refit_scale = _init_dft_head(cfg, model, heads.eips, train, tags, notes)
     elif model.backbone.needs_descriptor:
         model.backbone.fit_standardisation([s.graph for s in train])
+    if model.prior is not None:
+        refit_scale = _fit_snap_prior(cfg, model, heads, train, tags, notes)
     for h, fit_scale in refit_scale.items():
         stats = fit_head_statistics(model.head(h), *head_arrays(train, h), fit_scale=fit_scale)
         notes.append(f"head {h}: offsets {np.round(stats['offsets_eV_per_atom'], 4).tolist()} eV/atom, "
@@ -228,6 +230,46 @@ def _init_dft_head(cfg, model: EnergyModel, eips: list[str], train: list[Sample]
     frozen = freeze(model, cfg.finetune.freeze)
     notes.append(f"DFT head initialised from {source or 'scratch'}; {len(frozen)} parameter tensors frozen")
     return {DFT_HEAD: source is None}
+
+
+def _fit_snap_prior(cfg, model: EnergyModel, heads: Heads, train: list[Sample], tags, notes) -> dict[str, bool]:
+    """Fit ``model.prior``, a SNAP on the network's own bispectrum, to the DFT head's training labels (linear or
+    quadratic and the ridge strength chosen on the validation labels, as the ``snap`` arm chooses); start the DFT
+    head at zero (its last layer zeroed) with offsets and scale fitted to what the SNAP leaves. Returns the heads
+    whose statistics are still to fit (none)."""
+    from eip2nn.nn.bispectrum import RFAC0
+    from eip2nn.snap.fit import fit_snap  # LAMMPS only when a prior is fitted
+    snap_cfg = dataclasses.replace(cfg.snap, twojmax=cfg.model.twojmax, rcutfac=cfg.model.cutoff, rfac0=RFAC0,
+                                   rmin0=0.0, quadratic=cfg.model.snap_prior)
+    fit = fit_snap(heads.train, heads.val, model.species, snap_cfg)
+    fit.model.close()
+    model.prior.load_snap(fit.model, model.species)
+    head = model.head(DFT_HEAD)
+    last = [m for m in head.net if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+        head.offsets.zero_()
+    labelled = [s for s in train if DFT_HEAD in s.targets]
+    model.eval()
+    energies, forces = [], []
+    for k in range(0, len(labelled), 16):  # the model is now the SNAP alone
+        pred = model(collate([s.graph for s in labelled[k:k + 16]]), heads=[DFT_HEAD])[DFT_HEAD]
+        energies.append(pred.energy.detach().cpu().numpy())
+        forces += np.split(pred.forces.detach().cpu().numpy(), np.cumsum([s.graph.n_atoms for s in labelled[k:k + 16]])[:-1])
+    counts, ref_energies, ref_forces = head_arrays(train, DFT_HEAD)
+    has_forces = [s.targets[DFT_HEAD].forces is not None for s in labelled]
+    residual_forces = [f - p for f, p in zip(ref_forces, [p for p, h in zip(forces, has_forces) if h])]
+    stats = fit_head_statistics(head, counts, ref_energies - np.concatenate(energies), residual_forces)
+    choice = fit.choice
+    tags["eip2nn.snap_prior"] = (f"{'quadratic' if choice['quadratic'] else 'linear'} alpha={choice['alpha']:g} "
+                                 f"coefficients={choice['n_coefficients']}")
+    notes.append(f"SNAP prior (2J = {snap_cfg.twojmax}, {snap_cfg.rcutfac} Å): {tags['eip2nn.snap_prior']}, chosen "
+                 f"by {choice['selection']}; the DFT head learns what it leaves: offsets "
+                 f"{np.round(stats['offsets_eV_per_atom'], 4).tolist()} eV/atom, scale {stats['scale_eV']:.3f} eV, "
+                 f"residual {stats['residual_std_meV_per_atom']:.2f} meV/atom (std, training)")
+    notes += [f"SNAP prior: {n}" for n in fit.notes]
+    return {}
 
 
 def _load_pretrained(ref: str) -> tuple[dict, Path]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -150,6 +151,15 @@ def make_tracker(experiment: str, enabled: bool = True) -> Tracker | NullTracker
     return Tracker(experiment) if enabled else NullTracker()
 
 
+_NOT_IN_MLFLOW_NAMES = re.compile(r"[^A-Za-z0-9_\-. :/]")
+
+
+def mlflow_key(name: str) -> str:
+    """``name`` as an MLflow param or metric key: characters MLflow refuses (e.g. the ``+`` of a variant
+    ``snap+nn``) become ``_``."""
+    return _NOT_IN_MLFLOW_NAMES.sub("_", name)
+
+
 class Run:
     """One MLflow run. Set :attr:`status` inside :meth:`Tracker.run` to end it otherwise than FINISHED."""
 
@@ -161,7 +171,7 @@ class Run:
         from mlflow.entities import Param
 
         flat = flatten(params)
-        items = [Param(k, str(v)[:PARAM_MAX]) for k, v in sorted(flat.items())]
+        items = [Param(mlflow_key(k), str(v)[:PARAM_MAX]) for k, v in sorted(flat.items())]
         for k in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[k:k + 100])
 
@@ -169,7 +179,7 @@ class Run:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if v == v]  # drop NaN
+        items = [Metric(mlflow_key(k), float(v), now, step or 0) for k, v in metrics.items() if v == v]  # drop NaN
         if items:
             self.client.log_batch(self.run_id, metrics=items)
 

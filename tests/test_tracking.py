@@ -66,3 +66,13 @@ def test_without_tracking_runs_record_nothing_and_errors_still_raise(tmp_path, m
         with tracker.run("nothing", {}):
             raise ValueError("still raised")
     assert not (tmp_path / "mlruns").exists()  # no store was made
+
+
+def test_names_mlflow_refuses_are_logged_with_underscores(tracker):
+    """A pipeline variant may be called snap+nn; its params and metrics still reach the store."""
+    with tracker.run("variant", {}) as run:
+        run.log_params({"variants": {"snap+nn": {"arm": "baseline"}}, "plain": 1})
+        run.log_metrics({"test/snap+nn energy": 1.5})
+    data = tracker.client.get_run(run.run_id).data
+    assert data.params == {"variants.snap_nn.arm": "baseline", "plain": "1"}
+    assert data.metrics == {"test/snap_nn energy": 1.5}

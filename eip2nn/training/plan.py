@@ -234,9 +234,8 @@ def _init_dft_head(cfg, model: EnergyModel, eips: list[str], train: list[Sample]
 
 def _fit_snap_prior(cfg, model: EnergyModel, heads: Heads, train: list[Sample], tags, notes) -> dict[str, bool]:
     """Fit ``model.prior``, a SNAP on the network's own bispectrum, to the DFT head's training labels (linear or
-    quadratic and the ridge strength chosen on the validation labels, as the ``snap`` arm chooses); start the DFT
-    head at zero (its last layer zeroed) with offsets and scale fitted to what the SNAP leaves. Returns the heads
-    whose statistics are still to fit (none)."""
+    quadratic and the ridge strength chosen on the validation labels, as the ``snap`` arm chooses), and the DFT
+    head's offsets and scale to what the SNAP leaves. Returns the heads whose statistics are still to fit (none)."""
     from eip2nn.nn.bispectrum import RFAC0
     from eip2nn.snap.fit import fit_snap  # LAMMPS only when a prior is fitted
     snap_cfg = dataclasses.replace(cfg.snap, twojmax=cfg.model.twojmax, rcutfac=cfg.model.cutoff, rfac0=RFAC0,
@@ -244,23 +243,11 @@ def _fit_snap_prior(cfg, model: EnergyModel, heads: Heads, train: list[Sample], 
     fit = fit_snap(heads.train, heads.val, model.species, snap_cfg)
     fit.model.close()
     model.prior.load_snap(fit.model, model.species)
-    head = model.head(DFT_HEAD)
-    last = [m for m in head.net if isinstance(m, torch.nn.Linear)][-1]
-    with torch.no_grad():
-        last.weight.zero_()
-        last.bias.zero_()
-        head.offsets.zero_()
-    labelled = [s for s in train if DFT_HEAD in s.targets]
-    model.eval()
-    energies, forces = [], []
-    for k in range(0, len(labelled), 16):  # the model is now the SNAP alone
-        pred = model(collate([s.graph for s in labelled[k:k + 16]]), heads=[DFT_HEAD])[DFT_HEAD]
-        energies.append(pred.energy.detach().cpu().numpy())
-        forces += np.split(pred.forces.detach().cpu().numpy(), np.cumsum([s.graph.n_atoms for s in labelled[k:k + 16]])[:-1])
+    energies, forces = _prior_predictions(model, [s for s in train if DFT_HEAD in s.targets])
     counts, ref_energies, ref_forces = head_arrays(train, DFT_HEAD)
-    has_forces = [s.targets[DFT_HEAD].forces is not None for s in labelled]
-    residual_forces = [f - p for f, p in zip(ref_forces, [p for p, h in zip(forces, has_forces) if h])]
-    stats = fit_head_statistics(head, counts, ref_energies - np.concatenate(energies), residual_forces)
+    residual_forces = [ref - pred for ref, pred in zip(ref_forces, [pred for pred, has in forces if has])]
+    head = model.head(DFT_HEAD)
+    stats = fit_head_statistics(head, counts, ref_energies - energies, residual_forces)
     choice = fit.choice
     tags["eip2nn.snap_prior"] = (f"{'quadratic' if choice['quadratic'] else 'linear'} alpha={choice['alpha']:g} "
                                  f"coefficients={choice['n_coefficients']}")
@@ -270,6 +257,28 @@ def _fit_snap_prior(cfg, model: EnergyModel, heads: Heads, train: list[Sample], 
                  f"residual {stats['residual_std_meV_per_atom']:.2f} meV/atom (std, training)")
     notes += [f"SNAP prior: {n}" for n in fit.notes]
     return {}
+
+
+def _prior_predictions(model: EnergyModel, labelled: list[Sample]) -> tuple[np.ndarray, list[tuple[np.ndarray, bool]]]:
+    """The prior's energies (S,) eV and (forces (n, 3) eV/Å, whether the sample has force labels) per sample:
+    the model with its DFT head switched off (last layer and offsets zero), then restored."""
+    head = model.head(DFT_HEAD)
+    saved = {k: v.clone() for k, v in head.state_dict().items()}
+    last = [m for m in head.net if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+        head.offsets.zero_()
+    model.eval()
+    energies, forces = [], []
+    for k in range(0, len(labelled), 16):
+        chunk = labelled[k:k + 16]
+        pred = model(collate([s.graph for s in chunk]), heads=[DFT_HEAD])[DFT_HEAD]
+        energies.append(pred.energy.detach().cpu().numpy())
+        split = np.split(pred.forces.detach().cpu().numpy(), np.cumsum([s.graph.n_atoms for s in chunk])[:-1])
+        forces += [(f, s.targets[DFT_HEAD].forces is not None) for f, s in zip(split, chunk)]
+    head.load_state_dict(saved)
+    return np.concatenate(energies), forces
 
 
 def _load_pretrained(ref: str) -> tuple[dict, Path]:

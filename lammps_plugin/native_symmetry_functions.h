@@ -15,6 +15,11 @@
    r_jk = |v_ik - v_ij|; neighbours of every element count alike. The tables
    (g1 ... g5, kliff_order) are read from the scripted module; the output
    columns are in KLIFF's order.
+
+   SIMD without intrinsics, as native_bispectrum: the pairs (a, b) of one
+   edge a go through the same arithmetic PAIR_LANES b at a time, one per lane
+   of a GCC/Clang vector, with exp and cos/sin by polynomials accurate to a
+   few ulp (the values equal the TorchScript ones to ~1e-15 relative).
 ------------------------------------------------------------------------- */
 
 #ifndef EIP2NN_NATIVE_SYMMETRY_FUNCTIONS_H
@@ -26,6 +31,8 @@
 #include <vector>
 
 namespace eip2nn {
+
+constexpr int PAIR_LANES = 8;    // neighbour pairs (a, b) of one atom, b = b0 ... b0 + 7, in one SIMD vector
 
 class NativeSymmetryFunctions {
  public:
@@ -44,15 +51,12 @@ class NativeSymmetryFunctions {
   void edge_gradients(const double *vectors, int n, const double *beta, double *g);
 
  private:
-  // the atom's edges that count (r < cutoff), their geometry and per-edge factors; filled by load_edges
+  // the atom's edges that count (r < cutoff) into the per-edge arrays below
   void load_edges(const double *vectors, int n);
-  // per edge t: dE/dr of the radial functions (G1-G3) weighted by the block-order beta
+  // per counted edge t: dE/dr of the radial functions (G1-G3) for beta in block order
   double radial_gradient(int t, const double *beta_block) const;
-  // one neighbour pair (a, b) of loaded edges: the angle factors A_p (and dA_p/dc if `derivative`), the
-  // radial factors without cut-offs X4_q (if r_jk < cutoff) and X5_q; returns false if r_jk >= cutoff
-  // (G4 terms count 0)
-  bool pair_factors(int a, int b, bool derivative, double &cos_abc, double &r_jk, double &fc_jk,
-                    double &dfc_jk);
+  // the factors of the neighbour pairs (a, b0 + l), l < PAIR_LANES, into the pair arrays below
+  inline void pair_factors(int a, int b0, bool derivative);
 
   double cutoff;
   int n_functions;
@@ -66,13 +70,18 @@ class NativeSymmetryFunctions {
   std::vector<double> eta4, eta5;      // distinct eta of G4, of G5 (A^-2)
   std::vector<int> g4_angle, g4_eta, g5_angle, g5_eta;    // per G4 (G5) function: its (zeta, lambda), eta
 
-  // the current atom's counted edges: original index, vector, r, 1/r, fc, dfc/dr, exp(-eta4_q r^2) and
-  // exp(-eta5_q r^2) (edge-major)
+  // the current atom's counted edges, m of them, padded with zeros to stride = m + PAIR_LANES so that a batch
+  // of lanes may run past the last edge: original index, vector components, r, 1/r, fc,
+  // dfc/dr; exp(-eta4_q r^2) at [q * stride + t], exp(-eta5_q r^2) likewise
+  int m = 0, stride = 0;
   std::vector<int> edge_index;
-  std::vector<double> ev, er, einv, efc, edfc, e4, e5;
-  // the current pair: A_p, dA_p/dc, X4_q, X5_q
-  std::vector<double> pa, pda, x4, x5;
-  std::vector<double> block, beta_block, grad_a;    // scratch: G, beta (block order), dE/dv of counted edges
+  std::vector<double> ex, ey, ez, er, einv, efc, edfc, e4, e5;
+  // the current batch of pairs, one pair per lane (PAIR_LANES doubles per entry): cos(theta), r_jk, fc(r_jk),
+  // dfc/dr(r_jk) (both 0 where r_jk >= cutoff); A_p, dA_p/dc; X4_q = exp(-eta4_q (r_a^2 + r_b^2 + r_jk^2)),
+  // X5_q = exp(-eta5_q (r_a^2 + r_b^2))
+  std::vector<double> pc, prjk, pfc, pdfc, pa, pda, x4, x5;
+  // scratch: G (block order) summed by lanes, beta in block order, dE/dv of the counted edges (x, y, z)
+  std::vector<double> sums, block, beta_block, gx, gy, gz;
 };
 
 }    // namespace eip2nn

@@ -486,3 +486,57 @@ def test_a_native_descriptor_equals_the_periodic_torch_model(plugin, tmp_path, b
     assert abs(ours["energy"] - ref["energy"]) <= 1e-10 * max(1.0, abs(ref["energy"]))
     for key in ("forces", "stress", "energies", "virials"):
         assert diffs[key] <= 1e-10 * max(1.0, np.abs(ref[key]).max()), key
+
+
+def every_kind_model(tmp_path: Path, atoms: Atoms, native_descriptor: str) -> tuple[torch.nn.Module, Path]:
+    """A symmetry-function model whose descriptor has every kind KLIFF knows, in an order unlike sf_torch's
+    blocks, with non-integer ζ: 30 functions (set30's count, so that a set30 network takes them), standardised
+    on ``atoms``; the file's eip2nn.json says ``native_descriptor`` ("" = an export from before the native
+    symmetry functions)."""
+    from eip2nn.nn.config import ModelConfig
+    from eip2nn.nn.export import METADATA_FILE, ExportedModel, export_metadata
+    from eip2nn.nn.model import DFT_HEAD, EnergyModel
+    from eip2nn.nn.sf_torch import TorchSymmetryFunctions
+    torch.manual_seed(0)
+    cutoff = 4.5
+    g4 = [[zeta, lam, eta] for zeta in (1.0, 2.0, 3.5, 4.0, 16.0) for lam in (-1.0, 1.0) for eta in (0.005, 0.03)]
+    tables = {"g5": [[1.0, 1.0, 0.01], [2.5, -1.0, 0.02], [1.5, 1.0, 0.05], [4.0, -1.0, 0.01]],
+              "g2": [[0.01, 0.0], [0.05, 2.0], [0.2, 3.0]], "g1": [[0.0]], "g4": g4, "g3": [[0.5], [1.2]]}
+    descriptor = TorchSymmetryFunctions(cutoff, {kind: np.array(rows) for kind, rows in tables.items()})
+    model = EnergyModel(ModelConfig(backbone="symmetry_functions", cutoff=cutoff, descriptor="set30", width=8,
+                                    depth=2), MP_SPECIES, [DFT_HEAD]).double()
+    model.head(DFT_HEAD).scale.data.fill_(2.0)
+    exported = ExportedModel(model.eval())
+    exported.backbone.descriptor = descriptor
+    i, _, d = neighbour_list("ijD", atoms, cutoff)
+    g = descriptor(torch.from_numpy(i.astype(np.int64)), torch.from_numpy(d), len(atoms))
+    exported.backbone.mean.copy_(g.mean(0))
+    exported.backbone.std.copy_(g.std(0) + 1e-3)
+    metadata = dict(export_metadata(model), native_descriptor=native_descriptor)
+    path = tmp_path / f"every-kind-{native_descriptor or 'old'}.pt"
+    torch.jit.save(torch.jit.script(exported), str(path), _extra_files={METADATA_FILE: json.dumps(metadata)})
+    return torch.jit.load(str(path)), path
+
+
+@pytest.mark.parametrize("case", ["triclinic-16", "primitive-2"])
+def test_native_symmetry_functions_of_every_kind_equal_the_periodic_torch_model(plugin, tmp_path, case):
+    """G1-G5 (set51 and set30 have G2 and G4 only), non-integer ζ through pow, KLIFF's column order: native
+    (`native yes`) equals the file's forward; a file exported before (no native_descriptor) runs its TorchScript
+    descriptor, with the same numbers."""
+    atoms = silicon((2, 2, 2), strain=0.03, rattle=0.1, seed=4) if case == "triclinic-16" else \
+        silicon(strain=0.03, rattle=0.1, seed=5)
+    symbols = np.array(atoms.get_chemical_symbols())
+    symbols[1::3] = "Ge"
+    atoms.set_chemical_symbols(symbols)
+    fit = silicon((3, 3, 2), strain=0.02, rattle=0.08, seed=6)
+    module, path = every_kind_model(tmp_path, fit, "symmetry_functions")
+    _, old_path = every_kind_model(tmp_path, fit, "")
+    ref = reference(module, atoms, MP_SPECIES, 4.5)
+    assert np.abs(ref["forces"]).max() > 1e-2
+    for lines in (eip2nn_lines(plugin, path, ["Si", "Ge"], "native yes"), eip2nn_lines(plugin, old_path, ["Si", "Ge"])):
+        ours = run_lammps(atoms, {"Si": 1, "Ge": 2}, lines)
+        diffs = max_diffs(ours, ref)
+        print(f"\n{case} {lines[1]}: max |diff| {diffs}; max |F| = {np.abs(ref['forces']).max():.3f}")
+        assert abs(ours["energy"] - ref["energy"]) <= 1e-10 * max(1.0, abs(ref["energy"]))
+        for key in ("forces", "virial", "energies", "virials"):
+            assert diffs[key] <= 1e-10 * max(1.0, np.abs(ref[key]).max()), key

@@ -55,7 +55,7 @@ ALWAYS_INLINE Vec &lanes(std::vector<double> &buffer, int entry)
   return *reinterpret_cast<Vec *>(&buffer[(size_t) entry * PAIR_LANES]);
 }
 
-// the vector at buffer[offset ...]: PAIR_LANES consecutive entries (edges b0 ... b0 + PAIR_LANES - 1)
+// buffer[offset + l] += v[l], l < PAIR_LANES (per-edge arrays: edges b0 ... b0 + PAIR_LANES - 1)
 ALWAYS_INLINE void lanes_add(std::vector<double> &buffer, int offset, Vec v)
 {
   *reinterpret_cast<Vec *>(&buffer[offset]) += v;

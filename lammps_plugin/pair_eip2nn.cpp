@@ -83,8 +83,9 @@ struct PairEIP2NN::Model {
 };
 
 static const char *const FORMAT = "eip2nn-lammps/1";
-// owned atoms per network call of the native descriptor unless `chunk N` says (memory: ~10 kB per atom
-// at twojmax 8; at 512 Si atoms, 256 a call takes the network from ~25% of the time at 32 to ~10%)
+// owned atoms per network call of a native descriptor unless `chunk N` says (memory: the bispectrum ~10 kB
+// per atom at twojmax 8, the symmetry functions K doubles; at 512 Si atoms, 256 a call takes the bispectrum
+// model's network from ~25% of the time at 32 to ~10%)
 static const int NATIVE_CHUNK_ATOMS = 256;
 static const char *const META_FILE = "eip2nn.json";
 

@@ -25,13 +25,19 @@ Goal (issue): LAMMPS 1 core >= 10x ASE at 4,096 atoms; 2 ranks >= 1.7x 1 rank.
 
 A trained Si model instead: ``--checkpoint PATH`` (e.g. a pipeline stage's model.pt), exported in float64.
 
+``--native both`` runs each LAMMPS way twice, interleaved: with the plugin's native C++ descriptor (bispectrum,
+symmetry functions; the default) and with the TorchScript file's (`pair_style eip2nn native no`, rows marked so);
+``no`` only the latter.
+
 Usage: python benchmarks/md_speed.py [--sizes 512 4096] [--backbones schnet symmetry_functions]
                                      [--ase-steps 5] [--lammps-steps 20] [--ranks 2] [--checkpoint PATH]
+                                     [--native auto|no|both]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -109,6 +115,27 @@ def make_model(backbone: str, folder: Path):
     return checkpoint, ways
 
 
+def torchscript_descriptor(deployment):
+    """The deployment with `pair_style eip2nn native no`: the descriptor computed in the TorchScript file."""
+    lines = deployment.commands
+    copy = dataclasses.replace(deployment)
+    copy.commands = lambda elements=None: [line + " native no" if line.startswith("pair_style") and "eip2nn" in line
+                                           else line for line in lines(elements)]
+    return copy
+
+
+def lammps_ways(deployments: dict, native: str) -> dict:
+    """{way: deployment}: each plugin way natively ("auto"), with `native no` ("no"), or both, interleaved."""
+    ways = {}
+    for way, deployment in deployments.items():
+        plugin = not way.startswith("ML-IAP")
+        if native in ("auto", "both") or not plugin:
+            ways[way] = deployment
+        if native in ("no", "both") and plugin:
+            ways[f"{way} (native no)"] = torchscript_descriptor(deployment)
+    return ways
+
+
 def ase_speed(checkpoint: Path, atoms, steps: int, dtype: torch.dtype) -> float:
     atoms = atoms.copy()
     atoms.calc = EIP2NNCalculator(load_model(checkpoint).to(dtype))
@@ -142,6 +169,8 @@ def main(argv=None) -> None:
     parser.add_argument("--lammps-steps", type=int, default=20)
     parser.add_argument("--ranks", type=int, default=2)
     parser.add_argument("--checkpoint", type=Path, help="a trained Si model instead of the random ones")
+    parser.add_argument("--native", choices=["auto", "no", "both"], default="auto",
+                        help="the plugin's descriptor: native where the file allows (auto), TorchScript (no), both")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # the LAMMPS plugin in this process shares torch's thread pool
     rows = []
@@ -161,10 +190,11 @@ def main(argv=None) -> None:
                 t1 = time.perf_counter()
                 rows += [(backbone, n, "ASE VelocityVerlet float32", ase, 1.0, None),
                          (backbone, n, "ASE VelocityVerlet float64", ase64, ase64 / ase, None)]
-                for way, deployment in deployments.items():
+                for way, deployment in lammps_ways(deployments, args.native).items():
                     t1 = time.perf_counter()
                     md = run_md(deployment, atoms, 300.0, args.lammps_steps,
-                                out=tmp / f"{backbone}-{n}-{way.replace(' ', '-')}.extxyz", every=args.lammps_steps,
+                                out=tmp / f"{backbone}-{n}-{''.join(c if c.isalnum() else '-' for c in way)}.extxyz",
+                                every=args.lammps_steps,
                                 ensemble="nve", progress=False)
                     one = md.atom_steps_per_second
                     t2 = time.perf_counter()

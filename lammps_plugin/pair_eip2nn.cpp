@@ -30,11 +30,12 @@
    sums ghost forces back to their owners); virial = -sum_edges v (x) g.
 
    Native descriptor: a model file whose json says "native_descriptor":
-   "bispectrum" (eip2nn's bispectrum backbone) has its bispectrum B computed
-   here in C++ (native_bispectrum.cpp, from the tables of the module's
-   backbone.descriptor) and only energies_from_descriptor(species, B) run in
-   torch: with beta = dE/dB from autograd, dE/dv of each edge follows in C++
-   (adjoint method). Float64 throughout; a float32 model gets B cast to
+   "bispectrum" (eip2nn's bispectrum backbone) or "symmetry_functions" (its
+   symmetry-function backbone) has its descriptor B computed here in C++
+   (native_bispectrum.cpp, native_symmetry_functions.cpp, from the tables of
+   the module's backbone.descriptor) and only energies_from_descriptor(species, B)
+   run in torch: with beta = dE/dB from autograd, dE/dv of each edge follows
+   in C++ (reverse mode). Float64 throughout; a float32 model gets B cast to
    float32 for its network and beta back. `native no` runs the module's
    forward instead (the same numbers to round-off, several times slower).
 
@@ -48,6 +49,7 @@
 #include "pair_eip2nn.h"
 
 #include "native_bispectrum.h"
+#include "native_symmetry_functions.h"
 
 #include "atom.h"
 #include "comm.h"
@@ -74,14 +76,24 @@ using namespace LAMMPS_NS;
 
 struct PairEIP2NN::Model {
   torch::jit::Module module;
-  std::unique_ptr<eip2nn::NativeBispectrum> bispectrum;    // the native descriptor, once init_style chose it
+  // the native descriptor (at most one of them), once init_style chose it
+  std::unique_ptr<eip2nn::NativeBispectrum> bispectrum;
+  std::unique_ptr<eip2nn::NativeSymmetryFunctions> symmetry_functions;
+  bool has_native() const { return bispectrum || symmetry_functions; }
 };
 
 static const char *const FORMAT = "eip2nn-lammps/1";
-// owned atoms per network call of the native descriptor unless `chunk N` says (memory: ~10 kB per atom
-// at twojmax 8; at 512 Si atoms, 256 a call takes the network from ~25% of the time at 32 to ~10%)
+// owned atoms per network call of a native descriptor unless `chunk N` says (memory: the bispectrum ~10 kB
+// per atom at twojmax 8, the symmetry functions K doubles; at 512 Si atoms, 256 a call takes the bispectrum
+// model's network from ~25% of the time at 32 to ~10%)
 static const int NATIVE_CHUNK_ATOMS = 256;
 static const char *const META_FILE = "eip2nn.json";
+
+// a "native_descriptor" of a model file that this plugin computes in C++
+static bool native_descriptor_known(const std::string &name)
+{
+  return name == "bispectrum" || name == "symmetry_functions";
+}
 
 /* ---------------------------------------------------------------------- */
 
@@ -308,7 +320,7 @@ void PairEIP2NN::coeff(int narg, char **arg)
                    "depth {}) dtype {}\n",
                    model_path, known, cutoff, interaction_range, nhops,
                    model_float32 ? "float32" : "float64");
-    if (!native_descriptor.empty() && native_descriptor != "bispectrum")
+    if (!native_descriptor.empty() && !native_descriptor_known(native_descriptor))
       utils::logmesg(lmp, "eip2nn: native descriptor '{}' is unknown to this plugin: the model's TorchScript "
                           "computes it\n", native_descriptor);
   }
@@ -360,8 +372,7 @@ void PairEIP2NN::init_style()
 
 void PairEIP2NN::choose_descriptor_path()
 {
-  const bool known = native_descriptor == "bispectrum";
-  const bool possible = known && per_atom_descriptor && nhops == 1;
+  const bool possible = native_descriptor_known(native_descriptor) && per_atom_descriptor && nhops == 1;
   if (native_user == 1 && !possible)
     error->all(FLERR,
                "pair_style eip2nn native yes: model {} has no descriptor this plugin computes natively "
@@ -369,13 +380,20 @@ void PairEIP2NN::choose_descriptor_path()
                "eip2nn, or leave native out",
                model_path, native_descriptor, per_atom_descriptor ? "yes" : "no", nhops);
   native_active = possible && native_user != 0;
-  if (!native_active || model->bispectrum) return;
+  if (!native_active || model->has_native()) return;
 
-  std::string msg;
+  std::string msg, what;
   try {
     torch::jit::Module backbone = model->module.attr("backbone").toModule();
-    model->bispectrum =
-        std::make_unique<eip2nn::NativeBispectrum>(backbone.attr("descriptor").toModule());
+    torch::jit::Module descriptor = backbone.attr("descriptor").toModule();
+    if (native_descriptor == "bispectrum") {
+      model->bispectrum = std::make_unique<eip2nn::NativeBispectrum>(descriptor);
+      what = fmt::format("bispectrum (twojmax {}, {} components)", model->bispectrum->twojmax(),
+                         model->bispectrum->size());
+    } else {
+      model->symmetry_functions = std::make_unique<eip2nn::NativeSymmetryFunctions>(descriptor);
+      what = "symmetry functions, " + model->symmetry_functions->summary() + ",";
+    }
     if (!model->module.find_method("energies_from_descriptor"))
       msg = "the module has no method energies_from_descriptor";
   } catch (const c10::Error &e) {
@@ -385,16 +403,13 @@ void PairEIP2NN::choose_descriptor_path()
   }
   if (!msg.empty()) {
     model->bispectrum.reset();
+    model->symmetry_functions.reset();
     native_active = false;
-    error->all(FLERR, "pair eip2nn: cannot compute the bispectrum of {} natively: {} (`pair_style eip2nn "
+    error->all(FLERR, "pair eip2nn: cannot compute the {} descriptor of {} natively: {} (`pair_style eip2nn "
                       "native no` runs its TorchScript descriptor)",
-               model_path, msg);
+               native_descriptor, model_path, msg);
   }
-  if (comm->me == 0)
-    utils::logmesg(lmp,
-                   "eip2nn: bispectrum (twojmax {}, {} components) computed natively in C++; the network "
-                   "in torch\n",
-                   model->bispectrum->twojmax(), model->bispectrum->size());
+  if (comm->me == 0) utils::logmesg(lmp, "eip2nn: {} computed natively in C++; the network in torch\n", what);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -532,14 +547,15 @@ static std::string evaluate(torch::jit::Module &module, bool float32, const torc
 #include <ctime>
 
 namespace {
-enum NativePart { DENSITY, COMPONENTS, NETWORK, ADJOINT, EDGE_GRADIENTS, NATIVE_PARTS };
+enum NativePart { DENSITY, COMPONENTS, NETWORK, ADJOINT, EDGE_GRADIENTS, SF_VALUES, SF_EDGE_GRADIENTS, NATIVE_PARTS };
 
 struct NativeProfile {
   double seconds[NATIVE_PARTS] = {};
   ~NativeProfile()
   {
     const char *names[NATIVE_PARTS] = {"density U_i (per-edge U)", "components B", "network (torch)",
-                                       "adjoint Y", "edge gradients (U again, reverse mode)"};
+                                       "adjoint Y", "edge gradients (U again, reverse mode)",
+                                       "symmetry functions G", "symmetry-function edge gradients"};
     double total = 0.0;
     for (double t : seconds) total += t;
     if (total == 0.0) return;
@@ -569,7 +585,79 @@ struct PartTimer {
 #endif
 
 /* ----------------------------------------------------------------------
-   native descriptor, owned atoms chunk_atoms at a time (0: all at once): B of
+   the edges of each owned atom (src = the atom; CSR by source), whose vectors
+   a native descriptor reads atom by atom and whose gradients it writes back
+------------------------------------------------------------------------- */
+
+namespace {
+class OwnedEdges {
+ public:
+  OwnedEdges(const torch::Tensor &src, const torch::Tensor &vec, int64_t n_owned) :
+      first(n_owned + 1, 0), pv(vec.data_ptr<double>())
+  {
+    const int64_t *ps = src.data_ptr<int64_t>();
+    const int64_t ne = src.size(0);
+    for (int64_t e = 0; e < ne; e++)
+      if (ps[e] < n_owned) first[ps[e] + 1]++;
+    for (int64_t a = 0; a < n_owned; a++) first[a + 1] += first[a];
+    edges.resize(first[n_owned]);
+    std::vector<int64_t> fill(first.begin(), first.end() - 1);
+    for (int64_t e = 0; e < ne; e++)
+      if (ps[e] < n_owned) edges[fill[ps[e]]++] = e;
+  }
+  // the edge vectors (count, 3) of owned atom a, contiguous in vectors(); returns count
+  int gather(int64_t a)
+  {
+    const int64_t count = first[a + 1] - first[a];
+    atom_vec.resize(3 * count);
+    for (int64_t t = 0; t < count; t++)
+      for (int k = 0; k < 3; k++) atom_vec[3 * t + k] = pv[3 * edges[first[a] + t] + k];
+    return (int) count;
+  }
+  const double *vectors() const { return atom_vec.data(); }
+  // the gradients g (count, 3) of owned atom a's edges, in gather's order, into grad (ne, 3)
+  void scatter(int64_t a, const double *g, double *grad) const
+  {
+    for (int64_t t = 0; t < first[a + 1] - first[a]; t++)
+      for (int k = 0; k < 3; k++) grad[3 * edges[first[a] + t] + k] = g[3 * t + k];
+  }
+
+ private:
+  std::vector<int64_t> first, edges;
+  const double *pv;
+  std::vector<double> atom_vec;
+};
+}    // namespace
+
+/* ----------------------------------------------------------------------
+   the network on a chunk's descriptor d (m, K) float64: the atoms' energies
+   into energy (m,) and beta = dE/dd (m, K) float64 (undefined if the energies
+   do not depend on d); a float32 module gets d cast to float32; returns an
+   error message ("" on success)
+------------------------------------------------------------------------- */
+
+static std::string network(torch::jit::Method &energies_of, bool float32, const torch::Tensor &species,
+                           const torch::Tensor &d, torch::Tensor energy, torch::Tensor &beta)
+{
+  EIP2NN_TIME(NETWORK);
+  const int64_t m = d.size(0);
+  torch::Tensor d_in = float32 ? d.to(torch::kFloat32) : d;
+  d_in.requires_grad_(true);
+  torch::Tensor out = energies_of({species, d_in}).toTensor();
+  if (out.dim() != 1 || out.size(0) != m)
+    return fmt::format("energies_from_descriptor returned a tensor of shape {} for {} atoms, expected ({},)",
+                       c10::str(out.sizes()), m, m);
+  beta = torch::Tensor();
+  if (out.requires_grad())
+    beta = torch::autograd::grad({out.sum()}, {d_in}, /*grad_outputs=*/{}, /*retain_graph=*/false,
+                                 /*create_graph=*/false, /*allow_unused=*/true)[0];
+  energy.copy_(out.detach().to(torch::kFloat64));
+  if (beta.defined()) beta = beta.to(torch::kFloat64).contiguous();
+  return "";
+}
+
+/* ----------------------------------------------------------------------
+   native bispectrum, owned atoms chunk_atoms at a time (0: all at once): B of
    each atom in C++ from its edges (src = the atom), energies and beta = dE/dB
    from the module's energies_from_descriptor by autograd, dE/dv of each edge
    in C++. Gives what evaluate() gives for the owned atoms: per-node energies
@@ -587,31 +675,9 @@ static std::string evaluate_native(torch::jit::Module &module, eip2nn::NativeBis
   auto opt_double = torch::TensorOptions().dtype(torch::kFloat64);
   energy = torch::zeros({n}, opt_double);
   grad = torch::zeros({ne, 3}, opt_double);
-
-  // edges of each owned atom (CSR by source)
-  const int64_t *ps = src.data_ptr<int64_t>();
-  std::vector<int64_t> first(n_owned + 1, 0), edges;
-  for (int64_t e = 0; e < ne; e++)
-    if (ps[e] < n_owned) first[ps[e] + 1]++;
-  for (int64_t a = 0; a < n_owned; a++) first[a + 1] += first[a];
-  edges.resize(first[n_owned]);
-  {
-    std::vector<int64_t> fill(first.begin(), first.end() - 1);
-    for (int64_t e = 0; e < ne; e++)
-      if (ps[e] < n_owned) edges[fill[ps[e]]++] = e;
-  }
-
-  const double *pv = vec.data_ptr<double>();
+  OwnedEdges owned(src, vec, n_owned);
   double *pg = grad.data_ptr<double>();
-  std::vector<double> atom_vec, atom_grad;
-  // the edge vectors (count, 3) of owned atom a, contiguous
-  auto gather = [&](int64_t a) {
-    const int64_t count = first[a + 1] - first[a];
-    atom_vec.resize(3 * count);
-    for (int64_t t = 0; t < count; t++)
-      for (int k = 0; k < 3; k++) atom_vec[3 * t + k] = pv[3 * edges[first[a] + t] + k];
-    return (int) count;
-  };
+  std::vector<double> atom_grad;
 
   // a chunk's atoms in batches of LANES (native_bispectrum.h): U_i and the group sums z of each batch
   // are kept from B to Y
@@ -631,8 +697,8 @@ static std::string evaluate_native(torch::jit::Module &module, eip2nn::NativeBis
         {
           EIP2NN_TIME(DENSITY);
           for (int l = 0; l < L; l++) {
-            const int n_edges = l < count ? gather(k0 + a0 + l) : 0;
-            bispectrum.density(atom_vec.data(), n_edges, u, l);
+            const int n_edges = l < count ? owned.gather(k0 + a0 + l) : 0;
+            bispectrum.density(owned.vectors(), n_edges, u, l);
           }
         }
         EIP2NN_TIME(COMPONENTS);
@@ -640,22 +706,9 @@ static std::string evaluate_native(torch::jit::Module &module, eip2nn::NativeBis
       }
 
       torch::Tensor beta;
-      {
-        EIP2NN_TIME(NETWORK);
-        torch::Tensor b_in = float32 ? b.to(torch::kFloat32) : b;
-        b_in.requires_grad_(true);
-        torch::Tensor out = energies_of({species.narrow(0, k0, m), b_in}).toTensor();
-        if (out.dim() != 1 || out.size(0) != m)
-          return fmt::format("energies_from_descriptor returned a tensor of shape {} for {} atoms, expected "
-                             "({},)",
-                             c10::str(out.sizes()), m, m);
-        if (out.requires_grad())
-          beta = torch::autograd::grad({out.sum()}, {b_in}, /*grad_outputs=*/{}, /*retain_graph=*/false,
-                                       /*create_graph=*/false, /*allow_unused=*/true)[0];
-        energy.narrow(0, k0, m).copy_(out.detach().to(torch::kFloat64));
-        if (!beta.defined()) continue;    // energies independent of B: no forces
-        beta = beta.to(torch::kFloat64).contiguous();
-      }
+      std::string msg = network(energies_of, float32, species.narrow(0, k0, m), b, energy.narrow(0, k0, m), beta);
+      if (!msg.empty()) return msg;
+      if (!beta.defined()) continue;    // energies independent of B: no forces
       const double *pbeta = beta.data_ptr<double>();
 
       for (int64_t a0 = 0; a0 < m; a0 += L) {
@@ -667,12 +720,68 @@ static std::string evaluate_native(torch::jit::Module &module, eip2nn::NativeBis
         EIP2NN_TIME(EDGE_GRADIENTS);
         for (int l = 0; l < count; l++) {
           const int64_t a = k0 + a0 + l;
-          const int n_edges = gather(a);
+          const int n_edges = owned.gather(a);
           atom_grad.resize(3 * n_edges);
-          bispectrum.edge_gradients(atom_vec.data(), n_edges, y.data(), l, atom_grad.data());
-          for (int t = 0; t < n_edges; t++)
-            for (int k = 0; k < 3; k++) pg[3 * edges[first[a] + t] + k] = atom_grad[3 * t + k];
+          bispectrum.edge_gradients(owned.vectors(), n_edges, y.data(), l, atom_grad.data());
+          owned.scatter(a, atom_grad.data(), pg);
         }
+      }
+    }
+  } catch (const c10::Error &e) {
+    return e.what_without_backtrace();
+  } catch (const std::exception &e) {
+    return e.what();
+  }
+  return "";
+}
+
+/* ----------------------------------------------------------------------
+   native symmetry functions, owned atoms chunk_atoms at a time (0: all at
+   once): G of each atom in C++ from its edges, energies and beta = dE/dG from
+   energies_from_descriptor, dE/dv of each edge in C++; the same outputs as
+   evaluate_native
+------------------------------------------------------------------------- */
+
+static std::string evaluate_native_sf(torch::jit::Module &module, eip2nn::NativeSymmetryFunctions &functions,
+                                      bool float32, const torch::Tensor &species, const torch::Tensor &src,
+                                      const torch::Tensor &vec, int64_t n_owned, int64_t chunk_atoms,
+                                      torch::Tensor &energy, torch::Tensor &grad)
+{
+  const int64_t n = species.size(0), ne = vec.size(0);
+  const int K = functions.size();
+  auto opt_double = torch::TensorOptions().dtype(torch::kFloat64);
+  energy = torch::zeros({n}, opt_double);
+  grad = torch::zeros({ne, 3}, opt_double);
+  OwnedEdges owned(src, vec, n_owned);
+  double *pg = grad.data_ptr<double>();
+  std::vector<double> atom_grad;
+  const int64_t chunk = chunk_atoms > 0 ? std::min(chunk_atoms, n_owned) : n_owned;
+  try {
+    torch::jit::Method energies_of = module.get_method("energies_from_descriptor");
+    for (int64_t k0 = 0; k0 < n_owned; k0 += chunk) {
+      const int64_t m = std::min(chunk, n_owned - k0);
+      torch::Tensor g = torch::empty({m, K}, opt_double);
+      double *pgv = g.data_ptr<double>();
+      {
+        EIP2NN_TIME(SF_VALUES);
+        for (int64_t l = 0; l < m; l++) {
+          const int n_edges = owned.gather(k0 + l);
+          functions.values(owned.vectors(), n_edges, pgv + l * K);
+        }
+      }
+
+      torch::Tensor beta;
+      std::string msg = network(energies_of, float32, species.narrow(0, k0, m), g, energy.narrow(0, k0, m), beta);
+      if (!msg.empty()) return msg;
+      if (!beta.defined()) continue;    // energies independent of G: no forces
+      const double *pbeta = beta.data_ptr<double>();
+
+      EIP2NN_TIME(SF_EDGE_GRADIENTS);
+      for (int64_t l = 0; l < m; l++) {
+        const int n_edges = owned.gather(k0 + l);
+        atom_grad.resize(3 * n_edges);
+        functions.edge_gradients(owned.vectors(), n_edges, pbeta + l * K, atom_grad.data());
+        owned.scatter(k0 + l, atom_grad.data(), pg);
       }
     }
   } catch (const c10::Error &e) {
@@ -724,9 +833,12 @@ void PairEIP2NN::compute(int eflag, int vflag)
   torch::Tensor node_energy, grad;
   std::string msg;
   const int chunk_atoms = chunk_user >= 0 ? chunk_user : chunk_model;
-  if (native_active) {
+  if (native_active && model->bispectrum) {
     msg = evaluate_native(model->module, *model->bispectrum, model_float32, species, src, vec, nlocal_nodes,
                           chunk_user >= 0 ? chunk_user : NATIVE_CHUNK_ATOMS, node_energy, grad);
+  } else if (native_active) {
+    msg = evaluate_native_sf(model->module, *model->symmetry_functions, model_float32, species, src, vec,
+                             nlocal_nodes, chunk_user >= 0 ? chunk_user : NATIVE_CHUNK_ATOMS, node_energy, grad);
   } else if (per_atom_descriptor && chunk_atoms > 0 && nlocal_nodes > chunk_atoms && nhops == 1) {
     // owned atoms in chunks, each with its own edges only (an owned atom's energy needs no other's);
     // the rim's reverse edges only feed ghost energies, which are not counted: their gradient is 0

@@ -6,8 +6,9 @@
      forward(species (n,) int64, edge_src (E,) int64, edge_dst (E,) int64,
              edge_vectors (E,3) float64) -> per-node energies (n,) float64, eV
    with edge_vectors = x[dst] - x[src] for every ordered pair within the cutoff.
-   A bispectrum model (json "native_descriptor": "bispectrum") has its descriptor
-   computed here in C++ (native_bispectrum.h) and only
+   A bispectrum or symmetry-function model (json "native_descriptor":
+   "bispectrum" or "symmetry_functions") has its descriptor computed here in
+   C++ (native_bispectrum.h, native_symmetry_functions.h) and only
      energies_from_descriptor(species (n,) int64, B (n, K)) -> (n,)
    run in torch, unless `pair_style eip2nn native no`.
 ------------------------------------------------------------------------- */

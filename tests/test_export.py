@@ -319,7 +319,7 @@ def test_metadata_is_saved_in_the_file(tmp_path, backbone):
     assert metadata["cutoff"] == CUTOFF
     assert metadata["interaction_range"] == (2 * CUTOFF if backbone == "schnet" else CUTOFF)
     assert metadata["backbone"] == backbone
-    assert metadata["native_descriptor"] == ("bispectrum" if backbone == "bispectrum" else "")
+    assert metadata["native_descriptor"] == ("" if backbone == "schnet" else backbone)
     assert (metadata["head"], metadata["dtype"], metadata["units"]) == ("dft", "float64", "metal")
     assert metadata["reference_eip"] == model.reference_eip
     assert metadata["eip2nn_version"]

@@ -104,16 +104,17 @@ def test_lammps_gives_the_ase_calculator_s_energy_forces_and_stress(tmp_path, da
     assert deployment.metadata["interaction_range"] == pytest.approx(4.5 * (2 if backbone == "schnet" else 1))
 
 
-@pytest.mark.parametrize("species, twojmax, n_cells", [(("Si",), 4, 4), (("Ge", "Si"), 4, 4), (("Si",), 8, 1)],
-                         ids=["Si-twojmax4", "GeSi-twojmax4", "Si-twojmax8"])
-def test_the_native_bispectrum_equals_the_torchscript_one(tmp_path, data_dir, species, twojmax, n_cells):
-    """pair_style eip2nn computes a bispectrum model's descriptor in C++ by default, and in the TorchScript file
-    with `native no`: the same energies, forces and stress to 1e-10 relative."""
-    cells = structures(data_dir)[:n_cells]
+def with_germanium(cells: list, species) -> list:
+    """The cells with every third atom Ge when the model has two elements."""
     if len(species) > 1:
         for atoms in cells:
             atoms.symbols[::3] = "Ge"
-    path = save_checkpoint(tmp_path / "model.pt", random_model("bispectrum", cells, "", species, twojmax=twojmax))
+    return cells
+
+
+def assert_native_equals_torchscript(tmp_path, path, cells, species) -> None:
+    """pair_style eip2nn (native descriptor) and `native no` (the TorchScript one) give the same energies, forces
+    and stress to 1e-10 relative, and the native run says it is native."""
     lines = export_for_lammps(path, tmp_path / "export").commands()
     torchscript = [line + " native no" if line.startswith("pair_style") else line for line in lines]
     native, generic = lammps_calculator(lines, species, tmp_path / "native.log"), lammps_calculator(torchscript, species)
@@ -121,10 +122,32 @@ def test_the_native_bispectrum_equals_the_torchscript_one(tmp_path, data_dir, sp
         a, b = atoms.copy(), atoms.copy()
         a.calc, b.calc = native, generic
         e, f, s = b.get_potential_energy(), b.get_forces(), b.get_stress()
+        assert np.abs(f).max() > 1e-3  # forces that test something
         assert abs(a.get_potential_energy() - e) <= 1e-10 * max(1.0, abs(e))
         assert np.abs(a.get_forces() - f).max() <= 1e-10 * max(1.0, np.abs(f).max())
         assert np.abs(a.get_stress() - s).max() <= 1e-10 * max(1.0, np.abs(s).max())
     assert "computed natively" in (tmp_path / "native.log").read_text()
+
+
+@pytest.mark.parametrize("species, twojmax, n_cells", [(("Si",), 4, 4), (("Ge", "Si"), 4, 4), (("Si",), 8, 1)],
+                         ids=["Si-twojmax4", "GeSi-twojmax4", "Si-twojmax8"])
+def test_the_native_bispectrum_equals_the_torchscript_one(tmp_path, data_dir, species, twojmax, n_cells):
+    """pair_style eip2nn computes a bispectrum model's descriptor in C++ by default, and in the TorchScript file
+    with `native no`: the same energies, forces and stress to 1e-10 relative."""
+    cells = with_germanium(structures(data_dir)[:n_cells], species)
+    path = save_checkpoint(tmp_path / "model.pt", random_model("bispectrum", cells, "", species, twojmax=twojmax))
+    assert_native_equals_torchscript(tmp_path, path, cells, species)
+
+
+@pytest.mark.parametrize("descriptor", ["set51", "set30"])
+@pytest.mark.parametrize("species", [("Si",), ("Ge", "Si")], ids=["Si", "GeSi"])
+def test_the_native_symmetry_functions_equal_the_torchscript_ones(tmp_path, data_dir, species, descriptor):
+    """The same for KLIFF's symmetry functions (G2 and G4 with their r_jk term), on mlearn Si, a rattled triclinic
+    cell and a 2-atom cell smaller than twice the cut-off."""
+    cells = with_germanium(structures(data_dir), species)
+    path = save_checkpoint(tmp_path / "model.pt", random_model("symmetry_functions", cells, "", species,
+                                                                descriptor=descriptor))
+    assert_native_equals_torchscript(tmp_path, path, cells, species)
 
 
 @pytest.mark.parametrize("fmt", ["mliap", "auto"])
@@ -241,9 +264,9 @@ def test_each_lammps_twin_is_the_same_potential(data_dir):
             lmp.close()
 
 
-@pytest.mark.parametrize("backbone", ["schnet", "bispectrum"])
+@pytest.mark.parametrize("backbone", ["schnet", "bispectrum", "symmetry_functions"])
 def test_a_float32_export_agrees_to_float32_precision(tmp_path, data_dir, backbone):
-    """The bispectrum's native descriptor is float64 even then: only its network runs in float32."""
+    """A native descriptor (bispectrum, symmetry functions) is float64 even then: only its network runs in float32."""
     cells = structures(data_dir)
     extra = {"twojmax": 4} if backbone == "bispectrum" else {}
     path = save_checkpoint(tmp_path / "model.pt", random_model(backbone, cells, **extra))

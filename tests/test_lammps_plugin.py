@@ -379,25 +379,32 @@ lmp.finalize()
 """
 
 
-def bispectrum_model(tmp_path: Path, atoms: Atoms) -> tuple[torch.nn.Module, Path]:
-    """An eip2nn bispectrum model (Si, Ge; shifted softplus, twojmax 4, random weights) exported to TorchScript."""
+# descriptor models of the MPI test: cut-off (Å) and settings; the symmetry functions' G4 needs r_jk < cut-off,
+# so their cut-off reaches past diamond's second shell (3.84 Å)
+DESCRIPTOR_MODELS = {"bispectrum": (MP_CUT, {"twojmax": 4}), "symmetry_functions": (4.5, {"descriptor": "set30"})}
+
+
+def descriptor_model(tmp_path: Path, atoms: Atoms, backbone: str) -> tuple[torch.nn.Module, Path]:
+    """An eip2nn model of DESCRIPTOR_MODELS (Si, Ge; shifted softplus, random weights, standardised on `atoms`)
+    exported to TorchScript."""
     from eip2nn.nn.config import ModelConfig
     from eip2nn.nn.export import export_model
     from eip2nn.nn.model import DFT_HEAD, EnergyModel
     torch.manual_seed(0)
-    model = EnergyModel(ModelConfig(backbone="bispectrum", cutoff=MP_CUT, twojmax=4, width=8, depth=2),
+    cutoff, config = DESCRIPTOR_MODELS[backbone]
+    model = EnergyModel(ModelConfig(backbone=backbone, cutoff=cutoff, width=8, depth=2, **config),
                         MP_SPECIES, [DFT_HEAD]).double()
     model.backbone.fit_standardisation([model.graph(atoms)])
     model.head(DFT_HEAD).scale.data.fill_(2.0)
-    path = tmp_path / "bispectrum.pt"
+    path = tmp_path / f"{backbone}.pt"
     export_model(model.eval(), path)
     return torch.jit.load(str(path)), path
 
 
-@pytest.mark.parametrize("kind", ["message-passing", "bispectrum"])
+@pytest.mark.parametrize("kind", ["message-passing", "bispectrum", "symmetry_functions"])
 def test_mpi_two_ranks_equal_one(plugin, tmp_path, kind):
-    """The message-passing toy (its ghost shell is two cut-offs deep) and an eip2nn bispectrum model (its
-    descriptor computed in the TorchScript file) on 1 and 2 ranks."""
+    """The message-passing toy (its ghost shell is two cut-offs deep) and eip2nn bispectrum and symmetry-function
+    models (their descriptors computed natively in C++) on 1 and 2 ranks."""
     mpirun = VENV / "bin" / "mpirun"
     if not mpirun.exists():
         mpirun = shutil.which("mpirun")
@@ -407,7 +414,8 @@ def test_mpi_two_ranks_equal_one(plugin, tmp_path, kind):
     symbols = np.array(atoms.get_chemical_symbols())
     symbols[1::3] = "Ge"
     atoms.set_chemical_symbols(symbols)
-    _, path = mp_model(tmp_path) if kind == "message-passing" else bispectrum_model(tmp_path, atoms)
+    _, path = mp_model(tmp_path) if kind == "message-passing" else descriptor_model(tmp_path, atoms, kind)
+    cutoff = MP_CUT if kind == "message-passing" else DESCRIPTOR_MODELS[kind][0]
     type_of = {"Si": 1, "Ge": 2}
     script = tmp_path / "run.py"
     script.write_text(MPI_SCRIPT)
@@ -436,7 +444,7 @@ def test_mpi_two_ranks_equal_one(plugin, tmp_path, kind):
           f"KE {one['ke']:.4f} eV)")
     # the same model on the periodic graph, before and after the run
     module = torch.jit.load(str(path))
-    ref = reference(module, atoms, MP_SPECIES, MP_CUT)
+    ref = reference(module, atoms, MP_SPECIES, cutoff)
     assert abs(one["energy"] - ref["energy"]) <= 1e-8 * max(1.0, abs(ref["energy"]))
     assert np.abs(np.array(one["forces"]).reshape(n, 3) - ref["forces"]).max() <= 1e-8
     moved = atoms.copy()
@@ -444,7 +452,7 @@ def test_mpi_two_ranks_equal_one(plugin, tmp_path, kind):
     shift = np.linalg.norm(moved.positions - atoms.positions, axis=1).max()
     assert shift > 0.1, "atoms moved less than half the skin: no neighbour list rebuild was tested"
     moved.wrap()
-    ref_final = reference(module, moved, MP_SPECIES, MP_CUT)
+    ref_final = reference(module, moved, MP_SPECIES, cutoff)
     dfinal = np.abs(np.array(two["final_forces"]).reshape(n, 3) - ref_final["forces"]).max()
     print(f"max displacement {shift:.3f} Å; 2-rank final forces vs torch max |dF| {dfinal:.3g}")
     assert dfinal <= 1e-8
@@ -454,3 +462,81 @@ def test_mpi_two_ranks_equal_one(plugin, tmp_path, kind):
     assert det <= 1e-9 * max(1.0, abs(one["etotal"]))
     assert dx <= 1e-9
     assert dff <= 1e-8
+
+
+@pytest.mark.parametrize("atom_map", [True, False], ids=["images-merged", "ghost-nodes"])
+@pytest.mark.parametrize("case", ["triclinic-16", "primitive-2"])
+@pytest.mark.parametrize("backbone", list(DESCRIPTOR_MODELS))
+def test_a_native_descriptor_equals_the_periodic_torch_model(plugin, tmp_path, backbone, case, atom_map):
+    """The descriptor computed natively in C++ (the default): energies, forces, stress and per-atom energies and
+    virials equal the TorchScript file's forward on the periodic graph; primitive-2 is a 3.8 Å cell."""
+    atoms = silicon((2, 2, 2), strain=0.03, rattle=0.1, seed=4) if case == "triclinic-16" else \
+        silicon(strain=0.03, rattle=0.1, seed=5)
+    symbols = np.array(atoms.get_chemical_symbols())
+    symbols[1::3] = "Ge"
+    atoms.set_chemical_symbols(symbols)
+    # standardised on a 36-atom cell (on the 2-atom one, a bispectrum component's spread is ~0: forces of 1e5 eV/Å)
+    module, path = descriptor_model(tmp_path, silicon((3, 3, 2), strain=0.02, rattle=0.08, seed=6), backbone)
+    ref = reference(module, atoms, MP_SPECIES, DESCRIPTOR_MODELS[backbone][0])
+    ours = run_lammps(atoms, {"Si": 1, "Ge": 2}, eip2nn_lines(plugin, path, ["Si", "Ge"], "native yes"), atom_map)
+    diffs = max_diffs(ours, ref)
+    diffs["stress"] = float(np.abs(-ours["virial"] / atoms.get_volume() - ref["stress"]).max())
+    print(f"\n{backbone} {case}: max |diff| {diffs}; max |F| = {np.abs(ref['forces']).max():.3f}")
+    assert np.abs(ref["forces"]).max() > 1e-2
+    assert abs(ours["energy"] - ref["energy"]) <= 1e-10 * max(1.0, abs(ref["energy"]))
+    for key in ("forces", "stress", "energies", "virials"):
+        assert diffs[key] <= 1e-10 * max(1.0, np.abs(ref[key]).max()), key
+
+
+def every_kind_model(tmp_path: Path, atoms: Atoms, native_descriptor: str) -> tuple[torch.nn.Module, Path]:
+    """A symmetry-function model whose descriptor has every kind KLIFF knows, in an order unlike sf_torch's
+    blocks, with non-integer ζ: 30 functions (set30's count, so that a set30 network takes them), standardised
+    on ``atoms``; the file's eip2nn.json says ``native_descriptor`` ("" = an export from before the native
+    symmetry functions)."""
+    from eip2nn.nn.config import ModelConfig
+    from eip2nn.nn.export import METADATA_FILE, ExportedModel, export_metadata
+    from eip2nn.nn.model import DFT_HEAD, EnergyModel
+    from eip2nn.nn.sf_torch import TorchSymmetryFunctions
+    torch.manual_seed(0)
+    cutoff = 4.5
+    g4 = [[zeta, lam, eta] for zeta in (1.0, 2.0, 3.5, 4.0, 16.0) for lam in (-1.0, 1.0) for eta in (0.005, 0.03)]
+    tables = {"g5": [[1.0, 1.0, 0.01], [2.5, -1.0, 0.02], [1.5, 1.0, 0.05], [4.0, -1.0, 0.01]],
+              "g2": [[0.01, 0.0], [0.05, 2.0], [0.2, 3.0]], "g1": [[0.0]], "g4": g4, "g3": [[0.5], [1.2]]}
+    descriptor = TorchSymmetryFunctions(cutoff, {kind: np.array(rows) for kind, rows in tables.items()})
+    model = EnergyModel(ModelConfig(backbone="symmetry_functions", cutoff=cutoff, descriptor="set30", width=8,
+                                    depth=2), MP_SPECIES, [DFT_HEAD]).double()
+    model.head(DFT_HEAD).scale.data.fill_(2.0)
+    exported = ExportedModel(model.eval())
+    exported.backbone.descriptor = descriptor
+    i, _, d = neighbour_list("ijD", atoms, cutoff)
+    g = descriptor(torch.from_numpy(i.astype(np.int64)), torch.from_numpy(d), len(atoms))
+    exported.backbone.mean.copy_(g.mean(0))
+    exported.backbone.std.copy_(g.std(0) + 1e-3)
+    metadata = dict(export_metadata(model), native_descriptor=native_descriptor)
+    path = tmp_path / f"every-kind-{native_descriptor or 'old'}.pt"
+    torch.jit.save(torch.jit.script(exported), str(path), _extra_files={METADATA_FILE: json.dumps(metadata)})
+    return torch.jit.load(str(path)), path
+
+
+@pytest.mark.parametrize("case", ["triclinic-16", "primitive-2"])
+def test_native_symmetry_functions_of_every_kind_equal_the_periodic_torch_model(plugin, tmp_path, case):
+    """G1-G5 (set51 and set30 have G2 and G4 only), non-integer ζ through pow, KLIFF's column order: native
+    (`native yes`) equals the file's forward; a file exported before (no native_descriptor) runs its TorchScript
+    descriptor, with the same numbers."""
+    atoms = silicon((2, 2, 2), strain=0.03, rattle=0.1, seed=4) if case == "triclinic-16" else \
+        silicon(strain=0.03, rattle=0.1, seed=5)
+    symbols = np.array(atoms.get_chemical_symbols())
+    symbols[1::3] = "Ge"
+    atoms.set_chemical_symbols(symbols)
+    fit = silicon((3, 3, 2), strain=0.02, rattle=0.08, seed=6)
+    module, path = every_kind_model(tmp_path, fit, "symmetry_functions")
+    _, old_path = every_kind_model(tmp_path, fit, "")
+    ref = reference(module, atoms, MP_SPECIES, 4.5)
+    assert np.abs(ref["forces"]).max() > 1e-2
+    for lines in (eip2nn_lines(plugin, path, ["Si", "Ge"], "native yes"), eip2nn_lines(plugin, old_path, ["Si", "Ge"])):
+        ours = run_lammps(atoms, {"Si": 1, "Ge": 2}, lines)
+        diffs = max_diffs(ours, ref)
+        print(f"\n{case} {lines[1]}: max |diff| {diffs}; max |F| = {np.abs(ref['forces']).max():.3f}")
+        assert abs(ours["energy"] - ref["energy"]) <= 1e-10 * max(1.0, abs(ref["energy"]))
+        for key in ("forces", "virial", "energies", "virials"):
+            assert diffs[key] <= 1e-10 * max(1.0, np.abs(ref[key]).max()), key

@@ -19,10 +19,11 @@ atom's energy reaches: ghost atoms within it must be present, and those within
 messages ``depth`` times).
 
 A descriptor model also has ``energies_from_descriptor(species (n,) int64, descriptor (n, K)) -> (n,)`` eV:
-what ``forward`` does after the descriptor. ``metadata["native_descriptor"] == "bispectrum"`` says the pair
-style may compute the descriptor itself from the tables of ``backbone.descriptor`` (a
-:class:`~eip2nn.nn.bispectrum_torch.TorchBispectrum`) and run only that method in torch; files without the
-key run ``forward``.
+what ``forward`` does after the descriptor. ``metadata["native_descriptor"]`` ``"bispectrum"`` or
+``"symmetry_functions"`` says the pair style may compute the descriptor itself from the tables of
+``backbone.descriptor`` (a :class:`~eip2nn.nn.bispectrum_torch.TorchBispectrum` or a
+:class:`~eip2nn.nn.sf_torch.TorchSymmetryFunctions`) and run only that method in torch; files without the
+key (or with "") run ``forward``.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32}
 # functions
 CHUNK_ATOMS = {"symmetry_functions": 128, "bispectrum": 32}
 # descriptors the pair style can compute in C++ from the module's tables ("native_descriptor" in the metadata)
-NATIVE_DESCRIPTORS = {"bispectrum": "bispectrum"}
+NATIVE_DESCRIPTORS = {"bispectrum": "bispectrum", "symmetry_functions": "symmetry_functions"}
 
 
 class ExportedModel(nn.Module):

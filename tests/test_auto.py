@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from eip2nn.pipeline.auto import choice_counts, choose, validation_score
+from eip2nn.pipeline.auto import choice_counts, choose, choose_for_fraction, validation_score
 from eip2nn.pipeline.report import CellResult
 
 
@@ -30,3 +30,26 @@ def test_auto_takes_the_lowest_validation_score_never_the_reference_nor_the_test
 def test_auto_with_nothing_to_choose_is_a_failed_cell_that_says_why():
     auto = choose([CellResult("baseline", 0.1, 0, "failed", error="ValueError: boom"), cell("snap", 0.5, 1.0)])
     assert auto.status == "failed" and "baseline: ValueError: boom" in auto.error
+
+
+def test_mean_over_seeds_takes_one_arm_per_fraction_by_the_mean_validation_score():
+    # transfer wins seed 0 by a little, baseline wins seed 1 by a lot: the mean picks baseline for both seeds
+    cells = [cell("baseline", 3.0, 9.0, seed=0), cell("transfer", 2.9, 12.0, seed=0),
+             cell("baseline", 1.0, 8.0, seed=1), cell("transfer", 4.0, 7.0, seed=1), cell("snap", 0.1, 1.0, seed=1)]
+    autos, why = choose_for_fraction(cells)
+    assert [(a.seed, a.chose, a.test_energy_mae) for a in autos] == [(0, "baseline", 9.0), (1, "baseline", 8.0)]
+    assert "chose baseline for every seed" in why and "baseline 2, transfer 3.45" in why
+    per_seed, why = choose_for_fraction(cells, how="per_seed")
+    assert [a.chose for a in per_seed] == ["transfer", "baseline"] and "each seed by its own" in why
+
+
+def test_mean_over_seeds_ranks_only_arms_scored_in_every_seed_and_falls_back_per_seed():
+    cells = [cell("baseline", 3.0, 9.0, seed=0), cell("delta", 0.5, 2.0, seed=0),
+             cell("baseline", 1.0, 8.0, seed=1), cell("delta", 0.5, 2.0, seed=1, status="failed")]
+    autos, _ = choose_for_fraction(cells)  # delta failed in seed 1: not a candidate, however good in seed 0
+    assert [a.chose for a in autos] == ["baseline", "baseline"]
+    cells = [cell("baseline", 3.0, 9.0, seed=0), cell("delta", 1.0, 2.0, seed=1)]
+    autos, why = choose_for_fraction(cells)
+    assert [a.chose for a in autos] == ["baseline", "delta"] and "no arm has a validation score in every seed" in why
+    with pytest.raises(ValueError, match="auto choice 'best'"):
+        choose_for_fraction(cells, how="best")

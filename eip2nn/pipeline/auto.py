@@ -1,10 +1,17 @@
-"""The ``auto`` arm: per cell (DFT fraction × seed), the eip2nn arm with the lowest validation score.
+"""The ``auto`` arm: per DFT fraction, the eip2nn arm with the lowest validation score.
 
-Only the validation part decides — the DFT-labelled validation structures every
-arm of the cell shares — never the test set. The score is the training loss's
+Only validation parts decide — the DFT-labelled validation structures every
+arm of a cell shares — never the test set. The score is the training loss's
 own measure on those labels, w_E·RMSE(ΔE/n)² + w_F·RMSE(ΔF)², so the choice
 weighs energies and forces as training does. The SNAP reference is not a
 candidate: auto is eip2nn's answer, to be compared with it.
+
+How (``study.auto_choice``):
+- ``mean_over_seeds`` (default): one arm per fraction, the lowest score averaged
+  over the seeds. Each seed draws its own validation structures, so this is
+  repeated hold-out validation: with a few labels (2–26 validation structures in
+  the mlearn pipelines) one seed's score is noisy and the mean is not.
+- ``per_seed``: each seed's own lowest score (one split's validation part).
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import dataclasses
 import math
 from collections import Counter
 
-from eip2nn.pipeline.config import NN_ARMS
+from eip2nn.pipeline.config import AUTO_CHOICES, NN_ARMS
 from eip2nn.pipeline.report import CellResult
 
 
@@ -37,6 +44,32 @@ def choose(cells: list[CellResult], candidates: tuple[str, ...] = NN_ARMS) -> Ce
         return CellResult("auto", fraction, seed, "failed", error=f"nothing to choose from ({why})")
     best = min(candidates, key=lambda c: c.val_score)
     return dataclasses.replace(best, arm="auto", chose=best.arm)
+
+
+def choose_for_fraction(cells: list[CellResult], candidates: tuple[str, ...] = NN_ARMS,
+                        how: str = "mean_over_seeds") -> tuple[list[CellResult], str]:
+    """(the auto cells of one DFT fraction, one per seed in the order first seen; a sentence on the choice).
+
+    ``cells``: every seed's cells of that fraction. ``mean_over_seeds`` ranks the ``candidates`` that have a
+    validation score in every seed by their mean score; when none has, each seed chooses for itself."""
+    if how not in AUTO_CHOICES:
+        raise ValueError(f"auto choice {how!r}: choose from {list(AUTO_CHOICES)}")
+    seeds = list(dict.fromkeys(c.seed for c in cells))
+    by_seed = {s: [c for c in cells if c.seed == s] for s in seeds}
+    scores: dict[str, list[float]] = {}
+    for c in cells:
+        if c.ok and c.arm in candidates and not math.isnan(c.val_score):
+            scores.setdefault(c.arm, []).append(c.val_score)
+    complete = {arm: sum(v) / len(v) for arm, v in scores.items() if len(v) == len(seeds)}
+    if how == "per_seed" or len(seeds) == 1 or not complete:
+        autos = [choose(by_seed[s], candidates) for s in seeds]
+        why = ("no arm has a validation score in every seed; each seed chose by its own"
+               if how == "mean_over_seeds" and len(seeds) > 1 else "each seed by its own validation score")
+        return autos, f"{why}: " + ", ".join(f"seed {s} {a.chose or 'nothing'}" for s, a in zip(seeds, autos))
+    best = min(complete, key=complete.get)
+    autos = [dataclasses.replace(next(c for c in by_seed[s] if c.arm == best), arm="auto", chose=best) for s in seeds]
+    ranked = ", ".join(f"{arm} {score:.3g}" for arm, score in sorted(complete.items(), key=lambda kv: kv[1]))
+    return autos, f"chose {best} for every seed (mean validation score over {len(seeds)} seeds: {ranked})"
 
 
 def choice_counts(cells: list[CellResult], fraction: float) -> str:

@@ -27,6 +27,7 @@ from eip2nn.weak.config import WeakConfig
 
 ARMS = ("baseline", "weak", "transfer", "both", "delta", "snap", "auto")
 NN_ARMS = ("baseline", "weak", "transfer", "both", "delta")  # eip2nn's own arms: the ones `auto` chooses among
+AUTO_CHOICES = ("mean_over_seeds", "per_seed")  # how auto chooses (pipeline.auto)
 
 
 @dataclass
@@ -38,8 +39,13 @@ class StudyConfig:
     # and optionally a "name" ({backbone: bispectrum, twojmax: 8}); the model section gives the rest. Empty:
     # the model section alone. Each backbone's arms are named <arm>@<name>; snap runs once, auto picks among all
     backbones: list[str | dict[str, Any]] = field(default_factory=list)
+    # how auto chooses (pipeline.auto): one arm per fraction by the mean validation score over the seeds'
+    # splits ("mean_over_seeds"), or each seed by its own validation part ("per_seed")
+    auto_choice: str = "mean_over_seeds"
 
     def __post_init__(self):
+        if self.auto_choice not in AUTO_CHOICES:
+            raise ValueError(f"study.auto_choice: {self.auto_choice!r} — choose from {list(AUTO_CHOICES)}")
         bad = [a for a in self.arms if a not in ARMS]
         if bad or not self.arms:
             raise ValueError(f"study.arms: {bad or self.arms} — choose from {list(ARMS)}")

@@ -22,7 +22,7 @@ from eip2nn.labelling.engine import label
 from eip2nn.labelling.hashing import structure_hashes
 from eip2nn.labelling.store import LabelStore
 from eip2nn.locks import file_lock
-from eip2nn.pipeline.auto import choice_counts, choose, validation_score
+from eip2nn.pipeline.auto import choice_counts, choose_for_fraction, validation_score
 from eip2nn.pipeline.config import PipelineConfig, arm_name
 from eip2nn.pipeline.domain import DomainCheck, domain_checks, domain_markdown
 from eip2nn.pipeline.report import (
@@ -279,16 +279,18 @@ def _run_study(p: PipelineConfig, parent_id: str | None, notes: list[str], log) 
         for arm, why in skipped.items():
             notes.append(why)
             log(f"skipping {arm} f={fraction:g}: {why}")
-        for seed in p.study.seeds:
-            mine = [dataclasses.replace(_run_cell(pb, arm, fraction, seed, pretrained[name], parent_id, log),
-                                        arm=arm_name(arm, name))
-                    for k, (name, pb) in enumerate(studies) for arm in p.arms
-                    if arm not in skipped and arm != "auto" and not (arm == "snap" and k > 0)]
-            if "auto" in p.arms:
-                mine.append(choose(mine, p.candidates_of_auto))
-                log(f"auto f={fraction:g} seed={seed}: " + (f"chose {mine[-1].chose} (lowest validation score)"
-                                                             if mine[-1].ok else mine[-1].error))
-            cells += mine
+        per_seed = [[dataclasses.replace(_run_cell(pb, arm, fraction, seed, pretrained[name], parent_id, log),
+                                         arm=arm_name(arm, name))
+                     for k, (name, pb) in enumerate(studies) for arm in p.arms
+                     if arm not in skipped and arm != "auto" and not (arm == "snap" and k > 0)]
+                    for seed in p.study.seeds]
+        autos: list[CellResult] = []
+        if "auto" in p.arms:
+            autos, why = choose_for_fraction([c for mine in per_seed for c in mine], p.candidates_of_auto,
+                                             p.study.auto_choice)
+            log(f"auto f={fraction:g}: {why}")
+        for seed, mine in zip(p.study.seeds, per_seed):
+            cells += mine + [a for a in autos if a.seed == seed]
     return cells
 
 
@@ -342,7 +344,9 @@ def write_report(p: PipelineConfig, cells: list[CellResult], rows: list[Row], no
     if domain:
         lines += [""] + domain_markdown(domain, p.study.seeds[0])
     if "auto" in p.arms:
-        lines += ["", "## What auto chose (per seed, on the validation DFT labels only)", ""]
+        how = ("one arm per fraction, the lowest validation score averaged over the seeds' splits"
+               if p.study.auto_choice == "mean_over_seeds" else "per seed, by its own validation score")
+        lines += ["", f"## What auto chose ({how}; validation DFT labels only)", ""]
         lines += [f"- DFT fraction {f:g}: {choice_counts(cells, f) or 'nothing (failed)'}" for f in sorted(p.study.fractions)]
     if "snap" in p.arms:
         table = against_reference(rows, "snap", p.candidates_of_auto)

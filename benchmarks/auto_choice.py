@@ -12,12 +12,17 @@ baseline's seed spread (sample std; energy / forces), what was chosen, and, for 
 
     python benchmarks/auto_choice.py                  # si-full mo-full cu-full ni-full, those present
     python benchmarks/auto_choice.py cu-full
+    python benchmarks/auto_choice.py --energy-weight 10   # rescore: w_E (E MAE)² + 0.1 (F MAE)², validation MAEs
+
+``--energy-weight`` asks whether weighing energies more in the score would choose better. The cells keep the
+validation MAEs but not the RMSEs the pipeline scores with, so the rescored choice uses the MAEs.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import math
 import statistics
 from collections import Counter
@@ -49,12 +54,22 @@ def _mean(values: list[float]) -> float:
     return statistics.mean(values) if values else math.nan
 
 
-def compare(name: str) -> str:
+def rescored(cells: list[CellResult], energy_weight: float) -> list[CellResult]:
+    """Cells whose validation score is energy_weight·(E MAE, eV/atom)² + 0.1·(F MAE, eV/Å)²."""
+    return [dataclasses.replace(c, val_score=energy_weight * (c.val_energy_mae / 1000.0) ** 2
+                                + 0.1 * c.val_force_mae ** 2) for c in cells]
+
+
+def compare(name: str, energy_weight: float | None = None) -> str:
     cells = read_cells(RESULTS / f"{name}_cells.csv")
+    if energy_weight is not None:
+        cells = rescored(cells, energy_weight)
     fractions = sorted({c.fraction for c in cells})
     candidates = tuple(sorted({c.arm for c in cells} - set(NO_NETWORK)))
     cell = {(c.arm, c.fraction, c.seed): c for c in cells}
-    lines = [f"== {name}: candidates {', '.join(candidates)}; fractions {fractions}",
+    score = ("the pipeline's validation score" if energy_weight is None
+             else f"rescored: {energy_weight:g}·(E MAE)² + 0.1·(F MAE)² on validation")
+    lines = [f"== {name}: candidates {', '.join(candidates)}; fractions {fractions}; {score}",
              f"{'choice':21s} {'test E MAE per fraction, meV/atom':44s} {'mean E':>7s} {'mean F':>7s} "
              f"{'worse than baseline+spread (E/F)':>33s}  chosen"]
     for how in AUTO_CHOICES:
@@ -91,10 +106,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("names", nargs="*", default=["si-full", "mo-full", "cu-full", "ni-full"],
                    help="pipelines with docs/results/<name>_cells.csv")
+    p.add_argument("--energy-weight", type=float, default=None,
+                   help="rescore with this energy weight on validation MAEs (default: the pipeline's own score)")
     args = p.parse_args()
     for name in args.names:
         if (RESULTS / f"{name}_cells.csv").is_file():
-            print(compare(name), end="\n\n")
+            print(compare(name, args.energy_weight), end="\n\n")
         else:
             print(f"== {name}: no {RESULTS / f'{name}_cells.csv'} (pipeline not collected)\n")
 

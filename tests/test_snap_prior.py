@@ -80,6 +80,21 @@ def test_a_prior_is_refused_where_no_fresh_dft_head_learns():
             StageConfig.from_dict({"stage": stage, "model": model.__dict__, **extra})
 
 
+def test_a_pipeline_wide_prior_is_refused_for_pretrained_arms_and_left_out_of_the_snap_arm(tmp_path):
+    from eip2nn.pipeline.config import load_pipeline
+    from eip2nn.pipeline.runner import cell_config
+    tiny = Path(__file__).parent / "data" / "tiny_pipeline.yaml"
+    base = [f"output={tmp_path / 'out'}", "model.backbone=bispectrum", "model.snap_prior=auto"]
+    with pytest.raises(ValueError, match=r"arms \['transfer'\] start from a pretrained network"):
+        load_pipeline(tiny, [*base, "study.arms=[baseline,transfer]"])
+    with pytest.raises(ValueError, match=r"arms \['t\+nn'\] start from a pretrained network"):
+        load_pipeline(tiny, ["study.arms=[baseline]", "model.backbone=bispectrum",
+                             "variants={t+nn: {arm: transfer, set: {model.snap_prior: linear}}}"])
+    cfg = load_pipeline(tiny, [*base, "study.arms=[baseline,snap]"])
+    assert cell_config(cfg, "baseline", 0.5, 0).model.snap_prior == "auto"
+    assert cell_config(cfg, "snap", 0.5, 0).model.snap_prior == "none"  # the SNAP reference has no network
+
+
 def test_a_pipeline_variant_with_a_snap_prior_starts_from_the_snap_arm_s_fit(tmp_path, data_mirror_session):
     """The variant's prior is the snap arm's SNAP when they share the bispectrum and the choice rules, and the
     network on top trains from it: after 3 epochs it is far closer to DFT than the baseline network."""

@@ -161,6 +161,13 @@ class PipelineConfig:
         if self.finetune.pretrained:
             raise ValueError("finetune.pretrained is set by the pipeline (one pretrained backbone per seed)")
         self.backbone_models()  # each backbone's model settings are checked when the file is read
+        prior = {a: self.variants[a].set.get("model.snap_prior", self.model.snap_prior) if a in self.variants
+                 else self.model.snap_prior for a in self.arms}
+        pretrained = [a for a in self.arms if self.base_arm(a) in ("transfer", "both") and prior[a] != "none"]
+        if pretrained:
+            raise ValueError(f"model.snap_prior: arms {pretrained} start from a pretrained network and cannot take "
+                             "a SNAP prior (it applies to baseline, weak and delta); set it in a variant of one of "
+                             "those, e.g. variants: {snap+nn: {arm: baseline, set: {model.snap_prior: auto}}}")
 
     def backbone_models(self) -> list[tuple[str, ModelConfig]]:
         """(name, model settings) of each backbone of the study; [("", model)] without study.backbones."""

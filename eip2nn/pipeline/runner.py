@@ -91,7 +91,9 @@ def cell_config(p: PipelineConfig, arm: str, fraction: float, seed: int, pretrai
     data = dataclasses.replace(p.data, dft_fraction=fraction, split_seed=seed)
     finetune = dataclasses.replace(p.finetune, pretrained=pretrained) if stage == "finetune" else p.finetune
     weak = dataclasses.replace(p.weak, enabled=base == "both")
-    cfg = StageConfig(stage=stage, output=str(p.output_dir / "stages"), data=data, model=p.model,
+    # the SNAP reference has no network, so no prior inside one
+    model = dataclasses.replace(p.model, snap_prior="none") if stage == "snap" else p.model
+    cfg = StageConfig(stage=stage, output=str(p.output_dir / "stages"), data=data, model=model,
                       train=dataclasses.replace(p.train, seed=seed), finetune=finetune, weak=weak, delta=p.delta,
                       snap=p.snap, tracking=_tracking(p, parent, f"{arm} f={fraction:g} seed={seed}"))
     if arm in p.variants:

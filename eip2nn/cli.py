@@ -579,6 +579,17 @@ def cmd_pipeline_run(args) -> int:
     return 0
 
 
+def cmd_pipeline_report(args) -> int:
+    from eip2nn.pipeline.config import load_pipeline
+    from eip2nn.pipeline.runner import report_so_far, summary_text
+    result = report_so_far(load_pipeline(args.file, args.set), log=lambda s: None)
+    print(summary_text(result) if result.rows else "no cell has finished yet")
+    for n in result.notes:
+        print("  note: " + n)
+    print(f"\nwritten: {', '.join(str(p) for p in result.files.values())}")
+    return 0
+
+
 def cmd_pipeline_config(args) -> int:
     from eip2nn.pipeline.config import load_pipeline
     print(load_pipeline(args.file, args.set).to_yaml(), end="")
@@ -709,6 +720,8 @@ def build_parser() -> argparse.ArgumentParser:  # long by design: every command'
     pipe = sub.add_parser("pipeline", help="whole studies: arms x DFT fractions x seeds").add_subparsers(
         dest="sub", required=True)
     for name, func, text in (("run", cmd_pipeline_run, "run (or resume) a pipeline end to end"),
+                             ("report", cmd_pipeline_report, "the tables of the stages finished so far, without "
+                              "training (a running or interrupted pipeline), in <output>/so_far/"),
                              ("config", cmd_pipeline_config, "print the resolved pipeline config")):
         q = pipe.add_parser(name, help=text)
         q.add_argument("file", help="pipeline YAML, e.g. pipelines/si_quick.yaml")

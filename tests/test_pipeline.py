@@ -310,3 +310,22 @@ def test_lpr_reports_each_network_cell_s_rigidity_and_a_rerun_reads_it_back(tmp_
     again = run_pipeline(cfg, log=lambda s: None)  # every stage reused, the LPR read back
     assert (Path(again.cells[0].model_path).parent / LPR_FILE).stat().st_mtime == mtime
     assert again.files["table_md"].read_text() == md
+
+
+def test_report_so_far_tables_the_finished_stages_and_trains_nothing(first_run):
+    """`eip2nn pipeline report` on the first run with a third seed (not run) and auto: the finished cells with
+    their own numbers, the third seed's cells listed as not finished, no stage written."""
+    from eip2nn.pipeline.runner import report_so_far
+    tmp, cfg, result, _ = first_run
+    stages = sorted((cfg.output_dir / "stages").iterdir())
+    more = dataclasses.replace(cfg, study=dataclasses.replace(cfg.study, seeds=[0, 1, 2],
+                                                               arms=[*cfg.study.arms, "auto"]))
+    so_far = report_so_far(more, log=lambda s: None)
+    assert sorted((cfg.output_dir / "stages").iterdir()) == stages
+    assert so_far.output_dir == cfg.output_dir / "so_far" and so_far.files["cells_csv"].is_file()
+    ran = {(c.arm, c.seed): c.test_energy_mae for c in result.cells}
+    assert {(c.arm, c.seed): c.test_energy_mae for c in so_far.cells if c.arm != "auto"} == ran
+    assert sorted(c.seed for c in so_far.cells if c.arm == "auto") == [0, 1]
+    assert so_far.notes[0] == ("8 of 12 cells finished (auto not counted); "
+                               "not yet: baseline 1, weak 1, transfer 1, both 1")
+    assert {r.arm: r.n_seeds for r in so_far.rows} == {"baseline": 2, "weak": 2, "transfer": 2, "both": 2, "auto": 2}

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,6 +140,18 @@ def run_or_reuse(cfg: StageConfig, log=print, on_epoch=None) -> tuple[FinishedSt
         return done, False
 
 
+class NotFinishedYet(LookupError):
+    """A stage the report of the stages so far needs has not finished (``eip2nn pipeline report``)."""
+
+
+def finished_or_not_yet(cfg: StageConfig, log=print, on_epoch=None) -> tuple[FinishedStage, bool]:
+    """(the finished stage, True) without training; :class:`NotFinishedYet` when it has not finished."""
+    done = finished_stage(cfg)
+    if done is None:
+        raise NotFinishedYet(f"{stage_dir(cfg)} has not finished")
+    return done, True
+
+
 def cell_result(arm: str, fraction: float, seed: int, done: FinishedStage, reused: bool,
                 weights: tuple[float, float] = (1.0, 0.1)) -> CellResult:
     """One cell's numbers; ``weights`` (energy, force) make its validation score (pipeline.auto)."""
@@ -249,6 +262,28 @@ def run_pipeline(p: PipelineConfig, log=print) -> PipelineResult:
     return PipelineResult(p, out, cells, rows, files, parent.run_id, notes, time.perf_counter() - t0)
 
 
+def report_so_far(p: PipelineConfig, log=print) -> PipelineResult:
+    """The report of the stages already finished, without labelling or training: a running or interrupted
+    pipeline's tables so far, written to ``<output>/so_far/``. Unfinished cells are left out (the tables give
+    each row's number of seeds) and listed in the notes; ``auto`` chooses among what has finished."""
+    t0 = time.perf_counter()
+    out = p.output_dir / "so_far"
+    out.mkdir(parents=True, exist_ok=True)
+    split = check_data(p, log)
+    notes = [f"test set: {split.test_note}", *omitted_notes(split),
+             "the stages finished so far only (eip2nn pipeline report): nothing was labelled or trained, "
+             "and no domain check was made"]
+    pending: list[str] = []
+    cells = _run_study(p, None, notes, log, run=finished_or_not_yet, pending=pending)
+    finished = sum(c.arm != "auto" for c in cells)
+    per_arm = Counter(name.split(" f=")[0] for name in pending)
+    notes.insert(0, f"{finished} of {finished + len(pending)} cells finished (auto not counted)"
+                 + (f"; not yet: {', '.join(f'{arm} {n}' for arm, n in per_arm.items())}" if pending else ""))
+    rows = summarise(cells, p.cell_arms, p.study.fractions)
+    files = write_report(p, cells, rows, notes, out)
+    return PipelineResult(p, out, cells, rows, files, None, notes, time.perf_counter() - t0)
+
+
 def _record_data(split: Split, parent, out: Path) -> None:
     """The data's species, hashes and left-out frames as the parent run's tags and artifacts."""
     parent.set_tags({"eip2nn.element": ",".join(split.species), "eip2nn.n_frames_omitted": str(len(split.omitted))})
@@ -259,9 +294,12 @@ def _record_data(split: Split, parent, out: Path) -> None:
         parent.log_artifact(omitted, "results")
 
 
-def _run_study(p: PipelineConfig, parent_id: str | None, notes: list[str], log) -> list[CellResult]:
+def _run_study(p: PipelineConfig, parent_id: str | None, notes: list[str], log, run=run_or_reuse,
+               pending: list[str] | None = None) -> list[CellResult]:
     """Pretrain each seed (transfer arms), then every arm × fraction × seed (× backbone in a study over
-    backbones); failures become failed cells."""
+    backbones); failures become failed cells. ``run`` runs or reuses a stage (:func:`run_or_reuse`), or only
+    finds it (:func:`finished_or_not_yet`): then cells not finished yet are left out and named in ``pending``."""
+    pending = [] if pending is None else pending
     studies = [(name, dataclasses.replace(p, model=model)) for name, model in p.backbone_models()]
     pretrained: dict[str, dict[int, str]] = {name: {} for name, _ in studies}
     if {"transfer", "both"} & {p.base_arm(a) for a in p.arms}:
@@ -269,8 +307,10 @@ def _run_study(p: PipelineConfig, parent_id: str | None, notes: list[str], log) 
             for seed in p.study.seeds:
                 log(f"pretrain seed={seed}" + (f" backbone={name}" if name else ""))
                 try:
-                    done, _ = run_or_reuse(pretrain_config(pb, seed, parent_id), log)
+                    done, _ = run(pretrain_config(pb, seed, parent_id), log)
                     pretrained[name][seed] = str(done.model_path)
+                except NotFinishedYet:  # its transfer cells have not finished either
+                    log("  not finished yet")
                 except Exception as exc:  # recorded: the transfer cells of this seed fail with this reason
                     notes.append(f"pretrain seed={seed}{f' ({name})' if name else ''} failed: "
                                  f"{type(exc).__name__}: {exc}")
@@ -281,11 +321,17 @@ def _run_study(p: PipelineConfig, parent_id: str | None, notes: list[str], log) 
         for arm, why in skipped.items():
             notes.append(why)
             log(f"skipping {arm} f={fraction:g}: {why}")
-        per_seed = [[dataclasses.replace(_run_cell(pb, arm, fraction, seed, pretrained[name], parent_id, log),
-                                         arm=arm_name(arm, name))
-                     for k, (name, pb) in enumerate(studies) for arm in p.arms
-                     if arm not in skipped and arm != "auto" and not (arm == "snap" and k > 0)]
-                    for seed in p.study.seeds]
+        per_seed = []
+        for seed in p.study.seeds:
+            mine = []
+            for k, (name, pb) in enumerate(studies):
+                for arm in (a for a in p.arms if a not in skipped and a != "auto" and not (a == "snap" and k > 0)):
+                    cell = _run_cell(pb, arm, fraction, seed, pretrained[name], parent_id, log, run)
+                    if cell is None:
+                        pending.append(f"{arm_name(arm, name)} f={fraction:g} seed={seed}")
+                    else:
+                        mine.append(dataclasses.replace(cell, arm=arm_name(arm, name)))
+            per_seed.append(mine)
         autos: list[CellResult] = []
         if "auto" in p.arms:
             autos, why = choose_for_fraction([c for mine in per_seed for c in mine], p.candidates_of_auto,
@@ -306,12 +352,18 @@ def nothing_to_weakly_label(p: PipelineConfig, arm: str, fraction: float) -> str
     return ""
 
 
-def _run_cell(p, arm, fraction, seed, pretrained, parent_id, log) -> CellResult:
+def _run_cell(p, arm, fraction, seed, pretrained, parent_id, log, run=run_or_reuse) -> CellResult | None:
+    """The cell's result; None when ``run`` only finds finished stages and this one has not finished."""
     log(f"{arm} f={fraction:g} seed={seed}")
     if STAGE_OF_ARM[p.base_arm(arm)] == "finetune" and seed not in pretrained:
+        if run is finished_or_not_yet:
+            return None
         return CellResult(arm, fraction, seed, "failed", error="pretraining of this seed failed")
     try:
-        done, reused = run_or_reuse(cell_config(p, arm, fraction, seed, pretrained.get(seed, ""), parent_id), log)
+        done, reused = run(cell_config(p, arm, fraction, seed, pretrained.get(seed, ""), parent_id), log)
+    except NotFinishedYet:
+        log("  not finished yet")
+        return None
     except Exception as exc:  # recorded in the cells table and the report, never dropped
         log(f"  FAILED: {type(exc).__name__}: {exc}")
         return CellResult(arm, fraction, seed, "failed", error=f"{type(exc).__name__}: {exc}")
@@ -349,7 +401,9 @@ def write_report(p: PipelineConfig, cells: list[CellResult], rows: list[Row], no
         how = ("one arm per fraction, the lowest validation score averaged over the seeds' splits"
                if p.study.auto_choice == "mean_over_seeds" else "per seed, by its own validation score")
         lines += ["", f"## What auto chose ({how}; validation DFT labels only)", ""]
-        lines += [f"- DFT fraction {f:g}: {choice_counts(cells, f) or 'nothing (failed)'}" for f in sorted(p.study.fractions)]
+        lines += [f"- DFT fraction {f:g}: " + (choice_counts(cells, f) or (
+            "nothing (failed)" if any(c.fraction == f for c in cells) else "no cell has finished"))
+            for f in sorted(p.study.fractions)]
     if "snap" in p.arms:
         table = against_reference(rows, "snap", p.candidates_of_auto)
         if table:

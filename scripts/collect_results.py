@@ -1,6 +1,8 @@
 """Copy finished pipelines' reports into docs/results/ and print one compact results table per pipeline (for docs/results.md).
 
 Usage: python scripts/collect_results.py si-full mo-full ...   (names under outputs/pipelines/)
+       python scripts/collect_results.py --so-far ni-full     (a pipeline still running: its
+       ``eip2nn pipeline report`` tables from outputs/pipelines/<name>/so_far/, as <name>-so-far_*)
 
 For each pipeline it copies ``results.md``, ``results.csv``, ``cells.csv`` and ``learning_curve.png`` to
 ``docs/results/<name>_results.md`` / ``_results.csv`` / ``_cells.csv`` / ``_learning_curve.png``
@@ -54,15 +56,18 @@ def compact_table(results_csv: Path, quantity: str) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("names", nargs="+", help="pipeline names (folders under outputs/pipelines/)")
+    p.add_argument("--so-far", action="store_true",
+                   help="the tables of the stages finished so far (eip2nn pipeline report), not a finished run's")
     args = p.parse_args()
     target = ROOT / "docs" / "results"
     target.mkdir(parents=True, exist_ok=True)
     for name in args.names:
-        src = ROOT / "outputs" / "pipelines" / name
+        src = ROOT / "outputs" / "pipelines" / name / ("so_far" if args.so_far else "")
         if not (src / "results.csv").is_file():
-            raise SystemExit(f"{src}/results.csv not found: run the pipeline first")
+            raise SystemExit(f"{src}/results.csv not found: run " + (
+                "eip2nn pipeline report" if args.so_far else "the pipeline") + " first")
         for file in ("results.md", "results.csv", "cells.csv", "learning_curve.png"):
-            shutil.copyfile(src / file, target / f"{name}_{file}")
+            shutil.copyfile(src / file, target / f"{name}{'-so-far' if args.so_far else ''}_{file}")
         print(f"## {name}\n")
         for quantity in ("energy", "forces"):
             print(compact_table(src / "results.csv", quantity) + "\n")

@@ -53,3 +53,12 @@ def test_mean_over_seeds_ranks_only_arms_scored_in_every_seed_and_falls_back_per
     assert [a.chose for a in autos] == ["baseline", "delta"] and "no arm has a validation score in every seed" in why
     with pytest.raises(ValueError, match="auto choice 'best'"):
         choose_for_fraction(cells, how="best")
+
+
+def test_mean_over_seeds_leaves_a_seed_without_scores_to_say_why():
+    cells = [cell("baseline", 3.0, 9.0, seed=0), cell("delta", 1.0, 2.0, seed=0),
+             cell("baseline", 1.0, 8.0, seed=1), cell("delta", 1.5, 2.0, seed=1),
+             CellResult("baseline", 0.1, 2, "failed", error="ValueError: boom")]
+    autos, why = choose_for_fraction(cells)
+    assert [(a.seed, a.chose) for a in autos[:2]] == [(0, "delta"), (1, "delta")] and "over 2 seeds" in why
+    assert autos[2].seed == 2 and autos[2].status == "failed" and "baseline: ValueError: boom" in autos[2].error

@@ -57,7 +57,7 @@ def test_auto_cells_are_the_arm_with_the_lowest_validation_score(name):
     pooled = auto_rule(name) == "mean_over_seeds"
     for auto in (c for c in cells if c["arm"] == "auto" and c["status"] != "failed"):
         fraction = [c for c in scored if c["dft_fraction"] == auto["dft_fraction"]]
-        seeds = {c["seed"] for c in cells if c["dft_fraction"] == auto["dft_fraction"]}
+        seeds = {c["seed"] for c in fraction}
         if pooled:  # one arm per fraction: the lowest mean score among arms scored in every seed
             mean = {arm: statistics.mean(float(c["val_score"]) for c in fraction if c["arm"] == arm)
                     for arm in {c["arm"] for c in fraction}

@@ -51,25 +51,28 @@ def choose_for_fraction(cells: list[CellResult], candidates: tuple[str, ...] = N
     """(the auto cells of one DFT fraction, one per seed in the order first seen; a sentence on the choice).
 
     ``cells``: every seed's cells of that fraction. ``mean_over_seeds`` ranks the ``candidates`` that have a
-    validation score in every seed by their mean score; when none has, each seed chooses for itself."""
+    validation score in every seed where any has one by their mean score; when none has, each seed chooses for
+    itself. A seed where no candidate has a score gets a failed auto cell that says why."""
     if how not in AUTO_CHOICES:
         raise ValueError(f"auto choice {how!r}: choose from {list(AUTO_CHOICES)}")
     seeds = list(dict.fromkeys(c.seed for c in cells))
     by_seed = {s: [c for c in cells if c.seed == s] for s in seeds}
-    scores: dict[str, list[float]] = {}
+    scores: dict[str, dict[int, float]] = {}
     for c in cells:
         if c.ok and c.arm in candidates and not math.isnan(c.val_score):
-            scores.setdefault(c.arm, []).append(c.val_score)
-    complete = {arm: sum(v) / len(v) for arm, v in scores.items() if len(v) == len(seeds)}
-    if how == "per_seed" or len(seeds) == 1 or not complete:
+            scores.setdefault(c.arm, {})[c.seed] = c.val_score
+    scored = {s for v in scores.values() for s in v}
+    complete = {arm: sum(v.values()) / len(v) for arm, v in scores.items() if set(v) == scored}
+    if how == "per_seed" or len(scored) < 2 or not complete:
         autos = [choose(by_seed[s], candidates) for s in seeds]
         why = ("no arm has a validation score in every seed; each seed chose by its own"
-               if how == "mean_over_seeds" and len(seeds) > 1 else "each seed by its own validation score")
+               if how == "mean_over_seeds" and len(scored) > 1 else "each seed by its own validation score")
         return autos, f"{why}: " + ", ".join(f"seed {s} {a.chose or 'nothing'}" for s, a in zip(seeds, autos))
     best = min(complete, key=complete.get)
-    autos = [dataclasses.replace(next(c for c in by_seed[s] if c.arm == best), arm="auto", chose=best) for s in seeds]
+    autos = [dataclasses.replace(next(c for c in by_seed[s] if c.arm == best), arm="auto", chose=best)
+             if s in scored else choose(by_seed[s], candidates) for s in seeds]
     ranked = ", ".join(f"{arm} {score:.3g}" for arm, score in sorted(complete.items(), key=lambda kv: kv[1]))
-    return autos, f"chose {best} for every seed (mean validation score over {len(seeds)} seeds: {ranked})"
+    return autos, f"chose {best} for every seed (mean validation score over {len(scored)} seeds: {ranked})"
 
 
 def choice_counts(cells: list[CellResult], fraction: float) -> str:

@@ -275,6 +275,7 @@ def report_so_far(p: PipelineConfig, log=print) -> PipelineResult:
              "and no domain check was made"]
     pending: list[str] = []
     cells = _run_study(p, None, notes, log, run=finished_or_not_yet, pending=pending)
+    cells = [c for c in cells if c.ok or c.arm != "auto"]  # a seed with nothing finished yet has nothing to choose
     finished = sum(c.arm != "auto" for c in cells)
     per_arm = Counter(name.split(" f=")[0] for name in pending)
     notes.insert(0, f"{finished} of {finished + len(pending)} cells finished (auto not counted)"

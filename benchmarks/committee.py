@@ -4,8 +4,8 @@ The members are finished cells of a pipeline, the same DFT fraction and seed (so
 variants that differ only in ``train.seed`` (the initial weights). The committee predicts the members' mean energy
 and forces. No training here: run the pipeline first.
 
-    eip2nn pipeline run pipelines/trials/si_forces.yaml --set "study.seeds=[0]" --set "study.fractions=[1.0]"
-    python benchmarks/committee.py pipelines/trials/si_forces.yaml --members init100 init200 init300 \\
+    eip2nn pipeline run pipelines/trials/si_committee.yaml --set "study.seeds=[0]"
+    python benchmarks/committee.py pipelines/trials/si_committee.yaml --members init100 init200 init300 \\
         --fraction 1 --seed 0
 
 Prints per member and for the committee the test energy MAE (meV/atom) and force MAE (eV/Å), the members'

@@ -310,7 +310,8 @@ def _run_study(p: PipelineConfig, parent_id: str | None, notes: list[str], log, 
                 try:
                     done, _ = run(pretrain_config(pb, seed, parent_id), log)
                     pretrained[name][seed] = str(done.model_path)
-                except NotFinishedYet:  # its transfer cells have not finished either
+                except NotFinishedYet:  # "": its transfer cells have not finished either
+                    pretrained[name][seed] = ""
                     log("  not finished yet")
                 except Exception as exc:  # recorded: the transfer cells of this seed fail with this reason
                     notes.append(f"pretrain seed={seed}{f' ({name})' if name else ''} failed: "
@@ -354,12 +355,14 @@ def nothing_to_weakly_label(p: PipelineConfig, arm: str, fraction: float) -> str
 
 
 def _run_cell(p, arm, fraction, seed, pretrained, parent_id, log, run=run_or_reuse) -> CellResult | None:
-    """The cell's result; None when ``run`` only finds finished stages and this one has not finished."""
+    """The cell's result; None when ``run`` only finds finished stages and this one (or the pretraining it
+    starts from) has not finished."""
     log(f"{arm} f={fraction:g} seed={seed}")
-    if STAGE_OF_ARM[p.base_arm(arm)] == "finetune" and seed not in pretrained:
-        if run is finished_or_not_yet:
+    if STAGE_OF_ARM[p.base_arm(arm)] == "finetune":
+        if seed not in pretrained:
+            return CellResult(arm, fraction, seed, "failed", error="pretraining of this seed failed")
+        if not pretrained[seed]:  # its pretraining has not finished (pipeline report)
             return None
-        return CellResult(arm, fraction, seed, "failed", error="pretraining of this seed failed")
     try:
         done, reused = run(cell_config(p, arm, fraction, seed, pretrained.get(seed, ""), parent_id), log)
     except NotFinishedYet:

@@ -7,6 +7,7 @@ from pathlib import Path
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from eip2nn.nn.checkpoint import load_model
+from eip2nn.nn.committee import Committee
 from eip2nn.nn.graph import collate
 from eip2nn.nn.model import DFT_HEAD, EnergyModel
 
@@ -17,11 +18,13 @@ class EIP2NNCalculator(Calculator):
     Stress is given for fully periodic cells only (Voigt xx yy zz yz xz xy,
     ASE sign: positive = tensile). A Δ-learning model (``model.reference_eip``)
     predicts EIP + network: the EIP is evaluated here (KIM-API or LAMMPS) and added.
+    A committee (:class:`~eip2nn.nn.committee.Committee`) predicts its members' mean
+    and also gives ``results["energy_std"]``: the sample std of its members' energies, eV.
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
-    def __init__(self, model: EnergyModel, head: str = DFT_HEAD, **kwargs):
+    def __init__(self, model: EnergyModel | Committee, head: str = DFT_HEAD, **kwargs):
         super().__init__(**kwargs)
         model.head(head)  # raises with the list of heads if absent
         self.model, self.head = model.eval(), head
@@ -51,6 +54,8 @@ class EIP2NNCalculator(Calculator):
         energy = float(pred.energy.detach()[0])
         self.results = {"energy": energy, "free_energy": energy,
                         "forces": pred.forces.detach().double().numpy().copy()}
+        if isinstance(self.model, Committee):
+            self.results["energy_std"] = float(self.model.member_energies(batch, self.head)[:, 0].std())
         if pred.stress is not None:
             self.results["stress"] = pred.stress.detach().double().numpy()[0].copy()
         elif "stress" in properties:

@@ -52,10 +52,10 @@ def structures(data_dir) -> list:
     return [a for a in out] + [tri, small]
 
 
-def random_model(backbone: str, train_structures, reference_eip: str = "", species=("Si",),
+def random_model(backbone: str, train_structures, reference_eip: str = "", species=("Si",), seed: int = 0,
                  **config) -> EnergyModel:
     import torch
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = EnergyModel(ModelConfig(backbone=backbone, cutoff=4.5, width=16, depth=2, **config), list(species),
                         [DFT_HEAD], reference_eip=reference_eip).double()
     if backbone != "schnet":
@@ -231,6 +231,37 @@ def test_a_delta_model_runs_on_its_eip_in_lammps(tmp_path, data_dir, eip, lammps
     assert lines[1] == f"pair_style hybrid/overlay {style} eip2nn"
     de, df, ds = compare(cells, EIP2NNCalculator.from_checkpoint(path), lammps_calculator(lines))
     assert de < 1e-6 and df < 1e-6 and ds < 1e-8, (de, df, ds)
+
+
+@pytest.mark.parametrize("backbone, eip", [("bispectrum", ""), ("schnet", "lmp_Si_sw")])
+def test_a_committee_runs_as_one_pair_style_that_gives_the_members_mean(tmp_path, data_dir, backbone, eip):
+    """A committee exports as one file (descriptor once, native for the bispectrum); LAMMPS gives the ASE
+    calculator's numbers, which are the members' mean, and those differ from any one member's."""
+    from eip2nn.nn.committee import Committee
+    cells = structures(data_dir)
+    extra = {"twojmax": 4} if backbone == "bispectrum" else {}
+    members = [random_model(backbone, cells, reference_eip=eip, seed=k, **extra) for k in range(3)]
+    path = save_checkpoint(tmp_path / "committee.pt", Committee(members))
+    deployment = export_for_lammps(path, tmp_path / "export")
+    assert deployment.metadata["committee"] == 3
+    lines = deployment.commands()
+    assert sum(line.startswith("pair_style") for line in lines) == 1
+    lammps = lammps_calculator(lines, log_file=tmp_path / "lammps.log")
+    de, df, ds = compare(cells, EIP2NNCalculator.from_checkpoint(path), lammps)
+    assert de < 1e-6 and df < 1e-6 and ds < 1e-8, (de, df, ds)
+    atoms = cells[0].copy()
+    atoms.calc = lammps
+    energies = []
+    for member in members:
+        one = cells[0].copy()
+        one.calc = EIP2NNCalculator(member)
+        energies.append(one.get_potential_energy())
+    assert atoms.get_potential_energy() == pytest.approx(np.mean(energies), abs=1e-6)
+    assert np.ptp(energies) > 1e-3  # members that differ
+    if backbone == "bispectrum":
+        assert "computed natively" in (tmp_path / "lammps.log").read_text()
+    with pytest.raises(ValueError, match="a committee .* runs in the plugin only"):
+        export_for_lammps(path, tmp_path / "mliap", fmt="mliap")
 
 
 def test_a_delta_model_on_a_kim_only_eip_is_refused_before_writing(tmp_path):

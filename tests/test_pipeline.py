@@ -237,6 +237,28 @@ def test_variants_run_as_arms_of_their_own_and_auto_chooses_among_them(tmp_path,
     assert "| weak-a0.1 | 0.5 |" in result.files["table_md"].read_text()
 
 
+def test_a_committee_variant_is_an_arm_whose_first_member_is_the_plain_cell(tmp_path, data_mirror_session):
+    """train.committee in a variant: the cell is the mean of 2 networks, member 0 the baseline cell itself (not
+    trained twice); it is in the table, among auto's candidates, and left out of the LPR (one network's)."""
+    cfg = tiny(tmp_path, "study.arms=[baseline,auto]", "study.seeds=[0]", "tracking.enabled=false", "lpr=true",
+               "variants={baseline-x2: {arm: baseline, set: {train.committee: 2}}}")
+    lines = []
+    result = run_pipeline(cfg, log=lines.append)
+    assert not result.failed
+    cells = {c.arm: c for c in result.cells}
+    assert set(cells) == {"baseline", "baseline-x2", "auto"}
+    assert any("member 1 of 2" in line and "reusing" in line for line in lines)  # member 0: the baseline cell
+    from eip2nn.nn.checkpoint import load_model
+    from eip2nn.nn.committee import Committee
+    committee = load_model(cells["baseline-x2"].model_path)
+    assert isinstance(committee, Committee) and len(committee.members) == 2
+    assert cells["baseline-x2"].test_energy_mae != cells["baseline"].test_energy_mae
+    assert cells["auto"].chose == min(("baseline", "baseline-x2"), key=lambda a: cells[a].val_score)
+    md = result.files["table_md"].read_text()
+    assert "| baseline-x2 | 0.5 |" in md
+    assert any("LPR baseline-x2: not computed for a committee" in line for line in lines)
+
+
 @pytest.mark.parametrize("variants, message", [
     ("{weak: {arm: weak, set: {weak.alpha: 0.1}}}", "must differ from the arms"),
     ("{w2: {arm: snap, set: {weak.alpha: 0.1}}}", "is not one of"),

@@ -9,7 +9,8 @@ lammps_twins.yaml``), since this LAMMPS has no ``pair_style kim``.
 
 Every backbone exports to TorchScript for that pair style (the bispectrum's
 tables in the file, :mod:`eip2nn.nn.bispectrum_torch`, which the plugin
-computes natively). A bispectrum model with tanh or sigmoid layers can
+computes natively); a committee exports as one file that computes the
+descriptor once and averages its members. A bispectrum model with tanh or sigmoid layers can
 instead run as LAMMPS's own ML-IAP network on the SNAP descriptor
 (``pair_style mliap model nn ... descriptor sna ...``, :mod:`eip2nn.nn.mliap`):
 no plugin, the same files for any LAMMPS with the ML-IAP package, but slower.
@@ -129,6 +130,9 @@ def export_format(model, fmt: str = "auto", dtype: str = "float64") -> str:
     if fmt == "auto":
         return "torchscript"
     if fmt == "mliap":
+        if hasattr(model, "members"):
+            raise ValueError(f"a committee ({len(model.members)} networks) runs in the plugin only (format "
+                             "torchscript, one descriptor for every member), not as an ML-IAP network")
         if model.config.backbone != "bispectrum":
             raise ValueError(f"only bispectrum models run as LAMMPS ML-IAP networks, not {model.config.backbone!r}")
         if dtype != "float64":

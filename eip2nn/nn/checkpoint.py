@@ -1,7 +1,8 @@
 """Checkpoints: weights + resolved config + package versions, never pickled modules.
 
 Loaded with ``torch.load(weights_only=True)``; the model is rebuilt from its
-config and species and the weights are loaded into it. A version mismatch
+config and species and the weights are loaded into it. A committee's checkpoint
+holds one such record per member (``"committee"``) besides member 0's (``"model"``). A version mismatch
 with the running packages is a warning, not an error.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import torch
 
 from eip2nn.labelling.provenance import package_versions
+from eip2nn.nn.committee import Committee
 from eip2nn.nn.config import ModelConfig
 from eip2nn.nn.model import EnergyModel
 
@@ -28,13 +30,16 @@ def model_record(model: EnergyModel) -> dict:
             "state_dict": model.state_dict(), "reference_eip": model.reference_eip}
 
 
-def save_checkpoint(path: str | Path, model: EnergyModel, config: dict | None = None,
+def save_checkpoint(path: str | Path, model: EnergyModel | Committee, config: dict | None = None,
                     training: dict | None = None) -> Path:
     """Write atomically (temp file + rename): a crash never leaves a half checkpoint."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "model": model_record(model), "config": config or {},
+    members = list(model.members) if isinstance(model, Committee) else [model]
+    payload = {"format": FORMAT, "model": model_record(members[0]), "config": config or {},
                "versions": package_versions(NN_PACKAGES), "training": training}
+    if isinstance(model, Committee):
+        payload["committee"] = [model_record(m) for m in members]
     tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
     torch.save(payload, tmp)
     os.replace(tmp, path)
@@ -66,6 +71,9 @@ def model_from_record(record: dict) -> EnergyModel:
     return model
 
 
-def load_model(path: str | Path) -> EnergyModel:
-    """The model saved in checkpoint ``path``, in eval mode."""
-    return model_from_record(read_checkpoint(path)["model"]).eval()
+def load_model(path: str | Path) -> EnergyModel | Committee:
+    """The model (or committee) saved in checkpoint ``path``, in eval mode."""
+    payload = read_checkpoint(path)
+    if "committee" in payload:
+        return Committee([model_from_record(r) for r in payload["committee"]]).eval()
+    return model_from_record(payload["model"]).eval()

@@ -41,6 +41,7 @@ from eip2nn.nn.backbones import DescriptorNet, SchNet, cosine_cutoff
 from eip2nn.nn.bispectrum import RFAC0
 from eip2nn.nn.bispectrum_torch import TorchBispectrum
 from eip2nn.nn.checkpoint import load_model
+from eip2nn.nn.committee import Committee
 from eip2nn.nn.model import DFT_HEAD, EnergyModel
 from eip2nn.nn.prior import NoPrior
 from eip2nn.nn.sf_torch import TorchSymmetryFunctions
@@ -159,8 +160,39 @@ class ExportedModel(nn.Module):
         raise RuntimeError("energies_from_descriptor: this model's backbone has no per-atom descriptor")
 
 
-def export_metadata(model: EnergyModel, head: str = DFT_HEAD, dtype: str = "float64") -> dict:
-    """What the pair style needs besides the module: elements, ranges (Å), units."""
+class ExportedCommittee(nn.Module):
+    """One head of a :class:`Committee`: the mean of its members' :class:`ExportedModel`, with the same
+    contract. A descriptor model's descriptor is computed once (by ``backbone``, member 0's, whose tables the
+    pair style reads for a native descriptor) and passed to every member."""
+
+    def __init__(self, committee: Committee, head: str = DFT_HEAD, dtype: str = "float64"):
+        super().__init__()
+        self.members = nn.ModuleList([ExportedModel(m, head, dtype) for m in committee.members])
+        self.backbone = copy.deepcopy(self.members[0].backbone)
+        self.weight = 1.0 / len(self.members)
+
+    def forward(self, species: torch.Tensor, edge_src: torch.Tensor, edge_dst: torch.Tensor,
+                edge_vectors: torch.Tensor) -> torch.Tensor:
+        """Per-atom energies (n,) eV: the members' mean."""
+        if hasattr(self.backbone, "features_from_descriptor"):  # resolved when scripting
+            return self.energies_from_descriptor(species, self.backbone.descriptor(edge_src, edge_vectors,
+                                                                                   species.shape[0]))
+        total = torch.zeros(species.shape[0], dtype=edge_vectors.dtype, device=edge_vectors.device)
+        for member in self.members:
+            total = total + member(species, edge_src, edge_dst, edge_vectors)
+        return total * self.weight
+
+    @torch.jit.export
+    def energies_from_descriptor(self, species: torch.Tensor, descriptor: torch.Tensor) -> torch.Tensor:
+        """Per-atom energies (n,) eV: the members' mean on one descriptor (n, K)."""
+        total = torch.zeros(species.shape[0], dtype=descriptor.dtype, device=descriptor.device)
+        for member in self.members:
+            total = total + member.energies_from_descriptor(species, descriptor)
+        return total * self.weight
+
+
+def export_metadata(model: EnergyModel | Committee, head: str = DFT_HEAD, dtype: str = "float64") -> dict:
+    """What the pair style needs besides the module: elements, ranges (Å), units; ``committee``: its members."""
     config = model.config
     reach = config.cutoff * config.depth if config.backbone == "schnet" else config.cutoff
     return {"format": FORMAT, "species": list(model.species), "cutoff": float(config.cutoff),
@@ -168,19 +200,23 @@ def export_metadata(model: EnergyModel, head: str = DFT_HEAD, dtype: str = "floa
             "per_atom_descriptor": config.backbone != "schnet", "chunk_atoms": CHUNK_ATOMS.get(config.backbone, 0),
             "native_descriptor": NATIVE_DESCRIPTORS.get(config.backbone, ""),
             "snap_prior": model.prior is not None and head == DFT_HEAD,
-            "units": "metal", "reference_eip": model.reference_eip, "eip2nn_version": __version__}
+            "units": "metal", "reference_eip": model.reference_eip, "eip2nn_version": __version__,
+            "committee": len(model.members) if isinstance(model, Committee) else 1}
 
 
-def export_model(model_or_checkpoint_path: EnergyModel | str | Path, out_path: str | Path,
+def export_model(model_or_checkpoint_path: EnergyModel | Committee | str | Path, out_path: str | Path,
                  head: str = DFT_HEAD, dtype: str = "float64") -> dict:
-    """Script ``head`` of the model (or of the checkpoint at that path) into ``out_path``; returns the metadata.
+    """Script ``head`` of the model or committee (or of the checkpoint at that path) into ``out_path``; returns
+    the metadata.
 
     Written atomically (temporary file, then rename). Raises ValueError for a head the model lacks.
     """
     model = model_or_checkpoint_path
-    if not isinstance(model, EnergyModel):
+    if not isinstance(model, (EnergyModel, Committee)):
         model = load_model(model)
-    scripted = torch.jit.script(ExportedModel(model, head, dtype))
+    exported = ExportedCommittee(model, head, dtype) if isinstance(model, Committee) else ExportedModel(model, head,
+                                                                                                           dtype)
+    scripted = torch.jit.script(exported)
     metadata = export_metadata(model, head, dtype)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

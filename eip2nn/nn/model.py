@@ -127,17 +127,22 @@ class EnergyModel(nn.Module):
                 stress: bool = False, create_graph: bool | None = None) -> dict[str, Prediction]:
         """Energies (B,) eV, forces (N, 3) eV/Å, stress (B, 6) eV/Å³ and atom energies (N,) eV per head,
         on the model's device."""
-        heads = heads or self.head_names
-        weight = next(self.backbone.parameters())
-        batch = batch.to(weight.dtype, weight.device)
-        per_atom = {}
+        return predict_heads(self, batch, heads or self.head_names, forces, stress,
+                             self.training if create_graph is None else create_graph)
 
-        def energy_fn(v):
-            per_atom.update(self.atomic_energies(batch, v, heads))
-            return {h: torch.zeros(batch.n_graphs, dtype=weight.dtype, device=weight.device).index_add_(0, batch.atom_graph, e)
-                    for h, e in per_atom.items()}
 
-        if create_graph is None:
-            create_graph = self.training
-        out = energies_and_derivatives(energy_fn, batch, forces, stress, create_graph)
-        return {h: p._replace(atom_energies=per_atom[h]) for h, p in out.items()}
+def predict_heads(model: nn.Module, batch: Batch, heads: list[str], forces: bool, stress: bool,
+                  create_graph: bool) -> dict[str, Prediction]:
+    """``model.atomic_energies`` summed per structure and differentiated: what a model's ``forward`` returns
+    (:class:`EnergyModel`, :class:`eip2nn.nn.committee.Committee`)."""
+    weight = next(model.parameters())
+    batch = batch.to(weight.dtype, weight.device)
+    per_atom = {}
+
+    def energy_fn(v):
+        per_atom.update(model.atomic_energies(batch, v, heads))
+        return {h: torch.zeros(batch.n_graphs, dtype=weight.dtype, device=weight.device).index_add_(0, batch.atom_graph, e)
+                for h, e in per_atom.items()}
+
+    out = energies_and_derivatives(energy_fn, batch, forces, stress, create_graph)
+    return {h: p._replace(atom_energies=per_atom[h]) for h, p in out.items()}

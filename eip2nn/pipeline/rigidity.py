@@ -25,6 +25,7 @@ from eip2nn.data.protocol import Split, make_split
 from eip2nn.diagnostics.lpr import DEFAULT_RIDGE, local_prediction_rigidity
 from eip2nn.keys import GROUP
 from eip2nn.nn.checkpoint import load_model
+from eip2nn.nn.committee import Committee
 from eip2nn.pipeline.config import NN_ARMS, PipelineConfig
 from eip2nn.pipeline.report import CellResult, metric_name
 
@@ -50,7 +51,8 @@ def _cached(path: Path, settings: dict) -> dict | None:
 
 
 def cell_rigidity(p: PipelineConfig, cell: CellResult, log=print, splits: dict | None = None) -> CellRigidity | None:
-    """The LPR summary of one finished network cell (None for snap, auto and failed cells).
+    """The LPR summary of one finished network cell (None for snap, auto, committee and failed cells: the
+    last-layer approximation is one network's).
 
     splits: {(fraction, seed): Split} shared by the calls, so each cell's split is read once for all its arms."""
     if not cell.ok or not cell.model_path or p.base_arm(cell.arm) not in NN_ARMS:
@@ -65,7 +67,11 @@ def cell_rigidity(p: PipelineConfig, cell: CellResult, log=print, splits: dict |
         if key not in splits:
             splits[key] = make_split(dataclasses.replace(p.data, dft_fraction=cell.fraction, split_seed=cell.seed))
         split = splits[key]
-        lpr = local_prediction_rigidity(load_model(cell.model_path), Split.labelled(split.train), split.test,
+        model = load_model(cell.model_path)
+        if isinstance(model, Committee):
+            log(f"  LPR {cell.arm}: not computed for a committee (the last-layer approximation is one network's)")
+            return None
+        lpr = local_prediction_rigidity(model, Split.labelled(split.train), split.test,
                                         energy_weight=p.train.energy_weight, force_weight=p.train.force_weight)
         values = lpr.all_atoms
         groups = np.concatenate([[str(a.info.get(GROUP, "-"))] * len(a) for a in split.test])

@@ -22,7 +22,6 @@ from eip2nn.labelling.choice import eligible_eips
 from eip2nn.labelling.engine import label
 from eip2nn.labelling.hashing import structure_hashes
 from eip2nn.labelling.store import LabelStore
-from eip2nn.locks import file_lock
 from eip2nn.pipeline.auto import choice_counts, choose_for_fraction, validation_score
 from eip2nn.pipeline.config import PipelineConfig, arm_name
 from eip2nn.pipeline.domain import DomainCheck, domain_checks, domain_markdown
@@ -45,7 +44,7 @@ from eip2nn.potentials.db import PotentialsDB
 from eip2nn.tracking import NullTracker, Tracker, git_commit, make_tracker
 from eip2nn.training.config import StageConfig, TrackingConfig
 from eip2nn.training.metrics import GROUP_PREFIX
-from eip2nn.training.stages import FinishedStage, finished_stage, run_stage, stage_dir
+from eip2nn.training.stages import FinishedStage, finished_stage, run_stage, stage_dir, stage_lock
 
 STAGE_OF_ARM = {"baseline": "baseline", "weak": "weak", "transfer": "finetune", "both": "finetune", "delta": "delta",
                 "snap": "snap"}  # auto has no stage: it picks one of the cell's arms (pipeline.auto)
@@ -92,23 +91,18 @@ def cell_config(p: PipelineConfig, arm: str, fraction: float, seed: int, pretrai
     data = dataclasses.replace(p.data, dft_fraction=fraction, split_seed=seed)
     finetune = dataclasses.replace(p.finetune, pretrained=pretrained) if stage == "finetune" else p.finetune
     weak = dataclasses.replace(p.weak, enabled=base == "both")
-    # the SNAP reference has no network, so no prior inside one
+    # the SNAP reference has no network, so no prior inside one and no committee of them
     model = dataclasses.replace(p.model, snap_prior="none") if stage == "snap" else p.model
-    cfg = StageConfig(stage=stage, output=str(p.output_dir / "stages"), data=data, model=model,
-                      train=dataclasses.replace(p.train, seed=seed), finetune=finetune, weak=weak, delta=p.delta,
-                      snap=p.snap, tracking=_tracking(p, parent, f"{arm} f={fraction:g} seed={seed}"))
+    train = dataclasses.replace(p.train, seed=seed, committee=1 if stage == "snap" else p.train.committee)
+    cfg = StageConfig(stage=stage, output=str(p.output_dir / "stages"), data=data, model=model, train=train,
+                      finetune=finetune, weak=weak, delta=p.delta, snap=p.snap,
+                      tracking=_tracking(p, parent, f"{arm} f={fraction:g} seed={seed}"))
     if arm in p.variants:
         cfg = StageConfig.from_dict(p.variants[arm].applied_to(cfg.as_dict()))
     return cfg
 
 
 # -- running and reusing stages -----------------------------------------------------
-def stage_lock(cfg: StageConfig):
-    """Exclusive lock on the stage's folder, held while it runs (other processes wait, then reuse)."""
-    folder = stage_dir(cfg)
-    return file_lock(folder.parent / f"{folder.name}.lock")
-
-
 def log_reused(cfg: StageConfig, done: FinishedStage) -> str | None:
     """A child run standing for a reused stage: its tags and final metrics, and where they came from."""
     tags = dict(done.tags)

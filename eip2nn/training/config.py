@@ -71,11 +71,14 @@ class TrainConfig:
     final_energy_weight: float = 10.0  # loss weight on (ΔE/n_atoms)² in the final phase, eV²
     final_force_weight: float = 0.1  # loss weight on ΔF² in the final phase, (eV/Å)²
     device: str = "auto"  # "auto" (CUDA when available) | "cpu" | "cuda"; an execution detail, not in the stage hash
+    # Networks per stage: N > 1 trains N from other initial weights (train.seed + 100 k; member 0 is the single
+    # network of the same config) and the stage's model is their mean (eip2nn.training.committee)
+    committee: int = 1
 
     # fields added after stage hashes were first written: to be left out of a stage's hash while at
     # their default (as DataConfig.LATE_FIELDS), so finished stages keep being reused
     LATE_FIELDS = ("stress_weight", "schedule", "ema_decay", "final_start", "final_energy_weight", "final_force_weight",
-                   "local_energy_weight", "min_steps")
+                   "local_energy_weight", "min_steps", "committee")
     EXECUTION_FIELDS = ("device",)  # never in a stage's hash: they change where it runs, not what it learns
 
     def __post_init__(self):
@@ -93,6 +96,8 @@ class TrainConfig:
             raise ValueError("train.final_energy_weight and train.final_force_weight must be >= 0")
         if self.epochs < 0 or self.min_steps < 0 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("train: epochs >= 0, min_steps >= 0, batch_size >= 1 and lr > 0 are required")
+        if self.committee < 1:
+            raise ValueError(f"train.committee must be >= 1 (networks per stage), got {self.committee}")
         if self.stress_weight < 0 or self.local_energy_weight < 0:
             raise ValueError(f"train.stress_weight and train.local_energy_weight must be >= 0, got "
                              f"{self.stress_weight} and {self.local_energy_weight}")
@@ -168,6 +173,9 @@ class StageConfig:
         if self.weak.enabled and self.stage not in ("weak", "finetune"):
             raise ValueError(f"weak.enabled applies to stages weak and finetune, not {self.stage}; "
                              "use stage: weak for the weak arm")
+        if self.train.committee > 1 and self.stage in ("pretrain", "snap"):
+            raise ValueError(f"train.committee applies to stages that train a DFT head (baseline, weak, finetune, "
+                             f"delta), not {self.stage}")
         if self.model.snap_prior != "none" and self.stage not in ("baseline", "weak", "delta"):
             raise ValueError(f"model.snap_prior applies to stages baseline, weak and delta (a fresh DFT head on "
                              f"the stage's labels), not {self.stage}")

@@ -11,6 +11,9 @@ A stage's config is :class:`eip2nn.training.config.StageConfig`; this module run
   ``weak.enabled`` also the weak labels (the arm "both").
 - delta: the DFT head learns DFT − one EIP; the model predicts EIP + network.
 - snap: no network — a SNAP fitted to the same DFT labels (the reference arm).
+
+Any network stage with ``train.committee: N`` trains N networks and keeps their mean
+(:mod:`eip2nn.training.committee`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import torch
 import yaml
 
 from eip2nn.labelling.provenance import package_versions
+from eip2nn.locks import file_lock
 from eip2nn.nn.checkpoint import NN_PACKAGES, save_checkpoint
 from eip2nn.nn.model import DFT_HEAD
 from eip2nn.plots import confusion_plot, learning_curve_plot, parity_plot
@@ -59,6 +63,12 @@ RESULT_FILE = "result.json"  # written last: its presence marks a finished stage
 def stage_dir(cfg: StageConfig) -> Path:
     """Where ``cfg`` writes: ``<output>/<stage>-<content hash>``."""
     return Path(cfg.output) / f"{cfg.stage}-{cfg.content_hash()}"
+
+
+def stage_lock(cfg: StageConfig):
+    """Exclusive lock on the stage's folder, held while it runs (other processes wait, then reuse)."""
+    folder = stage_dir(cfg)
+    return file_lock(folder.parent / f"{folder.name}.lock")
 
 
 @dataclass
@@ -107,6 +117,10 @@ def run_stage(cfg: StageConfig, log=print, on_epoch=None) -> StageResult:
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.as_dict(), sort_keys=False))
     if cfg.stage == "snap":
         return _run_snap(cfg, out, log)
+    if cfg.train.committee > 1:
+        from eip2nn.training.committee import run_committee  # it runs its members through run_stage
+
+        return run_committee(cfg, out, log, on_epoch)
     plan = plan_stage(cfg)
     tracker = make_tracker(cfg.tracking.experiment, cfg.tracking.enabled)
     name = cfg.tracking.run_name or f"{cfg.arm}-{cfg.data.name.replace('/', '-')}-f{cfg.data.dft_fraction}-s{cfg.train.seed}"
@@ -185,7 +199,7 @@ def _record(plan: StagePlan, run, out: Path, result: FitResult) -> StageResult:
     for p in (parity_path, curve_path, out / "config.yaml", out / "metrics.json", *weak_files):
         if p is not None:
             run.log_artifact(p, "plots" if p.suffix == ".png" else "outputs")
-    _write_result(out, cfg.stage, run.run_id, plan.tags, metrics, final, plan.eips, plan.notes, result.seconds)
+    write_result(out, cfg.stage, run.run_id, plan.tags, metrics, final, plan.eips, plan.notes, result.seconds)
     return StageResult(cfg.stage, out, model_path, plan.model.head_names, metrics, result, run.run_id, plan.eips,
                        plan.notes, weak)
 
@@ -198,7 +212,7 @@ def flat_metrics(metrics: dict[str, Metrics]) -> dict[str, float]:
     return out
 
 
-def _write_result(out: Path, stage: str, run_id, tags, metrics, final, eips, notes, seconds,
+def write_result(out: Path, stage: str, run_id, tags, metrics, final, eips, notes, seconds,
                   model_file: str = "model.pt") -> None:
     tmp = out / (RESULT_FILE + ".tmp")
     tmp.write_text(json.dumps({"stage": stage, "run_id": run_id, "tags": tags,
@@ -252,6 +266,6 @@ def _run_snap(cfg: StageConfig, out: Path, log) -> StageResult:
             run.log_artifact(p, "model")
         for p in (parity_path, out / "config.yaml", out / "metrics.json", out / "snap_candidates.json"):
             run.log_artifact(p, "plots" if p.suffix == ".png" else "outputs")
-        _write_result(out, cfg.stage, run.run_id, tags, ref.metrics, final, [], notes, ref.fit.seconds, SNAP_MODEL_FILE)
+        write_result(out, cfg.stage, run.run_id, tags, ref.metrics, final, [], notes, ref.fit.seconds, SNAP_MODEL_FILE)
     return StageResult(cfg.stage, out, model_path, [], ref.metrics, FitResult(seconds=ref.fit.seconds), run.run_id,
                        [], notes)

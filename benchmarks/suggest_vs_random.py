@@ -10,7 +10,12 @@ the file held out for validation) and score it on the dataset's own test
 set. Prints test energy (meV/atom) and force (eV/Å) MAE, mean ± sample std
 over seeds. Goal (issue): suggested beats random at equal K.
 
+With ``--committee N`` a fourth strategy, ``suggested + committee``: a committee of N baseline networks
+(``train.committee``) is first trained on the labelled structures and given to ``suggest`` as its model, which
+adds the signals ``model_gap`` and ``model_spread`` (where the networks part ways).
+
 Usage: python benchmarks/suggest_vs_random.py [--elements Si Mo] [--seeds 0 1 2] [--k 10] [--fraction 0.05]
+    [--committee 3]
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 import yaml
 from stats import mean_spread
 
+from eip2nn.calculator import EIP2NNCalculator
 from eip2nn.data import load_dataset
 from eip2nn.data.files import write_dft_extxyz
 from eip2nn.data.protocol import DataConfig, Split, make_split
@@ -35,17 +41,22 @@ from eip2nn.training.stages import run_stage
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def train_and_score(structures, test_file: Path, element: str, seed: int, folder: Path, labels: str,
-                    model_overrides: dict) -> tuple[float, float]:
+def train(structures, test_file: Path, element: str, seed: int, folder: Path, labels: str,
+          model_overrides: dict, committee: int = 1):
+    """The finished baseline stage (a committee of ``committee`` networks) on ``structures``."""
     pipeline = yaml.safe_load((ROOT / "pipelines" / f"{element.lower()}.yaml").read_text())
     pipeline["model"].update(model_overrides)
     train_file = write_dft_extxyz(structures, folder / f"train-{len(structures)}-{seed}.extxyz")
     cfg = StageConfig.from_dict({
         "stage": "baseline", "output": str(folder / "runs"),
         "data": {"train": str(train_file), "test": str(test_file), "split_seed": seed, "labels": labels},
-        "model": pipeline["model"], "train": {**pipeline["train"], "seed": seed},
+        "model": pipeline["model"], "train": {**pipeline["train"], "seed": seed, "committee": committee},
         "tracking": {"experiment": "benchmarks", "run_name": f"suggest-{element}-s{seed}-{train_file.stem}"}})
-    m = run_stage(cfg, log=lambda s: None).metrics["test"]
+    return run_stage(cfg, log=lambda s: None)
+
+
+def train_and_score(*args) -> tuple[float, float]:
+    m = train(*args).metrics["test"]
     return m.energy_mae, m.force_mae
 
 
@@ -59,6 +70,8 @@ def main() -> None:
     p.add_argument("--output", default="outputs/benchmarks/suggest_vs_random.json")
     p.add_argument("--model", action="append", default=[], metavar="ELEMENT:KEY=VALUE",
                    help="change the pipeline's model setting for one element, e.g. Si:cutoff=4.8")
+    p.add_argument("--committee", type=int, default=0, metavar="N",
+                   help="also suggest with a committee of N networks trained on the labelled structures")
     args = p.parse_args()
     overrides: dict[str, dict] = {}
     for item in args.model:
@@ -78,7 +91,14 @@ def main() -> None:
                 pool_hashes = structure_hashes(pool)
                 picked = suggest(labelled, pool, low.species, args.labels, source_tag=low.source_tag,
                                  seed=seed).picked[:args.k]
-                chosen = {"suggested": picked,
+                chosen = {"suggested": picked}
+                if args.committee > 1:
+                    committee = train(labelled, test_file, element, seed, folder, args.labels,
+                                      overrides.get(element, {}), args.committee)
+                    chosen["suggested + committee"] = suggest(
+                        labelled, pool, low.species, args.labels, source_tag=low.source_tag, seed=seed,
+                        model=EIP2NNCalculator.load(str(committee.model_path))).picked[:args.k]
+                chosen |= {
                           "random": np.random.default_rng(seed).choice(len(pool), args.k, replace=False).tolist(),
                           "none": []}
                 for strategy, indices in chosen.items():

@@ -60,7 +60,9 @@ def evaluate_model(ref: str, sources: Sources | list[str], head: str = DFT_HEAD,
             if DFT_HEAD in s.targets:
                 s.targets[head] = s.targets[DFT_HEAD]
         out[name] = evaluate(model, samples, head)
-    subject = f"model {ref} (head {head}" + (f", on top of EIP {model.reference_eip})" if model.reference_eip else ")")
+    members = getattr(model, "members", None)
+    subject = (f"model {ref} (head {head}" + (f", a committee of {len(members)}" if members is not None else "")
+               + (f", on top of EIP {model.reference_eip})" if model.reference_eip else ")"))
     return Evaluation(subject, out)
 
 

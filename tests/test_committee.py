@@ -125,6 +125,7 @@ def test_the_committee_stage_scores_the_mean_of_its_members(committee_stage, wor
         assert atoms.get_potential_energy() == pytest.approx(np.mean(energies), rel=1e-6)  # float32 networks
     again = evaluate_model(str(result.model_path), ["mlearn/Si/test"], labels=workdir / "labels.sqlite", workers=1)
     m = again.per_dataset["mlearn/Si/test"]
+    assert "a committee of 2, on top of EIP lmp_Si_sw" in again.subject
     assert m.energy_mae == pytest.approx(result.metrics["test"].energy_mae, rel=1e-4)
     assert m.force_mae == pytest.approx(result.metrics["test"].force_mae, rel=1e-4)
     done = finished_stage(cfg)

@@ -94,6 +94,36 @@ def test_a_model_adds_its_gap_to_the_committee_and_weights_choose_the_signals(la
         suggest(labelled, pool, ["Si"], labels, eips=COMMITTEE, weights={"disagreement": 1})
 
 
+def test_a_committee_of_networks_adds_the_spread_of_its_members(labelled, tmp_path):
+    """model_spread: the sample std of the members' energies per atom, where the networks part ways."""
+    import torch
+
+    from eip2nn.calculator import EIP2NNCalculator
+    from eip2nn.nn.committee import Committee
+    from eip2nn.nn.config import ModelConfig
+    from eip2nn.nn.model import DFT_HEAD, EnergyModel
+    members = []
+    for k in range(3):
+        torch.manual_seed(k)
+        members.append(EnergyModel(ModelConfig(backbone="schnet", cutoff=4.0, width=8, depth=1), ["Si"],
+                                   [DFT_HEAD]).double())
+    pool = pool_with_planted(4)
+    calc = EIP2NNCalculator(Committee(members))
+    result = suggest(labelled, pool, ["Si"], str(tmp_path / "labels.sqlite"), eips=COMMITTEE, model=calc, seed=1)
+    spread = result.signals["model_spread"]
+    for i in (0, 4):
+        energies = []
+        for m in members:
+            atoms = pool[i].copy()
+            atoms.calc = EIP2NNCalculator(m)
+            energies.append(atoms.get_potential_energy())
+        assert spread[i] == pytest.approx(np.std(energies, ddof=1) / len(pool[i]) * 1000, rel=1e-9)
+    assert "model_spread (weight 1)" in result.notes[-1]
+    single = suggest(labelled, pool, ["Si"], str(tmp_path / "labels.sqlite"), eips=COMMITTEE,
+                     model=EIP2NNCalculator(members[0]), seed=1)
+    assert "model_spread" not in single.signals  # one network has no spread
+
+
 def test_percentiles_rank_within_the_pool_and_an_uncomputed_signal_counts_as_most_uncertain():
     np.testing.assert_allclose(_percentiles(np.array([3.0, 1.0, np.nan, 2.0])), [1.0, 0.0, 1.0, 0.5])
 

@@ -1,7 +1,7 @@
 """What to compute next with DFT: rank unlabelled structures by how much a label would teach.
 
 The acquisition of a pool structure is a weighted mean of the percentile
-ranks (0 = least, 1 = most, within the pool) of up to four signals:
+ranks (0 = least, 1 = most, within the pool) of up to five signals:
 
 - ``committee_energy``: spread (standard deviation) of the EIP committee's
   aligned energies, meV/atom — the EIPs disagree where physics is uncertain;
@@ -11,7 +11,10 @@ ranks (0 = least, 1 = most, within the pool) of up to four signals:
   that the structure belongs to the pool rather than the labelled set
   (:mod:`eip2nn.diagnostics.adversarial`) — unlike anything labelled;
 - ``model_gap`` (with a trained model): |model energy − committee mean|,
-  meV/atom — where the network has left the EIPs' physics.
+  meV/atom — where the network has left the EIPs' physics;
+- ``model_spread`` (with a trained committee, ``train.committee``): the
+  sample std of its networks' energies, meV/atom — where networks trained on
+  the same labels part ways, the labels did not pin the energy down.
 
 Ranks make the signals' units irrelevant. A signal that cannot be computed
 for a structure (fewer than two EIPs labelled it) counts as the pool's most
@@ -40,8 +43,9 @@ from eip2nn.tables import format_table
 from eip2nn.weak.features import StructureFeatures
 from eip2nn.weak.targets import Alignment, element_counts, fit_alignments
 
-SIGNALS = ("committee_energy", "committee_force", "out_of_domain", "model_gap")
-DEFAULT_WEIGHTS = {"committee_energy": 1.0, "committee_force": 1.0, "out_of_domain": 1.0, "model_gap": 1.0}
+SIGNALS = ("committee_energy", "committee_force", "out_of_domain", "model_gap", "model_spread")
+DEFAULT_WEIGHTS = {"committee_energy": 1.0, "committee_force": 1.0, "out_of_domain": 1.0, "model_gap": 1.0,
+                   "model_spread": 1.0}
 MAX_FOLDS = 5  # adversarial validation folds (fewer when a set is smaller)
 
 
@@ -90,6 +94,21 @@ def committee_signals(pool: list[Atoms], alignments: dict[str, Alignment], speci
     return spread, force, mean
 
 
+def model_signals(pool: list[Atoms], model, committee_mean: np.ndarray) -> dict[str, np.ndarray]:
+    """``model_gap`` (meV/atom, NaN where the EIP committee has no mean) and, for a model that gives
+    ``results["energy_std"]``, ``model_spread`` (meV/atom)."""
+    gap, spread = np.full(len(pool), np.nan), np.full(len(pool), np.nan)
+    for i, atoms in enumerate(pool):
+        copy = atoms.copy()
+        copy.calc = model
+        energy = copy.get_potential_energy()
+        if np.isfinite(committee_mean[i]):
+            gap[i] = abs(energy - committee_mean[i]) / len(atoms) * 1000.0
+        if "energy_std" in model.results:
+            spread[i] = model.results["energy_std"] / len(atoms) * 1000.0
+    return {"model_gap": gap} | ({"model_spread": spread} if np.isfinite(spread).any() else {})
+
+
 def _percentiles(values: np.ndarray) -> np.ndarray:
     """Percentile rank in [0, 1] (ties share the mean rank); NaN counts as the most uncertain (1)."""
     out = np.ones(len(values))
@@ -131,7 +150,8 @@ def suggest(labelled: list[Atoms], pool: list[Atoms], species: list[str], labels
 
     eips: the committee (default: the ``n_eips`` eligible EIPs closest to DFT on ``labelled``, twins
     skipped); labels: the EIP label store (missing labels are computed). model: an ASE calculator of a
-    trained model (e.g. EIP2NNCalculator) for the ``model_gap`` signal. weights: per signal (default 1 each);
+    trained model (e.g. EIP2NNCalculator) for the ``model_gap`` signal, and ``model_spread`` when it gives
+    ``results["energy_std"]`` (a committee). weights: per signal (default 1 each);
     seed: of the adversarial folds and forest.
     """
     if not labelled:
@@ -163,13 +183,7 @@ def suggest(labelled: list[Atoms], pool: list[Atoms], species: list[str], labels
     else:
         notes.append("out_of_domain left out: fewer than 2 structures in a set for the adversarial folds")
     if model is not None:
-        gap = np.full(len(pool), np.nan)
-        for i, atoms in enumerate(pool):
-            if np.isfinite(committee_mean[i]):
-                copy = atoms.copy()
-                copy.calc = model
-                gap[i] = abs(copy.get_potential_energy() - committee_mean[i]) / len(atoms) * 1000.0
-        signals["model_gap"] = gap
+        signals.update(model_signals(pool, model, committee_mean))
     used = [s for s in SIGNALS if s in signals and weights[s] > 0]
     if not used:
         raise ValueError(f"every signal has weight 0 or could not be computed ({weights})")

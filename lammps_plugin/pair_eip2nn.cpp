@@ -27,7 +27,10 @@
 
    E = sum of the energies of the owned atoms; g = dE/d(edge_vectors) by
    autograd; f[src] += g, f[dst] -= g (on ghosts too: newton pair on, LAMMPS
-   sums ghost forces back to their owners); virial = -sum_edges v (x) g.
+   sums ghost forces back to their owners); virial = -sum_edges v (x) g, per
+   atom half to each end (stress/atom) or, for a descriptor model, whole to the
+   source atom whose energy the edge enters (centroid/stress/atom: with a
+   many-body energy the heat flux needs that form; message passing has none).
 
    Native descriptor: a model file whose json says "native_descriptor":
    "bispectrum" (eip2nn's bispectrum backbone) or "symmetry_functions" (its
@@ -262,6 +265,8 @@ void PairEIP2NN::load_model(const std::string &path)
   nhops = std::max(1, (int) std::ceil(range / cut - 1e-9));
   model_float32 = (dtype == "float32");
   per_atom_descriptor = (per_atom >= 0) ? (per_atom == 1) : (backbone == "symmetry_functions");
+  // centroid (per-atom, asymmetric) virial: an atom's energy depends on its own edges only (a descriptor model)
+  centroidstressflag = (per_atom_descriptor && nhops == 1) ? CENTROID_AVAIL : CENTROID_NOTAVAIL;
   chunk_model = chunk;
   native_descriptor = native;
   native_active = false;
@@ -899,6 +904,11 @@ void PairEIP2NN::compute(int eflag, int vflag)
           vatom[a][k] += 0.5 * w[k];
           vatom[b][k] += 0.5 * w[k];
         }
+      if (cvflag_atom) {
+        // the whole -v (x) g to the edge's source, whose energy the edge belongs to (xx yy zz xy xz yz yx zx zy)
+        const double c[9] = {w[0], w[1], w[2], w[3], w[4], w[5], -vy * gx, -vz * gx, -vz * gy};
+        for (int k = 0; k < 9; k++) cvatom[a][k] += c[k];
+      }
     }
   }
 }

@@ -163,8 +163,10 @@ def box_commands(atoms: Atoms, type_of: dict[str, int], atom_map: bool = True) -
             f"create_box {len(type_of)} box", "mass * 28.0855", f"neighbor {SKIN} bin"]
 
 
-def run_lammps(atoms: Atoms, type_of: dict[str, int], pair_lines: list[str], atom_map: bool = True) -> dict:
-    """Energy, forces, virial (xx yy zz xy xz yz, eV), per-atom energy and virial after ``run 0``.
+def run_lammps(atoms: Atoms, type_of: dict[str, int], pair_lines: list[str], atom_map: bool = True,
+               centroid: bool = False) -> dict:
+    """Energy, forces, virial (xx yy zz xy xz yz, eV), per-atom energy and virial after ``run 0``; with
+    ``centroid`` also the per-atom centroid virial (xx yy zz xy xz yz yx zx zy, eV).
 
     Without an atom map (``atom_map=False``) the plugin keeps every ghost as a node of its own;
     with one, ghosts that image owned atoms are merged into them."""
@@ -178,6 +180,7 @@ def run_lammps(atoms: Atoms, type_of: dict[str, int], pair_lines: list[str], ato
         assert lmp.get_natoms() == n
         lmp.commands_list(pair_lines + [
             "compute vir all pressure NULL virial", "compute pea all pe/atom", "compute sa all stress/atom NULL virial",
+            *(["compute ca all centroid/stress/atom NULL virial"] if centroid else []),
             "thermo_style custom step pe c_vir[1] c_vir[2] c_vir[3] c_vir[4] c_vir[5] c_vir[6]",
             "thermo_modify format float %.17g", "run 0"])
         volume = atoms.get_volume()
@@ -186,7 +189,9 @@ def run_lammps(atoms: Atoms, type_of: dict[str, int], pair_lines: list[str], ato
         # one rank owns every atom: local arrays, put in id order (gather needs an atom map)
         order = np.argsort(lmp.numpy.extract_atom("id")[:n])
         per_atom = lammps.LMP_STYLE_ATOM
-        return {
+        extra = {"centroid_virials": -np.array(lmp.numpy.extract_compute("ca", per_atom, lammps.LMP_TYPE_ARRAY)[:n])[
+            order] / nktv2p} if centroid else {}
+        return extra | {
             "energy": lmp.get_thermo("pe"),
             "forces": np.array(lmp.numpy.extract_atom("f")[:n])[order],
             "virial": pressure * volume / nktv2p,
@@ -223,8 +228,12 @@ def reference(module: torch.nn.Module, atoms: Atoms, species: list[str], cutoff:
     virials = np.zeros((n, 6))
     np.add.at(virials, i, 0.5 * w)
     np.add.at(virials, j, 0.5 * w)
+    # centroid: each edge's whole -d (x) g to its source atom (xx yy zz xy xz yz yx zx zy)
+    c = np.concatenate([w, -np.stack([d[:, 1] * g[:, 0], d[:, 2] * g[:, 0], d[:, 2] * g[:, 1]], axis=1)], axis=1)
+    centroid = np.zeros((n, 9))
+    np.add.at(centroid, i, c)
     return {"energy": float(energies.detach().sum()), "forces": forces, "virial": w.sum(axis=0),
-            "energies": energies.detach().numpy(), "virials": virials,
+            "energies": energies.detach().numpy(), "virials": virials, "centroid_virials": centroid,
             "stress": -w.sum(axis=0) / atoms.get_volume()}
 
 
@@ -478,14 +487,28 @@ def test_a_native_descriptor_equals_the_periodic_torch_model(plugin, tmp_path, b
     # standardised on a 36-atom cell (on the 2-atom one, a bispectrum component's spread is ~0: forces of 1e5 eV/Å)
     module, path = descriptor_model(tmp_path, silicon((3, 3, 2), strain=0.02, rattle=0.08, seed=6), backbone)
     ref = reference(module, atoms, MP_SPECIES, DESCRIPTOR_MODELS[backbone][0])
-    ours = run_lammps(atoms, {"Si": 1, "Ge": 2}, eip2nn_lines(plugin, path, ["Si", "Ge"], "native yes"), atom_map)
+    ours = run_lammps(atoms, {"Si": 1, "Ge": 2}, eip2nn_lines(plugin, path, ["Si", "Ge"], "native yes"), atom_map,
+                      centroid=True)
     diffs = max_diffs(ours, ref)
     diffs["stress"] = float(np.abs(-ours["virial"] / atoms.get_volume() - ref["stress"]).max())
+    diffs["centroid_virials"] = float(np.abs(ours["centroid_virials"] - ref["centroid_virials"]).max())
+    # a centroid virial is not the pairwise split and sums to the same total; it is symmetric per atom, since each
+    # atom's energy is rotation-invariant in its own edges
+    assert np.abs(ref["centroid_virials"][:, :6] - ref["virials"]).max() > 1e-3
+    np.testing.assert_allclose(ref["centroid_virials"][:, 3:6], ref["centroid_virials"][:, 6:], atol=1e-12)
+    np.testing.assert_allclose(ref["centroid_virials"][:, :6].sum(axis=0), ref["virial"], atol=1e-9)
     print(f"\n{backbone} {case}: max |diff| {diffs}; max |F| = {np.abs(ref['forces']).max():.3f}")
     assert np.abs(ref["forces"]).max() > 1e-2
     assert abs(ours["energy"] - ref["energy"]) <= 1e-10 * max(1.0, abs(ref["energy"]))
-    for key in ("forces", "stress", "energies", "virials"):
+    for key in ("forces", "stress", "energies", "virials", "centroid_virials"):
         assert diffs[key] <= 1e-10 * max(1.0, np.abs(ref[key]).max()), key
+
+
+def test_a_message_passing_model_has_no_centroid_virial(plugin, tmp_path):
+    """Its atom energies reach beyond their own edges: LAMMPS refuses compute centroid/stress/atom."""
+    _, path = mp_model(tmp_path)
+    with pytest.raises(Exception, match="centroid/stress/atom"):
+        run_lammps(silicon(rattle=0.05), {"Si": 1}, eip2nn_lines(plugin, path, ["Si"]), centroid=True)
 
 
 def every_kind_model(tmp_path: Path, atoms: Atoms, native_descriptor: str) -> tuple[torch.nn.Module, Path]:

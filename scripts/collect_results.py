@@ -3,6 +3,8 @@
 Usage: python scripts/collect_results.py si-full mo-full ...   (names under outputs/pipelines/)
        python scripts/collect_results.py --so-far ni-full     (a pipeline still running: its
        ``eip2nn pipeline report`` tables from outputs/pipelines/<name>/so_far/, as <name>-so-far_*)
+       python scripts/collect_results.py si-force-trial --as si-committee   (one pipeline, under another name:
+       trials that share an output folder)
 
 For each pipeline it copies ``results.md``, ``results.csv``, ``cells.csv`` and ``learning_curve.png`` to
 ``docs/results/<name>_results.md`` / ``_results.csv`` / ``_cells.csv`` / ``_learning_curve.png``
@@ -58,7 +60,11 @@ def main() -> None:
     p.add_argument("names", nargs="+", help="pipeline names (folders under outputs/pipelines/)")
     p.add_argument("--so-far", action="store_true",
                    help="the tables of the stages finished so far (eip2nn pipeline report), not a finished run's")
+    p.add_argument("--as", dest="as_name", metavar="NAME",
+                   help="with one pipeline: the name its files get in docs/results/ (default: its own)")
     args = p.parse_args()
+    if args.as_name and len(args.names) != 1:
+        raise SystemExit("--as names one pipeline's files: give one pipeline")
     target = ROOT / "docs" / "results"
     target.mkdir(parents=True, exist_ok=True)
     for name in args.names:
@@ -67,7 +73,7 @@ def main() -> None:
             raise SystemExit(f"{src}/results.csv not found: run " + (
                 "eip2nn pipeline report" if args.so_far else "the pipeline") + " first")
         for file in ("results.md", "results.csv", "cells.csv", "learning_curve.png"):
-            shutil.copyfile(src / file, target / f"{name}{'-so-far' if args.so_far else ''}_{file}")
+            shutil.copyfile(src / file, target / f"{args.as_name or name}{'-so-far' if args.so_far else ''}_{file}")
         print(f"## {name}\n")
         for quantity in ("energy", "forces"):
             print(compact_table(src / "results.csv", quantity) + "\n")

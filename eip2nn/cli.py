@@ -366,6 +366,9 @@ def cmd_export(args) -> int:
     m = d.metadata
     print(f"exported {args.model} (head {m['head']}, {m['backbone']}, {m['dtype']}, species {' '.join(d.species)}, "
           f"cut-off {m['cutoff']} Å, interaction range {m['interaction_range']} Å) to {args.output}")
+    if m.get("committee", 1) > 1:
+        print(f"a committee of {m['committee']} networks: the file gives their mean"
+              + (", the descriptor computed once" if m.get("native_descriptor") else ""))
     if d.eip is not None:
         print(f"Δ-learning model: it runs on {d.eip.id} ({d.eip.backend.pair_style}) with pair_style hybrid/overlay")
     print(f"\nLAMMPS lines (units metal; atom types = {' '.join(d.species)}), also in "

@@ -370,10 +370,12 @@ lmp.commands_list(args["box"])
 lmp.create_atoms(n, list(range(1, n + 1)), args["types"], args["positions"])
 lmp.commands_list(args["pair"] + [
     "compute u all property/atom xu yu zu", "compute pea all pe/atom",
+    *(["compute ca all centroid/stress/atom NULL virial"] if args["centroid"] else []),
     "thermo_style custom step pe ke etotal", "thermo_modify format float %.17g",
     "run 0"])
 out = {"nprocs": lmp.extract_setting("world_size"), "energy": lmp.get_thermo("pe"),
-       "forces": list(lmp.gather_atoms("f", 1, 3)), "energies": list(lmp.gather("c_pea", 1, 1))}
+       "forces": list(lmp.gather_atoms("f", 1, 3)), "energies": list(lmp.gather("c_pea", 1, 1)),
+       "centroid": list(lmp.gather("c_ca", 1, 9)) if args["centroid"] else [], "nktv2p": lmp.extract_global("nktv2p")}
 # small skin, 2 fs steps: neighbour lists are rebuilt and atoms change ranks during the run
 lmp.commands_list(["timestep 0.002", "velocity all create 800.0 4928459 loop geom",
                    "neighbor 0.2 bin", "neigh_modify every 1 delay 0 check yes",
@@ -434,7 +436,7 @@ def test_mpi_two_ranks_equal_one(plugin, tmp_path, kind):
         out = tmp_path / f"np{nprocs}.json"
         args = {"box": box_commands(atoms, type_of), "types": [type_of[s] for s in atoms.get_chemical_symbols()],
                 "positions": atoms.positions.ravel().tolist(), "pair": eip2nn_lines(plugin, path, ["Si", "Ge"], "threads 1"),
-                "out": str(out)}
+                "out": str(out), "centroid": kind != "message-passing"}
         cmd = [str(mpirun), "-np", str(nprocs), sys.executable, str(script), json.dumps(args)]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, f"np {nprocs} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -456,6 +458,11 @@ def test_mpi_two_ranks_equal_one(plugin, tmp_path, kind):
     ref = reference(module, atoms, MP_SPECIES, cutoff)
     assert abs(one["energy"] - ref["energy"]) <= 1e-8 * max(1.0, abs(ref["energy"]))
     assert np.abs(np.array(one["forces"]).reshape(n, 3) - ref["forces"]).max() <= 1e-8
+    if kind != "message-passing":  # the centroid virial of ghost shares summed back to their owners across ranks
+        for result in (one, two):
+            centroid = -np.array(result["centroid"]).reshape(n, 9) / result["nktv2p"]  # bar·Å³ -> eV
+            assert np.abs(centroid - ref["centroid_virials"]).max() <= 1e-8 * np.abs(ref["centroid_virials"]).max()
+        assert np.abs(np.array(one["centroid"]) - np.array(two["centroid"])).max() <= 1e-8 * np.abs(one["centroid"]).max()
     moved = atoms.copy()
     moved.positions = np.array(two["positions"]).reshape(n, 3)
     shift = np.linalg.norm(moved.positions - atoms.positions, axis=1).max()

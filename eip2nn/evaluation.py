@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ase import Atoms
 
+from eip2nn.nn.committee import Committee
 from eip2nn.nn.model import DFT_HEAD
 from eip2nn.training.metrics import Metrics, metrics_table
 
@@ -60,8 +61,8 @@ def evaluate_model(ref: str, sources: Sources | list[str], head: str = DFT_HEAD,
             if DFT_HEAD in s.targets:
                 s.targets[head] = s.targets[DFT_HEAD]
         out[name] = evaluate(model, samples, head)
-    members = getattr(model, "members", None)
-    subject = (f"model {ref} (head {head}" + (f", a committee of {len(members)}" if members is not None else "")
+    subject = (f"model {ref} (head {head}"
+               + (f", a committee of {len(model.members)}" if isinstance(model, Committee) else "")
                + (f", on top of EIP {model.reference_eip})" if model.reference_eip else ")"))
     return Evaluation(subject, out)
 

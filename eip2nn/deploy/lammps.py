@@ -130,7 +130,8 @@ def export_format(model, fmt: str = "auto", dtype: str = "float64") -> str:
     if fmt == "auto":
         return "torchscript"
     if fmt == "mliap":
-        if hasattr(model, "members"):
+        from eip2nn.nn.committee import Committee  # torch: imported already with the model
+        if isinstance(model, Committee):
             raise ValueError(f"a committee ({len(model.members)} networks) runs in the plugin only (format "
                              "torchscript, one descriptor for every member), not as an ML-IAP network")
         if model.config.backbone != "bispectrum":

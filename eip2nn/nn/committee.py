@@ -66,9 +66,6 @@ class Committee(nn.Module):
     def graph(self, atoms: Atoms, where: str = "") -> AtomicGraph:
         return self.first.graph(atoms, where)
 
-    def descriptor_key(self) -> tuple | None:
-        return self.first.descriptor_key()
-
     def atomic_energies(self, batch: Batch, edge_vectors: torch.Tensor, heads: list[str]) -> dict[str, torch.Tensor]:
         """{head: (N,) eV}: the members' mean per-atom energies."""
         per_member = [m.atomic_energies(batch, edge_vectors, heads) for m in self.members]

@@ -48,21 +48,21 @@ def member_configs(cfg: StageConfig, parent_run_id: str = "") -> list[StageConfi
     return members
 
 
-def run_members(cfg: StageConfig, parent_run_id: str = "", log=print, on_epoch=None) -> list[FinishedStage]:
-    """Each member finished: reused, or trained now (under its stage lock, as a pipeline cell is).
-    ``on_epoch`` sees member 0's epochs only (a pruner judges the first network)."""
+def run_members(members: list[StageConfig], log=print, on_epoch=None) -> list[FinishedStage]:
+    """Each member (:func:`member_configs`) finished: reused, or trained now (under its stage lock, as a pipeline
+    cell is). ``on_epoch`` sees member 0's epochs only (a pruner judges the first network)."""
     done = []
-    for k, member in enumerate(member_configs(cfg, parent_run_id)):
+    for k, member in enumerate(members):
         with stage_lock(member):
             finished = finished_stage(member)
             if finished is None:
-                log(f"committee member {k + 1} of {cfg.train.committee} (train.seed {member.train.seed})")
+                log(f"committee member {k + 1} of {len(members)} (train.seed {member.train.seed})")
                 run_stage(member, log=lambda s: log("  " + s), on_epoch=on_epoch if k == 0 else None)
                 finished = finished_stage(member)
                 if finished is None:
                     raise RuntimeError(f"committee member {k} ended without writing its result")
             else:
-                log(f"committee member {k + 1} of {cfg.train.committee} (train.seed {member.train.seed}): "
+                log(f"committee member {k + 1} of {len(members)} (train.seed {member.train.seed}): "
                     f"reusing {finished.output_dir}")
         done.append(finished)
     return done
@@ -76,14 +76,15 @@ def run_committee(cfg: StageConfig, out: Path, log=print, on_epoch=None) -> Stag
     tags = {"eip2nn.arm": cfg.arm, "eip2nn.committee": str(cfg.train.committee)}
     with tracker.run(name, tags, cfg.tracking.parent_run_id or None, killed_by=(StopStage,)) as run:
         run.log_params(cfg.as_dict())
-        members = run_members(cfg, run.run_id or "", log, on_epoch)
-        plan = plan_stage(member_configs(cfg)[0])  # the samples every member was scored on
+        configs = member_configs(cfg, run.run_id or "")
+        members = run_members(configs, log, on_epoch)
+        plan = plan_stage(configs[0])  # the samples every member was scored on
         committee = Committee([load_model(m.model_path) for m in members])
         plan = dataclasses.replace(plan, cfg=cfg, model=committee)
         metrics, parities = stage_metrics(plan)
         tags = plan.tags | tags | {"eip2nn.committee_members": " ".join(str(m.output_dir) for m in members)}
         run.set_tags(tags)
-        notes = plan.notes + [member_note(cfg, members, metrics)]
+        notes = plan.notes + [member_note(configs, members, metrics)]
         log(notes[-1])
         seconds = sum(m.seconds for m in members)
         model_path = save_checkpoint(out / "model.pt", committee, cfg.as_dict(), {
@@ -105,9 +106,9 @@ def run_committee(cfg: StageConfig, out: Path, log=print, on_epoch=None) -> Stag
                        run.run_id, plan.eips, notes, plan.weak)
 
 
-def member_note(cfg: StageConfig, members: list[FinishedStage], metrics) -> str:
+def member_note(configs: list[StageConfig], members: list[FinishedStage], metrics) -> str:
     """One line: the members' seeds and test errors beside the committee's."""
-    seeds = ", ".join(str(m.train.seed) for m in member_configs(cfg))
+    seeds = ", ".join(str(c.train.seed) for c in configs)
     energies = " / ".join(f"{m.metrics['test'].energy_mae:.3g}" for m in members)
     forces = " / ".join(f"{m.metrics['test'].force_mae:.3g}" for m in members)
     return (f"committee of {len(members)} (train.seed {seeds}): test errors of the members {energies} meV/atom "

@@ -13,6 +13,11 @@ baseline's seed spread (sample std; energy / forces), what was chosen, and, for 
     python benchmarks/auto_choice.py                  # si-full mo-full cu-full ni-full, those present
     python benchmarks/auto_choice.py cu-full
     python benchmarks/auto_choice.py --energy-weight 10   # rescore: w_E (E MAE)² + 0.1 (F MAE)², validation MAEs
+    python benchmarks/auto_choice.py si-full --with si-committee   # a trial's variants among the candidates
+
+``--with`` adds the cells of trial pipelines run on the same data, splits and seeds (a committee variant, say) to
+each pipeline's candidates, as if the pipeline had run them; the cells the two share must agree (same test errors),
+which shows the trial reproduced the pipeline.
 
 ``--energy-weight`` asks whether weighing energies more in the score would choose better. The cells keep the
 validation MAEs but not the RMSEs the pipeline scores with, so the rescored choice uses the MAEs.
@@ -60,8 +65,25 @@ def rescored(cells: list[CellResult], energy_weight: float) -> list[CellResult]:
                                 + 0.1 * c.val_force_mae ** 2) for c in cells]
 
 
-def compare(name: str, energy_weight: float | None = None) -> str:
+def merged(cells: list[CellResult], extra: list[CellResult], source: str) -> list[CellResult]:
+    """cells plus the cells of extra that cells lacks; a cell in both must have the same test errors."""
+    mine = {(c.arm, c.fraction, c.seed): c for c in cells}
+    added = []
+    for c in extra:
+        known = mine.get((c.arm, c.fraction, c.seed))
+        if known is None:
+            added.append(c)
+        elif not (math.isclose(known.test_energy_mae, c.test_energy_mae, rel_tol=1e-6)
+                  and math.isclose(known.test_force_mae, c.test_force_mae, rel_tol=1e-6)):
+            raise SystemExit(f"{source}: cell {c.arm} f={c.fraction:g} seed={c.seed} differs from the pipeline's "
+                             f"({c.test_energy_mae:.4f} vs {known.test_energy_mae:.4f} meV/atom): not the same run")
+    return cells + added
+
+
+def compare(name: str, energy_weight: float | None = None, extra: tuple[str, ...] = ()) -> str:
     cells = read_cells(RESULTS / f"{name}_cells.csv")
+    for other in extra:
+        cells = merged(cells, read_cells(RESULTS / f"{other}_cells.csv"), f"{other}_cells.csv")
     if energy_weight is not None:
         cells = rescored(cells, energy_weight)
     fractions = sorted({c.fraction for c in cells})
@@ -69,7 +91,8 @@ def compare(name: str, energy_weight: float | None = None) -> str:
     cell = {(c.arm, c.fraction, c.seed): c for c in cells}
     score = ("the pipeline's validation score" if energy_weight is None
              else f"rescored: {energy_weight:g}·(E MAE)² + 0.1·(F MAE)² on validation")
-    lines = [f"== {name}: candidates {', '.join(candidates)}; fractions {fractions}; {score}",
+    with_ = f" + {', '.join(extra)}" if extra else ""
+    lines = [f"== {name}{with_}: candidates {', '.join(candidates)}; fractions {fractions}; {score}",
              f"{'choice':21s} {'test E MAE per fraction, meV/atom':44s} {'mean E':>7s} {'mean F':>7s} "
              f"{'worse than baseline+spread (E/F)':>33s}  chosen"]
     for how in AUTO_CHOICES:
@@ -108,10 +131,12 @@ def main() -> None:
                    help="pipelines with docs/results/<name>_cells.csv")
     p.add_argument("--energy-weight", type=float, default=None,
                    help="rescore with this energy weight on validation MAEs (default: the pipeline's own score)")
+    p.add_argument("--with", dest="extra", nargs="+", default=(), metavar="TRIAL",
+                   help="trial pipelines (docs/results/<trial>_cells.csv) whose cells join every pipeline's candidates")
     args = p.parse_args()
     for name in args.names:
         if (RESULTS / f"{name}_cells.csv").is_file():
-            print(compare(name, args.energy_weight), end="\n\n")
+            print(compare(name, args.energy_weight, tuple(args.extra)), end="\n\n")
         else:
             print(f"== {name}: no {RESULTS / f'{name}_cells.csv'} (pipeline not collected)\n")
 

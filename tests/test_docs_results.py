@@ -69,3 +69,21 @@ def test_auto_cells_are_the_arm_with_the_lowest_validation_score(name):
         assert auto["auto_chose"] == best["arm"]
         assert auto["mlflow_run_id"] == best["mlflow_run_id"]
         assert auto["test_energy_mae_meV_atom"] == best["test_energy_mae_meV_atom"]
+
+
+# trials run as a full pipeline with more variants: the cells they share with it must be the same runs' numbers
+TRIALS = [(trial, full) for trial, full in [("si-committee", "si-full"), ("mo-delta-committee", "mo-full"),
+                                             ("ni-delta-committee", "ni-full")]
+          if (RESULTS / f"{trial}_cells.csv").is_file() and (RESULTS / f"{full}_cells.csv").is_file()]
+
+
+@pytest.mark.parametrize(("trial", "full"), TRIALS)
+def test_trials_reproduce_the_cells_they_share_with_their_pipeline(trial, full):
+    key = ("arm", "dft_fraction", "seed")
+    mine = {tuple(c[k] for k in key): c for c in read(RESULTS / f"{full}_cells.csv") if c["arm"] != "auto"}
+    shared = [(c, mine[tuple(c[k] for k in key)]) for c in read(RESULTS / f"{trial}_cells.csv")
+              if tuple(c[k] for k in key) in mine]
+    assert shared
+    for c, m in shared:
+        for column in ("test_energy_mae_meV_atom", "test_force_mae_eV_A", "val_score"):
+            assert number(c[column]) == pytest.approx(number(m[column]), rel=1e-9), (c["arm"], c["dft_fraction"], column)

@@ -7,8 +7,9 @@ No training: `auto` is a function of the other arms' cells, so both choices are 
 them are ignored). Only validation scores choose; the test errors only score the choice.
 
 Per pipeline it prints, for each choice: the mean test energy MAE (meV/atom) per DFT fraction, its mean over the
-fractions and the force MAE (eV/Å) likewise, how many of the cells are worse than the baseline's by more than the
-baseline's seed spread (sample std; energy / forces), what was chosen, and, for comparison, each arm's own mean.
+fractions and the force MAE (eV/Å) likewise (per fraction on the line below), how many of the cells are worse than
+the baseline's by more than the baseline's seed spread (sample std; energy / forces), what was chosen, and, for
+comparison, each arm's own mean.
 
     python benchmarks/auto_choice.py                  # si-full mo-full cu-full ni-full, those present
     python benchmarks/auto_choice.py cu-full
@@ -96,7 +97,7 @@ def compare(name: str, energy_weight: float | None = None, extra: tuple[str, ...
              f"{'choice':21s} {'test E MAE per fraction, meV/atom':44s} {'mean E':>7s} {'mean F':>7s} "
              f"{'worse than baseline+spread (E/F)':>33s}  chosen"]
     for how in AUTO_CHOICES:
-        per_fraction, forces, worse_e, worse_f, chosen = [], [], 0, 0, Counter()
+        per_fraction, forces_per_fraction, forces, worse_e, worse_f, chosen = [], [], [], 0, 0, Counter()
         for f in fractions:
             autos, _ = choose_for_fraction([c for c in cells if c.fraction == f], candidates, how)
             base = [c for c in cells if c.arm == "baseline" and c.fraction == f]
@@ -109,10 +110,12 @@ def compare(name: str, energy_weight: float | None = None, extra: tuple[str, ...
                 worse_f += a.test_force_mae > mine.test_force_mae + spread_f
                 forces.append(a.test_force_mae)
             per_fraction.append(_mean([a.test_energy_mae for a in autos]))
+            forces_per_fraction.append(_mean([a.test_force_mae for a in autos]))
         text = " ".join(f"{x:6.2f}" for x in per_fraction)
         lines.append(f"{'auto ' + how:21s} {text:44s} {_mean(per_fraction):7.2f} {_mean(forces):7.4f} "
                      f"{f'{worse_e} / {worse_f} of {len(forces)}':>33s}  "
                      + ", ".join(f"{arm} {n}" for arm, n in chosen.most_common()))
+        lines.append(f"{'  forces, eV/Å':21s} " + " ".join(f"{x:6.4f}" for x in forces_per_fraction))
     for arm in candidates + ("snap",):
         # weak and both are not run where every structure has its DFT label: there they are baseline and transfer
         stand_in = {"weak": "baseline", "both": "transfer"}.get(arm, arm)
@@ -122,6 +125,8 @@ def compare(name: str, energy_weight: float | None = None, extra: tuple[str, ...
         note = "" if all(c.arm == arm for f in fractions for c in mine[f]) else f"  (where not run: {stand_in}'s)"
         lines.append(f"{arm:21s} {text:44s} {_mean([_mean([c.test_energy_mae for c in mine[f]]) for f in fractions]):7.2f} "
                      f"{_mean([c.test_force_mae for f in fractions for c in mine[f]]):7.4f}{note}")
+        lines.append(f"{'  forces, eV/Å':21s} " + " ".join(f"{_mean([c.test_force_mae for c in mine[f]]):6.4f}"
+                                                          for f in fractions))
     return "\n".join(lines)
 
 

@@ -73,7 +73,8 @@ def test_auto_cells_are_the_arm_with_the_lowest_validation_score(name):
 
 # trials run as a full pipeline with more variants: the cells they share with it must be the same runs' numbers
 TRIALS = [(trial, full) for trial, full in [("si-committee", "si-full"), ("mo-delta-committee", "mo-full"),
-                                             ("ni-delta-committee", "ni-full")]
+                                             ("mo-cutoff", "mo-full"), ("ni-delta-committee", "ni-full"),
+                                             ("cu-committee", "cu-full")]
           if (RESULTS / f"{trial}_cells.csv").is_file() and (RESULTS / f"{full}_cells.csv").is_file()]
 
 

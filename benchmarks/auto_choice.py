@@ -139,6 +139,10 @@ def main() -> None:
     p.add_argument("--with", dest="extra", nargs="+", default=(), metavar="TRIAL",
                    help="trial pipelines (docs/results/<trial>_cells.csv) whose cells join every pipeline's candidates")
     args = p.parse_args()
+    for other in args.extra:
+        if not (RESULTS / f"{other}_cells.csv").is_file():
+            raise SystemExit(f"--with {other}: no {RESULTS / f'{other}_cells.csv'} (collect the trial first: "
+                             f"python scripts/collect_results.py <its name> --as {other})")
     for name in args.names:
         if (RESULTS / f"{name}_cells.csv").is_file():
             print(compare(name, args.energy_weight, tuple(args.extra)), end="\n\n")

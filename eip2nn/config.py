@@ -3,7 +3,8 @@
 A config is a tree of dataclasses. :func:`from_dict` rejects unknown keys and
 wrong types, naming the full key (``train.lr``) and the bad value;
 :func:`apply_overrides` applies ``key.path=value`` strings from the command
-line (values parsed as YAML).
+line (values parsed as YAML). A file may start from another with ``extends: other.yaml`` (a path relative to
+the file): its mappings are merged into the other's key by key, and any other value replaces the other's.
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ def set_path(data: dict, path: str, value, what: str = "") -> None:
     node[parts[-1]] = value
 
 
-def load_yaml(path: str | Path) -> dict:
+def load_yaml(path: str | Path, _extended_by: tuple[Path, ...] = ()) -> dict:
+    """The mapping in ``path``, on top of the file its ``extends:`` names, if any (see the module docstring)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
@@ -126,7 +128,24 @@ def load_yaml(path: str | Path) -> dict:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    return data
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: extends must be the path of another config file, got {base!r}")
+    chain = _extended_by + (path.resolve(),)
+    base_path = (path.parent / base).resolve()
+    if base_path in chain:
+        raise ConfigError(f"{path}: extends {base} extends it back ({' -> '.join(str(p) for p in chain)})")
+    return _merged(load_yaml(base_path, chain), data)
+
+
+def _merged(base: dict, over: dict) -> dict:
+    """base with over's keys: nested mappings merged key by key, other values replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, Any]:

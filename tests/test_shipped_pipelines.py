@@ -37,3 +37,20 @@ def test_trial_pipelines_behind_the_docs_figures_load(path):
     """A trial (a few arms or variants behind one figure in docs/) still reads as a valid pipeline."""
     cfg = load_pipeline(path)
     assert cfg.arms and cfg.name
+
+
+def test_a_trial_extends_its_pipeline_key_by_key(tmp_path):
+    """`extends:` merges mappings key by key (the base's variants stay), replaces other values, and refuses a
+    cycle; a trial built on mo.yaml has mo.yaml's model and training, so its shared cells are the pipeline's."""
+    from eip2nn.config import ConfigError
+    base, trial = load_pipeline(ROOT / "pipelines" / "cu.yaml"), load_pipeline(ROOT / "pipelines/trials/cu_committee.yaml")
+    assert (trial.name, trial.model, trial.train, trial.snap) == (base.name, base.model, base.train, base.snap)
+    assert trial.study.fractions == [1.0] and trial.study.seeds == base.study.seeds
+    assert set(trial.variants) == set(base.variants) | {"snap+nn-x3"}
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\nname: a\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\nname: b\n")
+    with pytest.raises(ConfigError, match="extends it back"):
+        load_pipeline(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: [b.yaml]\n")
+    with pytest.raises(ConfigError, match="c.yaml: extends must be the path"):
+        load_pipeline(tmp_path / "c.yaml")

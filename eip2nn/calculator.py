@@ -90,3 +90,41 @@ class EIP2NNCalculator(Calculator):
             if eip.stress is None:
                 raise PropertyNotImplementedError(f"stress: the Δ-learning EIP {self.model.reference_eip} gives none")
             self.results["stress"] = self.results["stress"] + eip.stress
+
+
+class BlendCalculator(Calculator):
+    """ASE calculator over a blend file (:mod:`eip2nn.nn.blend`): the weighted mean of its members' energies,
+    forces, stress and (when every member gives them) per-atom energies. Each member is an
+    :class:`EIP2NNCalculator` (its own graph, cut-off and Δ-learning EIP). ``results["energy_std"]`` is the
+    sample std of the members' energies, eV: how much the blended models disagree."""
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    def __init__(self, path: str | Path, head: str = DFT_HEAD, **kwargs):
+        from eip2nn.nn.blend import read_blend
+
+        super().__init__(**kwargs)
+        self.path, self.blend = Path(path), read_blend(path)
+        self.members = [EIP2NNCalculator.from_checkpoint(m.model, head) for m in self.blend]
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        import numpy as np
+
+        super().calculate(atoms, properties, system_changes)
+        results = []
+        for member in self.members:
+            member.calculate(self.atoms.copy(), properties, all_changes)
+            results.append(member.results)
+        weights = [m.weight for m in self.blend]
+        self.results = {key: sum(w * np.asarray(r[key]) for w, r in zip(weights, results))
+                        for key in ("energy", "forces", "stress", "energies") if all(key in r for r in results)}
+        self.results["energy"] = float(self.results["energy"])
+        self.results["free_energy"] = self.results["energy"]
+        self.results["energy_std"] = float(np.std([r["energy"] for r in results], ddof=1))
+
+
+def load_calculator(ref: str | Path, head: str = DFT_HEAD) -> EIP2NNCalculator | BlendCalculator:
+    """The calculator of a checkpoint, ``runs:/<run id>`` or blend file (``*.blend.json``)."""
+    from eip2nn.nn.blend import is_blend
+
+    return BlendCalculator(ref, head) if is_blend(ref) else EIP2NNCalculator.load(str(ref), head)

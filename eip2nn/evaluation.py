@@ -39,15 +39,17 @@ def as_sources(sources: Sources | list[str]) -> Sources:
 
 def evaluate_model(ref: str, sources: Sources | list[str], head: str = DFT_HEAD,
                    labels: str | Path = "outputs/labels.sqlite", workers: int | None = None) -> Evaluation:
-    """Metrics of model ``ref`` (checkpoint path, ``runs:/<id>``, or a snap stage's ``snap_model.json``),
-    head ``head``, per source.
+    """Metrics of model ``ref`` (checkpoint path, ``runs:/<id>``, a blend file ``*.blend.json``, or a snap
+    stage's ``snap_model.json``), head ``head``, per source.
 
     A Δ-learning model is scored as EIP + network: its EIP labels the structures (into ``labels``) first.
     """
     from eip2nn.calculator import EIP2NNCalculator
+    from eip2nn.nn.blend import is_blend
     from eip2nn.training.metrics import evaluate
     from eip2nn.training.samples import make_samples
-
+    if is_blend(ref):
+        return _evaluate_blend(ref, sources, head, labels, workers)
     if ref.endswith(".json"):
         return _evaluate_snap(ref, sources)
     model = EIP2NNCalculator.load(ref, head).model
@@ -99,6 +101,25 @@ def _minus_reference(structures: list[Atoms], eip: str, labels, workers, name: s
     from eip2nn.potentials.db import PotentialsDB
 
     return subtract_eip(label_with(structures, [PotentialsDB().get(eip)], labels, workers), eip, name)
+
+
+def _evaluate_blend(path: str, sources: Sources | list[str], head: str, labels, workers) -> Evaluation:
+    """Metrics of blend file ``path`` per source: the weighted mean of its members' errors, structure by structure
+    (each member's Δ-learning EIP labels the structures first)."""
+    from eip2nn.nn.blend import read_blend
+    from eip2nn.nn.checkpoint import load_model
+    from eip2nn.training.errors import model_errors, weighted_mean
+
+    if head != DFT_HEAD:
+        raise ValueError(f"{path}: a blend predicts DFT; head {head!r} is not scored")
+    members = read_blend(path)
+    models = [load_model(m.model) for m in members]
+    out = {}
+    for name, (structures, _) in as_sources(sources).items():
+        errors = [model_errors(model, structures, str(labels), workers, where=f"{name} ({m.name})")
+                  for m, model in zip(members, models)]
+        out[name] = weighted_mean(errors, [m.weight for m in members]).metrics()
+    return Evaluation(f"blend {path}: " + ", ".join(f"{m.weight:.3g} × {m.name} ({m.model})" for m in members), out)
 
 
 def _evaluate_snap(path: str, sources: Sources | list[str]) -> Evaluation:

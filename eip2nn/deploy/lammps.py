@@ -148,9 +148,15 @@ def export_for_lammps(model_ref: str | Path, out_dir: str | Path, head: str = "d
     (:func:`export_format`): the model file(s), PAIR_FILE (the LAMMPS lines) and EXPORT_INFO. A Δ model's EIP
     must have a LAMMPS form (:func:`lammps_eip`), checked before anything is written."""
     from eip2nn.calculator import EIP2NNCalculator
+    from eip2nn.nn.blend import is_blend, read_blend
     from eip2nn.nn.export import export_metadata, export_model
     from eip2nn.nn.mliap import FORMAT as MLIAP_FORMAT
     from eip2nn.nn.mliap import mliap_descriptor_text, mliap_model_text
+    if is_blend(model_ref):
+        members = read_blend(model_ref)
+        raise ValueError(f"{model_ref}: a blend of {len(members)} models ({', '.join(m.name for m in members)}) does "
+                         "not export to LAMMPS; export one member (e.g. " + str(members[0].model) + "), or run the "
+                         "blend in ASE with eip2nn.calculator.BlendCalculator")
     model = EIP2NNCalculator.load(str(model_ref), head).model
     eip = lammps_eip(model.reference_eip) if model.reference_eip else None
     out = Path(out_dir)

@@ -63,7 +63,7 @@ class Parity:
     stress_pred: np.ndarray = field(default_factory=_empty)  # (6 × structures with stress,) eV/Å³, Voigt
 
 
-class _Row(NamedTuple):
+class PredictedRow(NamedTuple):
     """One sample's prediction by the scored head."""
 
     sample: Sample
@@ -72,7 +72,7 @@ class _Row(NamedTuple):
     stress: np.ndarray | None  # (6,) eV/Å³, when the target has a stress
 
 
-def _predict_rows(model, samples: list[Sample], head: str, batch_size: int) -> list[_Row]:
+def predict_rows(model, samples: list[Sample], head: str, batch_size: int) -> list[PredictedRow]:
     """Predictions of ``head`` for the samples that carry its target; stress only where a target has one."""
     have = [s for s in samples if head in s.targets]
     rows = []
@@ -89,7 +89,7 @@ def _predict_rows(model, samples: list[Sample], head: str, batch_size: int) -> l
             forces = p.forces.detach().cpu().split([s.n_atoms for s in chunk])
             for i, s in enumerate(chunk):
                 t = s.targets[head]
-                rows.append(_Row(s, per_atom[i],
+                rows.append(PredictedRow(s, per_atom[i],
                                  forces[i].numpy() if t.forces is not None else None,
                                  p.stress[i].detach().cpu().numpy() if t.stress is not None and s.graph.periodic else None))
     finally:
@@ -97,7 +97,7 @@ def _predict_rows(model, samples: list[Sample], head: str, batch_size: int) -> l
     return rows
 
 
-def _parity(rows: list[_Row], head: str) -> Parity:
+def _parity(rows: list[PredictedRow], head: str) -> Parity:
     cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0)  # noqa: E731
     f = [(r.sample.targets[head].forces.numpy().ravel(), r.forces.ravel()) for r in rows if r.forces is not None]
     s = [(r.sample.targets[head].stress.numpy(), r.stress) for r in rows if r.stress is not None]
@@ -108,7 +108,7 @@ def _parity(rows: list[_Row], head: str) -> Parity:
 
 def predict(model, samples: list[Sample], head: str, batch_size: int = 16) -> Parity:
     """Predictions of ``head`` on the samples that carry its target (stress on those that carry one)."""
-    return _parity(_predict_rows(model, samples, head, batch_size), head)
+    return _parity(predict_rows(model, samples, head, batch_size), head)
 
 
 def metrics_of(parity: Parity) -> Metrics:
@@ -125,7 +125,7 @@ def metrics_by_group(model, samples: list[Sample], head: str, batch_size: int = 
 
     Only groups with at least one sample carrying the head's target appear.
     """
-    rows = _predict_rows(model, samples, head, batch_size)
+    rows = predict_rows(model, samples, head, batch_size)
     return {g: metrics_of(_parity([r for r in rows if r.sample.group == g], head))
             for g in sorted({r.sample.group for r in rows})}
 

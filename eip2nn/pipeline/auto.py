@@ -12,6 +12,7 @@ How (``study.auto_choice``):
   repeated hold-out validation: with a few labels (2–26 validation structures in
   the mlearn pipelines) one seed's score is noisy and the mean is not.
 - ``per_seed``: each seed's own lowest score (one split's validation part).
+- ``blend``: the mean of the best few arms (:mod:`eip2nn.pipeline.blend`).
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def choose_for_fraction(cells: list[CellResult], candidates: tuple[str, ...] = N
     itself. A seed where no candidate has a score gets a failed auto cell that says why."""
     if how not in AUTO_CHOICES:
         raise ValueError(f"auto choice {how!r}: choose from {list(AUTO_CHOICES)}")
+    if how == "blend":
+        raise ValueError("auto choice 'blend' averages the arms' models: pipeline.blend.blend_for_fraction makes it")
     seeds = list(dict.fromkeys(c.seed for c in cells))
     by_seed = {s: [c for c in cells if c.seed == s] for s in seeds}
     scores: dict[str, dict[int, float]] = {}

@@ -27,7 +27,7 @@ from eip2nn.weak.config import WeakConfig
 
 ARMS = ("baseline", "weak", "transfer", "both", "delta", "snap", "auto")
 NN_ARMS = ("baseline", "weak", "transfer", "both", "delta")  # eip2nn's own arms: the ones `auto` chooses among
-AUTO_CHOICES = ("mean_over_seeds", "per_seed")  # how auto chooses (pipeline.auto)
+AUTO_CHOICES = ("mean_over_seeds", "per_seed", "blend")  # how auto chooses (pipeline.auto, pipeline.blend)
 
 
 @dataclass
@@ -40,12 +40,16 @@ class StudyConfig:
     # the model section alone. Each backbone's arms are named <arm>@<name>; snap runs once, auto picks among all
     backbones: list[str | dict[str, Any]] = field(default_factory=list)
     # how auto chooses (pipeline.auto): one arm per fraction by the mean validation score over the seeds'
-    # splits ("mean_over_seeds"), or each seed by its own validation part ("per_seed")
+    # splits ("mean_over_seeds"), or each seed by its own validation part ("per_seed"), or the mean of the top
+    # k arms by that score, k chosen on the same validation parts ("blend", pipeline.blend)
     auto_choice: str = "mean_over_seeds"
+    blend_arms: int = 0  # blend: at most this many arms (0: any number of the candidates; 1: no blend)
 
     def __post_init__(self):
         if self.auto_choice not in AUTO_CHOICES:
             raise ValueError(f"study.auto_choice: {self.auto_choice!r} — choose from {list(AUTO_CHOICES)}")
+        if not isinstance(self.blend_arms, int) or self.blend_arms < 0:
+            raise ValueError(f"study.blend_arms: {self.blend_arms!r} — a whole number of arms (0: no limit)")
         bad = [a for a in self.arms if a not in ARMS]
         if bad or not self.arms:
             raise ValueError(f"study.arms: {bad or self.arms} — choose from {list(ARMS)}")

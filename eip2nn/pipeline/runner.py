@@ -23,6 +23,7 @@ from eip2nn.labelling.engine import label
 from eip2nn.labelling.hashing import structure_hashes
 from eip2nn.labelling.store import LabelStore
 from eip2nn.pipeline.auto import choice_counts, choose_for_fraction, validation_score
+from eip2nn.pipeline.blend import blend_for_fraction
 from eip2nn.pipeline.config import PipelineConfig, arm_name
 from eip2nn.pipeline.domain import DomainCheck, domain_checks, domain_markdown
 from eip2nn.pipeline.report import (
@@ -330,8 +331,11 @@ def _run_study(p: PipelineConfig, parent_id: str | None, notes: list[str], log, 
             per_seed.append(mine)
         autos: list[CellResult] = []
         if "auto" in p.arms:
-            autos, why = choose_for_fraction([c for mine in per_seed for c in mine], p.candidates_of_auto,
-                                             p.study.auto_choice)
+            everyone = [c for mine in per_seed for c in mine]
+            if p.study.auto_choice == "blend":
+                autos, why = blend_for_fraction(p, everyone, p.candidates_of_auto, log)
+            else:
+                autos, why = choose_for_fraction(everyone, p.candidates_of_auto, p.study.auto_choice)
             log(f"auto f={fraction:g}: {why}")
         for seed, mine in zip(p.study.seeds, per_seed):
             cells += mine + [a for a in autos if a.seed == seed]

@@ -1,0 +1,106 @@
+"""auto as a blend of the best arms (study.auto_choice: blend): chosen on validation, scored as the calculator
+predicts it, written as a blend file that the calculator and `eip2nn evaluate` read and that moves with its folder."""
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+from test_pipeline import tiny
+
+from eip2nn.calculator import BlendCalculator, load_calculator
+from eip2nn.data import load_dataset
+from eip2nn.nn.blend import BlendMember, read_blend, write_blend
+from eip2nn.pipeline.runner import run_pipeline
+
+
+@pytest.fixture(scope="module")
+def blended(tmp_path_factory, data_mirror_session):
+    """The tiny pipeline's baseline, delta (on Stillinger-Weber) and auto, auto a blend of up to 2 arms."""
+    tmp = tmp_path_factory.mktemp("blend")
+    cfg = tiny(tmp, "study.arms=[baseline,delta,auto]", "study.auto_choice=blend", "study.blend_arms=2",
+               "tracking.enabled=false", "delta.eip=lmp_Si_sw")
+    log = []
+    return cfg, run_pipeline(cfg, log=log.append), log
+
+
+def test_auto_takes_the_blend_size_with_the_lowest_mean_validation_score(blended):
+    cfg, result, log = blended
+    assert not result.failed
+    why = next(line for line in log if line.startswith("auto f=0.5"))
+    scores = {int(k): float(v) for k, v in
+              (part.split(" ")[1:] for part in why.split("over 2 seeds: ")[1].rstrip(")").split(", "))}
+    assert set(scores) == {1, 2}
+    autos = [c for c in result.cells if c.arm == "auto"]
+    ranked = sorted(("baseline", "delta"), key=lambda a: sum(c.val_score for c in result.cells if c.arm == a))
+    if scores[2] < scores[1]:
+        assert all(a.chose == " + ".join(ranked) and a.model_path.endswith(".blend.json") for a in autos)
+        assert math.isclose(sum(a.val_score for a in autos) / 2, scores[2], rel_tol=1e-2)
+    else:
+        assert all(a.chose == ranked[0] for a in autos)
+
+
+def test_the_blend_cell_is_what_the_blend_calculator_predicts(blended, tmp_path):
+    """Members' errors averaged structure by structure (the pipeline's path) = the calculator's mean prediction
+    (EIP evaluated live for the Δ member) against DFT; the blend file is written for every seed either way."""
+    cfg, result, _ = blended
+    cells = {(c.arm, c.seed): c for c in result.cells}
+    test = load_dataset("mlearn/Si/test")[::8]
+    path = write_blend(tmp_path / "two.blend.json", [BlendMember("baseline", cells["baseline", 0].model_path, 0.25),
+                                                       BlendMember("delta", cells["delta", 0].model_path, 0.75)])
+    calc = load_calculator(path)
+    assert isinstance(calc, BlendCalculator)
+    singles = [load_calculator(cells[a, 0].model_path) for a in ("baseline", "delta")]
+    from eip2nn.evaluation import evaluate_model
+    scored = evaluate_model(str(path), {"part": (test, "")}, labels=cfg.data.labels).per_dataset["part"]
+    de, df = [], []
+    for atoms in test:
+        a = atoms.copy()
+        a.calc = calc
+        energy, forces = a.get_potential_energy(), a.get_forces()
+        parts = []
+        for single in singles:
+            b = atoms.copy()
+            b.calc = single
+            parts.append((b.get_potential_energy(), b.get_forces()))
+        assert energy == pytest.approx(0.25 * parts[0][0] + 0.75 * parts[1][0], abs=1e-9)
+        np.testing.assert_allclose(forces, 0.25 * parts[0][1] + 0.75 * parts[1][1], atol=1e-9)
+        assert calc.results["energy_std"] == pytest.approx(abs(parts[0][0] - parts[1][0]) / math.sqrt(2), rel=1e-9)
+        de.append((energy - atoms.info["REF_energy"]) / len(atoms) * 1000.0)
+        df.append(forces - atoms.arrays["REF_forces"])
+    assert scored.energy_mae == pytest.approx(np.mean(np.abs(de)), rel=1e-6)
+    assert scored.force_mae == pytest.approx(np.mean(np.abs(np.concatenate(df))), rel=1e-6)
+
+
+def test_a_blend_file_moves_with_its_folder_and_bad_ones_are_named(blended, tmp_path):
+    _, result, _ = blended
+    cells = {(c.arm, c.seed): c for c in result.cells}
+    folder = tmp_path / "pipeline"
+    for arm in ("baseline", "delta"):
+        shutil.copytree(cells[arm, 1].model_path.rsplit("/", 1)[0], folder / "stages" / arm)
+    path = write_blend(folder / "auto" / "x.blend.json", [BlendMember(a, folder / "stages" / a / "model.pt", 0.5)
+                                                          for a in ("baseline", "delta")])
+    assert json.loads(path.read_text())["members"][0]["model"] == "../stages/baseline/model.pt"
+    moved = tmp_path / "elsewhere"
+    shutil.move(folder, moved)
+    assert [m.model for m in read_blend(moved / "auto" / "x.blend.json")] == [
+        moved / "stages" / a / "model.pt" for a in ("baseline", "delta")]
+    with pytest.raises(ValueError, match="sum to 1"):
+        write_blend(tmp_path / "w.blend.json", [BlendMember("a", path, 0.5), BlendMember("b", path, 0.6)])
+    with pytest.raises(ValueError, match="ends in .blend.json"):
+        write_blend(tmp_path / "w.json", [BlendMember("a", path, 0.5), BlendMember("b", path, 0.5)])
+    (moved / "stages" / "delta" / "model.pt").unlink()
+    with pytest.raises(ValueError, match="member delta's model .* does not exist"):
+        read_blend(moved / "auto" / "x.blend.json")
+    from eip2nn.deploy.lammps import export_for_lammps
+    good = write_blend(tmp_path / "ok.blend.json", [BlendMember(a, cells[a, 1].model_path, 0.5)
+                                                    for a in ("baseline", "delta")])
+    with pytest.raises(ValueError, match="a blend of 2 models .* does not export to LAMMPS"):
+        export_for_lammps(good, tmp_path / "export")
+
+
+def test_blend_arms_is_checked_when_the_pipeline_is_read(tmp_path):
+    from eip2nn.config import ConfigError
+    with pytest.raises((ConfigError, ValueError), match="study.blend_arms"):
+        tiny(tmp_path, "study.blend_arms=-1")

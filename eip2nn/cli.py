@@ -366,6 +366,9 @@ def cmd_export(args) -> int:
     m = d.metadata
     print(f"exported {args.model} (head {m['head']}, {m['backbone']}, {m['dtype']}, species {' '.join(d.species)}, "
           f"cut-off {m['cutoff']} Å, interaction range {m['interaction_range']} Å) to {args.output}")
+    for item in m.get("blend", []):
+        print(f"blend member {item['name']}: weight {item['weight']:.4g}, exported to "
+              f"{Path(args.output) / item['folder']}")
     if m.get("committee", 1) > 1:
         print(f"a committee of {m['committee']} networks: the file gives their mean"
               + (", the descriptor computed once" if m.get("native_descriptor") else ""))

@@ -4,9 +4,12 @@ predicts it, written as a blend file that the calculator and `eip2nn evaluate` r
 import json
 import math
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+from test_lammps_deploy import compare, lammps_calculator, plugin, structures  # noqa: F401  (plugin: fixture)
 from test_pipeline import tiny
 
 from eip2nn.calculator import BlendCalculator, load_calculator
@@ -93,14 +96,41 @@ def test_a_blend_file_moves_with_its_folder_and_bad_ones_are_named(blended, tmp_
     (moved / "stages" / "delta" / "model.pt").unlink()
     with pytest.raises(ValueError, match="member delta's model .* does not exist"):
         read_blend(moved / "auto" / "x.blend.json")
-    from eip2nn.deploy.lammps import export_for_lammps
-    good = write_blend(tmp_path / "ok.blend.json", [BlendMember(a, cells[a, 1].model_path, 0.5)
-                                                    for a in ("baseline", "delta")])
-    with pytest.raises(ValueError, match="a blend of 2 models .* does not export to LAMMPS"):
-        export_for_lammps(good, tmp_path / "export")
 
 
 def test_blend_arms_is_checked_when_the_pipeline_is_read(tmp_path):
     from eip2nn.config import ConfigError
     with pytest.raises((ConfigError, ValueError), match="study.blend_arms"):
         tiny(tmp_path, "study.blend_arms=-1")
+
+
+def test_a_blend_runs_in_lammps_as_hybrid_scaled_and_gives_the_blend_calculator_s_numbers(blended, tmp_path):
+    """`eip2nn export` of a blend file: each member in the plugin, the Δ member's Stillinger-Weber scaled by its
+    weight; LAMMPS (through ASE's LAMMPSlib) equals BlendCalculator on mlearn cells, a triclinic and a small one."""
+    from eip2nn.deploy.lammps import load_deployment
+    _, result, _ = blended
+    cells = {(c.arm, c.seed): c for c in result.cells}
+    path = write_blend(tmp_path / "b.blend.json", [BlendMember("baseline", cells["baseline", 0].model_path, 0.4),
+                                                     BlendMember("delta", cells["delta", 0].model_path, 0.6)])
+    run = subprocess.run([sys.executable, "-m", "eip2nn", "export", "--model", str(path), "-o", str(tmp_path / "x")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "blend member delta: weight 0.6" in run.stdout
+    lines = load_deployment(tmp_path / "x").commands()
+    assert lines[1] == "pair_style hybrid/scaled 0.4 eip2nn 0.6 eip2nn 0.6 sw"
+    assert lines[2].startswith("pair_coeff * * eip2nn 1 ") and lines[3].startswith("pair_coeff * * eip2nn 2 ")
+    cells_ = structures(None)
+    lammps = lammps_calculator(lines)
+    members = [lammps_calculator(load_deployment(tmp_path / "x" / f"member-{k}").commands()) for k in (0, 1)]
+    for atoms in cells_:  # hybrid/scaled weighs the members' own LAMMPS runs exactly
+        runs = []
+        for calc in (lammps, *members):
+            a = atoms.copy()
+            a.calc = calc
+            runs.append((a.get_potential_energy(), a.get_forces(), a.get_stress()))
+        for i in range(3):
+            np.testing.assert_allclose(runs[0][i], 0.4 * runs[1][i] + 0.6 * runs[2][i], rtol=0, atol=1e-9)
+    # and the blend calculator's numbers, to the float32 the tiny pipeline trained in (exported as float64)
+    de, df, ds = compare(cells_, BlendCalculator(path), lammps)
+    assert de < 1e-7 * max(abs(a.info.get("REF_energy", 350.0)) for a in cells_) and df < 1e-5 and ds < 1e-6, (
+        de, df, ds)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -142,21 +143,19 @@ def export_format(model, fmt: str = "auto", dtype: str = "float64") -> str:
 
 
 def export_for_lammps(model_ref: str | Path, out_dir: str | Path, head: str = "dft",
-                      dtype: str = "float64", fmt: str = "auto") -> Deployment:
-    """Export the model at ``model_ref`` (checkpoint path or ``runs:/<id>``) into ``out_dir`` in ``dtype``
+                      dtype: str = "float64", fmt: str = "auto") -> Deployment | BlendDeployment:
+    """Export the model at ``model_ref`` (checkpoint path, ``runs:/<id>`` or blend file: :func:`export_blend`)
+    into ``out_dir`` in ``dtype``
     ("float64", or "float32": about twice as fast in LAMMPS, ~1e-6 relative) and format ``fmt``
     (:func:`export_format`): the model file(s), PAIR_FILE (the LAMMPS lines) and EXPORT_INFO. A Δ model's EIP
     must have a LAMMPS form (:func:`lammps_eip`), checked before anything is written."""
     from eip2nn.calculator import EIP2NNCalculator
-    from eip2nn.nn.blend import is_blend, read_blend
+    from eip2nn.nn.blend import is_blend
     from eip2nn.nn.export import export_metadata, export_model
     from eip2nn.nn.mliap import FORMAT as MLIAP_FORMAT
     from eip2nn.nn.mliap import mliap_descriptor_text, mliap_model_text
     if is_blend(model_ref):
-        members = read_blend(model_ref)
-        raise ValueError(f"{model_ref}: a blend of {len(members)} models ({', '.join(m.name for m in members)}) does "
-                         "not export to LAMMPS; export one member (e.g. " + str(members[0].model) + "), or run the "
-                         "blend in ASE with eip2nn.calculator.BlendCalculator")
+        return export_blend(model_ref, out_dir, head, dtype, fmt)
     model = EIP2NNCalculator.load(str(model_ref), head).model
     eip = lammps_eip(model.reference_eip) if model.reference_eip else None
     out = Path(out_dir)
@@ -179,13 +178,83 @@ def export_for_lammps(model_ref: str | Path, out_dir: str | Path, head: str = "d
     return deployment
 
 
-def load_deployment(out_dir: str | Path) -> Deployment:
-    """The Deployment written by :func:`export_for_lammps` into ``out_dir``."""
+@dataclasses.dataclass
+class BlendDeployment:
+    """An exported blend (:mod:`eip2nn.nn.blend`): ``pair_style hybrid/scaled`` over its members' exports, each
+    scaled by its weight. A Δ member's EIP is scaled by that member's weight (summed over members on one EIP)."""
+
+    model_file: Path  # the blend file exported
+    members: list[tuple[float, Deployment]]  # (weight, the member's own export)
+    metadata: dict  # species, cutoff and interaction_range (the members' largest, Å), units, head, dtype, blend
+    eip: None = None  # the members' EIPs are in the members
+
+    @property
+    def species(self) -> list[str]:
+        return list(self.metadata["species"])
+
+    def commands(self, elements: list[str] | None = None) -> list[str]:
+        """LAMMPS lines (after `units metal` and the atoms) for types 1, 2, ... of ``elements``."""
+        elements = elements or self.species
+        unknown = sorted(set(elements) - set(self.species))
+        if unknown:
+            raise ValueError(f"{self.model_file}: the blend knows {self.species}, not {unknown}")
+        names = " ".join(elements)
+        parts = [(w, "eip2nn", f"{d.model_file} {names}") for w, d in self.members]
+        eips: dict[str, tuple[PotentialSpec, float]] = {}
+        for w, d in self.members:
+            if d.eip is not None:
+                eips[d.eip.id] = (d.eip, eips.get(d.eip.id, (d.eip, 0.0))[1] + w)
+        parts += [(w, spec.backend.pair_style, eip_pair_coeff(spec, elements)[len("* *"):].strip())
+                  for spec, w in eips.values()]
+        total = Counter(style.split()[0] for _, style, _ in parts)
+        seen: Counter = Counter()
+        coeffs = []
+        for _, style, args in parts:
+            name = style.split()[0]
+            seen[name] += 1
+            coeffs.append(f"pair_coeff * * {name}{f' {seen[name]}' if total[name] > 1 else ''} {args}")
+        return [f"plugin load {plugin_path()}",
+                "pair_style hybrid/scaled " + " ".join(f"{w!r} {style}" for w, style, _ in parts), *coeffs]
+
+
+def export_blend(path: str | Path, out_dir: str | Path, head: str = "dft", dtype: str = "float64",
+                 fmt: str = "auto") -> BlendDeployment:
+    """Export each member of blend file ``path`` into ``out_dir``/member-<k> (pair_style eip2nn; a Δ member with
+    its EIP's LAMMPS form) and write the hybrid/scaled lines that weigh them. Members must share their species."""
+    from eip2nn.nn.blend import read_blend
+    if fmt not in ("auto", "torchscript"):
+        raise ValueError(f"{path}: a blend runs its members in the plugin (format torchscript), not {fmt!r}")
+    members = read_blend(path)
+    out = Path(out_dir)
+    exported = [(m.weight, export_for_lammps(m.model, out / f"member-{k}", head, dtype, "torchscript"))
+                for k, m in enumerate(members)]
+    species = [d.species for _, d in exported]
+    if any(s != species[0] for s in species):
+        raise ValueError(f"{path}: the members know different species {species}; a blend needs one list")
+    metas = [d.metadata for _, d in exported]
+    metadata = {"species": species[0], "head": head, "dtype": dtype, "units": metas[0].get("units", "metal"),
+                "backbone": "blend of " + ", ".join(sorted({m["backbone"] for m in metas})),
+                "cutoff": max(m["cutoff"] for m in metas),
+                "interaction_range": max(m["interaction_range"] for m in metas),
+                "blend": [{"name": m.name, "weight": m.weight, "folder": f"member-{k}"} for k, m in enumerate(members)]}
+    deployment = BlendDeployment(Path(path).resolve(), exported, metadata)
+    (out / PAIR_FILE).write_text(f"# eip2nn blend {path}; needs `units metal`, types = " + " ".join(species[0])
+                                 + "\n" + "\n".join(deployment.commands()) + "\n")
+    (out / EXPORT_INFO).write_text(json.dumps({"source": str(path), "head": head, "metadata": metadata,
+                                               "lammps_eip": ""}, indent=2))
+    return deployment
+
+
+def load_deployment(out_dir: str | Path) -> Deployment | BlendDeployment:
+    """The Deployment (or BlendDeployment) written by :func:`export_for_lammps` into ``out_dir``."""
     out = Path(out_dir)
     info_path = out / EXPORT_INFO
     if not info_path.is_file():
         raise FileNotFoundError(f"{out} holds no eip2nn export ({EXPORT_INFO} missing); run `eip2nn export`")
     info = json.loads(info_path.read_text())
+    if "blend" in info["metadata"]:
+        return BlendDeployment(Path(info["source"]).resolve(), [(m["weight"], load_deployment(out / m["folder"]))
+                                                               for m in info["metadata"]["blend"]], info["metadata"])
     eip = PotentialsDB().get(info["lammps_eip"]) if info["lammps_eip"] else None
     from eip2nn.nn.mliap import FORMAT as MLIAP_FORMAT
     if info["metadata"]["format"] == MLIAP_FORMAT:

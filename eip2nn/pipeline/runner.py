@@ -22,6 +22,7 @@ from eip2nn.labelling.choice import eligible_eips
 from eip2nn.labelling.engine import label
 from eip2nn.labelling.hashing import structure_hashes
 from eip2nn.labelling.store import LabelStore
+from eip2nn.nn.blend import is_blend
 from eip2nn.pipeline.auto import choice_counts, choose_for_fraction, validation_score
 from eip2nn.pipeline.blend import blend_for_fraction
 from eip2nn.pipeline.config import PipelineConfig, arm_name
@@ -251,6 +252,9 @@ def run_pipeline(p: PipelineConfig, log=print) -> PipelineResult:
         files = write_report(p, cells, rows, notes, out, domain, rigidity)
         for path in files.values():
             parent.log_artifact(path, "plots" if path.suffix == ".png" else "results")
+        for c in cells:  # which models each blended auto cell averages
+            if c.arm == "auto" and is_blend(c.model_path):
+                parent.log_artifact(Path(c.model_path), "auto")
         parent.log_metrics(_summary_metrics(rows))
         parent.log_metrics({"n_cells_failed": sum(not c.ok for c in cells), "wall_seconds": time.perf_counter() - t0})
         parent.status = "FINISHED" if all(c.ok for c in cells) else "FAILED"
@@ -400,8 +404,10 @@ def write_report(p: PipelineConfig, cells: list[CellResult], rows: list[Row], no
     if domain:
         lines += [""] + domain_markdown(domain, p.study.seeds[0])
     if "auto" in p.arms:
-        how = ("one arm per fraction, the lowest validation score averaged over the seeds' splits"
-               if p.study.auto_choice == "mean_over_seeds" else "per seed, by its own validation score")
+        how = {"mean_over_seeds": "one arm per fraction, the lowest validation score averaged over the seeds' splits",
+               "blend": "per fraction, the mean of the top k arms by the validation score averaged over the seeds' "
+                        "splits, k chosen by the same score; blend files in auto/",
+               }.get(p.study.auto_choice, "per seed, by its own validation score")
         lines += ["", f"## What auto chose ({how}; validation DFT labels only)", ""]
         lines += [f"- DFT fraction {f:g}: " + (choice_counts(cells, f) or (
             "nothing (failed)" if any(c.fraction == f for c in cells) else "no cell has finished"))

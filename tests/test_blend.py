@@ -134,3 +134,19 @@ def test_a_blend_runs_in_lammps_as_hybrid_scaled_and_gives_the_blend_calculator_
     de, df, ds = compare(cells_, BlendCalculator(path), lammps)
     assert de < 1e-7 * max(abs(a.info.get("REF_energy", 350.0)) for a in cells_) and df < 1e-5 and ds < 1e-6, (
         de, df, ds)
+
+
+def test_a_blend_with_a_member_on_a_kim_only_eip_is_refused_by_member_before_writing(blended, tmp_path):
+    from test_lammps_deploy import random_model
+
+    from eip2nn.deploy.lammps import export_for_lammps
+    from eip2nn.nn.checkpoint import save_checkpoint
+    _, result, _ = blended
+    baseline = next(c for c in result.cells if c.arm == "baseline").model_path
+    kim_only = save_checkpoint(tmp_path / "delta.pt",
+                               random_model("schnet", [], reference_eip="ThreeBodyCluster_BH_BiswasHamann_1987_Si"))
+    path = write_blend(tmp_path / "b.blend.json", [BlendMember("baseline", baseline, 0.5),
+                                                     BlendMember("delta", kim_only, 0.5)])
+    with pytest.raises(ValueError, match=r"member delta \(.*delta.pt\) cannot run in LAMMPS: .*no LAMMPS twin"):
+        export_for_lammps(path, tmp_path / "export")
+    assert not (tmp_path / "export").exists()

@@ -222,10 +222,19 @@ def export_blend(path: str | Path, out_dir: str | Path, head: str = "dft", dtype
     """Export each member of blend file ``path`` into ``out_dir``/member-<k> (pair_style eip2nn; a Δ member with
     its EIP's LAMMPS form) and write the hybrid/scaled lines that weigh them. Members must share their species."""
     from eip2nn.nn.blend import read_blend
+    from eip2nn.nn.checkpoint import load_model
     if fmt not in ("auto", "torchscript"):
         raise ValueError(f"{path}: a blend runs its members in the plugin (format torchscript), not {fmt!r}")
     members = read_blend(path)
     out = Path(out_dir)
+    for m in members:  # every member's EIP must have a LAMMPS form: checked before anything is written
+        model = load_model(m.model)
+        if model.reference_eip:
+            try:
+                lammps_eip(model.reference_eip)
+            except ValueError as exc:
+                raise ValueError(f"{path}: member {m.name} ({m.model}) cannot run in LAMMPS: {exc}. The blend runs "
+                                 "in ASE (eip2nn.calculator.BlendCalculator)") from None
     exported = [(m.weight, export_for_lammps(m.model, out / f"member-{k}", head, dtype, "torchscript"))
                 for k, m in enumerate(members)]
     species = [d.species for _, d in exported]

@@ -111,6 +111,8 @@ def main() -> None:
         if snap:
             print(f"  {'snap':9s} {mean_spread([c['test_energy_mae'] for c in snap])} meV/atom  "
                   f"{mean_spread([c['test_force_mae'] for c in snap], 4)} eV/Å")
+            totals.setdefault("snap", []).append((statistics.mean(c["test_energy_mae"] for c in snap),
+                                                  statistics.mean(c["test_force_mae"] for c in snap)))
     print("\nmean over the fractions, energy meV/atom / forces eV/Å; cells worse than the baseline's by more than "
           "its seed spread (energy / forces):")
     for name, values in totals.items():

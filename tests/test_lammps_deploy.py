@@ -297,26 +297,28 @@ def test_each_lammps_twin_is_the_same_potential(data_dir):
 
 
 def metal_cells(element: str) -> list:
-    """mlearn test structures of ``element`` and rattled fcc cells, one triclinic, one smaller than 2 cut-offs."""
+    """mlearn test structures of ``element`` and rattled cells, one triclinic, one smaller than 2 cut-offs."""
     from eip2nn.data import load_dataset
     cells = list(load_dataset(f"mlearn/{element}/test")[:3])
-    tri = bulk(element, "fcc", a=3.52 if element == "Ni" else 3.61).repeat((3, 3, 2))  # primitive: triclinic
+    tri = bulk(element).repeat((3, 3, 2))  # primitive vectors: triclinic
     tri.rattle(0.05, seed=1)
-    small = bulk(element, "fcc", a=3.52 if element == "Ni" else 3.61, cubic=True)
+    small = bulk(element, cubic=True)
     small.rattle(0.05, seed=2)
     return cells + [tri, small]
 
 
-@pytest.mark.parametrize("kim_id, element", [("EAM_Dynamo_ZhouJohnsonWadley_2004_Ni", "Ni"),
-                                              ("EAM_Dynamo_ZhouJohnsonWadley_2004NISTretabulation_Ni", "Ni"),
-                                              ("EAM_Dynamo_TehranchiCurtin_2010_NiH", "Ni"),
-                                              ("EAM_Dynamo_ZhouJohnsonWadley_2004NISTretabulation_Cu", "Cu")])
-def test_an_openkim_eam_runs_in_lammps_from_its_own_parameter_file(tmp_path, data_dir, kim_id, element):
-    """The EAM_Dynamo models the Ni and Cu pipelines' Δ arms sit on: their embedded file under eam/alloy is
-    the same potential (the KIM driver is LAMMPS's eam ported), to 1e-9 eV/atom and eV/Å."""
+@pytest.mark.parametrize("kim_id, element, style", [
+    ("EAM_Dynamo_ZhouJohnsonWadley_2004_Ni", "Ni", "eam/alloy"),
+    ("EAM_Dynamo_ZhouJohnsonWadley_2004NISTretabulation_Ni", "Ni", "eam/alloy"),
+    ("EAM_Dynamo_TehranchiCurtin_2010_NiH", "Ni", "eam/alloy"),
+    ("EAM_Dynamo_ZhouJohnsonWadley_2004NISTretabulation_Cu", "Cu", "eam/alloy"),
+    ("MEAM_LAMMPS_ParkFellingerLenosky_2012_Mo", "Mo", "meam/spline")])
+def test_an_openkim_model_runs_in_lammps_from_its_own_parameter_file(tmp_path, data_dir, kim_id, element, style):
+    """The OpenKIM models the Ni, Cu and Mo pipelines' Δ arms sit on: their embedded file under the LAMMPS
+    style the KIM driver was ported from is the same potential, to 1e-9 eV/atom and eV/Å."""
     db = PotentialsDB()
     spec = lammps_eip(kim_id, db, folder=tmp_path)
-    assert spec.backend.pair_style == "eam/alloy" and Path(spec.source_file).parent == tmp_path.resolve()
+    assert spec.backend.pair_style == style and Path(spec.source_file).parent == tmp_path.resolve()
     kim, lmp = make_evaluator(db.get(kim_id)), make_evaluator(dataclasses.replace(spec, species=(element,)))
     try:
         for atoms in metal_cells(element):
@@ -328,7 +330,7 @@ def test_an_openkim_eam_runs_in_lammps_from_its_own_parameter_file(tmp_path, dat
         lmp.close()
 
 
-@pytest.mark.parametrize("kim_id, why", [("MEAM_LAMMPS_ParkFellingerLenosky_2012_Mo", "driver MEAM_LAMMPS"),
+@pytest.mark.parametrize("kim_id, why", [("SW_StillingerWeber_1985_Si", "driver SW"),
                                           ("EAM_CubicNaturalSpline_AngeloMoodyBaskes_1995_Ni",
                                            "driver EAM_CubicNaturalSpline")])
 def test_an_openkim_model_on_another_driver_gets_no_twin_and_says_why(tmp_path, kim_id, why):

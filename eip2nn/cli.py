@@ -744,7 +744,8 @@ def build_parser() -> argparse.ArgumentParser:  # long by design: every command'
     q.set_defaults(func=cmd_sweep)
 
     q = sub.add_parser("evaluate", help="score a model or an EIP on dataset splits against DFT")
-    q.add_argument("--model", help="checkpoint path or runs:/<MLflow run id>")
+    q.add_argument("--model", help="checkpoint path, runs:/<MLflow run id>, a blend file (*.blend.json) or a snap "
+                                   "stage's snap_model.json")
     q.add_argument("--head", default="dft", help="model head to score (default: dft)")
     q.add_argument("--eip", help="potentials_db id of an EIP to score instead of a model")
     q.add_argument("--dataset", action="append", help="registry name, e.g. mlearn/Si/test")
@@ -755,7 +756,8 @@ def build_parser() -> argparse.ArgumentParser:  # long by design: every command'
     q.set_defaults(func=cmd_evaluate)
 
     q = sub.add_parser("export", help="a trained model for LAMMPS: TorchScript file and the pair_style lines")
-    q.add_argument("--model", required=True, help="checkpoint path or runs:/<MLflow run id>")
+    q.add_argument("--model", required=True, help="checkpoint path, runs:/<MLflow run id> or a blend file "
+                                                  "(*.blend.json)")
     q.add_argument("-o", "--output", required=True, help="folder to write (model.pt, pair.lmp, export.json)")
     q.add_argument("--head", default="dft", help="model head to export (default: dft)")
     q.add_argument("--dtype", choices=["float64", "float32"], default="float64",
@@ -768,7 +770,8 @@ def build_parser() -> argparse.ArgumentParser:  # long by design: every command'
 
     q = sub.add_parser("md", help="molecular dynamics of a trained model in LAMMPS (pair_style eip2nn); "
                                   "trajectory as extxyz")
-    q.add_argument("--model", required=True, help="an `eip2nn export` folder, a checkpoint path or runs:/<id>")
+    q.add_argument("--model", required=True, help="an `eip2nn export` folder, a checkpoint path, runs:/<id> or a "
+                                                  "blend file (*.blend.json)")
     q.add_argument("--head", default="dft", help="model head, for a checkpoint (default: dft)")
     q.add_argument("--structure", required=True, help="start structure (any file ASE reads; periodic)")
     q.add_argument("--frame", type=int, default=0, help="frame of --structure to start from (default: 0)")

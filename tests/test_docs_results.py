@@ -106,7 +106,8 @@ def test_a_blended_auto_is_the_top_arms_and_no_worse_than_their_mean(name):
 
 # trials run as a full pipeline with more variants: the cells they share with it must be the same runs' numbers
 TRIALS = [(trial, full) for trial, full in [("si-committee", "si-full"), ("mo-delta-committee", "mo-full"),
-                                             ("mo-cutoff", "mo-full"), ("ni-delta-committee", "ni-full"),
+                                             ("mo-cutoff", "mo-full"), ("mo-committee-blend", "mo-full"),
+                                             ("ni-delta-committee", "ni-full"),
                                              ("cu-committee", "cu-full")]
           if (RESULTS / f"{trial}_cells.csv").is_file() and (RESULTS / f"{full}_cells.csv").is_file()]
 

@@ -17,6 +17,10 @@ Prints per fraction the test energy MAE (meV/atom) and force MAE (eV/Ã…), mean Â
 `auto`, `blend` (and its k), fixed top-2 and top-3 blends, the baseline and the SNAP reference.
 
     python benchmarks/blend_arms.py --pipeline pipelines/ni.yaml
+    python benchmarks/blend_arms.py --pipeline pipelines/mo.yaml
+    python benchmarks/blend_arms.py --pipeline pipelines/trials/mo_committee_blend.yaml   # after running it
+
+It reads the cells of the last run written to the pipeline's output folder (a trial shares its pipeline's).
 """
 
 from __future__ import annotations

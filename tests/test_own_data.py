@@ -198,16 +198,18 @@ def test_init_on_two_element_data_writes_a_pipeline_that_runs_unmodified(tial_fi
     p = load_pipeline(out)
     assert p.data.keys.forces == "force" and p.data.keys.virial == "virial"
     assert p.study.arms == ["baseline", "weak", "transfer", "both", "delta", "snap", "auto"]
+    assert p.study.auto_choice == "blend"
     table = printed.split("Eligible EIPs")[1]
     assert sum(line.startswith(("EAM_", "MEAM_")) for line in table.splitlines()) >= 3  # several Ti-Al EIPs scored
     # the written pipeline, shrunk to test size only through overrides
     assert main(["pipeline", "run", str(out), "--set", f"output={tmp_path / 'run'}", "--set", "study.seeds=[0]",
-                 "--set", "study.fractions=[0.5]", "--set", "study.arms=[baseline,transfer,snap]",
+                 "--set", "study.fractions=[0.5]", "--set", "study.arms=[baseline,transfer,snap,auto]",
                  "--set", "snap.twojmax=4", "--set", "snap.quadratic=linear",
                  "--set", "train.epochs=2", "--set", "pretrain.train.epochs=1", "--set", "pretrain.n_eips=2",
                  "--set", "model.width=8", "--set", "data.workers=1"]) == 0
     md = (tmp_path / "run" / "results.md").read_text()
     assert "| transfer | 0.5 |" in md and "| snap | 0.5 |" in md  # the SNAP reference on two elements
+    assert "| auto | 0.5 |" in md and "the mean of the top k arms" in md  # auto blends, on two elements too
     assert "test stress MAE (GPa)" in md  # the virial became a stress, evaluated on the test set
     assert "## Test errors by group" in md and "FLD_TiAl" in md
 

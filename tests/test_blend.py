@@ -150,3 +150,22 @@ def test_a_blend_with_a_member_on_a_kim_only_eip_is_refused_by_member_before_wri
     with pytest.raises(ValueError, match=r"member delta \(.*delta.pt\) cannot run in LAMMPS: .*no LAMMPS twin"):
         export_for_lammps(path, tmp_path / "export")
     assert not (tmp_path / "export").exists()
+
+
+def test_when_a_blend_cannot_be_made_auto_is_the_best_single_arm_and_the_report_says_why(tmp_path,
+                                                                                          data_mirror_session):
+    """A model file gone (moved, cleaned up) after its stage finished: the rerun still reports, every cell
+    kept, auto one arm, and the reason in the notes."""
+    again = tiny(tmp_path, "study.arms=[baseline,delta,auto]", "study.auto_choice=blend", "study.blend_arms=2",
+                 "tracking.enabled=false", "delta.eip=lmp_Si_sw")
+    assert not run_pipeline(again, log=lambda s: None).failed
+    from eip2nn.pipeline.runner import cell_config
+    from eip2nn.training.stages import finished_stage
+    finished_stage(cell_config(again, "delta", 0.5, 1)).model_path.unlink()
+    result = run_pipeline(again, log=lambda s: None)
+    autos = [c for c in result.cells if c.arm == "auto"]
+    assert len(autos) == 2 and all(a.ok and a.chose in ("baseline", "delta") for a in autos)
+    assert {c.arm for c in result.cells} == {"baseline", "delta", "auto"} and all(c.ok for c in result.cells)
+    note = next(n for n in result.notes if n.startswith("auto f=0.5: no blend"))
+    assert "FileNotFoundError" in note or "No such file" in note
+    assert "no blend" in result.files["table_md"].read_text()

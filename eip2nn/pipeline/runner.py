@@ -337,7 +337,13 @@ def _run_study(p: PipelineConfig, parent_id: str | None, notes: list[str], log, 
         if "auto" in p.arms:
             everyone = [c for mine in per_seed for c in mine]
             if p.study.auto_choice == "blend":
-                autos, why = blend_for_fraction(p, everyone, p.candidates_of_auto, log)
+                try:
+                    autos, why = blend_for_fraction(p, everyone, p.candidates_of_auto, log)
+                except Exception as exc:  # recorded in the notes: auto falls back to the best single arm
+                    autos, why = choose_for_fraction(everyone, p.candidates_of_auto, "mean_over_seeds")
+                    notes.append(f"auto f={fraction:g}: no blend ({type(exc).__name__}: {exc}); auto is the "
+                                 "best single arm")
+                    why += f" ({notes[-1]})"
             else:
                 autos, why = choose_for_fraction(everyone, p.candidates_of_auto, p.study.auto_choice)
             log(f"auto f={fraction:g}: {why}")

@@ -312,6 +312,7 @@ def metal_cells(element: str) -> list:
     ("EAM_Dynamo_ZhouJohnsonWadley_2004NISTretabulation_Ni", "Ni", "eam/alloy"),
     ("EAM_Dynamo_TehranchiCurtin_2010_NiH", "Ni", "eam/alloy"),
     ("EAM_Dynamo_ZhouJohnsonWadley_2004NISTretabulation_Cu", "Cu", "eam/alloy"),
+    ("EAM_Dynamo_GolaPastewka_2018_CuAu", "Cu", "eam/fs"),
     ("MEAM_LAMMPS_ParkFellingerLenosky_2012_Mo", "Mo", "meam/spline")])
 def test_an_openkim_model_runs_in_lammps_from_its_own_parameter_file(tmp_path, data_dir, kim_id, element, style):
     """The OpenKIM models the Ni, Cu and Mo pipelines' Δ arms sit on: their embedded file under the LAMMPS

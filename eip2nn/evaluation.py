@@ -96,11 +96,10 @@ def evaluate_eip(eip_id: str, sources: Sources | list[str], labels: str | Path, 
 
 def _minus_reference(structures: list[Atoms], eip: str, labels, workers, name: str) -> list[Atoms]:
     """The structures with DFT − EIP as their reference labels (what a Δ-learning model's network predicts)."""
-    from eip2nn.labelling.choice import label_with
-    from eip2nn.labelling.delta import subtract_eip
+    from eip2nn.labelling.choice import minus_eip
     from eip2nn.potentials.db import PotentialsDB
 
-    return subtract_eip(label_with(structures, [PotentialsDB().get(eip)], labels, workers), eip, name)
+    return minus_eip(structures, PotentialsDB().get(eip), labels, workers, where=name)
 
 
 def _evaluate_blend(path: str, sources: Sources | list[str], head: str, labels, workers) -> Evaluation:

@@ -13,6 +13,7 @@ import numpy as np
 from ase import Atoms
 
 from eip2nn.labelling.compare import compare_to_reference
+from eip2nn.labelling.delta import subtract_eip
 from eip2nn.labelling.engine import label
 from eip2nn.labelling.export import attach_labels
 from eip2nn.labelling.hashing import structure_hashes
@@ -132,3 +133,10 @@ def label_with(structures: list[Atoms], specs: list[PotentialSpec], labels: str 
           local_energies=local_energies)
     with LabelStore(labels) as store:
         return attach_labels(structures, store, [s.id for s in specs])
+
+
+def minus_eip(structures: list[Atoms], spec: PotentialSpec, labels: str | Path, workers: int | None,
+              scheduler: str = "", where: str = "") -> list[Atoms]:
+    """Copies of DFT-labelled ``structures`` whose labels are DFT − ``spec``'s (labelled first, as
+    :func:`label_with`): a Δ-learning model's targets (:func:`eip2nn.labelling.delta.subtract_eip`)."""
+    return subtract_eip(label_with(structures, [spec], labels, workers, scheduler), spec.id, where)

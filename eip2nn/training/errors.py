@@ -13,8 +13,7 @@ import numpy as np
 from ase import Atoms
 
 from eip2nn.keys import REF_ENERGY
-from eip2nn.labelling.choice import label_with
-from eip2nn.labelling.delta import subtract_eip
+from eip2nn.labelling.choice import minus_eip
 from eip2nn.nn.model import DFT_HEAD
 from eip2nn.potentials.db import PotentialsDB
 from eip2nn.training.metrics import Metrics, Parity, metrics_of, predict_rows
@@ -79,8 +78,7 @@ def model_errors(model, structures: list[Atoms], labels: str, workers: int | Non
     if missing:
         raise ValueError(f"{where}: structure(s) {missing[:10]} carry no DFT label")
     if model.reference_eip:
-        eip = PotentialsDB().get(model.reference_eip)
-        structures = subtract_eip(label_with(structures, [eip], labels, workers, scheduler), eip.id, where)
+        structures = minus_eip(structures, PotentialsDB().get(model.reference_eip), labels, workers, scheduler, where)
     rows = predict_rows(model, make_samples(model, structures, [DFT_HEAD]), DFT_HEAD, batch_size=16)
     energy = np.array([r.energy - r.sample.targets[DFT_HEAD].energy / r.sample.n_atoms for r in rows])
     forces = [r.forces - r.sample.targets[DFT_HEAD].forces.numpy() if r.forces is not None else np.zeros((0, 3))

@@ -19,8 +19,7 @@ from ase import Atoms
 from eip2nn.alignment import aligned_energy_errors
 from eip2nn.data.protocol import Split, make_split
 from eip2nn.keys import LOCAL_ENERGIES, eip_key
-from eip2nn.labelling.choice import label_with, resolve_eips, select_eips
-from eip2nn.labelling.delta import subtract_eip
+from eip2nn.labelling.choice import label_with, minus_eip, resolve_eips, select_eips
 from eip2nn.nn.checkpoint import model_from_record, read_checkpoint
 from eip2nn.nn.freezing import freeze
 from eip2nn.nn.graph import collate
@@ -181,8 +180,7 @@ def _delta(cfg, split: Split, dtype, tags, notes) -> Heads:
     eip = specs[0].id
 
     def residuals(structures: list[Atoms], part: str) -> list[Atoms]:
-        with_eip = label_with(structures, specs, cfg.data.labels, workers, cfg.data.scheduler)
-        return subtract_eip(with_eip, eip, f"{cfg.data.name} {part}")
+        return minus_eip(structures, specs[0], cfg.data.labels, workers, cfg.data.scheduler, f"{cfg.data.name} {part}")
 
     tags["eip2nn.delta_eip"] = eip
     notes.append(f"Δ-learning: the DFT head learns DFT − {eip}; the model predicts {eip} + network")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from eip2nn.nn.checkpoint import load_model
@@ -108,8 +109,6 @@ class BlendCalculator(Calculator):
         self.members = [EIP2NNCalculator.from_checkpoint(m.model, head) for m in self.blend]
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        import numpy as np
-
         super().calculate(atoms, properties, system_changes)
         results = []
         for member in self.members:

@@ -71,7 +71,7 @@ def lammps_eip(eip_id: str, db: PotentialsDB | None = None, folder: Path | None 
     if twin is not None:
         return db.get(twin)
     try:
-        eam = file_twin(spec)
+        own = file_twin(spec)
     except ValueError as why:
         raise ValueError(
             f"the Δ-learning EIP {eip_id} is an OpenKIM model with no LAMMPS twin in "
@@ -80,8 +80,8 @@ def lammps_eip(eip_id: str, db: PotentialsDB | None = None, folder: Path | None 
             "(tests/test_lammps_deploy.py checks that the two agree), or train the delta arm with "
             "delta.eip set to a LAMMPS entry") from None
     if folder is None:
-        return twin_spec(eam, Path(eam.file_name), spec.species)
-    return dataclasses.replace(eam.write(folder), species=spec.species)
+        return twin_spec(own.kim_id, own.pair_style, Path(own.file_name), spec.species)
+    return dataclasses.replace(own.write(folder), species=spec.species)
 
 
 def eip_pair_coeff(spec: PotentialSpec, elements: list[str]) -> str:
@@ -219,12 +219,14 @@ class BlendDeployment:
             raise ValueError(f"{self.model_file}: the blend knows {self.species}, not {unknown}")
         names = " ".join(elements)
         parts = [(w, "eip2nn", f"{d.model_file} {names}") for w, d in self.members]
-        eips: dict[str, tuple[PotentialSpec, float]] = {}
+        eips: dict[str, PotentialSpec] = {}  # by id: members on one EIP share its sub-style
+        eip_weight: Counter = Counter()
         for w, d in self.members:
             if d.eip is not None:
-                eips[d.eip.id] = (d.eip, eips.get(d.eip.id, (d.eip, 0.0))[1] + w)
-        parts += [(w, spec.backend.pair_style, eip_pair_coeff(spec, elements)[len("* *"):].strip())
-                  for spec, w in eips.values()]
+                eips.setdefault(d.eip.id, d.eip)
+                eip_weight[d.eip.id] += w
+        parts += [(eip_weight[i], spec.backend.pair_style, eip_pair_coeff(spec, elements)[len("* *"):].strip())
+                  for i, spec in eips.items()]
         total = Counter(style.split()[0] for _, style, _ in parts)
         seen: Counter = Counter()
         coeffs = []
@@ -285,9 +287,8 @@ def load_deployment(out_dir: str | Path) -> Deployment | BlendDeployment:
                                                                for m in info["metadata"]["blend"]], info["metadata"])
     twin = info.get("lammps_eip_file")
     if twin:  # an OpenKIM model's own file, written beside the network
-        from eip2nn.potentials.kim_twins import FileTwin, twin_spec
-        kim_id = info["lammps_eip"][:-len(TWIN_SUFFIX)]
-        eip = twin_spec(FileTwin(kim_id, twin["pair_style"], twin["file"], b""), (out / twin["file"]).resolve(),
+        from eip2nn.potentials.kim_twins import twin_spec
+        eip = twin_spec(info["lammps_eip"][:-len(TWIN_SUFFIX)], twin["pair_style"], (out / twin["file"]).resolve(),
                         tuple(twin["species"]))
     else:
         eip = PotentialsDB().get(info["lammps_eip"]) if info["lammps_eip"] else None

@@ -9,7 +9,7 @@ agreement to ~1e-13 eV/atom and eV/Å on mlearn Ni, Cu and Mo). The installed
 model library carries the file: the KIM-API's build
 embeds it and describes it in the library's ``kim_shared_library_schema``
 (version 2: item name, driver name, and each parameter file's name, length
-and bytes). :func:`eam_twin` reads that record through the library itself
+and bytes). :func:`file_twin` reads that record through the library itself
 (ctypes), so no file is guessed or downloaded.
 """
 
@@ -42,6 +42,8 @@ class _SchemaV2(ctypes.Structure):
                 ("simulator_model_file", ctypes.POINTER(_EmbeddedFile)),
                 ("n_parameter_files", ctypes.c_int), ("parameter_files", ctypes.POINTER(_EmbeddedFile)),
                 ("n_metadata_files", ctypes.c_int), ("metadata_files", ctypes.POINTER(_EmbeddedFile))]
+
+
 @dataclasses.dataclass(frozen=True)
 class FileTwin:
     """What a LAMMPS run of an OpenKIM model needs: its style and its parameter file's bytes."""
@@ -57,16 +59,16 @@ class FileTwin:
         folder.mkdir(parents=True, exist_ok=True)
         path = (folder / self.file_name).resolve()
         path.write_bytes(self.content)
-        return twin_spec(self, path)
+        return twin_spec(self.kim_id, self.pair_style, path)
 
 
-def twin_spec(twin: FileTwin, path: Path, species: tuple[str, ...] | None = None) -> PotentialSpec:
-    """The LAMMPS spec of ``twin`` whose parameter file is at ``path``."""
+def twin_spec(kim_id: str, pair_style: str, path: Path, species: tuple[str, ...] = ()) -> PotentialSpec:
+    """The LAMMPS spec that runs OpenKIM entry ``kim_id``'s own parameter file, at ``path``, under ``pair_style``."""
     return PotentialSpec(
-        id=twin.kim_id + TWIN_SUFFIX, name=f"{twin.kim_id}, its own file under pair_style {twin.pair_style}",
-        species=species or (), kind="empirical", family=twin.pair_style.split("/")[0].upper(),
-        backend=LAMMPSBackend(twin.pair_style, f"* * {path} {{elements}}"), cutoff=0.0,
-        citation=f"the parameter file of OpenKIM model {twin.kim_id}", source_file=str(path))
+        id=kim_id + TWIN_SUFFIX, name=f"{kim_id}, its own file under pair_style {pair_style}",
+        species=species, kind="empirical", family=pair_style.split("/")[0].upper(),
+        backend=LAMMPSBackend(pair_style, f"* * {path} {{elements}}"), cutoff=0.0,
+        citation=f"the parameter file of OpenKIM model {kim_id}", source_file=str(path))
 
 
 def file_twin(spec: PotentialSpec) -> FileTwin:

@@ -35,14 +35,11 @@ from stats import mean_spread
 
 from eip2nn.data.protocol import Split, make_split
 from eip2nn.nn.checkpoint import load_model
+from eip2nn.pipeline.blend import blend_scores, blended
 from eip2nn.pipeline.config import load_pipeline
 from eip2nn.training.config import load_stage_config
-from eip2nn.training.errors import StructureErrors, weighted_mean
+from eip2nn.training.errors import StructureErrors
 from eip2nn.training.errors import model_errors as _model_errors
-
-
-def mean_of(errors: list[StructureErrors]) -> StructureErrors:
-    return weighted_mean(errors, [1.0 / len(errors)] * len(errors))
 
 
 def maes(e: StructureErrors) -> tuple[float, float]:
@@ -90,10 +87,9 @@ def main() -> None:
         ranked = sorted(arms, key=lambda a: statistics.mean(val[a, s].score(*weights) for s in seeds))
 
         def blend(k: int, where: dict) -> list[StructureErrors]:
-            return [mean_of([where[a, s] for a in ranked[:k]]) for s in seeds]
+            return [blended(where, ranked[:k], s) for s in seeds]
 
-        val_score = {k: statistics.mean(e.score(*weights) for e in blend(k, val))
-                     for k in range(1, min(args.max_k or len(ranked), len(ranked)) + 1)}
+        val_score = blend_scores(val, ranked[:args.max_k or len(ranked)], seeds, weights)  # as the pipeline does
         best_k = min(val_score, key=val_score.get)
         rows = {"auto": blend(1, test), "blend": blend(best_k, test), "top-2": blend(2, test), "top-3": blend(3, test)}
         rows.update({arm: [test[arm, s] for s in seeds] for arm in ("baseline", "delta") if arm in arms})

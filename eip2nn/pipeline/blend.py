@@ -29,6 +29,19 @@ def blend_file(out: Path, fraction: float, seed: int) -> Path:
     return out / "auto" / f"f={fraction:g}-seed={seed}{BLEND_SUFFIX}"
 
 
+def blended(errors: dict[tuple[str, int], StructureErrors], arms: list[str], seed: int) -> StructureErrors:
+    """The errors of the equal-weight mean of ``arms`` in ``seed``, from ``errors[arm, seed]``."""
+    return weighted_mean([errors[a, seed] for a in arms], [1.0 / len(arms)] * len(arms))
+
+
+def blend_scores(val: dict[tuple[str, int], StructureErrors], ranked: list[str], seeds: list[int],
+                 weights: tuple[float, float]) -> dict[int, float]:
+    """{k: the validation score of the mean of the first k of ``ranked``, averaged over ``seeds``}, k = 1, 2, …;
+    ``weights``: (w_E, w_F) of the score."""
+    return {k: statistics.mean(blended(val, ranked[:k], s).score(*weights) for s in seeds)
+            for k in range(1, len(ranked) + 1)}
+
+
 def blend_for_fraction(p, cells: list[CellResult], candidates: tuple[str, ...], log=print) -> tuple[list[CellResult], str]:
     """(the auto cells of one DFT fraction, one per seed; a sentence on the choice) for pipeline ``p``.
 
@@ -59,10 +72,7 @@ def blend_for_fraction(p, cells: list[CellResult], candidates: tuple[str, ...], 
             test[arm, seed] = model_errors(model, split.test, p.data.labels, p.data.workers or None,
                                            p.data.scheduler, f"{where} test")
 
-    def blended(k: int, errors: dict, seed: int) -> StructureErrors:
-        return weighted_mean([errors[a, seed] for a in top[:k]], [1.0 / k] * k)
-
-    scores = {k: statistics.mean(blended(k, val, s).score(*weights) for s in seeds) for k in range(1, len(top) + 1)}
+    scores = blend_scores(val, top, seeds, weights)
     best = min(scores, key=scores.get)
     how = ", ".join(f"top {k} {v:.3g}" for k, v in scores.items())
     if best == 1:
@@ -72,13 +82,13 @@ def blend_for_fraction(p, cells: list[CellResult], candidates: tuple[str, ...], 
         members = [usable[a, seed] for a in top[:best]]
         path = write_blend(blend_file(p.output_dir, members[0].fraction, seed),
                            [BlendMember(c.arm, Path(c.model_path), 1.0 / best) for c in members])
-        v, t = blended(best, val, seed).metrics(), blended(best, test, seed)
-        tm = t.metrics()
+        v, t = blended(val, top[:best], seed), blended(test, top[:best], seed)
+        vm, tm = v.metrics(), t.metrics()
         autos.append(CellResult(
             "auto", members[0].fraction, seed, "finished", members[0].n_dft_labels, tm.energy_mae, tm.force_mae,
-            v.energy_mae, sum(c.seconds for c in members), None, test_stress_mae=tm.stress_mae,
-            groups={g: (m.energy_mae, m.force_mae) for g, m in t.by_group().items()}, val_force_mae=v.force_mae,
-            val_score=blended(best, val, seed).score(*weights), chose=JOIN.join(top[:best]), model_path=str(path)))
+            vm.energy_mae, sum(c.seconds for c in members), None, test_stress_mae=tm.stress_mae,
+            groups={g: (m.energy_mae, m.force_mae) for g, m in t.by_group().items()}, val_force_mae=vm.force_mae,
+            val_score=v.score(*weights), chose=JOIN.join(top[:best]), model_path=str(path)))
     log(f"  blend files: {', '.join(a.model_path for a in autos)}")
     return autos, (f"the mean of {JOIN.join(top[:best])} for every seed (mean validation score of the top k "
                    f"arms' blend over {len(seeds)} seeds: {how})")

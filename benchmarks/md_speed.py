@@ -27,11 +27,13 @@ A trained Si model instead: ``--checkpoint PATH`` (e.g. a pipeline stage's model
 
 ``--native both`` runs each LAMMPS way twice, interleaved: with the plugin's native C++ descriptor (bispectrum,
 symmetry functions; the default) and with the TorchScript file's (`pair_style eip2nn native no`, rows marked so);
-``no`` only the latter.
+``no`` only the latter. ``--layerwise both`` likewise runs a message-passing model layer by layer, its features
+exchanged with the neighbouring ranks between layers (the default), and on a ghost shell interaction range deep
+(`pair_style eip2nn layerwise no`).
 
 Usage: python benchmarks/md_speed.py [--sizes 512 4096] [--backbones schnet symmetry_functions]
                                      [--ase-steps 5] [--lammps-steps 20] [--ranks 2] [--checkpoint PATH]
-                                     [--native auto|no|both]
+                                     [--native auto|no|both] [--layerwise auto|no|both]
 """
 
 from __future__ import annotations
@@ -115,24 +117,31 @@ def make_model(backbone: str, folder: Path):
     return checkpoint, ways
 
 
-def torchscript_descriptor(deployment):
-    """The deployment with `pair_style eip2nn native no`: the descriptor computed in the TorchScript file."""
+def with_pair_options(deployment, options: str):
+    """The deployment with ``options`` (e.g. "native no": the descriptor computed in the TorchScript file) added to
+    its `pair_style eip2nn` line."""
     lines = deployment.commands
     copy = dataclasses.replace(deployment)
-    copy.commands = lambda elements=None: [line + " native no" if line.startswith("pair_style") and "eip2nn" in line
+    copy.commands = lambda elements=None: [f"{line} {options}" if line.startswith("pair_style") and "eip2nn" in line
                                            else line for line in lines(elements)]
     return copy
 
 
-def lammps_ways(deployments: dict, native: str) -> dict:
-    """{way: deployment}: each plugin way natively ("auto"), with `native no` ("no"), or both, interleaved."""
+def lammps_ways(deployments: dict, native: str, layerwise: str = "auto") -> dict:
+    """{way: deployment}: each plugin way natively ("auto"), with `native no` ("no"), or both, interleaved; and
+    likewise message passing layer by layer (``layerwise`` "auto"), on a deep ghost shell (`layerwise no`), or
+    both."""
+    choices = {"auto": [""], "no": ["no"], "both": ["", "no"]}
     ways = {}
     for way, deployment in deployments.items():
-        plugin = not way.startswith("ML-IAP")
-        if native in ("auto", "both") or not plugin:
+        if way.startswith("ML-IAP"):
             ways[way] = deployment
-        if native in ("no", "both") and plugin:
-            ways[f"{way} (native no)"] = torchscript_descriptor(deployment)
+            continue
+        for n in choices[native]:
+            for lw in choices[layerwise]:
+                options = " ".join(f"{key} {value}" for key, value in (("native", n), ("layerwise", lw)) if value)
+                ways[f"{way} ({options})" if options else way] = with_pair_options(deployment, options) \
+                    if options else deployment
     return ways
 
 
@@ -171,6 +180,9 @@ def main(argv=None) -> None:
     parser.add_argument("--checkpoint", type=Path, help="a trained Si model instead of the random ones")
     parser.add_argument("--native", choices=["auto", "no", "both"], default="auto",
                         help="the plugin's descriptor: native where the file allows (auto), TorchScript (no), both")
+    parser.add_argument("--layerwise", choices=["auto", "no", "both"], default="auto",
+                        help="message passing: layer by layer with features exchanged (auto), on a deep ghost shell "
+                             "(no), both")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # the LAMMPS plugin in this process shares torch's thread pool
     rows = []
@@ -190,7 +202,7 @@ def main(argv=None) -> None:
                 t1 = time.perf_counter()
                 rows += [(backbone, n, "ASE VelocityVerlet float32", ase, 1.0, None),
                          (backbone, n, "ASE VelocityVerlet float64", ase64, ase64 / ase, None)]
-                for way, deployment in lammps_ways(deployments, args.native).items():
+                for way, deployment in lammps_ways(deployments, args.native, args.layerwise).items():
                     t1 = time.perf_counter()
                     md = run_md(deployment, atoms, 300.0, args.lammps_steps,
                                 out=tmp / f"{backbone}-{n}-{''.join(c if c.isalnum() else '-' for c in way)}.extxyz",

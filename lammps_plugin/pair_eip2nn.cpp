@@ -2,7 +2,7 @@
    pair_style eip2nn: evaluate an eip2nn TorchScript model in LAMMPS.
 
      plugin load /path/to/eip2nnplugin.so
-     pair_style eip2nn [threads N] [chunk N] [native yes|no]
+     pair_style eip2nn [threads N] [chunk N] [native yes|no] [layerwise yes|no]
                                         (threads: torch intra-op threads per rank)
      pair_coeff * * model.pt Si Ge      (element of each atom type, or NULL
                                          for types left to pair_style hybrid)
@@ -42,7 +42,19 @@
    float32 for its network and beta back. `native no` runs the module's
    forward instead (the same numbers to round-off, several times slower).
 
-   For depth > 1 the pair style needs the neighbours of ghost atoms: it asks
+   Message passing, layer by layer (the default for a file that exports its
+   layers: "message_passing_layers" > 0 in the json, as eip2nn's SchNet does):
+   every LAMMPS atom is a node; the edges are the owned atoms' own (owned atom
+   -> each neighbour < cutoff, ghost or not). Each layer updates the owned
+   atoms' features from their edges (message_passing_layer), and a forward
+   communication gives every ghost its owner's new row before the next layer
+   (as pair_allegro/MACE's ML-IAP do): the ghost shell is one cutoff (+ skin)
+   deep and no rank evaluates another's atoms. The gradient goes back the same
+   way: through each layer by autograd, then a reverse communication sums the
+   ghosts' feature gradients into their owners. `pair_style eip2nn layerwise
+   no` runs the whole forward on a deep ghost shell instead (below).
+
+   Otherwise, for depth > 1 the pair style needs the neighbours of ghost atoms: it asks
    for a full neighbour list with ghosts and raises the ghost (communication)
    cutoff to interaction_range + skin (as pair styles tip4p do with
    comm->cutghostuser), so that every atom within depth-1 hops of an owned
@@ -73,6 +85,7 @@
 #include <cmath>
 #include <cstring>
 #include <exception>
+#include <stdexcept>
 #include <unordered_map>
 
 using namespace LAMMPS_NS;
@@ -122,6 +135,10 @@ PairEIP2NN::PairEIP2NN(LAMMPS *lmp) : Pair(lmp)
   native_user = -1;
   native_active = false;
   nlocal_nodes = 0;
+  mp_layers = feature_width = 0;
+  layerwise_user = -1;
+  layerwise_active = false;
+  halo = nullptr;
   cutghost_set = -1.0;
   cutghost_user = 0.0;
 }
@@ -161,12 +178,16 @@ void PairEIP2NN::allocate()
    less in fewer, larger calls).
    native: compute the model's descriptor in C++ if its file allows it (default
    yes; "yes" with a file that does not allow it is an error).
+   layerwise: a message-passing model whose file exports its layers exchanges
+   features with the neighbouring ranks after each layer (default yes; "no": the
+   deep ghost shell; "yes" with a file that does not allow it is an error).
 ------------------------------------------------------------------------- */
 
 void PairEIP2NN::settings(int narg, char **arg)
 {
   chunk_user = -1;
   native_user = -1;
+  layerwise_user = -1;
   int iarg = 0;
   while (iarg < narg) {
     if (strcmp(arg[iarg], "threads") == 0) {
@@ -183,10 +204,14 @@ void PairEIP2NN::settings(int narg, char **arg)
       if (iarg + 2 > narg) utils::missing_cmd_args(FLERR, "pair_style eip2nn native", error);
       native_user = utils::logical(FLERR, arg[iarg + 1], false, lmp);
       iarg += 2;
+    } else if (strcmp(arg[iarg], "layerwise") == 0) {
+      if (iarg + 2 > narg) utils::missing_cmd_args(FLERR, "pair_style eip2nn layerwise", error);
+      layerwise_user = utils::logical(FLERR, arg[iarg + 1], false, lmp);
+      iarg += 2;
     } else {
       error->all(FLERR,
                  "Unknown pair_style eip2nn keyword: {} (usage: pair_style eip2nn [threads N] [chunk N] "
-                 "[native yes|no])",
+                 "[native yes|no] [layerwise yes|no])",
                  arg[iarg]);
     }
   }
@@ -226,6 +251,7 @@ void PairEIP2NN::load_model(const std::string &path)
   double cut = 0.0, range = -1.0;
   int per_atom = -1;    // "per_atom_descriptor" in the metadata; files before it: symmetry functions only
   int chunk = 128;      // "chunk_atoms" in the metadata
+  int layers = 0, width = 0;    // "message_passing_layers", "feature_width"
   try {
     json meta = json::parse(text);
     format = meta.at("format").get<std::string>();
@@ -238,6 +264,8 @@ void PairEIP2NN::load_model(const std::string &path)
     if (meta.contains("per_atom_descriptor")) per_atom = meta.at("per_atom_descriptor").get<bool>() ? 1 : 0;
     if (meta.contains("chunk_atoms")) chunk = meta.at("chunk_atoms").get<int>();
     if (meta.contains("native_descriptor")) native = meta.at("native_descriptor").get<std::string>();
+    if (meta.contains("message_passing_layers")) layers = meta.at("message_passing_layers").get<int>();
+    if (meta.contains("feature_width")) width = meta.at("feature_width").get<int>();
   } catch (const std::exception &e) {
     msg = e.what();
   }
@@ -257,6 +285,9 @@ void PairEIP2NN::load_model(const std::string &path)
   if (chunk < 0) error->all(FLERR, "pair_coeff eip2nn: {} has chunk_atoms {} < 0", path, chunk);
   if (range < cut)
     error->all(FLERR, "pair_coeff eip2nn: {} has interaction_range {} < cutoff {}", path, range, cut);
+  if (layers < 0 || width < 0 || (layers > 0 && width == 0))
+    error->all(FLERR, "pair_coeff eip2nn: {} has message_passing_layers {} and feature_width {}", path, layers,
+               width);
 
   species_names = species;
   cutoff = cut;
@@ -270,6 +301,9 @@ void PairEIP2NN::load_model(const std::string &path)
   chunk_model = chunk;
   native_descriptor = native;
   native_active = false;
+  mp_layers = layers;
+  feature_width = width;
+  layerwise_active = false;
   model_path = path;
   model_loaded = true;
 }
@@ -341,8 +375,24 @@ void PairEIP2NN::init_style()
   if (force->newton_pair == 0) error->all(FLERR, "Pair style eip2nn requires newton pair on");
   if (!model_loaded) error->all(FLERR, "Pair style eip2nn: no model loaded (pair_coeff missing)");
   choose_descriptor_path();
+  choose_message_passing_path();
 
-  if (nhops > 1) {
+  if (layerwise_active) {
+    // one cutoff of ghosts, their features sent by their owners: undo a ghost cutoff this style raised before
+    ghostneigh = 0;
+    neighbor->add_request(this, NeighConst::REQ_FULL);
+    comm_forward = comm_reverse = feature_width;
+    // under pair_style hybrid the comm buffers are sized by the hybrid's sizes, which it took from its
+    // sub-styles at pair_style time, before the model (and its width) was known: raise them (comm->init
+    // runs after this)
+    Pair *top = force->pair;
+    if (top && top != this) {
+      top->comm_forward = std::max(top->comm_forward, comm_forward);
+      top->comm_reverse = std::max(top->comm_reverse, comm_reverse);
+    }
+    if (cutghost_set >= 0.0 && comm->cutghostuser == cutghost_set) comm->cutghostuser = cutghost_user;
+    cutghost_set = -1.0;
+  } else if (nhops > 1) {
     // message passing: neighbours of ghost atoms are needed, and ghosts out to
     // interaction_range (+ skin, as for any neighbour list) around the sub-domain
     if (comm->mode != Comm::SINGLE)
@@ -415,6 +465,35 @@ void PairEIP2NN::choose_descriptor_path()
                native_descriptor, model_path, msg);
   }
   if (comm->me == 0) utils::logmesg(lmp, "eip2nn: {} computed natively in C++; the network in torch\n", what);
+}
+
+/* ----------------------------------------------------------------------
+   layer-by-layer message passing or the deep ghost shell: layer by layer
+   unless `layerwise no`, if the file exports its layers
+------------------------------------------------------------------------- */
+
+void PairEIP2NN::choose_message_passing_path()
+{
+  bool possible = mp_layers > 0 && nhops > 1;
+  std::string missing;
+  if (possible)
+    for (const char *name : {"initial_features", "message_passing_layer", "energies_from_features"})
+      if (!model->module.find_method(name)) missing += (missing.empty() ? "" : ", ") + std::string(name);
+  if (!missing.empty()) {
+    possible = false;
+    if (layerwise_user == 1)
+      error->all(FLERR, "pair_style eip2nn layerwise yes: model {} lacks the method(s) {}", model_path, missing);
+  }
+  if (layerwise_user == 1 && !possible)
+    error->all(FLERR,
+               "pair_style eip2nn layerwise yes: model {} does not export its message-passing layers "
+               "(message_passing_layers {}, depth {}); export it again with this eip2nn, or leave layerwise out",
+               model_path, mp_layers, nhops);
+  const bool was = layerwise_active;
+  layerwise_active = possible && layerwise_user != 0;
+  if (comm->me == 0 && layerwise_active && !was)
+    utils::logmesg(lmp, "eip2nn: message passing layer by layer ({} layers, {} features per atom exchanged with "
+                        "the ghost atoms' owners after each)\n", mp_layers, feature_width);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -803,10 +882,13 @@ void PairEIP2NN::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
 
+  if (layerwise_active) {
+    compute_layerwise();
+    return;
+  }
   build_graph();
 
   double **x = atom->x;
-  double **f = atom->f;
   int *type = atom->type;
 
   const int64_t n = (int64_t) node_atom.size();
@@ -880,10 +962,18 @@ void PairEIP2NN::compute(int eflag, int vflag)
   }
 
   if (!grad.defined()) return;    // no edges: no forces
+  tally_edges(grad.data_ptr<double>(), vec.data_ptr<double>());
+}
 
-  // forces (owned and ghost atoms) and virial from the edge gradients
-  const double *pg = grad.data_ptr<double>();
-  const double *pv = vec.data_ptr<double>();
+/* ----------------------------------------------------------------------
+   forces (owned and ghost atoms) and virial from the gradient g = dE/dv (ne, 3)
+   of every edge (edge_src_atom -> edge_dst_atom, vector v (ne, 3))
+------------------------------------------------------------------------- */
+
+void PairEIP2NN::tally_edges(const double *pg, const double *pv)
+{
+  double **f = atom->f;
+  const int64_t ne = (int64_t) edge_src_atom.size();
   for (int64_t e = 0; e < ne; e++) {
     const int a = edge_src_atom[e], b = edge_dst_atom[e];
     const double gx = pg[3 * e], gy = pg[3 * e + 1], gz = pg[3 * e + 2];
@@ -910,5 +1000,199 @@ void PairEIP2NN::compute(int eflag, int vflag)
         for (int k = 0; k < 9; k++) cvatom[a][k] += c[k];
       }
     }
+  }
+}
+
+/* ----------------------------------------------------------------------
+   the one-cutoff graph of layer-by-layer message passing: every LAMMPS atom
+   is a node (node index = atom index); the edges are each owned atom's own,
+   to every neighbour (owned or ghost) closer than the cutoff; owned atoms of a
+   NULL type (pair_style hybrid) and their neighbours of one are left out
+------------------------------------------------------------------------- */
+
+void PairEIP2NN::build_local_graph()
+{
+  double **x = atom->x;
+  int *type = atom->type;
+  const int inum = list->inum;
+  int *ilist = list->ilist;
+  int *numneigh = list->numneigh;
+  int **firstneigh = list->firstneigh;
+
+  node_atom.clear();    // here: the owned atoms that have an energy
+  edge_src_atom.clear();
+  edge_dst_atom.clear();
+  for (int ii = 0; ii < inum; ii++) {
+    const int a = ilist[ii];
+    if (type2species[type[a]] < 0) continue;
+    node_atom.push_back(a);
+    const double xa = x[a][0], ya = x[a][1], za = x[a][2];
+    const int *jlist = firstneigh[a];
+    for (int jj = 0; jj < numneigh[a]; jj++) {
+      const int b = jlist[jj] & NEIGHMASK;
+      if (type2species[type[b]] < 0) continue;
+      const double dx = x[b][0] - xa, dy = x[b][1] - ya, dz = x[b][2] - za;
+      if (dx * dx + dy * dy + dz * dz >= cutoff_sq) continue;
+      edge_src_atom.push_back(a);
+      edge_dst_atom.push_back(b);
+    }
+  }
+  nlocal_nodes = (int) node_atom.size();
+}
+
+/* ----------------------------------------------------------------------
+   message passing layer by layer (see the top of this file): features of all
+   nall atoms, each layer's owned rows from the module, the ghosts' rows by a
+   forward communication; then the gradient back through the layers, the
+   ghosts' feature gradients summed into their owners by a reverse one
+------------------------------------------------------------------------- */
+
+void PairEIP2NN::compute_layerwise()
+{
+  build_local_graph();
+  double **x = atom->x;
+  int *type = atom->type;
+  const int nlocal = atom->nlocal, nall = nlocal + atom->nghost;
+  const int64_t ne = (int64_t) edge_src_atom.size();
+  const int F = feature_width;
+
+  auto opt_long = torch::TensorOptions().dtype(torch::kInt64);
+  auto opt_double = torch::TensorOptions().dtype(torch::kFloat64);
+  const auto dtype = model_float32 ? torch::kFloat32 : torch::kFloat64;
+  torch::Tensor species = torch::zeros({nall}, opt_long);    // NULL-type atoms: 0, they have no edges
+  torch::Tensor owned = torch::empty({nlocal_nodes}, opt_long);
+  torch::Tensor src = torch::empty({ne}, opt_long);
+  torch::Tensor dst = torch::empty({ne}, opt_long);
+  torch::Tensor vec = torch::empty({ne, 3}, opt_double);
+  {
+    int64_t *sp = species.data_ptr<int64_t>();
+    for (int a = 0; a < nall; a++) sp[a] = std::max(0, type2species[type[a]]);
+    int64_t *po = owned.data_ptr<int64_t>();
+    for (int k = 0; k < nlocal_nodes; k++) po[k] = node_atom[k];
+    int64_t *ps = src.data_ptr<int64_t>();
+    int64_t *pd = dst.data_ptr<int64_t>();
+    double *pv = vec.data_ptr<double>();
+    for (int64_t e = 0; e < ne; e++) {
+      const int a = edge_src_atom[e], b = edge_dst_atom[e];
+      ps[e] = a;
+      pd[e] = b;
+      for (int k = 0; k < 3; k++) pv[3 * e + k] = x[b][k] - x[a][k];
+    }
+  }
+
+  // rows of all atoms as float64 for the comm: owned rows in, every ghost's row out (its owner's)
+  torch::Tensor rows;
+  auto exchange = [&](const torch::Tensor &t, bool forward) -> torch::Tensor {
+    rows = t.detach().to(torch::kFloat64).contiguous();
+    if (rows.data_ptr<double>() == t.data_ptr()) rows = rows.clone();    // never write into autograd's tensors
+    halo = rows.data_ptr<double>();
+    if (forward) {
+      comm->forward_comm(this);
+    } else {
+      comm->reverse_comm(this);
+      rows.narrow(0, nlocal, nall - nlocal).zero_();
+    }
+    halo = nullptr;
+    return rows.to(dtype);
+  };
+
+  std::string msg;
+  torch::Tensor grad_vec, e_owned;
+  try {
+    torch::jit::Method initial = model->module.get_method("initial_features");
+    torch::jit::Method layer = model->module.get_method("message_passing_layer");
+    torch::jit::Method readout = model->module.get_method("energies_from_features");
+    torch::Tensor v = vec.to(dtype).requires_grad_(true);
+
+    torch::Tensor h = initial({species}).toTensor();
+    if (h.dim() != 2 || h.size(0) != nall || h.size(1) != F)
+      throw std::runtime_error(fmt::format("initial_features returned shape {}, expected ({}, {})",
+                                           c10::str(h.sizes()), nall, F));
+    std::vector<torch::Tensor> inputs, outputs;
+    for (int k = 0; k < mp_layers; k++) {
+      torch::Tensor in = h.detach().requires_grad_(k > 0);    // the embedding has no gradient to pass on
+      torch::Tensor out = layer({(int64_t) k, in, src, dst, v}).toTensor();
+      if (out.sizes() != in.sizes())
+        throw std::runtime_error(fmt::format("message_passing_layer {} returned shape {}, expected ({}, {})", k,
+                                             c10::str(out.sizes()), nall, F));
+      inputs.push_back(in);
+      outputs.push_back(out);
+      h = exchange(out, true);
+    }
+    torch::Tensor last = h.detach().requires_grad_(true);
+    e_owned = readout({species.index_select(0, owned), last.index_select(0, owned)}).toTensor();
+    if (e_owned.dim() != 1 || e_owned.size(0) != nlocal_nodes)
+      throw std::runtime_error(fmt::format("energies_from_features returned shape {} for {} atoms",
+                                           c10::str(e_owned.sizes()), nlocal_nodes));
+
+    if (ne > 0 && e_owned.requires_grad()) {
+      // g: dE/d(features) of the owned rows after layer k (ghost rows 0: theirs belong to other atoms)
+      torch::Tensor g = torch::autograd::grad({e_owned.sum()}, {last})[0];
+      grad_vec = torch::zeros({ne, 3}, v.options());
+      for (int k = mp_layers - 1; k >= 0; k--) {
+        if (k > 0) {
+          auto grads = torch::autograd::grad({outputs[k]}, {inputs[k], v}, {g}, /*retain_graph=*/false,
+                                             /*create_graph=*/false, /*allow_unused=*/true);
+          if (grads[1].defined()) grad_vec += grads[1];
+          g = exchange(grads[0].defined() ? grads[0] : torch::zeros_like(inputs[k]), false);
+        } else {
+          auto grads = torch::autograd::grad({outputs[k]}, {v}, {g}, false, false, true);
+          if (grads[0].defined()) grad_vec += grads[0];
+        }
+      }
+      grad_vec = grad_vec.to(torch::kFloat64).contiguous();
+    }
+    e_owned = e_owned.detach().to(torch::kFloat64).contiguous();
+  } catch (const c10::Error &e) {
+    msg = e.what_without_backtrace();
+  } catch (const std::exception &e) {
+    msg = e.what();
+  }
+  halo = nullptr;
+  if (!msg.empty()) error->one(FLERR, "pair eip2nn: model evaluation failed (layer by layer): {}", msg);
+
+  if (eflag_either) {
+    const double *pe = e_owned.data_ptr<double>();
+    double esum = 0.0;
+    for (int k = 0; k < nlocal_nodes; k++) {
+      esum += pe[k];
+      if (eflag_atom) eatom[node_atom[k]] += pe[k];
+    }
+    if (eflag_global) eng_vdwl += esum;
+  }
+  if (grad_vec.defined()) tally_edges(grad_vec.data_ptr<double>(), vec.data_ptr<double>());
+}
+
+/* ----------------------------------------------------------------------
+   the comm of layer-by-layer message passing: feature_width float64 values
+   per atom in halo (rows of all nall atoms); forward: owners' rows to their
+   ghosts; reverse: ghosts' rows added into their owners'
+------------------------------------------------------------------------- */
+
+int PairEIP2NN::pack_forward_comm(int n, int *list, double *buf, int /*pbc_flag*/, int * /*pbc*/)
+{
+  const int F = feature_width;
+  for (int i = 0; i < n; i++) std::memcpy(buf + (size_t) i * F, halo + (size_t) list[i] * F, F * sizeof(double));
+  return n * F;
+}
+
+void PairEIP2NN::unpack_forward_comm(int n, int first, double *buf)
+{
+  std::memcpy(halo + (size_t) first * feature_width, buf, (size_t) n * feature_width * sizeof(double));
+}
+
+int PairEIP2NN::pack_reverse_comm(int n, int first, double *buf)
+{
+  std::memcpy(buf, halo + (size_t) first * feature_width, (size_t) n * feature_width * sizeof(double));
+  return n * feature_width;
+}
+
+void PairEIP2NN::unpack_reverse_comm(int n, int *list, double *buf)
+{
+  const int F = feature_width;
+  for (int i = 0; i < n; i++) {
+    double *row = halo + (size_t) list[i] * F;
+    const double *in = buf + (size_t) i * F;
+    for (int k = 0; k < F; k++) row[k] += in[k];
   }
 }

@@ -34,12 +34,20 @@ class PairEIP2NN : public Pair {
   void coeff(int, char **) override;
   void init_style() override;
   double init_one(int, int) override;
+  int pack_forward_comm(int, int *, double *, int, int *) override;
+  void unpack_forward_comm(int, int, double *) override;
+  int pack_reverse_comm(int, int, double *) override;
+  void unpack_reverse_comm(int, int *, double *) override;
 
  protected:
   void allocate();
   void load_model(const std::string &path);
   void build_graph();
   void choose_descriptor_path();
+  void choose_message_passing_path();
+  void build_local_graph();
+  void compute_layerwise();
+  void tally_edges(const double *grad, const double *vec);
 
   // model (a torch::jit::Module, kept out of this header) and its metadata
   struct Model;
@@ -60,6 +68,11 @@ class PairEIP2NN : public Pair {
   int native_user;                           // pair_style's native keyword: 1 yes, 0 no, -1 not given
   std::string native_descriptor;             // the model file's "native_descriptor" ("" if none)
   bool native_active;                        // this run computes the descriptor in C++ (init_style decides)
+  int mp_layers;                             // message-passing layers the file exports one by one (0: none)
+  int feature_width;                         // features per atom between those layers
+  int layerwise_user;                        // pair_style's layerwise keyword: 1 yes, 0 no, -1 not given
+  bool layerwise_active;                     // this run exchanges features layer by layer (init_style decides)
+  double *halo;                              // (nall, feature_width) float64 rows the comm packs and unpacks
   double cutghost_set;                       // comm->cutghostuser as this style last set it
   double cutghost_user;                      // comm->cutghostuser as the user set it
 

@@ -8,7 +8,8 @@ per-atom energies, metadata in the ``eip2nn.json`` extra file.
     virial, per-atom energy and virial) on a rattled triclinic cell and on cells
     smaller than twice the cut-off;
 (b) a 2-layer message-passing model (interaction_range = 2 cutoff) equals the same
-    model evaluated in torch on the periodic graph from matscipy's neighbour list;
+    model evaluated in torch on the periodic graph from matscipy's neighbour list,
+    on a deep ghost shell and layer by layer (features exchanged between layers);
 (c) 2 MPI ranks give the energy, forces and a 20-step NVE trajectory of 1 rank.
 
 The plugin is built by scripts/build_lammps_plugin.sh when missing or stale.
@@ -69,9 +70,9 @@ def plugin() -> Path:
 
 
 def save_model(module: torch.nn.Module, path: Path, species: list[str], cutoff: float,
-               interaction_range: float) -> Path:
+               interaction_range: float, **extra) -> Path:
     meta = {"format": FORMAT, "species": species, "cutoff": cutoff, "interaction_range": interaction_range,
-            "units": "metal", "dtype": "float64"}
+            "units": "metal", "dtype": "float64", **extra}
     torch.jit.save(torch.jit.script(module), str(path), _extra_files={"eip2nn.json": json.dumps(meta)})
     return path
 
@@ -113,15 +114,28 @@ class ToyMessagePassing(torch.nn.Module):
 
     def forward(self, species: torch.Tensor, edge_src: torch.Tensor, edge_dst: torch.Tensor,
                 edge_vectors: torch.Tensor) -> torch.Tensor:
+        h = self.initial_features(species)
+        for layer in range(2):
+            h = self.message_passing_layer(layer, h, edge_src, edge_dst, edge_vectors)
+        return self.energies_from_features(species, h)
+
+    @torch.jit.export
+    def initial_features(self, species: torch.Tensor) -> torch.Tensor:
+        return self.embedding[species]
+
+    @torch.jit.export
+    def message_passing_layer(self, layer: int, h: torch.Tensor, edge_src: torch.Tensor, edge_dst: torch.Tensor,
+                              edge_vectors: torch.Tensor) -> torch.Tensor:
         r = torch.sqrt((edge_vectors * edge_vectors).sum(dim=1))
         fcut = 0.5 * (torch.cos(torch.pi * r / self.cutoff) + 1.0)
         fcut = torch.where(r < self.cutoff, fcut, torch.zeros_like(fcut))
         rbf = torch.exp(-2.0 * (r[:, None] - self.centres[None, :]) ** 2)
-        h = self.embedding[species]
-        for layer in range(2):
-            filt = (rbf @ self.w_filter[layer]) * fcut[:, None]
-            agg = torch.zeros_like(h).index_add(0, edge_src, filt * h[edge_dst])
-            h = h + torch.tanh(agg @ self.w_update[layer])
+        filt = (rbf @ self.w_filter[layer]) * fcut[:, None]
+        agg = torch.zeros_like(h).index_add(0, edge_src, filt * h[edge_dst])
+        return h + torch.tanh(agg @ self.w_update[layer])
+
+    @torch.jit.export
+    def energies_from_features(self, species: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         return h @ self.w_out + 0.1 * (h * h).sum(dim=1)
 
 
@@ -287,14 +301,25 @@ MP_CUT = 3.2
 
 
 def mp_model(tmp_path: Path) -> tuple[torch.nn.Module, Path]:
+    """The toy in a file that exports its two layers (the pair style's default then: layer by layer)."""
     module = ToyMessagePassing(len(MP_SPECIES), MP_CUT).double()
-    path = save_model(module, tmp_path / "mp.pt", MP_SPECIES, MP_CUT, 2 * MP_CUT)
+    path = save_model(module, tmp_path / "mp.pt", MP_SPECIES, MP_CUT, 2 * MP_CUT, message_passing_layers=2,
+                      feature_width=4)
     return torch.jit.load(str(path)), path
 
 
-@pytest.mark.parametrize("atom_map", [True, False], ids=["images-merged", "ghost-nodes"])
+# how the pair style runs a message-passing model: pair_style arguments and atom map
+MP_PATHS = {"layers": ("", False), "layers-map": ("layerwise yes", True),
+            "shell-images-merged": ("layerwise no", True), "shell-ghost-nodes": ("layerwise no", False)}
+
+
+@pytest.mark.parametrize("mp_path", list(MP_PATHS))
 @pytest.mark.parametrize("case", ["triclinic-16", "primitive-2"])
-def test_message_passing_model_equals_periodic_torch(plugin, tmp_path, case, atom_map):
+def test_message_passing_model_equals_periodic_torch(plugin, tmp_path, case, mp_path):
+    """Layer by layer (features exchanged with the ghosts between layers) and on a ghost shell two cut-offs deep
+    (with ghosts that image owned atoms merged into them, or each a node of its own): the periodic graph's
+    numbers; primitive-2 is a 3.8 Å cell, where every atom sees many images of itself."""
+    style_args, atom_map = MP_PATHS[mp_path]
     if case == "triclinic-16":
         atoms = silicon((2, 2, 2), strain=0.03, rattle=0.1, seed=4)
     else:  # 3.8 Å cell, interaction range 6.4 Å
@@ -304,7 +329,7 @@ def test_message_passing_model_equals_periodic_torch(plugin, tmp_path, case, ato
     atoms.set_chemical_symbols(symbols)
     module, path = mp_model(tmp_path)
     ref = reference(module, atoms, MP_SPECIES, MP_CUT)
-    ours = run_lammps(atoms, {"Si": 1, "Ge": 2}, eip2nn_lines(plugin, path, ["Si", "Ge"]), atom_map)
+    ours = run_lammps(atoms, {"Si": 1, "Ge": 2}, eip2nn_lines(plugin, path, ["Si", "Ge"], style_args), atom_map)
     stress = -ours["virial"] / atoms.get_volume()
     diffs = max_diffs(ours, ref)
     diffs["stress"] = float(np.abs(stress - ref["stress"]).max())
@@ -349,6 +374,16 @@ def test_errors_are_clear(plugin, tmp_path):
         lmp.commands_list(box_commands(atoms, {"Si": 1}) + ["create_atoms 1 single 0.1 0.1 0.1 units box"]
                           + eip2nn_lines(plugin, path, ["Si"], "native yes"))
         with pytest.raises(Exception, match="no descriptor this plugin computes natively"):
+            lmp.command("run 0")
+    finally:
+        lmp.close()
+    # a message-passing file from before the layer-by-layer exchange (no message_passing_layers in its json)
+    old = save_model(ToyMessagePassing(1, MP_CUT).double(), tmp_path / "old.pt", ["Si"], MP_CUT, 2 * MP_CUT)
+    lmp = lammps.lammps(cmdargs=["-screen", "none", "-log", "none", "-nocite"])
+    try:
+        lmp.commands_list(box_commands(atoms, {"Si": 1}) + ["create_atoms 1 single 0.1 0.1 0.1 units box"]
+                          + eip2nn_lines(plugin, old, ["Si"], "layerwise yes"))
+        with pytest.raises(Exception, match="does not export its message-passing layers"):
             lmp.command("run 0")
     finally:
         lmp.close()
@@ -412,9 +447,29 @@ def descriptor_model(tmp_path: Path, atoms: Atoms, backbone: str) -> tuple[torch
     return torch.jit.load(str(path)), path
 
 
-@pytest.mark.parametrize("kind", ["message-passing", "bispectrum", "symmetry_functions"])
+def schnet_model(tmp_path: Path) -> tuple[torch.nn.Module, Path]:
+    """An eip2nn SchNet (Si, Ge; 3 layers of width 8, cut-off MP_CUT, random weights) exported to TorchScript."""
+    from eip2nn.nn.config import ModelConfig
+    from eip2nn.nn.export import export_model
+    from eip2nn.nn.model import DFT_HEAD, EnergyModel
+    torch.manual_seed(0)
+    model = EnergyModel(ModelConfig(backbone="schnet", cutoff=MP_CUT, width=8, depth=3), MP_SPECIES,
+                        [DFT_HEAD]).double()
+    model.head(DFT_HEAD).scale.data.fill_(2.0)
+    path = tmp_path / "schnet.pt"
+    export_model(model.eval(), path)
+    return torch.jit.load(str(path)), path
+
+
+# how each model of the MPI test runs: pair_style arguments
+MPI_KINDS = {"message-passing-shell": "layerwise no", "message-passing-layers": "", "schnet-layers": "",
+             "bispectrum": "", "symmetry_functions": ""}
+
+
+@pytest.mark.parametrize("kind", list(MPI_KINDS))
 def test_mpi_two_ranks_equal_one(plugin, tmp_path, kind):
-    """The message-passing toy (its ghost shell is two cut-offs deep) and eip2nn bispectrum and symmetry-function
+    """The message-passing toy (on a ghost shell two cut-offs deep, or layer by layer with its features exchanged
+    between ranks), an eip2nn SchNet (3 layers, layer by layer) and eip2nn bispectrum and symmetry-function
     models (their descriptors computed natively in C++) on 1 and 2 ranks."""
     mpirun = VENV / "bin" / "mpirun"
     if not mpirun.exists():
@@ -425,8 +480,14 @@ def test_mpi_two_ranks_equal_one(plugin, tmp_path, kind):
     symbols = np.array(atoms.get_chemical_symbols())
     symbols[1::3] = "Ge"
     atoms.set_chemical_symbols(symbols)
-    _, path = mp_model(tmp_path) if kind == "message-passing" else descriptor_model(tmp_path, atoms, kind)
-    cutoff = MP_CUT if kind == "message-passing" else DESCRIPTOR_MODELS[kind][0]
+    message_passing = kind.startswith(("message-passing", "schnet"))
+    if kind.startswith("message-passing"):
+        _, path = mp_model(tmp_path)
+    elif kind == "schnet-layers":
+        _, path = schnet_model(tmp_path)
+    else:
+        _, path = descriptor_model(tmp_path, atoms, kind)
+    cutoff = MP_CUT if message_passing else DESCRIPTOR_MODELS[kind][0]
     type_of = {"Si": 1, "Ge": 2}
     script = tmp_path / "run.py"
     script.write_text(MPI_SCRIPT)
@@ -435,8 +496,9 @@ def test_mpi_two_ranks_equal_one(plugin, tmp_path, kind):
     for nprocs in (1, 2):
         out = tmp_path / f"np{nprocs}.json"
         args = {"box": box_commands(atoms, type_of), "types": [type_of[s] for s in atoms.get_chemical_symbols()],
-                "positions": atoms.positions.ravel().tolist(), "pair": eip2nn_lines(plugin, path, ["Si", "Ge"], "threads 1"),
-                "out": str(out), "centroid": kind != "message-passing"}
+                "positions": atoms.positions.ravel().tolist(),
+                "pair": eip2nn_lines(plugin, path, ["Si", "Ge"], f"threads 1 {MPI_KINDS[kind]}"),
+                "out": str(out), "centroid": not message_passing}
         cmd = [str(mpirun), "-np", str(nprocs), sys.executable, str(script), json.dumps(args)]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, f"np {nprocs} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -458,7 +520,7 @@ def test_mpi_two_ranks_equal_one(plugin, tmp_path, kind):
     ref = reference(module, atoms, MP_SPECIES, cutoff)
     assert abs(one["energy"] - ref["energy"]) <= 1e-8 * max(1.0, abs(ref["energy"]))
     assert np.abs(np.array(one["forces"]).reshape(n, 3) - ref["forces"]).max() <= 1e-8
-    if kind != "message-passing":  # the centroid virial of ghost shares summed back to their owners across ranks
+    if not message_passing:  # the centroid virial of ghost shares summed back to their owners across ranks
         for result in (one, two):
             centroid = -np.array(result["centroid"]).reshape(n, 9) / result["nktv2p"]  # bar·Å³ -> eV
             assert np.abs(centroid - ref["centroid_virials"]).max() <= 1e-8 * np.abs(ref["centroid_virials"]).max()

@@ -18,6 +18,14 @@ atom's energy reaches: ghost atoms within it must be present, and those within
 ``interaction_range - cutoff`` must have their own edges (SchNet passes
 messages ``depth`` times).
 
+A message-passing model (SchNet) also has, for the pair style's layer-by-layer halo exchange
+(``metadata["message_passing_layers"]`` layers of ``metadata["feature_width"]`` features per atom):
+``initial_features(species (n,)) -> (n, F)``, ``message_passing_layer(layer, features (n, F), edge_src, edge_dst,
+edge_vectors) -> (n, F)`` (the new features of every atom with edges as sources; its neighbours' rows are read) and
+``energies_from_features(species (n,), features (n, F)) -> (n,)`` eV. ``forward`` is these three in turn on one
+graph; the pair style instead runs each layer on its owned atoms' edges only and fetches the ghost atoms' rows from
+their owners between layers.
+
 A descriptor model also has ``energies_from_descriptor(species (n,) int64, descriptor (n, K)) -> (n,)`` eV:
 what ``forward`` does after the descriptor. ``metadata["native_descriptor"]`` ``"bispectrum"`` or
 ``"symmetry_functions"`` says the pair style may compute the descriptor itself from the tables of
@@ -72,6 +80,26 @@ class ExportedSchNet(nn.Module):
         for block in self.interactions:
             x = block(x, rbf, fcut, edge_src, edge_dst)
         return x
+
+    def initial_features(self, species: torch.Tensor) -> torch.Tensor:
+        """Features (n, width) before the first interaction: the species embedding."""
+        return self.embedding(species)
+
+    def layer(self, layer: int, features: torch.Tensor, edge_src: torch.Tensor, edge_dst: torch.Tensor,
+              edge_vectors: torch.Tensor) -> torch.Tensor:
+        """Interaction ``layer`` (0-based) on features (n, width): the next features (n, width)."""
+        r = torch.linalg.norm(edge_vectors, dim=1)
+        rbf = torch.exp(-self.rbf_gamma * (r[:, None] - self.rbf_centres) ** 2)
+        fcut = cosine_cutoff(r, self.cutoff)
+        out = features
+        found = False
+        for k, block in enumerate(self.interactions):
+            if k == layer:
+                out = block(features, rbf, fcut, edge_src, edge_dst)
+                found = True
+        if not found:
+            raise IndexError("message_passing_layer: no such layer")
+        return out
 
 
 class ExportedDescriptorNet(nn.Module):
@@ -159,6 +187,29 @@ class ExportedModel(nn.Module):
                     + self.prior(descriptor, species))
         raise RuntimeError("energies_from_descriptor: this model's backbone has no per-atom descriptor")
 
+    @torch.jit.export
+    def initial_features(self, species: torch.Tensor) -> torch.Tensor:
+        """Message passing only: features (n, F) of atoms of ``species`` (n,) before the first layer."""
+        if hasattr(self.backbone, "interactions"):  # resolved when scripting
+            return self.backbone.initial_features(species)
+        raise RuntimeError("initial_features: this model's backbone does not pass messages")
+
+    @torch.jit.export
+    def message_passing_layer(self, layer: int, features: torch.Tensor, edge_src: torch.Tensor,
+                              edge_dst: torch.Tensor, edge_vectors: torch.Tensor) -> torch.Tensor:
+        """Message passing only: layer ``layer`` (0-based) maps features (n, F) to (n, F); a row is exact for an
+        atom whose every edge is given (as source)."""
+        if hasattr(self.backbone, "interactions"):  # resolved when scripting
+            return self.backbone.layer(layer, features, edge_src, edge_dst, edge_vectors)
+        raise RuntimeError("message_passing_layer: this model's backbone does not pass messages")
+
+    @torch.jit.export
+    def energies_from_features(self, species: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Message passing only: per-atom energies (n,) eV from the last layer's features (n, F)."""
+        if hasattr(self.backbone, "interactions"):  # resolved when scripting
+            return self.head(features, species)
+        raise RuntimeError("energies_from_features: this model's backbone does not pass messages")
+
 
 class ExportedCommittee(nn.Module):
     """One head of a :class:`Committee`: the mean of its members' :class:`ExportedModel`, with the same
@@ -170,6 +221,7 @@ class ExportedCommittee(nn.Module):
         self.members = nn.ModuleList([ExportedModel(m, head, dtype) for m in committee.members])
         self.backbone = copy.deepcopy(self.members[0].backbone)
         self.weight = 1.0 / len(self.members)
+        self.member_width = int(committee.members[0].config.width)  # message passing: features per member
 
     def forward(self, species: torch.Tensor, edge_src: torch.Tensor, edge_dst: torch.Tensor,
                 edge_vectors: torch.Tensor) -> torch.Tensor:
@@ -190,18 +242,54 @@ class ExportedCommittee(nn.Module):
             total = total + member.energies_from_descriptor(species, descriptor)
         return total * self.weight
 
+    @torch.jit.export
+    def initial_features(self, species: torch.Tensor) -> torch.Tensor:
+        """Message passing: the members' initial features side by side (n, members × width)."""
+        parts: list[torch.Tensor] = []
+        for member in self.members:
+            parts.append(member.initial_features(species))
+        return torch.cat(parts, dim=1)
+
+    @torch.jit.export
+    def message_passing_layer(self, layer: int, features: torch.Tensor, edge_src: torch.Tensor,
+                              edge_dst: torch.Tensor, edge_vectors: torch.Tensor) -> torch.Tensor:
+        """Message passing: each member's layer on its own columns of features (n, members × width)."""
+        parts: list[torch.Tensor] = []
+        w = self.member_width
+        k = 0
+        for member in self.members:
+            parts.append(member.message_passing_layer(layer, features[:, k * w:(k + 1) * w], edge_src, edge_dst,
+                                                      edge_vectors))
+            k += 1
+        return torch.cat(parts, dim=1)
+
+    @torch.jit.export
+    def energies_from_features(self, species: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Message passing: per-atom energies (n,) eV, the members' mean."""
+        total = torch.zeros(species.shape[0], dtype=features.dtype, device=features.device)
+        w = self.member_width
+        k = 0
+        for member in self.members:
+            total = total + member.energies_from_features(species, features[:, k * w:(k + 1) * w])
+            k += 1
+        return total * self.weight
+
 
 def export_metadata(model: EnergyModel | Committee, head: str = DFT_HEAD, dtype: str = "float64") -> dict:
     """What the pair style needs besides the module: elements, ranges (Å), units; ``committee``: its members."""
     config = model.config
-    reach = config.cutoff * config.depth if config.backbone == "schnet" else config.cutoff
+    message_passing = config.backbone == "schnet"
+    reach = config.cutoff * config.depth if message_passing else config.cutoff
+    members = len(model.members) if isinstance(model, Committee) else 1
     return {"format": FORMAT, "species": list(model.species), "cutoff": float(config.cutoff),
             "interaction_range": float(reach), "backbone": config.backbone, "head": head, "dtype": dtype,
             "per_atom_descriptor": config.backbone != "schnet", "chunk_atoms": CHUNK_ATOMS.get(config.backbone, 0),
             "native_descriptor": NATIVE_DESCRIPTORS.get(config.backbone, ""),
             "snap_prior": model.prior is not None and head == DFT_HEAD,
             "units": "metal", "reference_eip": model.reference_eip, "eip2nn_version": __version__,
-            "committee": len(model.members) if isinstance(model, Committee) else 1}
+            "committee": members,
+            "message_passing_layers": int(config.depth) if message_passing else 0,
+            "feature_width": int(config.width) * members if message_passing else 0}
 
 
 def export_model(model_or_checkpoint_path: EnergyModel | Committee | str | Path, out_path: str | Path,

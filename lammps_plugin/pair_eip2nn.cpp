@@ -1125,23 +1125,27 @@ void PairEIP2NN::compute_layerwise()
       throw std::runtime_error(fmt::format("energies_from_features returned shape {} for {} atoms",
                                            c10::str(e_owned.sizes()), nlocal_nodes));
 
-    if (ne > 0 && e_owned.requires_grad()) {
-      // g: dE/d(features) of the owned rows after layer k (ghost rows 0: theirs belong to other atoms)
-      torch::Tensor g = torch::autograd::grad({e_owned.sum()}, {last})[0];
-      grad_vec = torch::zeros({ne, 3}, v.options());
-      for (int k = mp_layers - 1; k >= 0; k--) {
-        if (k > 0) {
-          auto grads = torch::autograd::grad({outputs[k]}, {inputs[k], v}, {g}, /*retain_graph=*/false,
-                                             /*create_graph=*/false, /*allow_unused=*/true);
-          if (grads[1].defined()) grad_vec += grads[1];
-          g = exchange(grads[0].defined() ? grads[0] : torch::zeros_like(inputs[k]), false);
-        } else {
-          auto grads = torch::autograd::grad({outputs[k]}, {v}, {g}, false, false, true);
-          if (grads[0].defined()) grad_vec += grads[0];
-        }
+    // g: dE/d(features) of the owned rows after each layer (ghost rows 0: theirs belong to other atoms). Every
+    // rank takes every step, with or without atoms or edges of its own: the reverse comms pair ranks up
+    torch::Tensor g;
+    if (e_owned.requires_grad())
+      g = torch::autograd::grad({e_owned.sum()}, {last}, {}, false, false, /*allow_unused=*/true)[0];
+    if (!g.defined()) g = torch::zeros_like(last);
+    grad_vec = torch::zeros({ne, 3}, v.options());
+    for (int k = mp_layers - 1; k >= 0; k--) {
+      torch::Tensor g_in, g_vec;
+      if (outputs[k].requires_grad()) {
+        std::vector<torch::Tensor> wrt{v};
+        if (k > 0) wrt.push_back(inputs[k]);
+        auto grads = torch::autograd::grad({outputs[k]}, wrt, {g}, /*retain_graph=*/false, /*create_graph=*/false,
+                                           /*allow_unused=*/true);
+        g_vec = grads[0];
+        if (k > 0) g_in = grads[1];
       }
-      grad_vec = grad_vec.to(torch::kFloat64).contiguous();
+      if (g_vec.defined()) grad_vec += g_vec;
+      if (k > 0) g = exchange(g_in.defined() ? g_in : torch::zeros_like(inputs[k]), false);
     }
+    grad_vec = grad_vec.to(torch::kFloat64).contiguous();
     e_owned = e_owned.detach().to(torch::kFloat64).contiguous();
   } catch (const c10::Error &e) {
     msg = e.what_without_backtrace();
@@ -1160,7 +1164,7 @@ void PairEIP2NN::compute_layerwise()
     }
     if (eflag_global) eng_vdwl += esum;
   }
-  if (grad_vec.defined()) tally_edges(grad_vec.data_ptr<double>(), vec.data_ptr<double>());
+  if (ne > 0) tally_edges(grad_vec.data_ptr<double>(), vec.data_ptr<double>());
 }
 
 /* ----------------------------------------------------------------------

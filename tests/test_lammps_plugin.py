@@ -463,14 +463,15 @@ def schnet_model(tmp_path: Path) -> tuple[torch.nn.Module, Path]:
 
 # how each model of the MPI test runs: pair_style arguments
 MPI_KINDS = {"message-passing-shell": "layerwise no", "message-passing-layers": "", "schnet-layers": "",
-             "bispectrum": "", "symmetry_functions": ""}
+             "schnet-layers-empty-rank": "", "bispectrum": "", "symmetry_functions": ""}
 
 
 @pytest.mark.parametrize("kind", list(MPI_KINDS))
 def test_mpi_two_ranks_equal_one(plugin, tmp_path, kind):
     """The message-passing toy (on a ghost shell two cut-offs deep, or layer by layer with its features exchanged
-    between ranks), an eip2nn SchNet (3 layers, layer by layer) and eip2nn bispectrum and symmetry-function
-    models (their descriptors computed natively in C++) on 1 and 2 ranks."""
+    between ranks), an eip2nn SchNet (3 layers, layer by layer; also in a cell twice as long, its atoms in one
+    half, so that one of the 2 ranks owns none and must still take part in every exchange) and eip2nn bispectrum
+    and symmetry-function models (their descriptors computed natively in C++) on 1 and 2 ranks."""
     mpirun = VENV / "bin" / "mpirun"
     if not mpirun.exists():
         mpirun = shutil.which("mpirun")
@@ -480,10 +481,12 @@ def test_mpi_two_ranks_equal_one(plugin, tmp_path, kind):
     symbols = np.array(atoms.get_chemical_symbols())
     symbols[1::3] = "Ge"
     atoms.set_chemical_symbols(symbols)
+    if kind.endswith("empty-rank"):  # the first cell vector (along x) doubled: the atoms fill x < 11.5 Å of 23 Å
+        atoms.set_cell(atoms.cell.array * [[2.0], [1.0], [1.0]], scale_atoms=False)
     message_passing = kind.startswith(("message-passing", "schnet"))
     if kind.startswith("message-passing"):
         _, path = mp_model(tmp_path)
-    elif kind == "schnet-layers":
+    elif kind.startswith("schnet"):
         _, path = schnet_model(tmp_path)
     else:
         _, path = descriptor_model(tmp_path, atoms, kind)

@@ -300,26 +300,29 @@ MP_SPECIES = ["Si", "Ge"]
 MP_CUT = 3.2
 
 
-def mp_model(tmp_path: Path) -> tuple[torch.nn.Module, Path]:
-    """The toy in a file that exports its two layers (the pair style's default then: layer by layer)."""
+def mp_model(tmp_path: Path, layers: bool = True) -> tuple[torch.nn.Module, Path]:
+    """The toy in a file that exports its two layers (the pair style's default then: layer by layer), or
+    (``layers=False``) one written before that, whose json does not say so."""
     module = ToyMessagePassing(len(MP_SPECIES), MP_CUT).double()
-    path = save_model(module, tmp_path / "mp.pt", MP_SPECIES, MP_CUT, 2 * MP_CUT, message_passing_layers=2,
-                      feature_width=4)
+    extra = {"message_passing_layers": 2, "feature_width": 4} if layers else {}
+    path = save_model(module, tmp_path / "mp.pt", MP_SPECIES, MP_CUT, 2 * MP_CUT, **extra)
     return torch.jit.load(str(path)), path
 
 
-# how the pair style runs a message-passing model: pair_style arguments and atom map
-MP_PATHS = {"layers": ("", False), "layers-map": ("layerwise yes", True),
-            "shell-images-merged": ("layerwise no", True), "shell-ghost-nodes": ("layerwise no", False)}
+# how the pair style runs a message-passing model: pair_style arguments, atom map, a file that exports its layers
+MP_PATHS = {"layers": ("", False, True), "layers-map": ("layerwise yes", True, True),
+            "shell-images-merged": ("layerwise no", True, True), "shell-ghost-nodes": ("layerwise no", False, True),
+            "shell-older-file": ("", True, False)}
 
 
 @pytest.mark.parametrize("mp_path", list(MP_PATHS))
 @pytest.mark.parametrize("case", ["triclinic-16", "primitive-2"])
 def test_message_passing_model_equals_periodic_torch(plugin, tmp_path, case, mp_path):
     """Layer by layer (features exchanged with the ghosts between layers) and on a ghost shell two cut-offs deep
-    (with ghosts that image owned atoms merged into them, or each a node of its own): the periodic graph's
-    numbers; primitive-2 is a 3.8 Å cell, where every atom sees many images of itself."""
-    style_args, atom_map = MP_PATHS[mp_path]
+    (with ghosts that image owned atoms merged into them, or each a node of its own; a file from before the
+    layer-by-layer exchange runs so by default): the periodic graph's numbers; primitive-2 is a 3.8 Å cell, where
+    every atom sees many images of itself."""
+    style_args, atom_map, layers = MP_PATHS[mp_path]
     if case == "triclinic-16":
         atoms = silicon((2, 2, 2), strain=0.03, rattle=0.1, seed=4)
     else:  # 3.8 Å cell, interaction range 6.4 Å
@@ -327,7 +330,7 @@ def test_message_passing_model_equals_periodic_torch(plugin, tmp_path, case, mp_
     symbols = np.array(atoms.get_chemical_symbols())
     symbols[1::3] = "Ge"
     atoms.set_chemical_symbols(symbols)
-    module, path = mp_model(tmp_path)
+    module, path = mp_model(tmp_path, layers)
     ref = reference(module, atoms, MP_SPECIES, MP_CUT)
     ours = run_lammps(atoms, {"Si": 1, "Ge": 2}, eip2nn_lines(plugin, path, ["Si", "Ge"], style_args), atom_map)
     stress = -ours["virial"] / atoms.get_volume()
@@ -339,6 +342,25 @@ def test_message_passing_model_equals_periodic_torch(plugin, tmp_path, case, mp_
     assert diffs["stress"] <= 1e-8 * max(1.0, np.abs(ref["stress"]).max())
     assert diffs["energies"] <= 1e-8 * max(1.0, np.abs(ref["energies"]).max())
     assert diffs["virials"] <= 1e-8 * max(1.0, np.abs(ref["virials"]).max())
+
+
+@pytest.mark.parametrize("mp_path", list(MP_PATHS))
+def test_the_log_says_which_way_a_message_passing_model_runs(plugin, tmp_path, mp_path):
+    """Layer by layer for a file that exports its layers unless `layerwise no`; the deep ghost shell otherwise,
+    with the communication cut-off raised to interaction range + skin."""
+    style_args, atom_map, layers = MP_PATHS[mp_path]
+    _, path = mp_model(tmp_path, layers)
+    log = tmp_path / "log.lammps"
+    lmp = import_lammps().lammps(cmdargs=["-screen", "none", "-log", str(log), "-nocite"])
+    try:
+        lmp.commands_list(box_commands(silicon((2, 2, 2)), {"Si": 1}, atom_map) + ["create_atoms 1 single 0.1 0.1 0.1 units box"]
+                          + eip2nn_lines(plugin, path, ["Si"], style_args) + ["run 0"])
+    finally:
+        lmp.close()
+    text = log.read_text()
+    layerwise = layers and style_args != "layerwise no"
+    assert ("message passing layer by layer (2 layers, 4 features per atom" in text) == layerwise
+    assert ("setting the communication cutoff to 7.4" in text) == (not layerwise)
 
 
 def test_errors_are_clear(plugin, tmp_path):

@@ -73,13 +73,16 @@ class ExportedSchNet(nn.Module):
     def forward(self, species: torch.Tensor, edge_src: torch.Tensor, edge_dst: torch.Tensor,
                 edge_vectors: torch.Tensor) -> torch.Tensor:
         """Features (n, width)."""
-        r = torch.linalg.norm(edge_vectors, dim=1)
-        rbf = torch.exp(-self.rbf_gamma * (r[:, None] - self.rbf_centres) ** 2)
-        fcut = cosine_cutoff(r, self.cutoff)
+        rbf, fcut = self.edge_basis(edge_vectors)
         x = self.embedding(species)
         for block in self.interactions:
             x = block(x, rbf, fcut, edge_src, edge_dst)
         return x
+
+    def edge_basis(self, edge_vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Gaussian RBF (E, n_rbf), cosine cut-off (E,)) of the edges."""
+        r = torch.linalg.norm(edge_vectors, dim=1)
+        return torch.exp(-self.rbf_gamma * (r[:, None] - self.rbf_centres) ** 2), cosine_cutoff(r, self.cutoff)
 
     def initial_features(self, species: torch.Tensor) -> torch.Tensor:
         """Features (n, width) before the first interaction: the species embedding."""
@@ -88,9 +91,7 @@ class ExportedSchNet(nn.Module):
     def layer(self, layer: int, features: torch.Tensor, edge_src: torch.Tensor, edge_dst: torch.Tensor,
               edge_vectors: torch.Tensor) -> torch.Tensor:
         """Interaction ``layer`` (0-based) on features (n, width): the next features (n, width)."""
-        r = torch.linalg.norm(edge_vectors, dim=1)
-        rbf = torch.exp(-self.rbf_gamma * (r[:, None] - self.rbf_centres) ** 2)
-        fcut = cosine_cutoff(r, self.cutoff)
+        rbf, fcut = self.edge_basis(edge_vectors)
         out = features
         found = False
         for k, block in enumerate(self.interactions):
@@ -256,11 +257,9 @@ class ExportedCommittee(nn.Module):
         """Message passing: each member's layer on its own columns of features (n, members × width)."""
         parts: list[torch.Tensor] = []
         w = self.member_width
-        k = 0
-        for member in self.members:
+        for k, member in enumerate(self.members):
             parts.append(member.message_passing_layer(layer, features[:, k * w:(k + 1) * w], edge_src, edge_dst,
                                                       edge_vectors))
-            k += 1
         return torch.cat(parts, dim=1)
 
     @torch.jit.export
@@ -268,10 +267,8 @@ class ExportedCommittee(nn.Module):
         """Message passing: per-atom energies (n,) eV, the members' mean."""
         total = torch.zeros(species.shape[0], dtype=features.dtype, device=features.device)
         w = self.member_width
-        k = 0
-        for member in self.members:
+        for k, member in enumerate(self.members):
             total = total + member.energies_from_features(species, features[:, k * w:(k + 1) * w])
-            k += 1
         return total * self.weight
 
 

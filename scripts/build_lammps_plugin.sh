@@ -18,7 +18,8 @@ VENV=$(cd "$VENV" && pwd)
 PY="$VENV/bin/python"
 SRC="$ROOT/lammps_plugin"
 OUT="$VENV/lib/eip2nn"
-SO="$OUT/eip2nnplugin.so"
+SO="$OUT/eip2nnplugin.so"      # the plugin LAMMPS loads: a loader of eip2nnpair.so beside it
+PAIR_SO="$OUT/eip2nnpair.so"
 BUILD="$OUT/build"
 JOBS=${EIP2NN_BUILD_JOBS:-2}
 PROFILE=$([ "${EIP2NN_PROFILE:-0}" = 1 ] && echo ON || echo OFF)
@@ -61,7 +62,7 @@ fi
 STAMP_TEXT=$( { cat "$SRC"/CMakeLists.txt "$SRC"/*.cpp "$SRC"/*.h;
   echo "$TORCH_PREFIX $TORCH_VERSION $TORCH_ABI $LAMMPS_DIR $MPI_INC $CXX profile $PROFILE";
   cat "$LAMMPS_DIR/cmake/LAMMPS/LAMMPSConfigVersion.cmake" 2>/dev/null || true; } | sha256sum | cut -d' ' -f1)
-if [ -f "$SO" ] && [ -f "$OUT/build.stamp" ] && [ "$(cat "$OUT/build.stamp")" = "$STAMP_TEXT" ]; then
+if [ -f "$SO" ] && [ -f "$PAIR_SO" ] && [ -f "$OUT/build.stamp" ] && [ "$(cat "$OUT/build.stamp")" = "$STAMP_TEXT" ]; then
   echo "$SO"
   exit 0
 fi
@@ -75,7 +76,7 @@ start=$(date +%s)
     -DEIP2NN_OUTPUT_DIR="$OUT" -DEIP2NN_CXX11_ABI="$TORCH_ABI" -DEIP2NN_PROFILE="$PROFILE"
   cmake --build "$BUILD" -j "$JOBS"
 } 1>&2 || die "build failed (log above)"
-[ -f "$SO" ] || die "build finished but $SO is missing"
+[ -f "$SO" ] && [ -f "$PAIR_SO" ] || die "build finished but $SO or $PAIR_SO is missing"
 echo "$STAMP_TEXT" > "$OUT/build.stamp"
 echo "build_lammps_plugin: built in $(( $(date +%s) - start )) s" >&2
 echo "$SO"

@@ -44,15 +44,17 @@
 
    Message passing, layer by layer (the default for a file that exports its
    layers: "message_passing_layers" > 0 in the json, as eip2nn's SchNet does):
-   every LAMMPS atom is a node; the edges are the owned atoms' own (owned atom
-   -> each neighbour < cutoff, ghost or not). Each layer updates the owned
-   atoms' features from their edges (message_passing_layer), and a forward
-   communication gives every ghost its owner's new row before the next layer
-   (as pair_allegro/MACE's ML-IAP do): the ghost shell is one cutoff (+ skin)
-   deep and no rank evaluates another's atoms. The gradient goes back the same
-   way: through each layer by autograd, then a reverse communication sums the
-   ghosts' feature gradients into their owners. `pair_style eip2nn layerwise
-   no` runs the whole forward on a deep ghost shell instead (below).
+   only owned atoms have features; the edges are the owned atoms' own (owned
+   atom -> each neighbour < cutoff, ghost or not). In each layer every owned
+   atom computes what it sends its neighbours (layer_inputs), a forward
+   communication gives every ghost its owner's row (as pair_allegro/MACE's
+   ML-IAP exchange features), and the owned atoms' features are updated from
+   their edges (layer_update): the ghost shell is one cutoff (+ skin) deep and
+   no rank evaluates another's atoms, nor any dense part on a ghost. The
+   gradient goes back the same way: through each update by autograd, a
+   reverse communication summing the ghosts' input gradients into their
+   owners, then through layer_inputs. `pair_style eip2nn layerwise no` runs
+   the whole forward on a deep ghost shell instead (below).
 
    Otherwise, for depth > 1 the pair style needs the neighbours of ghost atoms: it asks
    for a full neighbour list with ghosts and raises the ghost (communication)
@@ -477,12 +479,17 @@ void PairEIP2NN::choose_message_passing_path()
   bool possible = mp_layers > 0 && nhops > 1;
   std::string missing;
   if (possible)
-    for (const char *name : {"initial_features", "message_passing_layer", "energies_from_features"})
+    for (const char *name : {"initial_features", "layer_inputs", "layer_update", "energies_from_features"})
       if (!model->module.find_method(name)) missing += (missing.empty() ? "" : ", ") + std::string(name);
   if (!missing.empty()) {
     possible = false;
     if (layerwise_user == 1)
-      error->all(FLERR, "pair_style eip2nn layerwise yes: model {} lacks the method(s) {}", model_path, missing);
+      error->all(FLERR, "pair_style eip2nn layerwise yes: model {} lacks the method(s) {}; export it again with "
+                        "this eip2nn", model_path, missing);
+    if (comm->me == 0 && layerwise_user == -1 && !layerwise_active)
+      utils::logmesg(lmp, "eip2nn: {} lacks the method(s) {} of layer-by-layer message passing (an older export): "
+                          "running on the deep ghost shell; export it again with this eip2nn to run layer by "
+                          "layer\n", model_path, missing);
   }
   if (layerwise_user == 1 && !possible)
     error->all(FLERR,
@@ -493,7 +500,7 @@ void PairEIP2NN::choose_message_passing_path()
   layerwise_active = possible && layerwise_user != 0;
   if (comm->me == 0 && layerwise_active && !was)
     utils::logmesg(lmp, "eip2nn: message passing layer by layer ({} layers, {} features per atom exchanged with "
-                        "the ghost atoms' owners after each)\n", mp_layers, feature_width);
+                        "the ghost atoms' owners in each)\n", mp_layers, feature_width);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -622,7 +629,7 @@ static std::string evaluate(torch::jit::Module &module, bool float32, const torc
 /* ----------------------------------------------------------------------
    EIP2NN_PROFILE (a compile-time flag: EIP2NN_PROFILE=1 bash
    scripts/build_lammps_plugin.sh): CPU seconds of this thread in each part of
-   evaluate_native (time on the CPU only, so that other processes' load counts
+   evaluate_native and compute_layerwise (time on the CPU only, so that other processes' load counts
    less), summed over the run and written to stderr when the process ends
 ------------------------------------------------------------------------- */
 
@@ -631,7 +638,10 @@ static std::string evaluate(torch::jit::Module &module, bool float32, const torc
 #include <ctime>
 
 namespace {
-enum NativePart { DENSITY, COMPONENTS, NETWORK, ADJOINT, EDGE_GRADIENTS, SF_VALUES, SF_EDGE_GRADIENTS, NATIVE_PARTS };
+enum NativePart {
+  DENSITY, COMPONENTS, NETWORK, ADJOINT, EDGE_GRADIENTS, SF_VALUES, SF_EDGE_GRADIENTS,
+  MP_GRAPH, MP_LAYERS, MP_EXCHANGE, MP_READOUT, MP_BACKWARD, MP_TALLY, NATIVE_PARTS
+};
 
 struct NativeProfile {
   double seconds[NATIVE_PARTS] = {};
@@ -639,7 +649,10 @@ struct NativeProfile {
   {
     const char *names[NATIVE_PARTS] = {"density U_i (per-edge U)", "components B", "network (torch)",
                                        "adjoint Y", "edge gradients (U again, reverse mode)",
-                                       "symmetry functions G", "symmetry-function edge gradients"};
+                                       "symmetry functions G", "symmetry-function edge gradients",
+                                       "layer by layer: graph and tensors", "layer by layer: layers (torch)",
+                                       "layer by layer: feature exchange (comm)", "layer by layer: readout (torch)",
+                                       "layer by layer: gradient (torch)", "layer by layer: forces and virial"};
     double total = 0.0;
     for (double t : seconds) total += t;
     if (total == 0.0) return;
@@ -661,11 +674,30 @@ struct PartTimer {
   double start = thread_seconds();
   ~PartTimer() { native_profile.seconds[part] += thread_seconds() - start; }
 };
+
+// a running part: switched to the next with EIP2NN_SWITCH, ended at the end of the scope; time spent in a nested
+// EIP2NN_TIME part counts to both
+struct RunningPart {
+  NativePart part;
+  double start = thread_seconds();
+  void switch_to(NativePart next)
+  {
+    const double now = thread_seconds();
+    native_profile.seconds[part] += now - start;
+    part = next;
+    start = now;
+  }
+  ~RunningPart() { native_profile.seconds[part] += thread_seconds() - start; }
+};
 }    // namespace
 
 #define EIP2NN_TIME(part) PartTimer part_timer{part}
+#define EIP2NN_START(part) RunningPart running_part{part}
+#define EIP2NN_SWITCH(part) running_part.switch_to(part)
 #else
 #define EIP2NN_TIME(part)
+#define EIP2NN_START(part)
+#define EIP2NN_SWITCH(part)
 #endif
 
 /* ----------------------------------------------------------------------
@@ -1004,10 +1036,11 @@ void PairEIP2NN::tally_edges(const double *pg, const double *pv)
 }
 
 /* ----------------------------------------------------------------------
-   the one-cutoff graph of layer-by-layer message passing: every LAMMPS atom
-   is a node (node index = atom index); the edges are each owned atom's own,
-   to every neighbour (owned or ghost) closer than the cutoff; owned atoms of a
-   NULL type (pair_style hybrid) and their neighbours of one are left out
+   the one-cutoff graph of layer-by-layer message passing: the rows are the
+   owned atoms that have an energy (node_atom); the edges are each one's own,
+   to every neighbour (owned or ghost, by LAMMPS atom index) closer than the
+   cutoff; owned atoms of a NULL type (pair_style hybrid) and their neighbours
+   of one are left out
 ------------------------------------------------------------------------- */
 
 void PairEIP2NN::build_local_graph()
@@ -1019,12 +1052,14 @@ void PairEIP2NN::build_local_graph()
   int *numneigh = list->numneigh;
   int **firstneigh = list->firstneigh;
 
-  node_atom.clear();    // here: the owned atoms that have an energy
+  node_atom.clear();
   edge_src_atom.clear();
   edge_dst_atom.clear();
+  edge_src_row.clear();
   for (int ii = 0; ii < inum; ii++) {
     const int a = ilist[ii];
     if (type2species[type[a]] < 0) continue;
+    const int row = (int) node_atom.size();
     node_atom.push_back(a);
     const double xa = x[a][0], ya = x[a][1], za = x[a][2];
     const int *jlist = firstneigh[a];
@@ -1035,115 +1070,146 @@ void PairEIP2NN::build_local_graph()
       if (dx * dx + dy * dy + dz * dz >= cutoff_sq) continue;
       edge_src_atom.push_back(a);
       edge_dst_atom.push_back(b);
+      edge_src_row.push_back(row);
     }
   }
   nlocal_nodes = (int) node_atom.size();
 }
 
 /* ----------------------------------------------------------------------
-   message passing layer by layer (see the top of this file): features of all
-   nall atoms, each layer's owned rows from the module, the ghosts' rows by a
-   forward communication; then the gradient back through the layers, the
-   ghosts' feature gradients summed into their owners by a reverse one
+   message passing layer by layer (see the top of this file): features of the
+   owned atoms only; per layer, their inputs to the neighbours, a forward
+   communication of those to the ghosts, the update from the edges; then the
+   gradient back through the layers, the ghosts' input gradients summed into
+   their owners by a reverse communication. Every rank takes every step, with
+   or without atoms or edges of its own: the comms pair ranks up
 ------------------------------------------------------------------------- */
 
 void PairEIP2NN::compute_layerwise()
 {
+  EIP2NN_START(MP_GRAPH);
   build_local_graph();
   double **x = atom->x;
   int *type = atom->type;
-  const int nlocal = atom->nlocal, nall = nlocal + atom->nghost;
+  const int nall = atom->nlocal + atom->nghost;
+  const int64_t m = nlocal_nodes;
   const int64_t ne = (int64_t) edge_src_atom.size();
   const int F = feature_width;
 
   auto opt_long = torch::TensorOptions().dtype(torch::kInt64);
   auto opt_double = torch::TensorOptions().dtype(torch::kFloat64);
   const auto dtype = model_float32 ? torch::kFloat32 : torch::kFloat64;
-  torch::Tensor species = torch::zeros({nall}, opt_long);    // NULL-type atoms: 0, they have no edges
-  torch::Tensor owned = torch::empty({nlocal_nodes}, opt_long);
+  torch::Tensor species = torch::empty({m}, opt_long);
+  torch::Tensor owned = torch::empty({m}, opt_long);
   torch::Tensor src = torch::empty({ne}, opt_long);
   torch::Tensor dst = torch::empty({ne}, opt_long);
   torch::Tensor vec = torch::empty({ne, 3}, opt_double);
   {
     int64_t *sp = species.data_ptr<int64_t>();
-    for (int a = 0; a < nall; a++) sp[a] = std::max(0, type2species[type[a]]);
     int64_t *po = owned.data_ptr<int64_t>();
-    for (int k = 0; k < nlocal_nodes; k++) po[k] = node_atom[k];
+    for (int64_t k = 0; k < m; k++) {
+      po[k] = node_atom[k];
+      sp[k] = type2species[type[node_atom[k]]];
+    }
     int64_t *ps = src.data_ptr<int64_t>();
     int64_t *pd = dst.data_ptr<int64_t>();
     double *pv = vec.data_ptr<double>();
     for (int64_t e = 0; e < ne; e++) {
       const int a = edge_src_atom[e], b = edge_dst_atom[e];
-      ps[e] = a;
+      ps[e] = edge_src_row[e];
       pd[e] = b;
       for (int k = 0; k < 3; k++) pv[3 * e + k] = x[b][k] - x[a][k];
     }
   }
 
-  // rows of all atoms as float64 for the comm: owned rows in, every ghost's row out (its owner's)
+  // rows of all nall atoms as float64 for the comm. forward: the owned atoms' rows in (the others 0), every
+  // ghost's row out (its owner's); reverse: all rows in, each owned atom's row plus its ghosts' out
   torch::Tensor rows;
-  auto exchange = [&](const torch::Tensor &t, bool forward) -> torch::Tensor {
-    rows = t.detach().to(torch::kFloat64).contiguous();
-    if (rows.data_ptr<double>() == t.data_ptr()) rows = rows.clone();    // never write into autograd's tensors
+  auto exchange_forward = [&](const torch::Tensor &owned_rows) -> torch::Tensor {
+    EIP2NN_TIME(MP_EXCHANGE);
+    rows = torch::zeros({nall, F}, opt_double);
+    rows.index_copy_(0, owned, owned_rows.detach().to(torch::kFloat64));
     halo = rows.data_ptr<double>();
-    if (forward) {
-      comm->forward_comm(this);
-    } else {
-      comm->reverse_comm(this);
-      rows.narrow(0, nlocal, nall - nlocal).zero_();
-    }
+    comm->forward_comm(this);
     halo = nullptr;
     return rows.to(dtype);
+  };
+  auto exchange_reverse = [&](const torch::Tensor &all_rows) -> torch::Tensor {
+    EIP2NN_TIME(MP_EXCHANGE);
+    rows = all_rows.detach().to(torch::kFloat64).contiguous();
+    if (rows.data_ptr<double>() == all_rows.data_ptr()) rows = rows.clone();    // never write into autograd's
+    halo = rows.data_ptr<double>();
+    comm->reverse_comm(this);
+    halo = nullptr;
+    return rows.index_select(0, owned).to(dtype);
   };
 
   std::string msg;
   torch::Tensor grad_vec, e_owned;
   try {
     torch::jit::Method initial = model->module.get_method("initial_features");
-    torch::jit::Method layer = model->module.get_method("message_passing_layer");
+    torch::jit::Method inputs_of = model->module.get_method("layer_inputs");
+    torch::jit::Method update = model->module.get_method("layer_update");
     torch::jit::Method readout = model->module.get_method("energies_from_features");
     torch::Tensor v = vec.to(dtype).requires_grad_(true);
+    auto check_shape = [&](const char *what, int k, const torch::Tensor &t, int64_t rows_expected) {
+      if (t.dim() != 2 || t.size(0) != rows_expected || t.size(1) != F)
+        throw std::runtime_error(fmt::format("{} (layer {}) returned shape {}, expected ({}, {})", what, k,
+                                             c10::str(t.sizes()), rows_expected, F));
+    };
 
+    EIP2NN_SWITCH(MP_LAYERS);
     torch::Tensor h = initial({species}).toTensor();
-    if (h.dim() != 2 || h.size(0) != nall || h.size(1) != F)
-      throw std::runtime_error(fmt::format("initial_features returned shape {}, expected ({}, {})",
-                                           c10::str(h.sizes()), nall, F));
-    std::vector<torch::Tensor> inputs, outputs;
+    check_shape("initial_features", 0, h, m);
+    // per layer: its features (leaf), the owned atoms' inputs, every atom's inputs (leaf), the new features
+    std::vector<torch::Tensor> features, inputs_owned, inputs_all, outputs;
     for (int k = 0; k < mp_layers; k++) {
       torch::Tensor in = h.detach().requires_grad_(k > 0);    // the embedding has no gradient to pass on
-      torch::Tensor out = layer({(int64_t) k, in, src, dst, v}).toTensor();
-      if (out.sizes() != in.sizes())
-        throw std::runtime_error(fmt::format("message_passing_layer {} returned shape {}, expected ({}, {})", k,
-                                             c10::str(out.sizes()), nall, F));
-      inputs.push_back(in);
+      torch::Tensor y = inputs_of({(int64_t) k, in}).toTensor();
+      check_shape("layer_inputs", k, y, m);
+      torch::Tensor y_all = exchange_forward(y).requires_grad_(true);
+      torch::Tensor out = update({(int64_t) k, in, y_all, src, dst, v}).toTensor();
+      check_shape("layer_update", k, out, m);
+      features.push_back(in);
+      inputs_owned.push_back(y);
+      inputs_all.push_back(y_all);
       outputs.push_back(out);
-      h = exchange(out, true);
+      h = out;
     }
+    EIP2NN_SWITCH(MP_READOUT);
     torch::Tensor last = h.detach().requires_grad_(true);
-    e_owned = readout({species.index_select(0, owned), last.index_select(0, owned)}).toTensor();
-    if (e_owned.dim() != 1 || e_owned.size(0) != nlocal_nodes)
+    e_owned = readout({species, last}).toTensor();
+    if (e_owned.dim() != 1 || e_owned.size(0) != m)
       throw std::runtime_error(fmt::format("energies_from_features returned shape {} for {} atoms",
-                                           c10::str(e_owned.sizes()), nlocal_nodes));
+                                           c10::str(e_owned.sizes()), m));
 
-    // g: dE/d(features) of the owned rows after each layer (ghost rows 0: theirs belong to other atoms). Every
-    // rank takes every step, with or without atoms or edges of its own: the reverse comms pair ranks up
+    // g: dE/d(features) of the owned atoms after each layer
+    EIP2NN_SWITCH(MP_BACKWARD);
     torch::Tensor g;
     if (e_owned.requires_grad())
       g = torch::autograd::grad({e_owned.sum()}, {last}, {}, false, false, /*allow_unused=*/true)[0];
     if (!g.defined()) g = torch::zeros_like(last);
     grad_vec = torch::zeros({ne, 3}, v.options());
     for (int k = mp_layers - 1; k >= 0; k--) {
-      torch::Tensor g_in, g_vec;
+      torch::Tensor g_vec, g_inputs, g_direct;
       if (outputs[k].requires_grad()) {
-        std::vector<torch::Tensor> wrt{v};
-        if (k > 0) wrt.push_back(inputs[k]);
+        std::vector<torch::Tensor> wrt{v, inputs_all[k]};
+        if (k > 0) wrt.push_back(features[k]);
         auto grads = torch::autograd::grad({outputs[k]}, wrt, {g}, /*retain_graph=*/false, /*create_graph=*/false,
                                            /*allow_unused=*/true);
         g_vec = grads[0];
-        if (k > 0) g_in = grads[1];
+        g_inputs = grads[1];
+        if (k > 0) g_direct = grads[2];
       }
       if (g_vec.defined()) grad_vec += g_vec;
-      if (k > 0) g = exchange(g_in.defined() ? g_in : torch::zeros_like(inputs[k]), false);
+      if (k == 0) break;    // the embedding has no gradient to pass on: no reverse comm on any rank
+      // the ghosts' input gradients to their owners, then back through layer_inputs
+      torch::Tensor g_y = exchange_reverse(g_inputs.defined() ? g_inputs : torch::zeros_like(inputs_all[k]));
+      torch::Tensor g_through;
+      if (inputs_owned[k].requires_grad())
+        g_through = torch::autograd::grad({inputs_owned[k]}, {features[k]}, {g_y}, false, false, true)[0];
+      g = g_direct.defined() ? g_direct : torch::zeros_like(features[k]);
+      if (g_through.defined()) g = g + g_through;
     }
     grad_vec = grad_vec.to(torch::kFloat64).contiguous();
     e_owned = e_owned.detach().to(torch::kFloat64).contiguous();
@@ -1152,13 +1218,14 @@ void PairEIP2NN::compute_layerwise()
   } catch (const std::exception &e) {
     msg = e.what();
   }
+  EIP2NN_SWITCH(MP_TALLY);
   halo = nullptr;
   if (!msg.empty()) error->one(FLERR, "pair eip2nn: model evaluation failed (layer by layer): {}", msg);
 
   if (eflag_either) {
     const double *pe = e_owned.data_ptr<double>();
     double esum = 0.0;
-    for (int k = 0; k < nlocal_nodes; k++) {
+    for (int64_t k = 0; k < m; k++) {
       esum += pe[k];
       if (eflag_atom) eatom[node_atom[k]] += pe[k];
     }

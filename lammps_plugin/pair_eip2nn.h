@@ -83,6 +83,7 @@ class PairEIP2NN : public Pair {
   std::vector<int> node_of;                  // per LAMMPS atom: node index or -1
   std::vector<int> node_atom;                // per node: LAMMPS atom index
   std::vector<int> edge_src_atom, edge_dst_atom;
+  std::vector<int> edge_src_row;             // layer by layer: per edge, its source's row among node_atom
   int nlocal_nodes;
 };
 

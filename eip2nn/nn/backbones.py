@@ -51,8 +51,14 @@ class Interaction(nn.Module):
         self.f2out = mlp([width, width, width])
 
     def forward(self, x, rbf, fcut, src, dst):
+        return self.update(x, self.in2f(x), rbf, fcut, src, dst)
+
+    def update(self, x: torch.Tensor, inputs: torch.Tensor, rbf: torch.Tensor, fcut: torch.Tensor,
+               src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+        """New features (n, F) of atoms x (n, F): edge e carries ``inputs[dst[e]]`` (``in2f`` of the sender,
+        rows of any node set) filtered by (rbf, fcut) into ``src[e]``, a row of x."""
         w = self.filter(rbf) * fcut[:, None]  # (E, F)
-        messages = self.in2f(x)[dst] * w
+        messages = inputs[dst] * w
         agg = torch.zeros_like(x).index_add_(0, src, messages)
         return x + self.f2out(agg)
 

@@ -20,11 +20,12 @@ messages ``depth`` times).
 
 A message-passing model (SchNet) also has, for the pair style's layer-by-layer halo exchange
 (``metadata["message_passing_layers"]`` layers of ``metadata["feature_width"]`` features per atom):
-``initial_features(species (n,)) -> (n, F)``, ``message_passing_layer(layer, features (n, F), edge_src, edge_dst,
-edge_vectors) -> (n, F)`` (the new features of every atom with edges as sources; its neighbours' rows are read) and
-``energies_from_features(species (n,), features (n, F)) -> (n,)`` eV. ``forward`` is these three in turn on one
-graph; the pair style instead runs each layer on its owned atoms' edges only and fetches the ghost atoms' rows from
-their owners between layers.
+``initial_features(species (n,)) -> (n, F)``; per layer ``layer_inputs(layer, features (n, F)) -> (n, F)`` (what
+each atom sends its neighbours) and ``layer_update(layer, features (m, F), inputs (n, F), edge_src, edge_dst,
+edge_vectors) -> (m, F)`` (edge_src: rows of features, the receivers; edge_dst: rows of inputs, the senders); and
+``energies_from_features(species (m,), features (m, F)) -> (m,)`` eV. ``forward`` is these in turn on one graph;
+the pair style instead keeps features of its owned atoms only, runs each layer on their edges, and fetches the
+ghost atoms' ``layer_inputs`` rows from their owners.
 
 A descriptor model also has ``energies_from_descriptor(species (n,) int64, descriptor (n, K)) -> (n,)`` eV:
 what ``forward`` does after the descriptor. ``metadata["native_descriptor"]`` ``"bispectrum"`` or
@@ -88,18 +89,31 @@ class ExportedSchNet(nn.Module):
         """Features (n, width) before the first interaction: the species embedding."""
         return self.embedding(species)
 
-    def layer(self, layer: int, features: torch.Tensor, edge_src: torch.Tensor, edge_dst: torch.Tensor,
-              edge_vectors: torch.Tensor) -> torch.Tensor:
-        """Interaction ``layer`` (0-based) on features (n, width): the next features (n, width)."""
+    def layer_inputs(self, layer: int, features: torch.Tensor) -> torch.Tensor:
+        """What atoms of features (n, width) send their neighbours in interaction ``layer`` (0-based): (n, width)."""
+        out = torch.empty(0)
+        found = False
+        for k, block in enumerate(self.interactions):
+            if k == layer:
+                out = block.in2f(features)
+                found = True
+        if not found:
+            raise IndexError("layer_inputs: no such layer")
+        return out
+
+    def layer_update(self, layer: int, features: torch.Tensor, inputs: torch.Tensor, edge_src: torch.Tensor,
+                     edge_dst: torch.Tensor, edge_vectors: torch.Tensor) -> torch.Tensor:
+        """Interaction ``layer`` on atoms of features (m, width), edge e from ``inputs[edge_dst[e]]`` (rows of
+        :meth:`layer_inputs`, any node set) into ``edge_src[e]`` (a row of features): new features (m, width)."""
         rbf, fcut = self.edge_basis(edge_vectors)
         out = features
         found = False
         for k, block in enumerate(self.interactions):
             if k == layer:
-                out = block(features, rbf, fcut, edge_src, edge_dst)
+                out = block.update(features, inputs, rbf, fcut, edge_src, edge_dst)
                 found = True
         if not found:
-            raise IndexError("message_passing_layer: no such layer")
+            raise IndexError("layer_update: no such layer")
         return out
 
 
@@ -196,13 +210,22 @@ class ExportedModel(nn.Module):
         raise RuntimeError("initial_features: this model's backbone does not pass messages")
 
     @torch.jit.export
-    def message_passing_layer(self, layer: int, features: torch.Tensor, edge_src: torch.Tensor,
-                              edge_dst: torch.Tensor, edge_vectors: torch.Tensor) -> torch.Tensor:
-        """Message passing only: layer ``layer`` (0-based) maps features (n, F) to (n, F); a row is exact for an
-        atom whose every edge is given (as source)."""
+    def layer_inputs(self, layer: int, features: torch.Tensor) -> torch.Tensor:
+        """Message passing only: what atoms of features (n, F) send their neighbours in layer ``layer``
+        (0-based): (n, F)."""
         if hasattr(self.backbone, "interactions"):  # resolved when scripting
-            return self.backbone.layer(layer, features, edge_src, edge_dst, edge_vectors)
-        raise RuntimeError("message_passing_layer: this model's backbone does not pass messages")
+            return self.backbone.layer_inputs(layer, features)
+        raise RuntimeError("layer_inputs: this model's backbone does not pass messages")
+
+    @torch.jit.export
+    def layer_update(self, layer: int, features: torch.Tensor, inputs: torch.Tensor, edge_src: torch.Tensor,
+                     edge_dst: torch.Tensor, edge_vectors: torch.Tensor) -> torch.Tensor:
+        """Message passing only: layer ``layer`` on atoms of features (m, F) -- new features (m, F), exact for an
+        atom whose every edge is given (as ``edge_src``, a row of features) with its neighbour's
+        :meth:`layer_inputs` row (``edge_dst``, a row of inputs (n, F))."""
+        if hasattr(self.backbone, "interactions"):  # resolved when scripting
+            return self.backbone.layer_update(layer, features, inputs, edge_src, edge_dst, edge_vectors)
+        raise RuntimeError("layer_update: this model's backbone does not pass messages")
 
     @torch.jit.export
     def energies_from_features(self, species: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
@@ -252,14 +275,24 @@ class ExportedCommittee(nn.Module):
         return torch.cat(parts, dim=1)
 
     @torch.jit.export
-    def message_passing_layer(self, layer: int, features: torch.Tensor, edge_src: torch.Tensor,
-                              edge_dst: torch.Tensor, edge_vectors: torch.Tensor) -> torch.Tensor:
-        """Message passing: each member's layer on its own columns of features (n, members × width)."""
+    def layer_inputs(self, layer: int, features: torch.Tensor) -> torch.Tensor:
+        """Message passing: each member's inputs from its own columns of features (n, members × width)."""
         parts: list[torch.Tensor] = []
         w = self.member_width
         for k, member in enumerate(self.members):
-            parts.append(member.message_passing_layer(layer, features[:, k * w:(k + 1) * w], edge_src, edge_dst,
-                                                      edge_vectors))
+            parts.append(member.layer_inputs(layer, features[:, k * w:(k + 1) * w]))
+        return torch.cat(parts, dim=1)
+
+    @torch.jit.export
+    def layer_update(self, layer: int, features: torch.Tensor, inputs: torch.Tensor, edge_src: torch.Tensor,
+                     edge_dst: torch.Tensor, edge_vectors: torch.Tensor) -> torch.Tensor:
+        """Message passing: each member's layer on its own columns of features (m, members × width) and inputs
+        (n, members × width)."""
+        parts: list[torch.Tensor] = []
+        w = self.member_width
+        for k, member in enumerate(self.members):
+            parts.append(member.layer_update(layer, features[:, k * w:(k + 1) * w], inputs[:, k * w:(k + 1) * w],
+                                             edge_src, edge_dst, edge_vectors))
         return torch.cat(parts, dim=1)
 
     @torch.jit.export

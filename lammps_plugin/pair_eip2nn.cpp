@@ -85,10 +85,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <stdexcept>
 #include <unordered_map>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 using namespace LAMMPS_NS;
 
@@ -111,6 +115,37 @@ static const char *const META_FILE = "eip2nn.json";
 static bool native_descriptor_known(const std::string &name)
 {
   return name == "bispectrum" || name == "symmetry_functions";
+}
+
+/* ----------------------------------------------------------------------
+   glibc's malloc gave torch's large per-step tensors (megabytes to tens of
+   megabytes at a few thousand atoms) fresh pages every step: blocks above
+   its mmap threshold are mapped and unmapped, and free memory at the top of
+   the heap goes back to the system once it exceeds the trim threshold, so
+   the next step faults it in again. Raising both (the mmap threshold to the
+   most glibc allows, 32 MB; the trim threshold to 1 GB) keeps the memory for
+   the next step. Once per process, and not where the user tunes malloc
+   (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_, GLIBC_TUNABLES) or sets
+   EIP2NN_MALLOC_TUNING=0. Returns what it did, for the log ("" if nothing).
+------------------------------------------------------------------------- */
+
+static std::string keep_freed_memory()
+{
+#if defined(__GLIBC__)
+  static bool done = false;
+  if (done) return "";
+  done = true;
+  const char *opt_out = std::getenv("EIP2NN_MALLOC_TUNING");
+  if (opt_out && std::string(opt_out) == "0") return "";
+  for (const char *name : {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"})
+    if (std::getenv(name)) return "";
+  const int mmap_threshold = 32 * 1024 * 1024;
+  const int trim_threshold = 1024 * 1024 * 1024;
+  if (mallopt(M_MMAP_THRESHOLD, mmap_threshold) == 1 && mallopt(M_TRIM_THRESHOLD, trim_threshold) == 1)
+    return "eip2nn: malloc keeps freed memory for the next step (mmap threshold 32 MB, trim threshold 1 GB; "
+           "EIP2NN_MALLOC_TUNING=0 leaves malloc as it is)\n";
+#endif
+  return "";
 }
 
 /* ---------------------------------------------------------------------- */
@@ -378,6 +413,8 @@ void PairEIP2NN::init_style()
   if (!model_loaded) error->all(FLERR, "Pair style eip2nn: no model loaded (pair_coeff missing)");
   choose_descriptor_path();
   choose_message_passing_path();
+  const std::string malloc_note = keep_freed_memory();
+  if (comm->me == 0 && !malloc_note.empty()) utils::logmesg(lmp, malloc_note);
 
   if (layerwise_active) {
     // one cutoff of ghosts, their features sent by their owners: undo a ghost cutoff this style raised before

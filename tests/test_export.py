@@ -214,6 +214,30 @@ def test_energies_from_the_descriptor_are_forward_s(tmp_path, backbone):
     assert (module.energies_from_descriptor(species, descriptor) - module(species, src, dst, v)).abs().max() < TOL
 
 
+@pytest.mark.parametrize("members", [1, 2])
+def test_schnet_layer_methods_in_turn_are_forward_s(tmp_path, members):
+    """initial_features, then per layer layer_inputs and layer_update (what the pair style runs layer by layer,
+    here on one graph), then energies_from_features: forward's per-atom energies, for a SchNet and a committee
+    (members' features side by side)."""
+    from eip2nn.nn.committee import Committee
+    atoms = ti_al()
+    models = [make_model("schnet", species_of(atoms), [atoms]) for _ in range(members)]
+    with torch.no_grad():  # members that differ: each member's columns must go through its own layers
+        for k, model in enumerate(models[1:], start=1):
+            for p in model.backbone.parameters():
+                p.mul_(1.0 + 0.3 * k)
+    export_model(models[0] if members == 1 else Committee(models), tmp_path / "model.pt")
+    module, meta = load_exported(tmp_path / "model.pt")
+    species, src, dst, v = edge_inputs(models[0].graph(atoms))
+    h = module.initial_features(species)
+    assert h.shape == (len(atoms), meta["feature_width"])
+    for layer in range(meta["message_passing_layers"]):
+        h = module.layer_update(layer, h, module.layer_inputs(layer, h), src, dst, v)
+    assert (module.energies_from_features(species, h) - module(species, src, dst, v)).abs().max() < TOL
+    with pytest.raises(torch.jit.Error, match="no such layer"):
+        module.layer_inputs(meta["message_passing_layers"], h)
+
+
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_edges_beyond_the_cutoff_change_nothing(tmp_path, backbone):
     """A neighbour list with a skin (LAMMPS' default) gives the same energies and forces."""

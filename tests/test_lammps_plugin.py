@@ -437,6 +437,14 @@ def test_errors_are_clear(plugin, tmp_path):
 
 
 
+def si_commands(plugin: Path, model: Path) -> list[str]:
+    """A rattled 64-atom Si diamond cell (LAMMPS's own lattice) under ``model``, then ``run 0``."""
+    return (["units metal", "atom_style atomic", "boundary p p p", "lattice diamond 5.43",
+             "region box block 0 2 0 2 0 2", "create_box 1 box", "create_atoms 1 box", "mass * 28.0855",
+             "displace_atoms all random 0.05 0.05 0.05 1", f"neighbor {SKIN} bin"]
+            + eip2nn_lines(plugin, model, ["Si"]) + ["run 0"])
+
+
 BINDING_SCRIPT = r"""
 import ctypes, sys
 from pathlib import Path
@@ -470,13 +478,6 @@ def test_torch_binds_its_own_blas_in_a_process_that_loaded_lammps_first(plugin, 
     assert all("libtorch_cpu.so" in line.split(" to ")[1] for line in bindings), bindings
 
 
-
-def si_commands(plugin: Path, model: Path) -> list[str]:
-    """A rattled 64-atom Si diamond cell (LAMMPS's own lattice) under ``model``, then ``run 0``."""
-    return (["units metal", "atom_style atomic", "boundary p p p", "lattice diamond 5.43",
-             "region box block 0 2 0 2 0 2", "create_box 1 box", "create_atoms 1 box", "mass * 28.0855",
-             "displace_atoms all random 0.05 0.05 0.05 1", f"neighbor {SKIN} bin"]
-            + eip2nn_lines(plugin, model, ["Si"]) + ["run 0"])
 
 
 @pytest.mark.parametrize("env, tuned", [({}, True), ({"EIP2NN_MALLOC_TUNING": "0"}, False),

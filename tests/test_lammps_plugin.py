@@ -436,7 +436,6 @@ def test_errors_are_clear(plugin, tmp_path):
     assert "setting the communication cutoff" in log.read_text()
 
 
-
 def si_commands(plugin: Path, model: Path) -> list[str]:
     """A rattled 64-atom Si diamond cell (LAMMPS's own lattice) under ``model``, then ``run 0``."""
     return (["units metal", "atom_style atomic", "boundary p p p", "lattice diamond 5.43",

@@ -666,8 +666,9 @@ static std::string evaluate(torch::jit::Module &module, bool float32, const torc
 /* ----------------------------------------------------------------------
    EIP2NN_PROFILE (a compile-time flag: EIP2NN_PROFILE=1 bash
    scripts/build_lammps_plugin.sh): CPU seconds of this thread in each part of
-   evaluate_native and compute_layerwise (time on the CPU only, so that other processes' load counts
-   less), summed over the run and written to stderr when the process ends
+   evaluate_native and compute_layerwise (time on the CPU only, so that other
+   processes' load counts less), summed over the run and written to stderr
+   when the process ends
 ------------------------------------------------------------------------- */
 
 #ifdef EIP2NN_PROFILE
@@ -1204,7 +1205,7 @@ void PairEIP2NN::compute_layerwise()
       torch::Tensor in = h.detach().requires_grad_(k > 0);    // the embedding has no gradient to pass on
       torch::Tensor y = inputs_of({(int64_t) k, in}).toTensor();
       check_shape("layer_inputs", k, y, m);
-      torch::Tensor y_all = exchange_forward(y).requires_grad_(true);
+      torch::Tensor y_all = exchange_forward(y).requires_grad_(k > 0);    // layer 0's: from the embedding
       torch::Tensor out = update({(int64_t) k, in, y_all, src, dst, v}).toTensor();
       check_shape("layer_update", k, out, m);
       features.push_back(in);
@@ -1230,13 +1231,15 @@ void PairEIP2NN::compute_layerwise()
     for (int k = mp_layers - 1; k >= 0; k--) {
       torch::Tensor g_vec, g_inputs, g_direct;
       if (outputs[k].requires_grad()) {
-        std::vector<torch::Tensor> wrt{v, inputs_all[k]};
-        if (k > 0) wrt.push_back(features[k]);
+        std::vector<torch::Tensor> wrt{v};
+        if (k > 0) wrt.insert(wrt.end(), {inputs_all[k], features[k]});
         auto grads = torch::autograd::grad({outputs[k]}, wrt, {g}, /*retain_graph=*/false, /*create_graph=*/false,
                                            /*allow_unused=*/true);
         g_vec = grads[0];
-        g_inputs = grads[1];
-        if (k > 0) g_direct = grads[2];
+        if (k > 0) {
+          g_inputs = grads[1];
+          g_direct = grads[2];
+        }
       }
       if (g_vec.defined()) grad_vec += g_vec;
       if (k == 0) break;    // the embedding has no gradient to pass on: no reverse comm on any rank

@@ -32,11 +32,13 @@ A trained Si model instead: ``--checkpoint PATH`` (e.g. a pipeline stage's model
 symmetry functions; the default) and with the TorchScript file's (`pair_style eip2nn native no`, rows marked so);
 ``no`` only the latter. ``--layerwise both`` likewise runs a message-passing model layer by layer, its features
 exchanged with the neighbouring ranks between layers (the default), and on a ghost shell interaction range deep
-(`pair_style eip2nn layerwise no`).
+(`pair_style eip2nn layerwise no`). ``--filter both`` runs a SchNet layer by layer with its filters from the
+file's table (the default export) and from its filter network (`pair_style eip2nn filter network`).
 
 Usage: python benchmarks/md_speed.py [--sizes 512 4096] [--backbones schnet symmetry_functions]
                                      [--ase-steps 5] [--lammps-steps 20] [--ranks 2] [--repeats 3] [--checkpoint PATH]
                                      [--native auto|no|both] [--layerwise auto|no|both]
+                                     [--filter auto|network|both]
 """
 
 from __future__ import annotations
@@ -131,21 +133,26 @@ def with_pair_options(deployment, options: str):
     return copy
 
 
-def lammps_ways(deployments: dict, native: str, layerwise: str = "auto") -> dict:
+def lammps_ways(deployments: dict, native: str, layerwise: str = "auto", filter_: str = "auto") -> dict:
     """{way: deployment}: each plugin way natively ("auto"), with `native no` ("no"), or both, interleaved; and
     likewise message passing layer by layer (``layerwise`` "auto"), on a deep ghost shell (`layerwise no`), or
-    both."""
+    both; and layer by layer, a SchNet's filters from the file's table (``filter_`` "auto"), from its network
+    (`filter network`), or both."""
     choices = {"auto": [""], "no": ["no"], "both": ["", "no"]}
+    filters = {"auto": [""], "network": ["network"], "both": ["", "network"]}
     ways = {}
     for way, deployment in deployments.items():
         if way.startswith("ML-IAP"):
             ways[way] = deployment
             continue
+        tabulated = "filter_table" in deployment.metadata
         for n in choices[native]:
             for lw in choices[layerwise]:
-                options = " ".join(f"{key} {value}" for key, value in (("native", n), ("layerwise", lw)) if value)
-                ways[f"{way} ({options})" if options else way] = with_pair_options(deployment, options) \
-                    if options else deployment
+                for fl in (filters[filter_] if tabulated and lw != "no" else [""]):
+                    options = " ".join(f"{key} {value}" for key, value in (("native", n), ("layerwise", lw),
+                                                                           ("filter", fl)) if value)
+                    ways[f"{way} ({options})" if options else way] = with_pair_options(deployment, options) \
+                        if options else deployment
     return ways
 
 
@@ -189,6 +196,8 @@ def main(argv=None) -> None:
     parser.add_argument("--layerwise", choices=["auto", "no", "both"], default="auto",
                         help="message passing: layer by layer with features exchanged (auto), on a deep ghost shell "
                              "(no), both")
+    parser.add_argument("--filter", choices=["auto", "network", "both"], default="auto",
+                        help="SchNet layer by layer: filters from the file's table (auto), from its network, both")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # the LAMMPS plugin in this process shares torch's thread pool
     rows = []
@@ -208,7 +217,7 @@ def main(argv=None) -> None:
                 t1 = time.perf_counter()
                 rows += [(backbone, n, "ASE VelocityVerlet float32", ase, 1.0, None),
                          (backbone, n, "ASE VelocityVerlet float64", ase64, ase64 / ase, None)]
-                for way, deployment in lammps_ways(deployments, args.native, args.layerwise).items():
+                for way, deployment in lammps_ways(deployments, args.native, args.layerwise, args.filter).items():
                     t1 = time.perf_counter()
                     md = run_md(deployment, atoms, 300.0, args.lammps_steps,
                                 out=tmp / f"{backbone}-{n}-{''.join(c if c.isalnum() else '-' for c in way)}.extxyz",

@@ -362,10 +362,15 @@ def cmd_evaluate(args) -> int:
 
 def cmd_export(args) -> int:
     from eip2nn.deploy.lammps import PAIR_FILE, export_for_lammps
-    d = export_for_lammps(args.model, args.output, args.head, args.dtype, args.format)
+    d = export_for_lammps(args.model, args.output, args.head, args.dtype, args.format, args.filter_spacing)
     m = d.metadata
     print(f"exported {args.model} (head {m['head']}, {m['backbone']}, {m['dtype']}, species {' '.join(d.species)}, "
           f"cut-off {m['cutoff']} Å, interaction range {m['interaction_range']} Å) to {args.output}")
+    if "filter_table" in m:
+        table = m["filter_table"]
+        print(f"filters tabulated every {table['spacing']} Å for LAMMPS (largest relative error: values "
+              f"{table['max_relative_error']['filter']:.1e}, r-derivatives {table['max_relative_error']['derivative']:.1e}"
+              "; `pair_style eip2nn ... filter network` runs the network instead)")
     for item in m.get("blend", []):
         print(f"blend member {item['name']}: weight {item['weight']:.4g}, exported to "
               f"{Path(args.output) / item['folder']}")
@@ -766,6 +771,9 @@ def build_parser() -> argparse.ArgumentParser:  # long by design: every command'
                    help="torchscript (and auto, the default): pair_style eip2nn, the plugin (every model); mliap: "
                         "LAMMPS's own ML-IAP network, no plugin (bispectrum models with tanh or sigmoid layers, "
                         "float64; slower)")
+    q.add_argument("--filter-spacing", type=float, default=None, metavar="Å",
+                   help="SchNet: tabulate the filters every this many Å for LAMMPS (default 0.002: ~1e-8 relative in "
+                        "the forces; 0: no table, the plugin runs the filter network)")
     q.set_defaults(func=cmd_export)
 
     q = sub.add_parser("md", help="molecular dynamics of a trained model in LAMMPS (pair_style eip2nn); "

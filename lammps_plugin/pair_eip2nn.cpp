@@ -3,6 +3,7 @@
 
      plugin load /path/to/eip2nnplugin.so
      pair_style eip2nn [threads N] [chunk N] [native yes|no] [layerwise yes|no]
+                       [filter table|network]
                                         (threads: torch intra-op threads per rank)
      pair_coeff * * model.pt Si Ge      (element of each atom type, or NULL
                                          for types left to pair_style hybrid)
@@ -54,7 +55,12 @@
    gradient goes back the same way: through each update by autograd, a
    reverse communication summing the ghosts' input gradients into their
    owners, then through layer_inputs. `pair_style eip2nn layerwise no` runs
-   the whole forward on a deep ghost shell instead (below).
+   the whole forward on a deep ghost shell instead (below). A file that
+   tabulates its filters ("filter_table" in the json; eip2nn's SchNet export
+   does by default) has each layer's convolution done here instead of by
+   layer_update: one pass over the edges from the table (tabulated_filter.h)
+   gives the aggregated messages, layer_output the new features, and the
+   gradient comes back the same way (`filter network`: layer_update).
 
    Otherwise, for depth > 1 the pair style needs the neighbours of ghost atoms: it asks
    for a full neighbour list with ghosts and raises the ghost (communication)
@@ -67,6 +73,7 @@
 
 #include "native_bispectrum.h"
 #include "native_symmetry_functions.h"
+#include "tabulated_filter.h"
 
 #include "atom.h"
 #include "comm.h"
@@ -102,6 +109,8 @@ struct PairEIP2NN::Model {
   std::unique_ptr<eip2nn::NativeBispectrum> bispectrum;
   std::unique_ptr<eip2nn::NativeSymmetryFunctions> symmetry_functions;
   bool has_native() const { return bispectrum || symmetry_functions; }
+  // a SchNet's filters tabulated (layers, intervals, 4, features), in the model's dtype; undefined if none
+  torch::Tensor filter_table;
 };
 
 static const char *const FORMAT = "eip2nn-lammps/1";
@@ -175,6 +184,9 @@ PairEIP2NN::PairEIP2NN(LAMMPS *lmp) : Pair(lmp)
   mp_layers = feature_width = 0;
   layerwise_user = -1;
   layerwise_active = false;
+  filter_user = -1;
+  filter_spacing = 0.0;
+  filter_active = false;
   halo = nullptr;
   cutghost_set = -1.0;
   cutghost_user = 0.0;
@@ -218,6 +230,10 @@ void PairEIP2NN::allocate()
    layerwise: a message-passing model whose file exports its layers exchanges
    features with the neighbouring ranks after each layer (default yes; "no": the
    deep ghost shell; "yes" with a file that does not allow it is an error).
+   filter: layer by layer, a SchNet whose file tabulates its filters convolves
+   with the table in one pass over the edges (default "table"; "network": the
+   file's filter network, in torch; "table" with a file that has none, or with
+   layerwise no, is an error).
 ------------------------------------------------------------------------- */
 
 void PairEIP2NN::settings(int narg, char **arg)
@@ -225,6 +241,7 @@ void PairEIP2NN::settings(int narg, char **arg)
   chunk_user = -1;
   native_user = -1;
   layerwise_user = -1;
+  filter_user = -1;
   int iarg = 0;
   while (iarg < narg) {
     if (strcmp(arg[iarg], "threads") == 0) {
@@ -245,10 +262,19 @@ void PairEIP2NN::settings(int narg, char **arg)
       if (iarg + 2 > narg) utils::missing_cmd_args(FLERR, "pair_style eip2nn layerwise", error);
       layerwise_user = utils::logical(FLERR, arg[iarg + 1], false, lmp);
       iarg += 2;
+    } else if (strcmp(arg[iarg], "filter") == 0) {
+      if (iarg + 2 > narg) utils::missing_cmd_args(FLERR, "pair_style eip2nn filter", error);
+      if (strcmp(arg[iarg + 1], "table") == 0)
+        filter_user = 1;
+      else if (strcmp(arg[iarg + 1], "network") == 0)
+        filter_user = 0;
+      else
+        error->all(FLERR, "pair_style eip2nn filter: expected 'table' or 'network', got '{}'", arg[iarg + 1]);
+      iarg += 2;
     } else {
       error->all(FLERR,
                  "Unknown pair_style eip2nn keyword: {} (usage: pair_style eip2nn [threads N] [chunk N] "
-                 "[native yes|no] [layerwise yes|no])",
+                 "[native yes|no] [layerwise yes|no] [filter table|network])",
                  arg[iarg]);
     }
   }
@@ -289,6 +315,7 @@ void PairEIP2NN::load_model(const std::string &path)
   int per_atom = -1;    // "per_atom_descriptor" in the metadata; files before it: symmetry functions only
   int chunk = 128;      // "chunk_atoms" in the metadata
   int layers = 0, width = 0;    // "message_passing_layers", "feature_width"
+  double spacing = 0.0;         // "filter_table": {"spacing": ...}
   try {
     json meta = json::parse(text);
     format = meta.at("format").get<std::string>();
@@ -303,6 +330,7 @@ void PairEIP2NN::load_model(const std::string &path)
     if (meta.contains("native_descriptor")) native = meta.at("native_descriptor").get<std::string>();
     if (meta.contains("message_passing_layers")) layers = meta.at("message_passing_layers").get<int>();
     if (meta.contains("feature_width")) width = meta.at("feature_width").get<int>();
+    if (meta.contains("filter_table")) spacing = meta.at("filter_table").at("spacing").get<double>();
   } catch (const std::exception &e) {
     msg = e.what();
   }
@@ -341,6 +369,21 @@ void PairEIP2NN::load_model(const std::string &path)
   mp_layers = layers;
   feature_width = width;
   layerwise_active = false;
+  filter_spacing = 0.0;
+  filter_active = false;
+  if (spacing > 0.0) {
+    torch::Tensor table;
+    if (model->module.hasattr("filter_table")) table = model->module.attr("filter_table").toTensor();
+    const torch::ScalarType want = model_float32 ? torch::kFloat32 : torch::kFloat64;
+    if (!table.defined() || table.dim() != 4 || table.size(0) != layers || table.size(2) != 4
+        || table.size(3) != width || table.scalar_type() != want)
+      error->all(FLERR, "pair_coeff eip2nn: {} says it tabulates its filters, but its filter_table is {} (expected "
+                        "({}, intervals, 4, {}) of its dtype); export it again", path,
+                 table.defined() ? c10::str(table.sizes(), " ", table.scalar_type()) : std::string("missing"),
+                 layers, width);
+    model->filter_table = table.contiguous();
+    filter_spacing = spacing;
+  }
   model_path = path;
   model_loaded = true;
 }
@@ -538,6 +581,21 @@ void PairEIP2NN::choose_message_passing_path()
   if (comm->me == 0 && layerwise_active && !was)
     utils::logmesg(lmp, "eip2nn: message passing layer by layer ({} layers, {} features per atom exchanged with "
                         "the ghost atoms' owners in each)\n", mp_layers, feature_width);
+
+  // the tabulated filter: layer by layer only, with a file that has a table and layer_output
+  const bool table = filter_spacing > 0.0 && model->module.find_method("layer_output");
+  if (filter_user == 1 && !table)
+    error->all(FLERR, "pair_style eip2nn filter table: model {} has no filter table (a SchNet exported by this "
+                      "eip2nn with a filter spacing > 0 has one); use filter network or export it again",
+               model_path);
+  if (filter_user == 1 && !layerwise_active)
+    error->all(FLERR, "pair_style eip2nn filter table: the table is used layer by layer only, and this run uses "
+                      "the deep ghost shell (layerwise no, or a file without its layers)");
+  const bool filter_was = filter_active;
+  filter_active = layerwise_active && table && filter_user != 0;
+  if (comm->me == 0 && filter_active && !filter_was)
+    utils::logmesg(lmp, "eip2nn: filters from the file's table ({} intervals of {} A), convolved in one pass over "
+                        "the edges\n", model->filter_table.size(1), filter_spacing);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -678,7 +736,7 @@ static std::string evaluate(torch::jit::Module &module, bool float32, const torc
 namespace {
 enum NativePart {
   DENSITY, COMPONENTS, NETWORK, ADJOINT, EDGE_GRADIENTS, SF_VALUES, SF_EDGE_GRADIENTS,
-  MP_GRAPH, MP_LAYERS, MP_EXCHANGE, MP_READOUT, MP_BACKWARD, MP_TALLY, NATIVE_PARTS
+  MP_GRAPH, MP_LAYERS, MP_EXCHANGE, MP_TABLE, MP_READOUT, MP_BACKWARD, MP_TALLY, NATIVE_PARTS
 };
 
 struct NativeProfile {
@@ -689,7 +747,8 @@ struct NativeProfile {
                                        "adjoint Y", "edge gradients (U again, reverse mode)",
                                        "symmetry functions G", "symmetry-function edge gradients",
                                        "layer by layer: graph and tensors", "layer by layer: layers (torch)",
-                                       "layer by layer: feature exchange (comm)", "layer by layer: readout (torch)",
+                                       "layer by layer: feature exchange (comm)",
+                                       "layer by layer: tabulated filter (both passes)", "layer by layer: readout (torch)",
                                        "layer by layer: gradient (torch)", "layer by layer: forces and virial"};
     double total = 0.0;
     for (double t : seconds) total += t;
@@ -1188,8 +1247,16 @@ void PairEIP2NN::compute_layerwise()
     torch::jit::Method initial = model->module.get_method("initial_features");
     torch::jit::Method inputs_of = model->module.get_method("layer_inputs");
     torch::jit::Method update = model->module.get_method("layer_update");
+    torch::jit::Method layer_output = model->module.get_method(filter_active ? "layer_output" : "layer_update");
     torch::jit::Method readout = model->module.get_method("energies_from_features");
-    torch::Tensor v = vec.to(dtype).requires_grad_(true);
+    // the tabulated filter: edge lengths r (no autograd: its gradient is summed by the kernel into grad_r)
+    const bool tabulated = filter_active;
+    torch::Tensor r, grad_r;
+    if (tabulated) {
+      r = vec.norm(2, 1).to(dtype).contiguous();
+      grad_r = torch::zeros({ne}, r.options());
+    }
+    torch::Tensor v = vec.to(dtype).requires_grad_(!tabulated);
     auto check_shape = [&](const char *what, int k, const torch::Tensor &t, int64_t rows_expected) {
       if (t.dim() != 2 || t.size(0) != rows_expected || t.size(1) != F)
         throw std::runtime_error(fmt::format("{} (layer {}) returned shape {}, expected ({}, {})", what, k,
@@ -1200,17 +1267,33 @@ void PairEIP2NN::compute_layerwise()
     torch::Tensor h = initial({species}).toTensor();
     check_shape("initial_features", 0, h, m);
     // per layer: its features (leaf), the owned atoms' inputs, every atom's inputs (leaf), the new features
-    std::vector<torch::Tensor> features, inputs_owned, inputs_all, outputs;
+    // and, with the table, the aggregated messages (leaf)
+    std::vector<torch::Tensor> features, inputs_owned, inputs_all, outputs, aggregated;
     for (int k = 0; k < mp_layers; k++) {
       torch::Tensor in = h.detach().requires_grad_(k > 0);    // the embedding has no gradient to pass on
       torch::Tensor y = inputs_of({(int64_t) k, in}).toTensor();
       check_shape("layer_inputs", k, y, m);
-      torch::Tensor y_all = exchange_forward(y).requires_grad_(k > 0);    // layer 0's: from the embedding
-      torch::Tensor out = update({(int64_t) k, in, y_all, src, dst, v}).toTensor();
-      check_shape("layer_update", k, out, m);
+      torch::Tensor out;
+      if (tabulated) {
+        torch::Tensor y_all = exchange_forward(y).contiguous();
+        torch::Tensor agg;
+        {
+          EIP2NN_TIME(MP_TABLE);
+          agg = eip2nn::tabulated_convolution(y_all, r, src, dst, model->filter_table[k], filter_spacing, m);
+        }
+        agg.requires_grad_(true);
+        out = layer_output({(int64_t) k, in, agg}).toTensor();
+        check_shape("layer_output", k, out, m);
+        inputs_all.push_back(y_all);
+        aggregated.push_back(agg);
+      } else {
+        torch::Tensor y_all = exchange_forward(y).requires_grad_(k > 0);    // layer 0's: from the embedding
+        out = update({(int64_t) k, in, y_all, src, dst, v}).toTensor();
+        check_shape("layer_update", k, out, m);
+        inputs_all.push_back(y_all);
+      }
       features.push_back(in);
       inputs_owned.push_back(y);
-      inputs_all.push_back(y_all);
       outputs.push_back(out);
       h = out;
     }
@@ -1230,7 +1313,21 @@ void PairEIP2NN::compute_layerwise()
     grad_vec = torch::zeros({ne, 3}, v.options());
     for (int k = mp_layers - 1; k >= 0; k--) {
       torch::Tensor g_vec, g_inputs, g_direct;
-      if (outputs[k].requires_grad()) {
+      if (tabulated && outputs[k].requires_grad()) {
+        std::vector<torch::Tensor> wrt{aggregated[k]};
+        if (k > 0) wrt.push_back(features[k]);
+        auto grads = torch::autograd::grad({outputs[k]}, wrt, {g}, /*retain_graph=*/false, /*create_graph=*/false,
+                                           /*allow_unused=*/true);
+        if (k > 0) {
+          g_direct = grads[1];
+          g_inputs = torch::zeros_like(inputs_all[k]);
+        }
+        if (grads[0].defined()) {
+          EIP2NN_TIME(MP_TABLE);
+          eip2nn::tabulated_convolution_backward(grads[0], inputs_all[k], r, src, dst, model->filter_table[k],
+                                                 filter_spacing, g_inputs, grad_r);
+        }
+      } else if (outputs[k].requires_grad()) {
         std::vector<torch::Tensor> wrt{v};
         if (k > 0) wrt.insert(wrt.end(), {inputs_all[k], features[k]});
         auto grads = torch::autograd::grad({outputs[k]}, wrt, {g}, /*retain_graph=*/false, /*create_graph=*/false,
@@ -1251,6 +1348,8 @@ void PairEIP2NN::compute_layerwise()
       g = g_direct.defined() ? g_direct : torch::zeros_like(features[k]);
       if (g_through.defined()) g = g + g_through;
     }
+    if (tabulated)    // dE/dv = dE/dr v / r
+      grad_vec = (grad_r.to(torch::kFloat64) / r.to(torch::kFloat64)).unsqueeze(1) * vec;
     grad_vec = grad_vec.to(torch::kFloat64).contiguous();
     e_owned = e_owned.detach().to(torch::kFloat64).contiguous();
   } catch (const c10::Error &e) {

@@ -72,6 +72,9 @@ class PairEIP2NN : public Pair {
   int feature_width;                         // features per atom between those layers
   int layerwise_user;                        // pair_style's layerwise keyword: 1 yes, 0 no, -1 not given
   bool layerwise_active;                     // this run exchanges features layer by layer (init_style decides)
+  int filter_user;                           // pair_style's filter keyword: 1 table, 0 network, -1 not given
+  double filter_spacing;                     // A: the file's filter table's spacing (0: the file has none)
+  bool filter_active;                        // layer by layer with the tabulated filter (init_style decides)
   double *halo;                              // (nall, feature_width) float64 rows the comm packs and unpacks
   double cutghost_set;                       // comm->cutghostuser as this style last set it
   double cutghost_user;                      // comm->cutghostuser as the user set it

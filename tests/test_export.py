@@ -238,6 +238,64 @@ def test_schnet_layer_methods_in_turn_are_forward_s(tmp_path, members):
         module.layer_inputs(meta["message_passing_layers"], h)
 
 
+def tabulated_convolution(table, spacing, inputs, src, dst, v, m):
+    """The contract of the module docstring, in torch: agg (m, F) = Σ_{e: src=i} inputs[dst[e]] ⊙ w(r_e) with
+    w(r) = Σ_p table[i, p] t^p, t = r / h - i (differentiable in v)."""
+    s = torch.linalg.norm(v, dim=1) / spacing
+    i = torch.clamp(s.detach().floor().long(), max=table.shape[0] - 1)
+    t = (s - i)[:, None]
+    c = table[i]
+    w = c[:, 0] + t * (c[:, 1] + t * (c[:, 2] + t * c[:, 3]))
+    return torch.zeros(m, table.shape[2], dtype=v.dtype).index_add_(0, src, inputs[dst] * w)
+
+
+@pytest.mark.parametrize("members", [1, 2])
+def test_schnet_filter_table_gives_forward_s_energies_and_forces(tmp_path, members):
+    """The tabulated filters (the pair style's default layer by layer), through layer_output, give forward's
+    per-atom energies to 1e-12 and its forces to 1e-8 relative, for a SchNet and a committee (the members'
+    tables side by side); the metadata states the spacing and errors as small."""
+    from eip2nn.nn.committee import Committee
+    atoms = ti_al()
+    models = [make_model("schnet", species_of(atoms), [atoms]) for _ in range(members)]
+    with torch.no_grad():
+        for k, model in enumerate(models[1:], start=1):
+            for p in model.backbone.parameters():
+                p.mul_(1.0 + 0.3 * k)
+    export_model(models[0] if members == 1 else Committee(models), tmp_path / "model.pt")
+    module, meta = load_exported(tmp_path / "model.pt")
+    spacing = meta["filter_table"]["spacing"]
+    assert module.filter_spacing == spacing > 0
+    assert module.filter_table.shape == (meta["message_passing_layers"], meta["filter_table"]["intervals"], 4,
+                                         meta["feature_width"])
+    assert meta["filter_table"]["intervals"] * spacing >= CUTOFF
+    assert 0 < meta["filter_table"]["max_relative_error"]["derivative"] < 1e-6
+    species, src, dst, v = edge_inputs(models[0].graph(atoms))
+    e_exact, f_exact, _ = exported_prediction(module, species, src, dst, v)
+    v = v.detach().clone().requires_grad_()
+    h = module.initial_features(species)
+    for layer in range(meta["message_passing_layers"]):
+        agg = tabulated_convolution(module.filter_table[layer], spacing, module.layer_inputs(layer, h), src, dst, v,
+                                    len(atoms))
+        h = module.layer_output(layer, h, agg)
+    energies = module.energies_from_features(species, h)
+    (g,) = torch.autograd.grad(energies.sum(), v)
+    forces = torch.zeros(len(atoms), 3, dtype=v.dtype).index_add_(0, dst, -g).index_add_(0, src, g)
+    assert (energies - e_exact).abs().max() < 1e-12 * e_exact.abs().max()
+    assert 0 < (forces - f_exact).abs().max() < 1e-8 * f_exact.abs().max()  # 0 would be no table at all
+
+
+def test_a_schnet_exported_without_a_filter_table(tmp_path):
+    """filter_spacing 0: no table and no metadata key; a negative spacing is refused."""
+    atoms = ti_al()
+    model = make_model("schnet", species_of(atoms), [atoms])
+    meta = export_model(model, tmp_path / "model.pt", filter_spacing=0)
+    module, saved = load_exported(tmp_path / "model.pt")
+    assert "filter_table" not in meta and "filter_table" not in saved
+    assert module.filter_table.numel() == 0 and module.filter_spacing == 0
+    with pytest.raises(ValueError, match="filter spacing"):
+        export_model(model, tmp_path / "bad.pt", filter_spacing=-0.01)
+
+
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_edges_beyond_the_cutoff_change_nothing(tmp_path, backbone):
     """A neighbour list with a skin (LAMMPS' default) gives the same energies and forces."""

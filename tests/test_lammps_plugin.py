@@ -577,8 +577,9 @@ def descriptor_model(tmp_path: Path, atoms: Atoms, backbone: str) -> tuple[torch
     return torch.jit.load(str(path)), path
 
 
-def schnet_model(tmp_path: Path) -> tuple[torch.nn.Module, Path]:
-    """An eip2nn SchNet (Si, Ge; 3 layers of width 8, cut-off MP_CUT, random weights) exported to TorchScript."""
+def schnet_model(tmp_path: Path, **export_args) -> tuple[torch.nn.Module, Path]:
+    """An eip2nn SchNet (Si, Ge; 3 layers of width 8, cut-off MP_CUT, random weights) exported to TorchScript
+    (with its filters tabulated, unless ``export_args`` say ``filter_spacing=0``)."""
     from eip2nn.nn.config import ModelConfig
     from eip2nn.nn.export import export_model
     from eip2nn.nn.model import DFT_HEAD, EnergyModel
@@ -587,8 +588,55 @@ def schnet_model(tmp_path: Path) -> tuple[torch.nn.Module, Path]:
                         [DFT_HEAD]).double()
     model.head(DFT_HEAD).scale.data.fill_(2.0)
     path = tmp_path / "schnet.pt"
-    export_model(model.eval(), path)
+    export_model(model.eval(), path, **export_args)
     return torch.jit.load(str(path)), path
+
+
+def test_schnet_tabulated_filter_equals_its_network(plugin, tmp_path):
+    """Layer by layer, the filter table (the default for a file that has one) and the file's filter network
+    (`filter network`) give the same energy, forces (eV/Å) and virial (eV) to 1e-8, and the log says which ran;
+    `filter table` is refused for a file without a table and on the deep ghost shell."""
+    atoms = silicon((2, 2, 2), strain=0.03, rattle=0.1, seed=4)
+    symbols = np.array(atoms.get_chemical_symbols())
+    symbols[1::3] = "Ge"
+    atoms.set_chemical_symbols(symbols)
+    type_of = {"Si": 1, "Ge": 2}
+    _, path = schnet_model(tmp_path)
+    table = run_lammps(atoms, type_of, eip2nn_lines(plugin, path, ["Si", "Ge"]))
+    network = run_lammps(atoms, type_of, eip2nn_lines(plugin, path, ["Si", "Ge"], "filter network"))
+    diffs = max_diffs(table, network)
+    print(f"\ntable vs network: max |diff| {diffs}")
+    assert abs(table["energy"] - network["energy"]) <= 1e-10 * max(1.0, abs(network["energy"]))
+    assert 0 < diffs["forces"] <= 1e-8 * max(1.0, np.abs(network["forces"]).max())  # 0: the table did not run
+    assert diffs["virial"] <= 1e-8 * max(1.0, np.abs(network["virial"]).max())
+    assert diffs["energies"] <= 1e-10 * np.abs(network["energies"]).max()
+
+    lammps = import_lammps()
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    _, no_table = schnet_model(plain, filter_spacing=0)
+    for model, style_args, expected in [
+            (path, "", "filters from the file's table"), (path, "filter network", None),
+            (no_table, "filter table", "has no filter table"),
+            (path, "layerwise no filter table", "the table is used layer by layer only"),
+            (path, "filter spline", "expected 'table' or 'network', got 'spline'")]:
+        log = tmp_path / "table.log"
+        lmp = lammps.lammps(cmdargs=["-screen", "none", "-log", str(log), "-nocite"])
+        try:
+            lmp.commands_list(box_commands(atoms, type_of) + ["create_atoms 1 single 0.1 0.1 0.1 units box"])
+            if style_args.startswith("filter spline"):
+                with pytest.raises(Exception, match=expected):
+                    lmp.commands_list(eip2nn_lines(plugin, model, ["Si", "Ge"], style_args))
+                continue
+            lmp.commands_list(eip2nn_lines(plugin, model, ["Si", "Ge"], style_args))
+            if "filter table" in style_args:
+                with pytest.raises(Exception, match=expected):
+                    lmp.command("run 0")
+                continue
+            lmp.command("run 0")
+        finally:
+            lmp.close()
+        assert ("filters from the file's table (1600 intervals of 0.002 A)" in log.read_text()) == (expected is not None)
 
 
 # how each model of the MPI test runs: pair_style arguments

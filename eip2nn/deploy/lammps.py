@@ -156,19 +156,21 @@ def export_format(model, fmt: str = "auto", dtype: str = "float64") -> str:
 
 
 def export_for_lammps(model_ref: str | Path, out_dir: str | Path, head: str = "dft",
-                      dtype: str = "float64", fmt: str = "auto") -> Deployment | BlendDeployment:
+                      dtype: str = "float64", fmt: str = "auto",
+                      filter_spacing: float | None = None) -> Deployment | BlendDeployment:
     """Export the model at ``model_ref`` (checkpoint path, ``runs:/<id>`` or blend file: :func:`export_blend`)
     into ``out_dir`` in ``dtype``
     ("float64", or "float32": about twice as fast in LAMMPS, ~1e-6 relative) and format ``fmt``
-    (:func:`export_format`): the model file(s), PAIR_FILE (the LAMMPS lines) and EXPORT_INFO. A Δ model's EIP
+    (:func:`export_format`): the model file(s), PAIR_FILE (the LAMMPS lines) and EXPORT_INFO. A SchNet's filters
+    are tabulated every ``filter_spacing`` Å (None: eip2nn.nn.export.FILTER_SPACING; 0: no table). A Δ model's EIP
     must have a LAMMPS form (:func:`lammps_eip`), checked before anything is written."""
     from eip2nn.calculator import EIP2NNCalculator
     from eip2nn.nn.blend import is_blend
-    from eip2nn.nn.export import export_metadata, export_model
+    from eip2nn.nn.export import FILTER_SPACING, export_metadata, export_model
     from eip2nn.nn.mliap import FORMAT as MLIAP_FORMAT
     from eip2nn.nn.mliap import mliap_descriptor_text, mliap_model_text
     if is_blend(model_ref):
-        return export_blend(model_ref, out_dir, head, dtype, fmt)
+        return export_blend(model_ref, out_dir, head, dtype, fmt, filter_spacing)
     model = EIP2NNCalculator.load(str(model_ref), head).model
     eip = lammps_eip(model.reference_eip) if model.reference_eip else None
     out = Path(out_dir)
@@ -182,7 +184,8 @@ def export_for_lammps(model_ref: str | Path, out_dir: str | Path, head: str = "d
     else:
         out.mkdir(parents=True, exist_ok=True)
         model_file, descriptor_file = (out / MODEL_FILE).resolve(), None
-        metadata = export_model(model, model_file, head, dtype)
+        metadata = export_model(model, model_file, head, dtype,
+                                FILTER_SPACING if filter_spacing is None else filter_spacing)
     twin = {}
     if eip is not None and eip.id.endswith(TWIN_SUFFIX):  # the OpenKIM model's own file, beside the network
         eip = lammps_eip(model.reference_eip, folder=out)
@@ -239,9 +242,10 @@ class BlendDeployment:
 
 
 def export_blend(path: str | Path, out_dir: str | Path, head: str = "dft", dtype: str = "float64",
-                 fmt: str = "auto") -> BlendDeployment:
+                 fmt: str = "auto", filter_spacing: float | None = None) -> BlendDeployment:
     """Export each member of blend file ``path`` into ``out_dir``/member-<k> (pair_style eip2nn; a Δ member with
-    its EIP's LAMMPS form) and write the hybrid/scaled lines that weigh them. Members must share their species."""
+    its EIP's LAMMPS form; ``filter_spacing`` as for :func:`export_for_lammps`) and write the hybrid/scaled lines
+    that weigh them. Members must share their species."""
     from eip2nn.nn.blend import read_blend
     from eip2nn.nn.checkpoint import load_model
     if fmt not in ("auto", "torchscript"):
@@ -256,7 +260,7 @@ def export_blend(path: str | Path, out_dir: str | Path, head: str = "dft", dtype
             except ValueError as exc:
                 raise ValueError(f"{path}: member {m.name} ({m.model}) cannot run in LAMMPS: {exc}. The blend runs "
                                  "in ASE (eip2nn.calculator.BlendCalculator)") from None
-    exported = [(m.weight, export_for_lammps(m.model, out / f"member-{k}", head, dtype, "torchscript"))
+    exported = [(m.weight, export_for_lammps(m.model, out / f"member-{k}", head, dtype, "torchscript", filter_spacing))
                 for k, m in enumerate(members)]
     species = [d.species for _, d in exported]
     if any(s != species[0] for s in species):

@@ -60,6 +60,10 @@ class Interaction(nn.Module):
         w = self.filter(rbf) * fcut[:, None]  # (E, F)
         messages = inputs[dst] * w
         agg = torch.zeros_like(x).index_add_(0, src, messages)
+        return self.output(x, agg)
+
+    def output(self, x: torch.Tensor, agg: torch.Tensor) -> torch.Tensor:
+        """New features (n, F) of atoms x (n, F) from their aggregated filtered messages agg (n, F)."""
         return x + self.f2out(agg)
 
 

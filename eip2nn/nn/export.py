@@ -25,7 +25,13 @@ each atom sends its neighbours) and ``layer_update(layer, features (m, F), input
 edge_vectors) -> (m, F)`` (edge_src: rows of features, the receivers; edge_dst: rows of inputs, the senders); and
 ``energies_from_features(species (m,), features (m, F)) -> (m,)`` eV. ``forward`` is these in turn on one graph;
 the pair style instead keeps features of its owned atoms only, runs each layer on their edges, and fetches the
-ghost atoms' ``layer_inputs`` rows from their owners.
+ghost atoms' ``layer_inputs`` rows from their owners. Such a file may also carry its filters as a table
+(``metadata["filter_table"]``): the buffer ``filter_table`` (layers, G, 4, F) holds, per layer and interval
+[i h, (i+1) h) of r (h = ``filter_spacing`` Å), the cubic coefficients c_p of the filter
+w(r) = filter(rbf(r)) fcut(r) = Σ_p c_p t^p, t = r / h - i (DeePMD-kit's model compression, cubic Hermite), and
+``layer_output(layer, features (m, F), agg (m, F)) -> (m, F)`` finishes a layer from the aggregated messages
+agg[i] = Σ_{e: src=i} inputs[dst[e]] ⊙ w(r_e), which the pair style then computes itself in one pass over the
+edges, its gradient too.
 
 A descriptor model also has ``energies_from_descriptor(species (n,) int64, descriptor (n, K)) -> (n,)`` eV:
 what ``forward`` does after the descriptor. ``metadata["native_descriptor"]`` ``"bispectrum"`` or
@@ -39,6 +45,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from pathlib import Path
 
@@ -58,6 +65,59 @@ from eip2nn.snap.bispectrum import BZEROFLAG
 
 FORMAT = "eip2nn-lammps/1"
 METADATA_FILE = "eip2nn.json"
+# Å: a SchNet's filters are tabulated at this spacing unless export_model is told otherwise; on random and
+# trained models the table's forces differ from the network's by ~1e-9 relative (see filter_table_errors)
+FILTER_SPACING = 0.002
+
+
+def _filter_of(block: nn.Module, rbf_gamma: float, rbf_centres: torch.Tensor, cutoff: float):
+    """The filter w(r) (P,) Å -> (P, F) of an :class:`~eip2nn.nn.backbones.Interaction`, in float64."""
+    block = copy.deepcopy(block).to(torch.float64).requires_grad_(False)
+    centres = rbf_centres.detach().to(torch.float64)
+
+    def w(r: torch.Tensor) -> torch.Tensor:
+        rbf = torch.exp(-rbf_gamma * (r[:, None] - centres) ** 2)
+        return block.filter(rbf) * cosine_cutoff(r, cutoff)[:, None]
+    return w
+
+
+def filter_table(backbone: SchNet, spacing: float) -> torch.Tensor:
+    """Cubic Hermite coefficients (layers, G, 4, F) float64 of each interaction's filter on G = ⌈cutoff /
+    spacing⌉ intervals of ``spacing`` Å: values and slopes (forward-mode autograd) at the knots, so w and dw/dr
+    are continuous."""
+    if spacing <= 0:
+        raise ValueError(f"filter spacing must be > 0 Å, got {spacing}")
+    n = math.ceil(backbone.cutoff / spacing)
+    knots = torch.arange(n + 1, dtype=torch.float64) * spacing
+    layers = []
+    for block in backbone.interactions:
+        w = _filter_of(block, backbone.rbf_gamma, backbone.rbf_centres, backbone.cutoff)
+        y, dy = torch.func.jvp(w, (knots,), (torch.ones_like(knots),))
+        y0, y1, m0, m1 = y[:-1], y[1:], dy[:-1] * spacing, dy[1:] * spacing
+        layers.append(torch.stack([y0, m0, 3 * (y1 - y0) - 2 * m0 - m1, 2 * (y0 - y1) + m0 + m1], dim=1))
+    return torch.stack(layers)
+
+
+def filter_table_errors(backbone: SchNet, table: torch.Tensor, spacing: float) -> dict:
+    """Largest |table - network| of the filters and of their r-derivatives over every layer, at three points
+    inside each interval, each relative to the network's largest |value|: {"filter": ..., "derivative": ...}."""
+    n = table.shape[1]
+    t = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)
+    r = ((torch.arange(n, dtype=torch.float64)[:, None] + t) * spacing).reshape(-1)
+    r = r[r < backbone.cutoff]
+    i = torch.clamp((r / spacing).floor().long(), max=n - 1)
+    s = (r / spacing - i)[:, None]
+    worst = {"filter": 0.0, "derivative": 0.0}
+    for k, block in enumerate(backbone.interactions):
+        w = _filter_of(block, backbone.rbf_gamma, backbone.rbf_centres, backbone.cutoff)
+        y, dy = torch.func.jvp(w, (r,), (torch.ones_like(r),))
+        c = table[k][i]
+        y_tab = c[:, 0] + s * (c[:, 1] + s * (c[:, 2] + s * c[:, 3]))
+        dy_tab = (c[:, 1] + s * (2 * c[:, 2] + 3 * s * c[:, 3])) / spacing
+        worst["filter"] = max(worst["filter"], float((y_tab - y).abs().max() / y.abs().max().clamp(min=1e-300)))
+        worst["derivative"] = max(worst["derivative"],
+                                  float((dy_tab - dy).abs().max() / dy.abs().max().clamp(min=1e-300)))
+    return worst
 
 
 class ExportedSchNet(nn.Module):
@@ -116,6 +176,19 @@ class ExportedSchNet(nn.Module):
             raise IndexError("layer_update: no such layer")
         return out
 
+    def layer_output(self, layer: int, features: torch.Tensor, agg: torch.Tensor) -> torch.Tensor:
+        """Interaction ``layer``'s new features (m, width) from features (m, width) and the aggregated filtered
+        messages agg (m, width) (see the module docstring)."""
+        out = features
+        found = False
+        for k, block in enumerate(self.interactions):
+            if k == layer:
+                out = block.output(features, agg)
+                found = True
+        if not found:
+            raise IndexError("layer_output: no such layer")
+        return out
+
 
 class ExportedDescriptorNet(nn.Module):
     """:class:`DescriptorNet` with its descriptor (symmetry functions or bispectrum) computed in torch from the
@@ -162,7 +235,8 @@ class ExportedModel(nn.Module):
     ``dtype``: "float64" (default; equal to the model to round-off) or "float32" (about twice as fast,
     ~1e-6 relative); edge vectors are expected in that precision."""
 
-    def __init__(self, model: EnergyModel, head: str = DFT_HEAD, dtype: str = "float64"):
+    def __init__(self, model: EnergyModel, head: str = DFT_HEAD, dtype: str = "float64",
+                 filter_spacing: float = 0.0):
         super().__init__()
         if head not in model.head_names:
             raise ValueError(f"model has no head {head!r}; its heads: {model.head_names}")
@@ -176,6 +250,11 @@ class ExportedModel(nn.Module):
             descriptor = TorchSymmetryFunctions.from_kliff(config.cutoff, config.descriptor)
             self.backbone = ExportedDescriptorNet(model.backbone, descriptor)
         self.head = copy.deepcopy(model.head(head))
+        # a SchNet's filters tabulated (filter_spacing Å > 0), for the pair style; empty otherwise
+        table = (filter_table(model.backbone, filter_spacing) if config.backbone == "schnet" and filter_spacing > 0
+                 else torch.zeros(0, dtype=torch.float64))
+        self.register_buffer("filter_table", table)
+        self.filter_spacing = float(filter_spacing) if table.numel() else 0.0
         # the SNAP prior belongs to the DFT head only (see EnergyModel.atomic_energies)
         self.prior = copy.deepcopy(model.prior) if model.prior is not None and head == DFT_HEAD else NoPrior()
         if dtype not in DTYPES:
@@ -228,6 +307,14 @@ class ExportedModel(nn.Module):
         raise RuntimeError("layer_update: this model's backbone does not pass messages")
 
     @torch.jit.export
+    def layer_output(self, layer: int, features: torch.Tensor, agg: torch.Tensor) -> torch.Tensor:
+        """Message passing only: layer ``layer``'s new features (m, F) from features (m, F) and the aggregated
+        filtered messages agg (m, F) (module docstring)."""
+        if hasattr(self.backbone, "interactions"):  # resolved when scripting
+            return self.backbone.layer_output(layer, features, agg)
+        raise RuntimeError("layer_output: this model's backbone does not pass messages")
+
+    @torch.jit.export
     def energies_from_features(self, species: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """Message passing only: per-atom energies (n,) eV from the last layer's features (n, F)."""
         if hasattr(self.backbone, "interactions"):  # resolved when scripting
@@ -240,12 +327,19 @@ class ExportedCommittee(nn.Module):
     contract. A descriptor model's descriptor is computed once (by ``backbone``, member 0's, whose tables the
     pair style reads for a native descriptor) and passed to every member."""
 
-    def __init__(self, committee: Committee, head: str = DFT_HEAD, dtype: str = "float64"):
+    def __init__(self, committee: Committee, head: str = DFT_HEAD, dtype: str = "float64",
+                 filter_spacing: float = 0.0):
         super().__init__()
         self.members = nn.ModuleList([ExportedModel(m, head, dtype) for m in committee.members])
         self.backbone = copy.deepcopy(self.members[0].backbone)
         self.weight = 1.0 / len(self.members)
         self.member_width = int(committee.members[0].config.width)  # message passing: features per member
+        # the members' filter tables side by side in F (the features are): one table for the pair style
+        schnet = committee.config.backbone == "schnet" and filter_spacing > 0
+        table = (torch.cat([filter_table(m.backbone, filter_spacing) for m in committee.members], dim=3) if schnet
+                 else torch.zeros(0, dtype=torch.float64))
+        self.register_buffer("filter_table", table.to(DTYPES[dtype]))
+        self.filter_spacing = float(filter_spacing) if schnet else 0.0
 
     def forward(self, species: torch.Tensor, edge_src: torch.Tensor, edge_dst: torch.Tensor,
                 edge_vectors: torch.Tensor) -> torch.Tensor:
@@ -296,6 +390,16 @@ class ExportedCommittee(nn.Module):
         return torch.cat(parts, dim=1)
 
     @torch.jit.export
+    def layer_output(self, layer: int, features: torch.Tensor, agg: torch.Tensor) -> torch.Tensor:
+        """Message passing: each member's layer output from its own columns of features and agg (m, members ×
+        width)."""
+        parts: list[torch.Tensor] = []
+        w = self.member_width
+        for k, member in enumerate(self.members):
+            parts.append(member.layer_output(layer, features[:, k * w:(k + 1) * w], agg[:, k * w:(k + 1) * w]))
+        return torch.cat(parts, dim=1)
+
+    @torch.jit.export
     def energies_from_features(self, species: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """Message passing: per-atom energies (n,) eV, the members' mean."""
         total = torch.zeros(species.shape[0], dtype=features.dtype, device=features.device)
@@ -323,19 +427,28 @@ def export_metadata(model: EnergyModel | Committee, head: str = DFT_HEAD, dtype:
 
 
 def export_model(model_or_checkpoint_path: EnergyModel | Committee | str | Path, out_path: str | Path,
-                 head: str = DFT_HEAD, dtype: str = "float64") -> dict:
+                 head: str = DFT_HEAD, dtype: str = "float64", filter_spacing: float = FILTER_SPACING) -> dict:
     """Script ``head`` of the model or committee (or of the checkpoint at that path) into ``out_path``; returns
-    the metadata.
+    the metadata. A SchNet's filters are also tabulated every ``filter_spacing`` Å (0: not), for the pair style;
+    ``metadata["filter_table"]`` then says the spacing and the table's largest relative errors.
 
     Written atomically (temporary file, then rename). Raises ValueError for a head the model lacks.
     """
     model = model_or_checkpoint_path
     if not isinstance(model, (EnergyModel, Committee)):
         model = load_model(model)
-    exported = ExportedCommittee(model, head, dtype) if isinstance(model, Committee) else ExportedModel(model, head,
-                                                                                                           dtype)
+    if filter_spacing < 0:
+        raise ValueError(f"filter spacing must be >= 0 Å (0: no table), got {filter_spacing}")
+    kind = ExportedCommittee if isinstance(model, Committee) else ExportedModel
+    exported = kind(model, head, dtype, filter_spacing)
     scripted = torch.jit.script(exported)
     metadata = export_metadata(model, head, dtype)
+    if exported.filter_spacing > 0:
+        members = model.members if isinstance(model, Committee) else [model]
+        errors = [filter_table_errors(m.backbone, filter_table(m.backbone, filter_spacing), filter_spacing)
+                  for m in members]
+        metadata["filter_table"] = {"spacing": filter_spacing, "intervals": int(exported.filter_table.shape[1]),
+                                    "max_relative_error": {key: max(e[key] for e in errors) for key in errors[0]}}
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_suffix(out_path.suffix + f".tmp{os.getpid()}")

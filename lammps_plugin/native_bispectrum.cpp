@@ -5,6 +5,7 @@
 ------------------------------------------------------------------------- */
 
 #include "native_bispectrum.h"
+#include "simd_clones.h"
 
 #include <algorithm>
 #include <cmath>
@@ -18,13 +19,7 @@ using eip2nn::NativeBispectrum;
 using eip2nn::EDGE_LANES;
 using eip2nn::LANES;
 
-// the hot loops are compiled for AVX-512 and AVX2+FMA (x86-64-v4, v3) besides the baseline; the loader
-// picks the best one this CPU runs (GCC/Clang function multiversioning)
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(EIP2NN_NO_SIMD_CLONES)
-#define SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define SIMD_CLONES
-#endif
+// the hot loops: SIMD_CLONES (simd_clones.h)
 
 namespace {
 

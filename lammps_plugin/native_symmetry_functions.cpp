@@ -17,6 +17,7 @@
 ------------------------------------------------------------------------- */
 
 #include "native_symmetry_functions.h"
+#include "simd_clones.h"
 
 #include <algorithm>
 #include <cmath>
@@ -28,13 +29,7 @@
 using eip2nn::NativeSymmetryFunctions;
 using eip2nn::PAIR_LANES;
 
-// the pair loops are compiled for AVX-512 and AVX2+FMA (x86-64-v4, v3) besides the baseline; the loader
-// picks the best one this CPU runs (as in native_bispectrum.cpp)
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(EIP2NN_NO_SIMD_CLONES)
-#define SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define SIMD_CLONES
-#endif
+// the pair loops: SIMD_CLONES (simd_clones.h)
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 // the vector helpers below are always inlined: no vector crosses a call, so the ABI note is moot
 #pragma GCC diagnostic ignored "-Wpsabi"

@@ -1247,6 +1247,7 @@ void PairEIP2NN::compute_layerwise()
     torch::jit::Method initial = model->module.get_method("initial_features");
     torch::jit::Method inputs_of = model->module.get_method("layer_inputs");
     torch::jit::Method update = model->module.get_method("layer_update");
+    // a Method has no empty state: without the table this handle is layer_update's and goes unused
     torch::jit::Method layer_output = model->module.get_method(filter_active ? "layer_output" : "layer_update");
     torch::jit::Method readout = model->module.get_method("energies_from_features");
     // the tabulated filter: edge lengths r (no autograd: its gradient is summed by the kernel into grad_r)
@@ -1256,7 +1257,8 @@ void PairEIP2NN::compute_layerwise()
       r = vec.norm(2, 1).to(dtype).contiguous();
       grad_r = torch::zeros({ne}, r.options());
     }
-    torch::Tensor v = vec.to(dtype).requires_grad_(!tabulated);
+    // without the table: the edge vectors autograd differentiates through layer_update
+    torch::Tensor v = tabulated ? torch::Tensor() : vec.to(dtype).requires_grad_(true);
     auto check_shape = [&](const char *what, int k, const torch::Tensor &t, int64_t rows_expected) {
       if (t.dim() != 2 || t.size(0) != rows_expected || t.size(1) != F)
         throw std::runtime_error(fmt::format("{} (layer {}) returned shape {}, expected ({}, {})", what, k,
@@ -1310,7 +1312,7 @@ void PairEIP2NN::compute_layerwise()
     if (e_owned.requires_grad())
       g = torch::autograd::grad({e_owned.sum()}, {last}, {}, false, false, /*allow_unused=*/true)[0];
     if (!g.defined()) g = torch::zeros_like(last);
-    grad_vec = torch::zeros({ne, 3}, v.options());
+    if (!tabulated) grad_vec = torch::zeros({ne, 3}, v.options());
     for (int k = mp_layers - 1; k >= 0; k--) {
       torch::Tensor g_vec, g_inputs, g_direct;
       if (tabulated && outputs[k].requires_grad()) {

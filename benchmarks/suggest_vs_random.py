@@ -72,7 +72,12 @@ def main() -> None:
                    help="change the pipeline's model setting for one element, e.g. Si:cutoff=4.8")
     p.add_argument("--committee", type=int, default=0, metavar="N",
                    help="also suggest with a committee of N networks trained on the labelled structures")
+    p.add_argument("--weight", action="append", default=[], metavar="SIGNAL=W",
+                   help="weight of an acquisition signal (eip2nn suggest --weight), e.g. energy_novelty=0")
+    p.add_argument("--strategies", nargs="+", metavar="NAME",
+                   help="train only these strategies (default: all): suggested, 'suggested + committee', random, none")
     args = p.parse_args()
+    weights = {key: float(value) for key, _, value in (w.partition("=") for w in args.weight)}
     overrides: dict[str, dict] = {}
     for item in args.model:
         element, _, setting = item.partition(":")
@@ -90,18 +95,20 @@ def main() -> None:
                 labelled, pool = Split.labelled(low.train), Split.unlabelled(low.train)
                 pool_hashes = structure_hashes(pool)
                 picked = suggest(labelled, pool, low.species, args.labels, source_tag=low.source_tag,
-                                 seed=seed).picked[:args.k]
+                                 seed=seed, weights=weights).picked[:args.k]
                 chosen = {"suggested": picked}
                 if args.committee > 1:
                     committee = train(labelled, test_file, element, seed, folder, args.labels,
                                       overrides.get(element, {}), args.committee)
                     chosen["suggested + committee"] = suggest(
-                        labelled, pool, low.species, args.labels, source_tag=low.source_tag, seed=seed,
+                        labelled, pool, low.species, args.labels, source_tag=low.source_tag, seed=seed, weights=weights,
                         model=EIP2NNCalculator.load(str(committee.model_path))).picked[:args.k]
                 chosen |= {
                           "random": np.random.default_rng(seed).choice(len(pool), args.k, replace=False).tolist(),
                           "none": []}
                 for strategy, indices in chosen.items():
+                    if args.strategies and strategy not in args.strategies:
+                        continue
                     added = [truth[pool_hashes[i]] for i in indices]
                     e, f = train_and_score(labelled + added, test_file, element, seed, folder, args.labels,
                                            overrides.get(element, {}))

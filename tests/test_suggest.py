@@ -56,7 +56,7 @@ def test_the_structure_where_eips_disagree_most_comes_first_and_its_duplicate_la
     assert spread[12] > spread[:12].max() and force[12] > force[:12].max()  # the committee parts ways
     assert spread[12] == spread[13]
     assert {result.names[result.picked[0]], result.names[result.picked[-1]]} == {"compressed", "compressed-copy"}
-    assert set(result.signals) == {"committee_energy", "committee_force", "out_of_domain"}
+    assert set(result.signals) == {"committee_energy", "committee_force", "energy_novelty", "out_of_domain"}
     assert 0 <= result.acquisition.min() and result.acquisition.max() <= 1
     again = suggest(labelled, pool, ["Si"], labels, eips=COMMITTEE, seed=0)
     assert again.picked == result.picked  # deterministic for a seed
@@ -81,11 +81,34 @@ def test_the_committee_signals_are_the_aligned_spread_and_force_disagreement(lab
         assert result.signals["committee_force"][i] == pytest.approx(np.linalg.norm(half, axis=1).mean(), rel=1e-9)
 
 
+def test_energy_novelty_is_the_distance_to_the_nearest_labelled_energy(labelled, tmp_path):
+    """The committee's mean aligned energy per atom against the labelled DFT energies per atom, both less the
+    per-element reference fitted to the labelled energies (for one element: Σ E / Σ n)."""
+    from eip2nn.labelling.choice import label_with
+    from eip2nn.potentials.db import PotentialsDB
+    from eip2nn.weak.targets import fit_alignments
+    pool = pool_with_planted(5)
+    labels = str(tmp_path / "labels.sqlite")
+    result = suggest(labelled, pool, ["Si"], labels, eips=COMMITTEE, seed=0)
+    with_labels = label_with(labelled + pool, [PotentialsDB().get(e) for e in COMMITTEE], labels, None)
+    align = fit_alignments(with_labels[:len(labelled)], COMMITTEE, ["Si"])
+    n_lab = np.array([len(a) for a in labelled], dtype=float)
+    e_lab = np.array([a.info["REF_energy"] for a in labelled])
+    reference = e_lab @ n_lab / (n_lab @ n_lab)  # eV/atom: least squares of E ≈ n μ
+    for i, atoms in enumerate(with_labels[len(labelled):]):
+        n = len(atoms)
+        mean = np.mean([atoms.info[f"{x}_energy"] + n * align[x].offsets[0] for x in COMMITTEE]) / n
+        expected = np.abs((mean - reference) - (e_lab / n_lab - reference)).min() * 1000
+        assert result.signals["energy_novelty"][i] == pytest.approx(expected, rel=1e-9)
+    # the cell compressed by 12% lies much further from every labelled energy than the rattled ones
+    assert result.signals["energy_novelty"][5] > 2 * result.signals["energy_novelty"][:5].max()
+
+
 def test_a_model_adds_its_gap_to_the_committee_and_weights_choose_the_signals(labelled, tmp_path):
     pool = pool_with_planted(6)
     labels = str(tmp_path / "labels.sqlite")
     result = suggest(labelled, pool, ["Si"], labels, eips=COMMITTEE, model=LennardJones(sigma=2.1, epsilon=1.0),
-                     weights={"committee_force": 0, "out_of_domain": 0}, seed=1)
+                     weights={"committee_force": 0, "energy_novelty": 0, "out_of_domain": 0}, seed=1)
     assert np.isfinite(result.signals["model_gap"]).all()
     # only committee_energy and model_gap count: the acquisition is the mean of their percentiles
     expected = (_percentiles(result.signals["committee_energy"]) + _percentiles(result.signals["model_gap"])) / 2

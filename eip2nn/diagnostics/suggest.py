@@ -1,12 +1,19 @@
 """What to compute next with DFT: rank unlabelled structures by how much a label would teach.
 
 The acquisition of a pool structure is a weighted mean of the percentile
-ranks (0 = least, 1 = most, within the pool) of up to five signals:
+ranks (0 = least, 1 = most, within the pool) of up to six signals (weight 1
+each by default, ``energy_novelty`` 0):
 
 - ``committee_energy``: spread (standard deviation) of the EIP committee's
   aligned energies, meV/atom — the EIPs disagree where physics is uncertain;
 - ``committee_force``: mean over atoms of the committee's RMS deviation from
   its mean force, eV/Å;
+- ``energy_novelty``: how far the committee's mean aligned energy lies from
+  every labelled structure's DFT energy, meV/atom (both less a per-element
+  reference fitted to the labelled energies) — the labels' energy range
+  would have to be extrapolated; the EIPs agree on strained bulk, say, yet a
+  network trained on a few labels has not seen that energy (weight 0 unless
+  given: it did not help on Si);
 - ``out_of_domain``: the adversarial classifier's out-of-fold probability
   that the structure belongs to the pool rather than the labelled set
   (:mod:`eip2nn.diagnostics.adversarial`) — unlike anything labelled;
@@ -35,17 +42,19 @@ import numpy as np
 from ase import Atoms
 from scipy.stats import rankdata
 
+from eip2nn.alignment import per_element_offsets
 from eip2nn.diagnostics.adversarial import adversarial_validation_features
-from eip2nn.keys import ENERGY, FORCES, eip_key, structure_name
+from eip2nn.keys import ENERGY, FORCES, REF_ENERGY, eip_key, structure_name
 from eip2nn.labelling.choice import label_with, select_eips
 from eip2nn.potentials.db import PotentialsDB
 from eip2nn.tables import format_table
 from eip2nn.weak.features import StructureFeatures
 from eip2nn.weak.targets import Alignment, element_counts, fit_alignments
 
-SIGNALS = ("committee_energy", "committee_force", "out_of_domain", "model_gap", "model_spread")
-DEFAULT_WEIGHTS = {"committee_energy": 1.0, "committee_force": 1.0, "out_of_domain": 1.0, "model_gap": 1.0,
-                   "model_spread": 1.0}
+SIGNALS = ("committee_energy", "committee_force", "energy_novelty", "out_of_domain", "model_gap", "model_spread")
+# energy_novelty is off by default: on Si (5 seeds, docs/diagnostics.md) it made the picks' energies worse
+DEFAULT_WEIGHTS = {"committee_energy": 1.0, "committee_force": 1.0, "energy_novelty": 0.0, "out_of_domain": 1.0,
+                   "model_gap": 1.0, "model_spread": 1.0}
 MAX_FOLDS = 5  # adversarial validation folds (fewer when a set is smaller)
 
 
@@ -92,6 +101,19 @@ def committee_signals(pool: list[Atoms], alignments: dict[str, Alignment], speci
         forces = np.stack([atoms.arrays[eip_key(e, FORCES)] for e in have])  # (K, n, 3)
         force[i] = np.sqrt(((forces - forces.mean(axis=0)) ** 2).sum(axis=2).mean(axis=0)).mean()
     return spread, force, mean
+
+
+def energy_novelty(labelled: list[Atoms], pool: list[Atoms], committee_mean: np.ndarray, species: list[str]
+                   ) -> np.ndarray:
+    """(P,) meV/atom: the distance of each pool structure's committee-mean energy (eV, aligned to DFT) to the
+    nearest labelled DFT energy, both per atom after a per-element reference fitted to the labelled DFT
+    energies; NaN where the committee has no mean."""
+    lab_counts, pool_counts = element_counts(labelled, species), element_counts(pool, species)
+    dft = np.array([a.info[REF_ENERGY] for a in labelled])
+    mu = per_element_offsets(lab_counts, dft)
+    lab_e = (dft - lab_counts @ mu) / lab_counts.sum(axis=1)
+    pool_e = (committee_mean - pool_counts @ mu) / pool_counts.sum(axis=1)
+    return np.abs(pool_e[:, None] - lab_e[None, :]).min(axis=1) * 1000.0
 
 
 def model_signals(pool: list[Atoms], model, committee_mean: np.ndarray) -> dict[str, np.ndarray]:
@@ -151,7 +173,7 @@ def suggest(labelled: list[Atoms], pool: list[Atoms], species: list[str], labels
     eips: the committee (default: the ``n_eips`` eligible EIPs closest to DFT on ``labelled``, twins
     skipped); labels: the EIP label store (missing labels are computed). model: an ASE calculator of a
     trained model (e.g. EIP2NNCalculator) for the ``model_gap`` signal, and ``model_spread`` when it gives
-    ``results["energy_std"]`` (a committee). weights: per signal (default 1 each);
+    ``results["energy_std"]`` (a committee). weights: per signal (default ``DEFAULT_WEIGHTS``);
     seed: of the adversarial folds and forest.
     """
     if not labelled:
@@ -169,7 +191,8 @@ def suggest(labelled: list[Atoms], pool: list[Atoms], species: list[str], labels
     labelled_eip, pool_eip = with_labels[:len(labelled)], with_labels[len(labelled):]
     alignments = fit_alignments(labelled_eip, committee, species)
     spread, force, committee_mean = committee_signals(pool_eip, alignments, species)
-    signals = {"committee_energy": spread, "committee_force": force}
+    signals = {"committee_energy": spread, "committee_force": force,
+               "energy_novelty": energy_novelty(labelled, pool, committee_mean, species)}
 
     featuriser = StructureFeatures(species)
     labelled_x, feature_names = featuriser.structure_block(labelled)

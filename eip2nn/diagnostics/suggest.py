@@ -1,8 +1,8 @@
 """What to compute next with DFT: rank unlabelled structures by how much a label would teach.
 
 The acquisition of a pool structure is a weighted mean of the percentile
-ranks (0 = least, 1 = most, within the pool) of up to six signals (weight 1
-each by default, ``energy_novelty`` 0):
+ranks (0 = least, 1 = most, within the pool) of up to seven signals (weight 1
+each by default, ``energy_novelty`` and ``pool_density`` 0):
 
 - ``committee_energy``: spread (standard deviation) of the EIP committee's
   aligned energies, meV/atom — the EIPs disagree where physics is uncertain;
@@ -14,6 +14,10 @@ each by default, ``energy_novelty`` 0):
   would have to be extrapolated; the EIPs agree on strained bulk, say, yet a
   network trained on a few labels has not seen that energy (weight 0 unless
   given: it did not help on Si);
+- ``pool_density``: how typical of the pool a structure is: minus its mean
+  distance (standardised structure features) to its ``DENSITY_NEIGHBOURS``
+  nearest pool structures — not a doubt but a weight towards structures like
+  many others, so that a label teaches about many (weight 0 unless given);
 - ``out_of_domain``: the adversarial classifier's out-of-fold probability
   that the structure belongs to the pool rather than the labelled set
   (:mod:`eip2nn.diagnostics.adversarial`) — unlike anything labelled;
@@ -51,11 +55,13 @@ from eip2nn.tables import format_table
 from eip2nn.weak.features import StructureFeatures
 from eip2nn.weak.targets import Alignment, element_counts, fit_alignments
 
-SIGNALS = ("committee_energy", "committee_force", "energy_novelty", "out_of_domain", "model_gap", "model_spread")
+SIGNALS = ("committee_energy", "committee_force", "energy_novelty", "pool_density", "out_of_domain", "model_gap",
+           "model_spread")
 # energy_novelty is off by default: on Si (5 seeds, docs/diagnostics.md) it made the picks' energies worse
-DEFAULT_WEIGHTS = {"committee_energy": 1.0, "committee_force": 1.0, "energy_novelty": 0.0, "out_of_domain": 1.0,
-                   "model_gap": 1.0, "model_spread": 1.0}
+DEFAULT_WEIGHTS = {"committee_energy": 1.0, "committee_force": 1.0, "energy_novelty": 0.0, "pool_density": 0.0,
+                   "out_of_domain": 1.0, "model_gap": 1.0, "model_spread": 1.0}
 MAX_FOLDS = 5  # adversarial validation folds (fewer when a set is smaller)
+DENSITY_NEIGHBOURS = 5  # pool_density: nearest pool structures averaged over
 
 
 @dataclass
@@ -142,12 +148,27 @@ def _percentiles(values: np.ndarray) -> np.ndarray:
     return out
 
 
+def _standardised(labelled_x: np.ndarray, pool_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both feature blocks divided by the per-feature std over labelled + pool (1 where constant)."""
+    scale = np.vstack([labelled_x, pool_x]).std(axis=0)
+    scale[scale == 0] = 1.0
+    return labelled_x / scale, pool_x / scale
+
+
+def pool_density(pool_x: np.ndarray) -> np.ndarray:
+    """(P,) minus the mean distance of each pool structure to its ``DENSITY_NEIGHBOURS`` nearest others, in
+    standardised features (higher: more typical of the pool); 0 for a pool of one."""
+    if len(pool_x) < 2:
+        return np.zeros(len(pool_x))
+    d = np.sqrt(((pool_x[:, None, :] - pool_x[None, :, :]) ** 2).sum(axis=2))
+    np.fill_diagonal(d, np.inf)
+    k = min(DENSITY_NEIGHBOURS, len(pool_x) - 1)
+    return -np.sort(d, axis=1)[:, :k].mean(axis=1)
+
+
 def _pick(acquisition: np.ndarray, pool_x: np.ndarray, labelled_x: np.ndarray) -> list[int]:
     """Greedy order of the whole pool by acquisition × d / (d + d₀) (see the module docstring)."""
-    both = np.vstack([labelled_x, pool_x])
-    scale = both.std(axis=0)
-    scale[scale == 0] = 1.0
-    p, lab = pool_x / scale, labelled_x / scale
+    lab, p = _standardised(labelled_x, pool_x)
 
     def distances(points: np.ndarray) -> np.ndarray:
         return np.sqrt(((p[:, None, :] - points[None, :, :]) ** 2).sum(axis=2)).min(axis=1)
@@ -197,6 +218,7 @@ def suggest(labelled: list[Atoms], pool: list[Atoms], species: list[str], labels
     featuriser = StructureFeatures(species)
     labelled_x, feature_names = featuriser.structure_block(labelled)
     pool_x, _ = featuriser.structure_block(pool)
+    signals["pool_density"] = pool_density(_standardised(labelled_x, pool_x)[1])
     folds = min(MAX_FOLDS, len(labelled), len(pool))
     if folds >= 2:
         adversarial = adversarial_validation_features(labelled_x, pool_x, feature_names, folds=folds, seed=seed)

@@ -268,7 +268,7 @@ def test_a_committee_runs_as_one_pair_style_that_gives_the_members_mean(tmp_path
 def test_a_delta_model_on_a_kim_only_eip_is_refused_before_writing(tmp_path):
     path = save_checkpoint(tmp_path / "delta.pt",
                            random_model("schnet", [], reference_eip="ThreeBodyCluster_BH_BiswasHamann_1987_Si"))
-    with pytest.raises(ValueError, match="no LAMMPS twin"):  # (SW's KIM and LAMMPS forms differ: not twins)
+    with pytest.raises(ValueError, match="no LAMMPS twin"):  # (a KIM-only driver: no LAMMPS form)
         export_for_lammps(path, tmp_path / "export")
     assert not (tmp_path / "export").exists()
 
@@ -313,10 +313,13 @@ def metal_cells(element: str) -> list:
     ("EAM_Dynamo_TehranchiCurtin_2010_NiH", "Ni", "eam/alloy"),
     ("EAM_Dynamo_ZhouJohnsonWadley_2004NISTretabulation_Cu", "Cu", "eam/alloy"),
     ("EAM_Dynamo_GolaPastewka_2018_CuAu", "Cu", "eam/fs"),
-    ("MEAM_LAMMPS_ParkFellingerLenosky_2012_Mo", "Mo", "meam/spline")])
+    ("MEAM_LAMMPS_ParkFellingerLenosky_2012_Mo", "Mo", "meam/spline"),
+    ("SW_ZhangXieHu_2014OptimizedSW1_Si", "Si", "sw"),
+    ("SW_StillingerWeber_1985_Si", "Si", "sw")])
 def test_an_openkim_model_runs_in_lammps_from_its_own_parameter_file(tmp_path, data_dir, kim_id, element, style):
-    """The OpenKIM models the Ni, Cu and Mo pipelines' Δ arms sit on: their embedded file under the LAMMPS
-    style the KIM driver was ported from is the same potential, to 1e-9 eV/atom and eV/Å."""
+    """The OpenKIM models the Si, Ni, Cu and Mo pipelines' Δ arms sit on: their embedded file under the LAMMPS
+    style the KIM driver was ported from (an SW file rewritten in LAMMPS's sw form) is the same potential, to 1e-9
+    eV/atom and eV/Å."""
     db = PotentialsDB()
     spec = lammps_eip(kim_id, db, folder=tmp_path)
     assert spec.backend.pair_style == style and Path(spec.source_file).parent == tmp_path.resolve()
@@ -331,7 +334,8 @@ def test_an_openkim_model_runs_in_lammps_from_its_own_parameter_file(tmp_path, d
         lmp.close()
 
 
-@pytest.mark.parametrize("kim_id, why", [("SW_StillingerWeber_1985_Si", "driver SW"),
+@pytest.mark.parametrize("kim_id, why", [("Tersoff_LAMMPS_NordAlbeErhart_2003_GaN", "driver Tersoff"),
+                                          ("SW_BereSerra_2006_GaN", "2 species; a twin is made from a single-species"),
                                           ("EAM_CubicNaturalSpline_AngeloMoodyBaskes_1995_Ni",
                                            "driver EAM_CubicNaturalSpline")])
 def test_an_openkim_model_on_another_driver_gets_no_twin_and_says_why(tmp_path, kim_id, why):

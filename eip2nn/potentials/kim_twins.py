@@ -1,11 +1,14 @@
-"""LAMMPS twins of OpenKIM EAM and spline-MEAM models, made from the model's own parameter file.
+"""LAMMPS twins of OpenKIM EAM, spline-MEAM and Stillinger-Weber models, made from the model's own parameter file.
 
 An OpenKIM portable model built on the ``EAM_Dynamo`` driver is a tabulated EAM
 file (setfl or Finnis–Sinclair) run by a port of LAMMPS's ``pair_style eam``:
 the same file under ``eam/alloy`` (or ``eam/fs``) is the same potential. One
 built on ``MEAM_LAMMPS`` with a ``*.meam.spline`` file is LAMMPS's
 ``meam/spline`` ported, and the file runs there (tests/test_lammps_deploy.py:
-agreement to ~1e-13 eV/atom and eV/Å on mlearn Ni, Cu and Mo). The installed
+agreement to ~1e-13 eV/atom and eV/Å on mlearn Ni, Cu and Mo). One built on
+the ``SW`` driver keeps the Stillinger-Weber parameters with four of them
+premultiplied (A·ε, λ·ε, γ·σ, a·σ, as its file says); with ε = 1 eV they
+convert exactly to a LAMMPS ``sw`` file (agreement ~1e-13 on mlearn Si). The installed
 model library carries the file: the KIM-API's build
 embeds it and describes it in the library's ``kim_shared_library_schema``
 (version 2: item name, driver name, and each parameter file's name, length
@@ -25,6 +28,7 @@ from eip2nn.potentials.spec import KIMBackend, LAMMPSBackend, PotentialSpec
 TWIN_SUFFIX = ":lammps"  # a twin's id: the OpenKIM entry's id and this
 EAM_DRIVER = "EAM_Dynamo__"  # the OpenKIM driver of tabulated EAM files (its id's prefix)
 MEAM_DRIVER = "MEAM_LAMMPS__"  # the OpenKIM port of LAMMPS's meam and meam/spline
+SW_DRIVER = "SW__"  # OpenKIM's Stillinger-Weber driver: its parameters convert to a LAMMPS sw file
 # the file's name ends in one of these: the LAMMPS style that reads it (funcfl files, .eam, are not twinned)
 STYLE_OF_SUFFIX = ((".eam.fs", "eam/fs"), (".fs", "eam/fs"), (".eam.alloy", "eam/alloy"), (".alloy", "eam/alloy"),
                    (".setfl", "eam/alloy"), (".set", "eam/alloy"))
@@ -46,11 +50,12 @@ class _SchemaV2(ctypes.Structure):
 
 @dataclasses.dataclass(frozen=True)
 class FileTwin:
-    """What a LAMMPS run of an OpenKIM model needs: its style and its parameter file's bytes."""
+    """What a LAMMPS run of an OpenKIM model needs: its style and its parameter file's bytes (for SW, the
+    model's parameters rewritten in LAMMPS's sw form)."""
 
     kim_id: str  # the eip2nn id of the OpenKIM entry
-    pair_style: str  # "eam/alloy", "eam/fs" or "meam/spline"
-    file_name: str  # a name for the file: <kim_id>.<eam.alloy|eam.fs|meam.spline>
+    pair_style: str  # "eam/alloy", "eam/fs", "meam/spline" or "sw"
+    file_name: str  # a name for the file: <kim_id>.<eam.alloy|eam.fs|meam.spline|sw>
     content: bytes
 
     def write(self, folder: Path) -> PotentialSpec:
@@ -94,11 +99,40 @@ def file_twin(spec: PotentialSpec) -> FileTwin:
                              "made from one single-element .meam.spline file")
         (name, content), = splines.items()
         style = "meam/spline"
+    elif driver.startswith(SW_DRIVER):
+        if len(files) != 1:
+            raise ValueError(f"{spec.id}: {len(files)} parameter files ({sorted(files)}); a twin is made from one "
+                             "SW parameter file")
+        (name, content), = files.items()
+        content, style = sw_file(spec.id, name, content), "sw"
     else:
-        raise ValueError(f"{spec.id} runs on the OpenKIM driver {driver or '(none)'}, neither "
-                         f"{EAM_DRIVER.rstrip('_')} nor {MEAM_DRIVER.rstrip('_')}: no LAMMPS twin is made from its "
-                         "files")
+        raise ValueError(f"{spec.id} runs on the OpenKIM driver {driver or '(none)'}, none of "
+                         f"{EAM_DRIVER.rstrip('_')}, {MEAM_DRIVER.rstrip('_')} and {SW_DRIVER.rstrip('_')}: no LAMMPS "
+                         "twin is made from its files")
     return FileTwin(spec.id, style, f"{spec.id}.{style.replace('/', '.')}", content)
+
+
+def sw_file(kim_id: str, name: str, content: bytes) -> bytes:
+    """A LAMMPS ``sw`` file equal to the OpenKIM SW driver's parameter file ``content`` (one species).
+
+    The driver's line ``S S A B p q sigma lambda gamma costheta0 cutoff`` holds A·ε, λ·ε, γ·σ and a·σ; LAMMPS's
+    ``S S S epsilon sigma a lambda gamma costheta0 A B p q tol`` takes them with ε = 1 eV: a = cutoff / σ,
+    γ = gamma / σ, the rest as they are, tol 0 (no three-body cut-off shortcut)."""
+    rows = [line.split() for line in content.decode().splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    try:
+        n_species = int(rows[0][0])
+        if n_species != 1:
+            raise ValueError(f"{n_species} species; a twin is made from a single-species SW parameter file")
+        element, other, *values = rows[1][:11]
+        if other != element or len(values) != 9:
+            raise ValueError(f"expected one line 'S S A B p q sigma lambda gamma costheta0 cutoff', got {rows[1]}")
+        a_eps, b, p, q, sigma, lam_eps, gamma_sigma, cos0, cutoff = (float(v) for v in values)
+    except (IndexError, ValueError) as exc:
+        raise ValueError(f"{kim_id}: its SW parameter file {name!r}: {exc}: no LAMMPS twin") from None
+    return (f"# {kim_id}: LAMMPS sw form of OpenKIM parameter file {name} (epsilon 1 eV, a = cutoff / sigma, "
+            "gamma = gamma*sigma / sigma)\n"
+            f"{element} {element} {element} 1.0 {sigma!r} {cutoff / sigma!r} {lam_eps!r} {gamma_sigma / sigma!r} "
+            f"{cos0!r} {a_eps!r} {b!r} {p!r} {q!r} 0.0\n").encode()
 
 
 def model_files(model: str) -> tuple[str, dict[str, bytes]]:

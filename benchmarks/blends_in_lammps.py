@@ -13,7 +13,6 @@ the reason (a member's EIP without a LAMMPS form).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
@@ -23,10 +22,16 @@ import yaml
 from eip2nn.calculator import load_calculator
 from eip2nn.data import load_dataset
 from eip2nn.deploy.lammps import export_for_lammps
+from eip2nn.potentials.lammps_backend import import_lammps
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from test_lammps_deploy import lammps_calculator  # noqa: E402  (the tests' LAMMPSlib set-up)
+
+
+def lammps_calculator(lines: list[str], element: str):
+    """ASE's LAMMPSlib running the exported ``lines`` for one element."""
+    import_lammps()  # the MPI library first
+    from ase.calculators.lammpslib import LAMMPSlib
+    return LAMMPSlib(lmpcmds=lines, atom_types={element: 1}, keep_alive=True)
 
 
 def element_of(pipeline: Path) -> str:
@@ -52,7 +57,7 @@ def main() -> None:
                 with tempfile.TemporaryDirectory() as tmp:
                     lines = export_for_lammps(path, Path(tmp) / "export").commands()
                     a, b = atoms.copy(), atoms.copy()
-                    a.calc, b.calc = load_calculator(path), lammps_calculator(lines, species=(element,))
+                    a.calc, b.calc = load_calculator(path), lammps_calculator(lines, element)
                     de = abs(a.get_potential_energy() - b.get_potential_energy())
                     df = float(np.abs(a.get_forces() - b.get_forces()).max())
             except ValueError as exc:

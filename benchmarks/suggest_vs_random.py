@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from scipy.stats import wilcoxon
 from stats import mean_spread
 
 from eip2nn.calculator import EIP2NNCalculator
@@ -121,6 +122,17 @@ def main() -> None:
     for (element, strategy), values in rows.items():
         print(f"| {element} | {strategy if strategy != 'none' else 'none (5% only)'} | "
               f"{mean_spread([v[0] for v in values])} | {mean_spread([v[1] for v in values], 3)} |")
+    # paired by split: each split's suggested and random picks start from the same labelled structures
+    for element in args.elements:
+        ours, theirs = rows.get((element, "suggested")), rows.get((element, "random"))
+        if not ours or not theirs or len(ours) < 2:
+            continue
+        for j, (what, unit) in enumerate((("energy", "meV/atom"), ("forces", "eV/Å"))):
+            d = np.array([a[j] - b[j] for a, b in zip(ours, theirs)])
+            p_value = wilcoxon(d).pvalue if np.any(d != 0) else 1.0
+            print(f"{element} {what}, suggested − random, paired by split: {d.mean():+.4g} ± "
+                  f"{d.std(ddof=1) / np.sqrt(len(d)):.2g} {unit} (mean ± standard error), suggested lower in "
+                  f"{int((d < 0).sum())} of {len(d)} splits, Wilcoxon signed-rank p = {p_value:.2f}")
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps({f"{e}/{s}": v for (e, s), v in rows.items()}, indent=2))
 

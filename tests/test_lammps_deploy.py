@@ -314,6 +314,7 @@ def metal_cells(element: str) -> list:
     ("EAM_Dynamo_ZhouJohnsonWadley_2004NISTretabulation_Cu", "Cu", "eam/alloy"),
     ("EAM_Dynamo_GolaPastewka_2018_CuAu", "Cu", "eam/fs"),
     ("MEAM_LAMMPS_ParkFellingerLenosky_2012_Mo", "Mo", "meam/spline"),
+    ("EAM_CubicNaturalSpline_AngeloMoodyBaskes_1995_Ni", "Ni", "eam/alloy"),
     ("SW_ZhangXieHu_2014OptimizedSW1_Si", "Si", "sw"),
     ("SW_StillingerWeber_1985_Si", "Si", "sw")])
 def test_an_openkim_model_runs_in_lammps_from_its_own_parameter_file(tmp_path, data_dir, kim_id, element, style):
@@ -336,8 +337,7 @@ def test_an_openkim_model_runs_in_lammps_from_its_own_parameter_file(tmp_path, d
 
 @pytest.mark.parametrize("kim_id, why", [("Tersoff_LAMMPS_NordAlbeErhart_2003_GaN", "driver Tersoff"),
                                           ("SW_BereSerra_2006_GaN", "2 species; a twin is made from a single-species"),
-                                          ("EAM_CubicNaturalSpline_AngeloMoodyBaskes_1995_Ni",
-                                           "driver EAM_CubicNaturalSpline")])
+                                          ("ThreeBodyCluster_BH_BiswasHamann_1987_Si", "driver ThreeBodyCluster")])
 def test_an_openkim_model_on_another_driver_gets_no_twin_and_says_why(tmp_path, kim_id, why):
     with pytest.raises(ValueError, match=f"no LAMMPS twin .*{why}.*cannot run in LAMMPS"):
         lammps_eip(kim_id, folder=tmp_path)

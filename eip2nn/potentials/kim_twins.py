@@ -8,7 +8,12 @@ built on ``MEAM_LAMMPS`` with a ``*.meam.spline`` file is LAMMPS's
 agreement to ~1e-13 eV/atom and eV/Å on mlearn Ni, Cu and Mo). One built on
 the ``SW`` driver keeps the Stillinger-Weber parameters with four of them
 premultiplied (A·ε, λ·ε, γ·σ, a·σ, as its file says); with ε = 1 eV they
-convert exactly to a LAMMPS ``sw`` file (agreement ~1e-13 on mlearn Si). The installed
+convert exactly to a LAMMPS ``sw`` file (agreement ~1e-13 on mlearn Si). One
+built on ``EAM_CubicNaturalSpline`` reads a setfl (or Finnis–Sinclair) file
+and interpolates it with natural cubic splines where LAMMPS uses its own
+cubic pieces: on the finely tabulated installed models the two agree to
+~1e-11 eV/Å (Angelo–Moody–Baskes Ni, 5001 knots), so the file runs under
+``eam/alloy`` (``eam/fs``); a coarsely tabulated one would differ more. The installed
 model library carries the file: the KIM-API's build
 embeds it and describes it in the library's ``kim_shared_library_schema``
 (version 2: item name, driver name, and each parameter file's name, length
@@ -29,6 +34,7 @@ TWIN_SUFFIX = ":lammps"  # a twin's id: the OpenKIM entry's id and this
 EAM_DRIVER = "EAM_Dynamo__"  # the OpenKIM driver of tabulated EAM files (its id's prefix)
 MEAM_DRIVER = "MEAM_LAMMPS__"  # the OpenKIM port of LAMMPS's meam and meam/spline
 SW_DRIVER = "SW__"  # OpenKIM's Stillinger-Weber driver: its parameters convert to a LAMMPS sw file
+SPLINE_EAM_DRIVER = "EAM_CubicNaturalSpline__"  # setfl/FS files read with natural cubic splines
 # the file's name ends in one of these: the LAMMPS style that reads it (funcfl files, .eam, are not twinned)
 STYLE_OF_SUFFIX = ((".eam.fs", "eam/fs"), (".fs", "eam/fs"), (".eam.alloy", "eam/alloy"), (".alloy", "eam/alloy"),
                    (".setfl", "eam/alloy"), (".set", "eam/alloy"))
@@ -99,6 +105,12 @@ def file_twin(spec: PotentialSpec) -> FileTwin:
                              "made from one single-element .meam.spline file")
         (name, content), = splines.items()
         style = "meam/spline"
+    elif driver.startswith(SPLINE_EAM_DRIVER):
+        if len(files) != 1:
+            raise ValueError(f"{spec.id}: {len(files)} parameter files ({sorted(files)}); a twin is made from one "
+                             "setfl or Finnis-Sinclair file")
+        (name, content), = files.items()
+        style = tabulated_eam_style(spec.id, name, content)
     elif driver.startswith(SW_DRIVER):
         if len(files) != 1:
             raise ValueError(f"{spec.id}: {len(files)} parameter files ({sorted(files)}); a twin is made from one "
@@ -106,10 +118,31 @@ def file_twin(spec: PotentialSpec) -> FileTwin:
         (name, content), = files.items()
         content, style = sw_file(spec.id, name, content), "sw"
     else:
-        raise ValueError(f"{spec.id} runs on the OpenKIM driver {driver or '(none)'}, none of "
-                         f"{EAM_DRIVER.rstrip('_')}, {MEAM_DRIVER.rstrip('_')} and {SW_DRIVER.rstrip('_')}: no LAMMPS "
+        known = ", ".join(d.rstrip("_") for d in (EAM_DRIVER, SPLINE_EAM_DRIVER, MEAM_DRIVER, SW_DRIVER))
+        raise ValueError(f"{spec.id} runs on the OpenKIM driver {driver or '(none)'}, none of {known}: no LAMMPS "
                          "twin is made from its files")
     return FileTwin(spec.id, style, f"{spec.id}.{style.replace('/', '.')}", content)
+
+
+def tabulated_eam_style(kim_id: str, name: str, content: bytes) -> str:
+    """"eam/alloy" for a setfl file, "eam/fs" for a Finnis-Sinclair one (they differ in how many density tables
+    follow each element's line); ValueError for anything else. One element: the two forms coincide (eam/alloy)."""
+    lines = content.decode().splitlines()
+    try:
+        n_elements = int(lines[3].split()[0])
+        n_rho, _, n_r = lines[4].split()[:3]
+        n_rho, n_r = int(n_rho), int(n_r)
+        tokens = len(" ".join(lines[5:]).split())  # element lines (4 tokens each) and the tables
+    except (IndexError, ValueError) as exc:
+        raise ValueError(f"{kim_id}: its parameter file {name!r} has no setfl header ({exc}): no LAMMPS twin") from None
+    pairs = n_elements * (n_elements + 1) // 2 * n_r
+    if tokens == n_elements * (4 + n_rho + n_r) + pairs:
+        return "eam/alloy"
+    if tokens == n_elements * (4 + n_rho + n_elements * n_r) + pairs:
+        return "eam/fs"
+    raise ValueError(f"{kim_id}: its parameter file {name!r} holds {tokens} values after the header, neither a setfl "
+                     f"nor a Finnis-Sinclair file of {n_elements} element(s), {n_rho} densities and {n_r} distances: "
+                     "no LAMMPS twin")
 
 
 def sw_file(kim_id: str, name: str, content: bytes) -> bytes:

@@ -825,8 +825,9 @@ def build_parser() -> argparse.ArgumentParser:  # long by design: every command'
     q.add_argument("--eips", nargs="+", help="the EIP committee (default: the --n-eips closest to DFT)")
     q.add_argument("--n-eips", type=int, default=4)
     q.add_argument("--weight", action="append", default=[], metavar="SIGNAL=W",
-                   help="weight of a signal: committee_energy, committee_force, energy_novelty, out_of_domain, "
-                        "model_gap, model_spread (default 1 each, energy_novelty 0; 0 drops it)")
+                   help="weight of a signal: committee_energy, committee_force, energy_novelty, pool_density, "
+                        "out_of_domain, model_gap, model_spread (default 1 each; energy_novelty and pool_density "
+                        "0; 0 drops it)")
     q.add_argument("--seed", type=int, default=0)
     _add_user_data_options(q)
     _add_labels_option(q)

@@ -57,7 +57,8 @@ from eip2nn.weak.targets import Alignment, element_counts, fit_alignments
 
 SIGNALS = ("committee_energy", "committee_force", "energy_novelty", "pool_density", "out_of_domain", "model_gap",
            "model_spread")
-# energy_novelty is off by default: on Si (5 seeds, docs/diagnostics.md) it made the picks' energies worse
+# energy_novelty and pool_density are off by default: on Si (5 seeds, docs/diagnostics.md) each made the picks'
+# energies worse
 DEFAULT_WEIGHTS = {"committee_energy": 1.0, "committee_force": 1.0, "energy_novelty": 0.0, "pool_density": 0.0,
                    "out_of_domain": 1.0, "model_gap": 1.0, "model_spread": 1.0}
 MAX_FOLDS = 5  # adversarial validation folds (fewer when a set is smaller)

@@ -139,7 +139,7 @@ def test_a_blend_runs_in_lammps_as_hybrid_scaled_and_gives_the_blend_calculator_
 def test_a_blend_of_members_with_different_cutoffs_runs_in_lammps(tmp_path, plugin):  # noqa: F811
     """Three members at one cut-off and one at another (Cu's blend at 100%: three symmetry-function networks and a
     bispectrum one at the qSNAP's cut-off): the pinned LAMMPS cannot order trimmed neighbour lists for that, so
-    the blend's lines give every sub-style the full list. LAMMPS equals the weighted members and BlendCalculator."""
+    the blend's lines give every sub-style the full list. LAMMPS then equals BlendCalculator."""
     from test_lammps_deploy import random_model
 
     from eip2nn.deploy.lammps import export_for_lammps

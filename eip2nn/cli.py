@@ -400,21 +400,21 @@ def _md_start_frame(path: str, frame: int):
 
 
 def cmd_md(args) -> int:
-    import tempfile
-
     from eip2nn.deploy.lammps import EXPORT_INFO, export_for_lammps, load_deployment
     from eip2nn.deploy.md import run_md
     atoms = _md_start_frame(args.structure, args.frame)
-    with tempfile.TemporaryDirectory() as tmp:
-        if (Path(args.model) / EXPORT_INFO).is_file():  # an `eip2nn export` folder
-            deployment = load_deployment(args.model)
-        else:  # a checkpoint or runs:/<id>: exported for this run
-            deployment = export_for_lammps(args.model, Path(tmp) / "export", args.head)
-        try:
-            result = run_md(deployment, atoms, args.temperature, args.steps, args.timestep, args.output,
-                            args.every, args.ensemble, args.seed, progress=not args.no_progress)
-        except ValueError as e:
-            raise ValueError(f"{args.structure} frame {args.frame}: {e}") from None
+    exported = None
+    if (Path(args.model) / EXPORT_INFO).is_file():  # an `eip2nn export` folder
+        deployment = load_deployment(args.model)
+    else:  # a checkpoint, blend file or runs:/<id>: exported beside the trajectory, so the input file reruns
+        output = Path(args.output)
+        exported = output.with_name(output.stem + ".export")
+        deployment = export_for_lammps(args.model, exported, args.head)
+    try:
+        result = run_md(deployment, atoms, args.temperature, args.steps, args.timestep, args.output,
+                        args.every, args.ensemble, args.seed, progress=not args.no_progress)
+    except ValueError as e:
+        raise ValueError(f"{args.structure} frame {args.frame}: {e}") from None
     e = result.total_energies
     print(f"{result.steps} steps of {args.timestep} fs ({args.ensemble.upper()}, {args.temperature} K) of "
           f"{result.n_atoms} atoms from {args.structure} frame {args.frame}: {result.seconds:.1f} s, "
@@ -423,7 +423,8 @@ def cmd_md(args) -> int:
              if args.ensemble == "nve" else "")
     print(f"temperature {result.temperatures[0]:.0f} -> {result.temperatures[-1]:.0f} K; total energy "
           f"{e[0]:.6f} -> {e[-1]:.6f} eV{drift}")
-    print(f"trajectory: {result.trajectory} ({len(e)} frames); LAMMPS input: {result.input_file}")
+    print(f"trajectory: {result.trajectory} ({len(e)} frames); LAMMPS input: {result.input_file}"
+          + (f"; the model as LAMMPS runs it: {exported}" if exported else ""))
     return 0
 
 

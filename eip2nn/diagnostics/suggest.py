@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from ase import Atoms
+from scipy.spatial import cKDTree
 from scipy.stats import rankdata
 
 from eip2nn.alignment import per_element_offsets
@@ -161,10 +162,10 @@ def pool_density(pool_x: np.ndarray) -> np.ndarray:
     standardised features (higher: more typical of the pool); 0 for a pool of one."""
     if len(pool_x) < 2:
         return np.zeros(len(pool_x))
-    d = np.sqrt(((pool_x[:, None, :] - pool_x[None, :, :]) ** 2).sum(axis=2))
-    np.fill_diagonal(d, np.inf)
     k = min(DENSITY_NEIGHBOURS, len(pool_x) - 1)
-    return -np.sort(d, axis=1)[:, :k].mean(axis=1)
+    # a k-d tree, not the (P, P, features) difference array: a pool of MD frames may hold tens of thousands
+    d, _ = cKDTree(pool_x).query(pool_x, k=k + 1)  # (P, k + 1), sorted; the first is the structure itself
+    return -d[:, 1:].mean(axis=1)
 
 
 def _pick(acquisition: np.ndarray, pool_x: np.ndarray, labelled_x: np.ndarray) -> list[int]:

@@ -72,6 +72,7 @@
 #include "pair_eip2nn.h"
 
 #include "native_bispectrum.h"
+#include "native_schnet.h"
 #include "native_symmetry_functions.h"
 #include "tabulated_filter.h"
 
@@ -111,6 +112,8 @@ struct PairEIP2NN::Model {
   bool has_native() const { return bispectrum || symmetry_functions; }
   // a SchNet's filters tabulated (layers, intervals, 4, features), in the model's dtype; undefined if none
   torch::Tensor filter_table;
+  // its dense layers in C++, once init_style chose them
+  std::unique_ptr<eip2nn::NativeSchNet> schnet;
 };
 
 static const char *const FORMAT = "eip2nn-lammps/1";
@@ -187,6 +190,7 @@ PairEIP2NN::PairEIP2NN(LAMMPS *lmp) : Pair(lmp)
   filter_user = -1;
   filter_spacing = 0.0;
   filter_active = false;
+  native_dense_active = false;
   halo = nullptr;
   cutghost_set = -1.0;
   cutghost_user = 0.0;
@@ -226,7 +230,8 @@ void PairEIP2NN::allocate()
    native descriptor: NATIVE_CHUNK_ATOMS (its memory per atom is small, and the network costs
    less in fewer, larger calls).
    native: compute the model's descriptor in C++ if its file allows it (default
-   yes; "yes" with a file that does not allow it is an error).
+   yes; "yes" with a file that does not allow it is an error); for a SchNet run
+   layer by layer with its filter table: its dense layers in C++ as well.
    layerwise: a message-passing model whose file exports its layers exchanges
    features with the neighbouring ranks after each layer (default yes; "no": the
    deep ghost shell; "yes" with a file that does not allow it is an error).
@@ -309,7 +314,7 @@ void PairEIP2NN::load_model(const std::string &path)
                "torch.jit.save(module, path, _extra_files={{'{}': json}})",
                path, META_FILE, META_FILE);
 
-  std::string format, units = "metal", dtype = "float64", backbone, native;
+  std::string format, units = "metal", dtype = "float64", backbone, native, dense;
   std::vector<std::string> species;
   double cut = 0.0, range = -1.0;
   int per_atom = -1;    // "per_atom_descriptor" in the metadata; files before it: symmetry functions only
@@ -328,6 +333,7 @@ void PairEIP2NN::load_model(const std::string &path)
     if (meta.contains("per_atom_descriptor")) per_atom = meta.at("per_atom_descriptor").get<bool>() ? 1 : 0;
     if (meta.contains("chunk_atoms")) chunk = meta.at("chunk_atoms").get<int>();
     if (meta.contains("native_descriptor")) native = meta.at("native_descriptor").get<std::string>();
+    if (meta.contains("native_dense")) dense = meta.at("native_dense").get<std::string>();
     if (meta.contains("message_passing_layers")) layers = meta.at("message_passing_layers").get<int>();
     if (meta.contains("feature_width")) width = meta.at("feature_width").get<int>();
     if (meta.contains("filter_table")) spacing = meta.at("filter_table").at("spacing").get<double>();
@@ -371,6 +377,8 @@ void PairEIP2NN::load_model(const std::string &path)
   layerwise_active = false;
   filter_spacing = 0.0;
   filter_active = false;
+  native_dense = dense;
+  native_dense_active = false;
   if (spacing > 0.0) {
     torch::Tensor table;
     if (model->module.hasattr("filter_table")) table = model->module.attr("filter_table").toTensor();
@@ -510,7 +518,8 @@ void PairEIP2NN::init_style()
 void PairEIP2NN::choose_descriptor_path()
 {
   const bool possible = native_descriptor_known(native_descriptor) && per_atom_descriptor && nhops == 1;
-  if (native_user == 1 && !possible)
+  // a message-passing model's `native` is its dense layers' (choose_message_passing_path)
+  if (native_user == 1 && !possible && mp_layers == 0)
     error->all(FLERR,
                "pair_style eip2nn native yes: model {} has no descriptor this plugin computes natively "
                "(native_descriptor '{}', per-atom descriptor {}, depth {}); export it again with this "
@@ -596,6 +605,40 @@ void PairEIP2NN::choose_message_passing_path()
   if (comm->me == 0 && filter_active && !filter_was)
     utils::logmesg(lmp, "eip2nn: filters from the file's table ({} intervals of {} A), convolved in one pass over "
                         "the edges\n", model->filter_table.size(1), filter_spacing);
+
+  // the dense layers in C++: with the table, from the file's native_dense
+  if (mp_layers == 0) return;
+  const bool dense = filter_active && native_dense == "schnet";
+  if (native_user == 1 && !dense)
+    error->all(FLERR, "pair_style eip2nn native yes: model {} has no dense layers this plugin runs natively "
+                      "(native_dense '{}', filter table {}); they need the filter table (a SchNet exported by this "
+                      "eip2nn with a filter spacing > 0), layer by layer; export it again, or leave native out",
+               model_path, native_dense, filter_active ? "in use" : "not in use");
+  const bool dense_was = native_dense_active;
+  native_dense_active = dense && native_user != 0;
+  if (!native_dense_active || model->schnet) return;
+  std::string msg;
+  try {
+    if (!model->module.hasattr("native_dense")) throw std::runtime_error("the module has no native_dense");
+    std::vector<torch::Tensor> weights;
+    for (const torch::Tensor &t : model->module.attr("native_dense").toTensorVector()) weights.push_back(t);
+    if (!weights.empty() && weights[0].scalar_type() != model->filter_table.scalar_type())
+      throw std::runtime_error(c10::str("native_dense is ", weights[0].scalar_type(), ", its filter table ",
+                                        model->filter_table.scalar_type()));
+    model->schnet = std::make_unique<eip2nn::NativeSchNet>(weights, mp_layers, feature_width);
+  } catch (const c10::Error &e) {
+    msg = e.what_without_backtrace();
+  } catch (const std::exception &e) {
+    msg = e.what();
+  }
+  if (!msg.empty()) {
+    native_dense_active = false;
+    error->all(FLERR, "pair eip2nn: cannot run the dense layers of {} natively: {} (`pair_style eip2nn native no` "
+                      "runs them in torch)", model_path, msg);
+  }
+  if (comm->me == 0 && !dense_was)
+    utils::logmesg(lmp, "eip2nn: SchNet's dense layers in C++ ({}), no TorchScript in the step\n",
+                   model->schnet->summary());
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1243,7 +1286,50 @@ void PairEIP2NN::compute_layerwise()
 
   std::string msg;
   torch::Tensor grad_vec, e_owned;
-  try {
+  if (native_dense_active) {
+    // the whole step in C++: the dense layers by hand (native_schnet.h), the filter from the table
+    try {
+      c10::InferenceMode no_autograd;
+      eip2nn::NativeSchNet &net = *model->schnet;
+      torch::Tensor r = vec.norm(2, 1).to(dtype).contiguous();
+      torch::Tensor grad_r = torch::zeros({ne}, r.options());
+      EIP2NN_SWITCH(MP_LAYERS);
+      torch::Tensor h = net.initial_features(species);
+      std::vector<torch::Tensor> inputs_all(mp_layers);    // per layer: every atom's inputs (nall, F)
+      for (int k = 0; k < mp_layers; k++) {
+        torch::Tensor y_all = exchange_forward(net.layer_inputs(k, h)).contiguous();
+        torch::Tensor agg;
+        {
+          EIP2NN_TIME(MP_TABLE);
+          agg = eip2nn::tabulated_convolution(y_all, r, src, dst, model->filter_table[k], filter_spacing, m);
+        }
+        h = net.layer_output(k, h, agg);
+        inputs_all[k] = y_all;
+      }
+      EIP2NN_SWITCH(MP_READOUT);
+      e_owned = net.energies(species, h);
+      EIP2NN_SWITCH(MP_BACKWARD);
+      torch::Tensor g = net.energies_backward();    // dE/dh of the owned atoms after each layer, back to front
+      for (int k = mp_layers - 1; k >= 0; k--) {
+        torch::Tensor g_agg = net.layer_output_backward(k, g);
+        torch::Tensor g_inputs = k > 0 ? torch::zeros_like(inputs_all[k]) : torch::Tensor();
+        {
+          EIP2NN_TIME(MP_TABLE);
+          eip2nn::tabulated_convolution_backward(g_agg, inputs_all[k], r, src, dst, model->filter_table[k],
+                                                 filter_spacing, g_inputs, grad_r);
+        }
+        if (k == 0) break;    // the embedding has no gradient to pass on: no reverse comm on any rank
+        // the ghosts' input gradients to their owners; the residual passes g on as it is
+        g = g + net.layer_inputs_backward(k, exchange_reverse(g_inputs));
+      }
+      grad_vec = ((grad_r.to(torch::kFloat64) / r.to(torch::kFloat64)).unsqueeze(1) * vec).contiguous();
+      e_owned = e_owned.to(torch::kFloat64).contiguous();
+    } catch (const c10::Error &e) {
+      msg = e.what_without_backtrace();
+    } catch (const std::exception &e) {
+      msg = e.what();
+    }
+  } else try {
     torch::jit::Method initial = model->module.get_method("initial_features");
     torch::jit::Method inputs_of = model->module.get_method("layer_inputs");
     torch::jit::Method update = model->module.get_method("layer_update");

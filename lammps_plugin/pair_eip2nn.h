@@ -10,7 +10,9 @@
    "bispectrum" or "symmetry_functions") has its descriptor computed here in
    C++ (native_bispectrum.h, native_symmetry_functions.h) and only
      energies_from_descriptor(species (n,) int64, B (n, K)) -> (n,)
-   run in torch, unless `pair_style eip2nn native no`.
+   run in torch, unless `pair_style eip2nn native no`. A SchNet with a filter
+   table and "native_dense": "schnet" runs its dense layers in C++ too
+   (native_schnet.h), unless `native no`.
 ------------------------------------------------------------------------- */
 
 #ifndef LMP_PAIR_EIP2NN_H
@@ -75,6 +77,9 @@ class PairEIP2NN : public Pair {
   int filter_user;                           // pair_style's filter keyword: 1 table, 0 network, -1 not given
   double filter_spacing;                     // A: the file's filter table's spacing (0: the file has none)
   bool filter_active;                        // layer by layer with the tabulated filter (init_style decides)
+  std::string native_dense;                  // the model file's "native_dense" ("schnet": its dense layers as
+                                             // numbers; "" if none)
+  bool native_dense_active;                  // with the table: the dense layers in C++ (init_style decides)
   double *halo;                              // (nall, feature_width) float64 rows the comm packs and unpacks
   double cutghost_set;                       // comm->cutghostuser as this style last set it
   double cutghost_user;                      // comm->cutghostuser as the user set it

@@ -9,6 +9,7 @@ with EnergyModel's own prediction on float64 models with non-trivial heads.
 import copy
 import itertools
 import json
+import math
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from eip2nn.nn.config import ModelConfig
 from eip2nn.nn.descriptors import SymmetryFunctions
 from eip2nn.nn.export import FORMAT, METADATA_FILE, export_model, load_exported
 from eip2nn.nn.graph import build_graph, collate
-from eip2nn.nn.model import EnergyModel
+from eip2nn.nn.model import DFT_HEAD, EnergyModel
 from eip2nn.nn.sf_torch import TorchSymmetryFunctions
 
 BACKBONES = ["schnet", "symmetry_functions", "bispectrum"]
@@ -282,6 +283,48 @@ def test_schnet_filter_table_gives_forward_s_energies_and_forces(tmp_path, membe
     forces = torch.zeros(len(atoms), 3, dtype=v.dtype).index_add_(0, dst, -g).index_add_(0, src, g)
     assert (energies - e_exact).abs().max() < 1e-12 * e_exact.abs().max()
     assert 0 < (forces - f_exact).abs().max() < 1e-8 * f_exact.abs().max()  # 0 would be no table at all
+
+
+@pytest.mark.parametrize("members", [1, 3])
+def test_schnet_native_dense_weights_give_forward_s_energies(tmp_path, members):
+    """The file's native_dense list, read as its documented layout (schnet_dense_weights; what the pair style's
+    native SchNet computes), with the tabulated filters gives forward's per-atom energies to 1e-12 relative, for a
+    SchNet and a committee (one wider network: block-diagonal weights, the heads' scales and 1 / members folded
+    in); in float32 the list is float32. A file without a table has an empty list and says so."""
+    from eip2nn.nn.committee import Committee
+    atoms = ti_al()
+    models = [make_model("schnet", species_of(atoms), [atoms]) for _ in range(members)]
+    with torch.no_grad():  # members that differ, heads with a scale and offsets
+        for k, model in enumerate(models):
+            for p in model.parameters():
+                p.mul_(1.0 + 0.3 * k)
+            model.head(DFT_HEAD).scale.fill_(1.5 + k)
+            model.head(DFT_HEAD).offsets.copy_(torch.tensor([-3.0, 2.0]) * (k + 1))
+    meta = export_model(models[0] if members == 1 else Committee(models), tmp_path / "model.pt")
+    module, saved = load_exported(tmp_path / "model.pt")
+    assert meta["native_dense"] == saved["native_dense"] == "schnet"
+    weights, layers, width = list(module.native_dense), meta["message_passing_layers"], meta["feature_width"]
+    assert len(weights) == 1 + 5 * layers + 5 and all(w.dtype == torch.float64 for w in weights)
+    species, src, dst, v = edge_inputs(models[0].graph(atoms))
+
+    def ssp(x):
+        return torch.nn.functional.softplus(x) - math.log(2.0)
+    h = weights[0][species]
+    assert h.shape == (len(atoms), width)
+    for layer in range(layers):
+        in2f, w0, b0, w2, b2 = weights[1 + 5 * layer:6 + 5 * layer]
+        agg = tabulated_convolution(module.filter_table[layer], meta["filter_table"]["spacing"], h @ in2f.T, src,
+                                    dst, v, len(atoms))
+        h = h + ssp(agg @ w0.T + b0) @ w2.T + b2
+    hw0, hb0, hw2, hb2, offsets = weights[-5:]
+    energies = ssp(h @ hw0.T + hb0) @ hw2 + hb2 + offsets[species]
+    e_exact = module(species, src, dst, v)
+    assert (energies - e_exact).abs().max() < 1e-12 * e_exact.abs().max()
+
+    export_model(models[0], tmp_path / "single.pt", dtype="float32")
+    assert all(w.dtype == torch.float32 for w in load_exported(tmp_path / "single.pt")[0].native_dense)
+    meta = export_model(models[0], tmp_path / "plain.pt", filter_spacing=0)
+    assert meta["native_dense"] == "" and list(load_exported(tmp_path / "plain.pt")[0].native_dense) == []
 
 
 def test_a_schnet_exported_without_a_filter_table(tmp_path):

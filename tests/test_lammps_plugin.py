@@ -639,6 +639,60 @@ def test_schnet_tabulated_filter_equals_its_network(plugin, tmp_path):
         assert ("filters from the file's table (1600 intervals of 0.002 A)" in log.read_text()) == (expected is not None)
 
 
+@pytest.mark.parametrize("members", [1, 2])
+def test_schnet_native_dense_layers_equal_torch_s(plugin, tmp_path, members):
+    """Layer by layer with the table, the dense layers in C++ (the default for a file with native_dense) and in
+    torch (`native no`) give the same energy, forces (eV/Å), virial (eV) and per-atom energies to 1e-12 relative,
+    for a SchNet and a committee; the log says which ran; `native yes` is refused where the layers cannot run in
+    C++ (the filter network, or a file without a table)."""
+    atoms = silicon((2, 2, 2), strain=0.03, rattle=0.1, seed=4)
+    symbols = np.array(atoms.get_chemical_symbols())
+    symbols[1::3] = "Ge"
+    atoms.set_chemical_symbols(symbols)
+    type_of = {"Si": 1, "Ge": 2}
+    if members == 1:
+        _, path = schnet_model(tmp_path)
+    else:
+        from eip2nn.nn.committee import Committee
+        from eip2nn.nn.config import ModelConfig
+        from eip2nn.nn.export import export_model
+        from eip2nn.nn.model import DFT_HEAD, EnergyModel
+        torch.manual_seed(1)
+        models = [EnergyModel(ModelConfig(backbone="schnet", cutoff=MP_CUT, width=8, depth=3), MP_SPECIES,
+                              [DFT_HEAD]).double().eval() for _ in range(members)]
+        path = tmp_path / "committee.pt"
+        export_model(Committee(models), path)
+    native = run_lammps(atoms, type_of, eip2nn_lines(plugin, path, ["Si", "Ge"]))
+    torch_layers = run_lammps(atoms, type_of, eip2nn_lines(plugin, path, ["Si", "Ge"], "native no"))
+    diffs = max_diffs(native, torch_layers)
+    print(f"\nnative dense layers vs torch: max |diff| {diffs}")
+    assert abs(native["energy"] - torch_layers["energy"]) <= 1e-12 * max(1.0, abs(torch_layers["energy"]))
+    for key in ("forces", "virial", "energies"):
+        assert diffs[key] <= 1e-12 * max(1.0, np.abs(torch_layers[key]).max())
+
+    lammps = import_lammps()
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    _, no_table = schnet_model(plain, filter_spacing=0)
+    for model, style_args, expected in [
+            (path, "", "dense layers in C++"), (path, "native no", None),
+            (path, "native yes filter network", "no dense layers this plugin runs natively"),
+            (no_table, "native yes", "no dense layers this plugin runs natively")]:
+        log = tmp_path / "native.log"
+        lmp = lammps.lammps(cmdargs=["-screen", "none", "-log", str(log), "-nocite"])
+        try:
+            lmp.commands_list(box_commands(atoms, type_of) + ["create_atoms 1 single 0.1 0.1 0.1 units box"]
+                              + eip2nn_lines(plugin, model, ["Si", "Ge"], style_args))
+            if "native yes" in style_args:
+                with pytest.raises(Exception, match=expected):
+                    lmp.command("run 0")
+                continue
+            lmp.command("run 0")
+        finally:
+            lmp.close()
+        assert ("SchNet's dense layers in C++ (3 layers of " in log.read_text()) == (expected is not None)
+
+
 # how each model of the MPI test runs: pair_style arguments
 MPI_KINDS = {"message-passing-shell": "layerwise no", "message-passing-layers": "", "schnet-layers": "",
              "schnet-layers-empty-rank": "", "bispectrum": "", "symmetry_functions": ""}

@@ -33,6 +33,11 @@ w(r) = filter(rbf(r)) fcut(r) = Σ_p c_p t^p, t = r / h - i (DeePMD-kit's model 
 agg[i] = Σ_{e: src=i} inputs[dst[e]] ⊙ w(r_e), which the pair style then computes itself in one pass over the
 edges, its gradient too.
 
+With a table the file also carries its dense layers as plain numbers, ``native_dense`` (a list of tensors in the
+module's dtype; ``metadata["native_dense"] == "schnet"``), so that the pair style can run the whole step in C++
+without TorchScript or autograd (see :func:`schnet_dense_weights` for the order). A committee's members sit side by
+side in it as one wider network: block-diagonal weights, its head's output weights already averaged.
+
 A descriptor model also has ``energies_from_descriptor(species (n,) int64, descriptor (n, K)) -> (n,)`` eV:
 what ``forward`` does after the descriptor. ``metadata["native_descriptor"]`` ``"bispectrum"`` or
 ``"symmetry_functions"`` says the pair style may compute the descriptor itself from the tables of
@@ -48,6 +53,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import List
 
 import torch
 from torch import nn
@@ -118,6 +124,42 @@ def filter_table_errors(backbone: SchNet, table: torch.Tensor, spacing: float) -
         worst["derivative"] = max(worst["derivative"],
                                   float((dy_tab - dy).abs().max() / dy.abs().max().clamp(min=1e-300)))
     return worst
+
+
+def _block_diagonal(blocks: list[torch.Tensor]) -> torch.Tensor:
+    return torch.block_diag(*blocks) if len(blocks) > 1 else blocks[0].clone()
+
+
+def schnet_dense_weights(models: list[EnergyModel], head: str) -> list[torch.Tensor]:
+    """The dense layers of SchNet ``models`` (one, or a committee's members, side by side: W = members × width
+    features) as float64 tensors, Linear weights (out, in) with y = x Wᵀ + b:
+
+    ``[embedding (S, W)]``, then per interaction ``[in2f (W, W), f2out.0 weight (W, W), f2out.0 bias (W,),
+    f2out.2 weight (W, W), f2out.2 bias (W,)]``, then the head ``[net.0 weight (M H, W), net.0 bias (M H,),
+    net.2 weight (M H,), net.2 bias (1,), offsets (S,)]`` with each member's ``scale`` and the committee's 1 / M
+    folded into net.2 and the offsets. Between the two layers of each MLP: shifted softplus.
+    """
+    m = len(models)
+
+    def parts(get) -> list[torch.Tensor]:
+        return [get(model).detach().to(torch.float64) for model in models]
+
+    heads = [model.head(head) for model in models]
+    out = [torch.cat(parts(lambda model: model.backbone.embedding.weight), dim=1)]
+    for k in range(len(models[0].backbone.interactions)):
+        blocks = [model.backbone.interactions[k] for model in models]
+        out += [_block_diagonal([b.in2f.weight.detach().to(torch.float64) for b in blocks]),
+                _block_diagonal([b.f2out[0].weight.detach().to(torch.float64) for b in blocks]),
+                torch.cat([b.f2out[0].bias.detach().to(torch.float64) for b in blocks]),
+                _block_diagonal([b.f2out[2].weight.detach().to(torch.float64) for b in blocks]),
+                torch.cat([b.f2out[2].bias.detach().to(torch.float64) for b in blocks])]
+    scales = [float(h.scale) / m for h in heads]
+    out += [_block_diagonal([h.net[0].weight.detach().to(torch.float64) for h in heads]),
+            torch.cat([h.net[0].bias.detach().to(torch.float64) for h in heads]),
+            torch.cat([s * h.net[2].weight.detach().to(torch.float64).reshape(-1) for s, h in zip(scales, heads)]),
+            sum(s * h.net[2].bias.detach().to(torch.float64).reshape(1) for s, h in zip(scales, heads)),
+            sum(h.offsets.detach().to(torch.float64) for h in heads) / m]
+    return out
 
 
 class ExportedSchNet(nn.Module):
@@ -255,6 +297,10 @@ class ExportedModel(nn.Module):
                  else torch.zeros(0, dtype=torch.float64))
         self.register_buffer("filter_table", table)
         self.filter_spacing = float(filter_spacing) if table.numel() else 0.0
+        # with the table, the dense layers as numbers for the pair style's native SchNet (empty otherwise)
+        self.native_dense = torch.jit.Attribute(
+            [w.to(DTYPES.get(dtype, torch.float64)) for w in schnet_dense_weights([model], head)]
+            if table.numel() else [], List[torch.Tensor])  # noqa: UP006 (TorchScript reads typing.List)
         # the SNAP prior belongs to the DFT head only (see EnergyModel.atomic_energies)
         self.prior = copy.deepcopy(model.prior) if model.prior is not None and head == DFT_HEAD else NoPrior()
         if dtype not in DTYPES:
@@ -340,6 +386,9 @@ class ExportedCommittee(nn.Module):
                  else torch.zeros(0, dtype=torch.float64))
         self.register_buffer("filter_table", table.to(DTYPES[dtype]))
         self.filter_spacing = float(filter_spacing) if schnet else 0.0
+        self.native_dense = torch.jit.Attribute(
+            [w.to(DTYPES[dtype]) for w in schnet_dense_weights(list(committee.members), head)] if schnet else [],
+            List[torch.Tensor])  # noqa: UP006
 
     def forward(self, species: torch.Tensor, edge_src: torch.Tensor, edge_dst: torch.Tensor,
                 edge_vectors: torch.Tensor) -> torch.Tensor:
@@ -422,6 +471,7 @@ def export_metadata(model: EnergyModel | Committee, head: str = DFT_HEAD, dtype:
             "snap_prior": model.prior is not None and head == DFT_HEAD,
             "units": "metal", "reference_eip": model.reference_eip, "eip2nn_version": __version__,
             "committee": members,
+            "native_dense": "",
             "message_passing_layers": int(config.depth) if message_passing else 0,
             "feature_width": int(config.width) * members if message_passing else 0}
 
@@ -451,6 +501,7 @@ def export_model(model_or_checkpoint_path: EnergyModel | Committee | str | Path,
                   for k, m in enumerate(members)]
         metadata["filter_table"] = {"spacing": filter_spacing, "intervals": int(exported.filter_table.shape[1]),
                                     "max_relative_error": {key: max(e[key] for e in errors) for key in errors[0]}}
+        metadata["native_dense"] = "schnet"
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_suffix(out_path.suffix + f".tmp{os.getpid()}")

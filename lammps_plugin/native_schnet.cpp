@@ -203,6 +203,7 @@ NativeSchNet::NativeSchNet(const std::vector<torch::Tensor> &weights, int layers
   head_b2 = take("head net.2 bias", {1});
   offsets = take("offsets", {species});
   head_w0_t = head_w0.t().contiguous();
+  first_inputs_of_species = times(embedding, layer_weights[0].in2f_t);    // the kernel every row goes through
   sigmoid_z.resize(layers);
 }
 
@@ -250,6 +251,11 @@ torch::Tensor NativeSchNet::initial_features(const torch::Tensor &species) const
 torch::Tensor NativeSchNet::layer_inputs(int layer, const torch::Tensor &features) const
 {
   return times(features, layer_weights.at(layer).in2f_t);
+}
+
+torch::Tensor NativeSchNet::first_inputs(const torch::Tensor &species) const
+{
+  return first_inputs_of_species.index_select(0, species);
 }
 
 torch::Tensor NativeSchNet::layer_output(int layer, const torch::Tensor &features, const torch::Tensor &agg)

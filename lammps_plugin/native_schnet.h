@@ -42,6 +42,9 @@ class NativeSchNet {
   // every method runs without autograd; tensors in the weights' dtype
   torch::Tensor initial_features(const torch::Tensor &species) const;                  // (m,) -> (m, W)
   torch::Tensor layer_inputs(int layer, const torch::Tensor &features) const;           // (m, W) -> (m, W)
+  // the first layer's inputs of atoms of species (n,): their embedding's layer_inputs(0, ...), from a table of
+  // one row per species (what an atom sends first depends on its species alone: no exchange needed)
+  torch::Tensor first_inputs(const torch::Tensor &species) const;
   // new features (m, W) from features and agg (m, W); keeps sigmoid(z) of the layer for its backward
   torch::Tensor layer_output(int layer, const torch::Tensor &features, const torch::Tensor &agg);
   // per-atom energies (m,) eV; keeps sigmoid(u) for energies_backward
@@ -67,6 +70,7 @@ class NativeSchNet {
   static std::pair<torch::Tensor, torch::Tensor> activate(const torch::Tensor &z);
   int nlayers, nwidth;
   torch::Tensor embedding, head_w0, head_b0, head_w2, head_b2, offsets, head_w0_t;
+  torch::Tensor first_inputs_of_species;    // (S, W)
   std::vector<Layer> layer_weights;
   std::vector<torch::Tensor> sigmoid_z;    // per layer, of the last forward
   torch::Tensor sigmoid_u;

@@ -1291,13 +1291,19 @@ void PairEIP2NN::compute_layerwise()
     try {
       c10::InferenceMode no_autograd;
       eip2nn::NativeSchNet &net = *model->schnet;
+      // every atom's species, owned and ghost (0 for a type the model does not cover: such an atom has no edges)
+      torch::Tensor species_all = torch::empty({nall}, opt_long);
+      int64_t *sa = species_all.data_ptr<int64_t>();
+      for (int a = 0; a < nall; a++) sa[a] = std::max(0, type2species[type[a]]);
       torch::Tensor r = vec.norm(2, 1).to(dtype).contiguous();
       torch::Tensor grad_r = torch::zeros({ne}, r.options());
       EIP2NN_SWITCH(MP_LAYERS);
       torch::Tensor h = net.initial_features(species);
       std::vector<torch::Tensor> inputs_all(mp_layers);    // per layer: every atom's inputs (nall, F)
       for (int k = 0; k < mp_layers; k++) {
-        torch::Tensor y_all = exchange_forward(net.layer_inputs(k, h)).contiguous();
+        // the first layer's inputs depend on the species alone: every rank has its ghosts' (no exchange)
+        torch::Tensor y_all = k == 0 ? net.first_inputs(species_all)
+                                     : exchange_forward(net.layer_inputs(k, h)).contiguous();
         torch::Tensor agg;
         {
           EIP2NN_TIME(MP_TABLE);

@@ -12,8 +12,6 @@
 
 // the edge loops: SIMD_CLONES (simd_clones.h)
 #define ALWAYS_INLINE inline __attribute__((always_inline))
-// the vector helpers are always inlined: no vector crosses a call, so the ABI note is moot
-#pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace eip2nn {
 
@@ -29,62 +27,16 @@ template <typename T> ALWAYS_INLINE int64_t interval(T r, T inv_h, int64_t G, T 
   return i;
 }
 
-/* The passes go over runs of edges that share a source atom (the pair style lists each atom's edges together;
-   any order is correct, runs of one only slower) and over the features in blocks of four 32-byte vectors, so that
-   within a run the block of agg (forward) or of grad_agg (backward) stays in registers: with a plain loop over the
-   features GCC stored and reloaded the source's row on every edge, a quarter slower. Features beyond the last
-   whole block (F not a multiple of 16 doubles or 32 floats) go by the plain loop. */
-
-template <typename T> struct Lanes {
-  typedef T V __attribute__((vector_size(32)));
-  typedef T U __attribute__((vector_size(32), aligned(sizeof(T)), may_alias));    // unaligned loads and stores
-};
-template <typename T> constexpr int LANES = 32 / sizeof(T);
-template <typename T> constexpr int64_t BLOCK = 4 * LANES<T>;    // features of a block
-
-// the end of the run of edges from e0 that share its source
-ALWAYS_INLINE int64_t run_end(int64_t e0, int64_t E, const int64_t *src)
-{
-  int64_t e1 = e0 + 1;
-  while (e1 < E && src[e1] == src[e0]) e1++;
-  return e1;
-}
-
 template <typename T>
 ALWAYS_INLINE void forward_pass(int64_t E, int64_t F, int64_t G, T inv_h, const T *table, const T *inputs, const T *r,
                   const int64_t *src, const int64_t *dst, T *agg)
 {
-  typedef typename Lanes<T>::V V;
-  typedef typename Lanes<T>::U U;
-  constexpr int L = LANES<T>;
-  const int64_t blocked = F - F % BLOCK<T>;
-  for (int64_t e0 = 0, e1; e0 < E; e0 = e1) {
-    e1 = run_end(e0, E, src);
-    T *a = agg + src[e0] * F;
-    for (int64_t f0 = 0; f0 < blocked; f0 += BLOCK<T>) {
-      V acc[4];
-      for (int v = 0; v < 4; v++) acc[v] = *(const U *) (a + f0 + v * L);
-      for (int64_t e = e0; e < e1; e++) {
-        T t;
-        const T *c = table + interval(r[e], inv_h, G, t) * 4 * F + f0;
-        const T *x = inputs + dst[e] * F + f0;
-        for (int v = 0; v < 4; v++) {
-          const int64_t o = v * L;
-          const V w = *(const U *) (c + o)
-              + t * (*(const U *) (c + F + o) + t * (*(const U *) (c + 2 * F + o) + t * *(const U *) (c + 3 * F + o)));
-          acc[v] += *(const U *) (x + o) * w;
-        }
-      }
-      for (int v = 0; v < 4; v++) *(U *) (a + f0 + v * L) = acc[v];
-    }
-    if (blocked == F) continue;
-    for (int64_t e = e0; e < e1; e++) {
-      T t;
-      const T *c = table + interval(r[e], inv_h, G, t) * 4 * F;
-      const T *x = inputs + dst[e] * F;
-      for (int64_t f = blocked; f < F; f++)
-        a[f] += x[f] * (c[f] + t * (c[F + f] + t * (c[2 * F + f] + t * c[3 * F + f])));
-    }
+  for (int64_t e = 0; e < E; e++) {
+    T t;
+    const T *c = table + interval(r[e], inv_h, G, t) * 4 * F;
+    const T *x = inputs + dst[e] * F;
+    T *a = agg + src[e] * F;
+    for (int64_t f = 0; f < F; f++) a[f] += x[f] * (c[f] + t * (c[F + f] + t * (c[2 * F + f] + t * c[3 * F + f])));
   }
 }
 
@@ -92,48 +44,20 @@ template <typename T>
 ALWAYS_INLINE void backward_pass(int64_t E, int64_t F, int64_t G, T inv_h, const T *table, const T *inputs, const T *r,
                    const int64_t *src, const int64_t *dst, const T *grad_agg, T *grad_inputs, T *grad_r)
 {
-  typedef typename Lanes<T>::V V;
-  typedef typename Lanes<T>::U U;
-  constexpr int L = LANES<T>;
-  const int64_t blocked = F - F % BLOCK<T>;
-  for (int64_t e0 = 0, e1; e0 < E; e0 = e1) {
-    e1 = run_end(e0, E, src);
-    const T *g_row = grad_agg + src[e0] * F;
-    for (int64_t f0 = 0; f0 < blocked; f0 += BLOCK<T>) {
-      V g[4];
-      for (int v = 0; v < 4; v++) g[v] = *(const U *) (g_row + f0 + v * L);
-      for (int64_t e = e0; e < e1; e++) {
-        T t;
-        const T *c = table + interval(r[e], inv_h, G, t) * 4 * F + f0;
-        const T *x = inputs + dst[e] * F + f0;
-        T *gi = grad_inputs ? grad_inputs + dst[e] * F + f0 : nullptr;
-        V dr = V{};
-        for (int v = 0; v < 4; v++) {
-          const int64_t o = v * L;
-          const V c0 = *(const U *) (c + o), c1 = *(const U *) (c + F + o), c2 = *(const U *) (c + 2 * F + o),
-                  c3 = *(const U *) (c + 3 * F + o);
-          dr += g[v] * *(const U *) (x + o) * (c1 + t * (T(2) * c2 + T(3) * t * c3));
-          if (gi) *(U *) (gi + o) += g[v] * (c0 + t * (c1 + t * (c2 + t * c3)));
-        }
-        T sum = 0;
-        for (int l = 0; l < L; l++) sum += dr[l];
-        grad_r[e] += sum * inv_h;
-      }
-    }
-    if (blocked == F) continue;
-    for (int64_t e = e0; e < e1; e++) {
-      T t;
-      const T *c = table + interval(r[e], inv_h, G, t) * 4 * F;
-      const T *x = inputs + dst[e] * F;
-      T dr = 0;
-      for (int64_t f = blocked; f < F; f++)
-        dr += g_row[f] * x[f] * (c[F + f] + t * (T(2) * c[2 * F + f] + T(3) * t * c[3 * F + f]));
-      grad_r[e] += dr * inv_h;
-      if (grad_inputs) {
-        T *gi = grad_inputs + dst[e] * F;
-        for (int64_t f = blocked; f < F; f++)
-          gi[f] += g_row[f] * (c[f] + t * (c[F + f] + t * (c[2 * F + f] + t * c[3 * F + f])));
-      }
+  for (int64_t e = 0; e < E; e++) {
+    T t;
+    const T *c = table + interval(r[e], inv_h, G, t) * 4 * F;
+    const T *x = inputs + dst[e] * F;
+    const T *g = grad_agg + src[e] * F;
+    T dr = 0;
+#pragma omp simd reduction(+ : dr)
+    for (int64_t f = 0; f < F; f++)
+      dr += g[f] * x[f] * (c[F + f] + t * (T(2) * c[2 * F + f] + T(3) * t * c[3 * F + f]));
+    grad_r[e] += dr * inv_h;
+    if (grad_inputs) {
+      T *gi = grad_inputs + dst[e] * F;
+      for (int64_t f = 0; f < F; f++)
+        gi[f] += g[f] * (c[f] + t * (c[F + f] + t * (c[2 * F + f] + t * c[3 * F + f])));
     }
   }
 }

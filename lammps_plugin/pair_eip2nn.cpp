@@ -60,7 +60,12 @@
    does by default) has each layer's convolution done here instead of by
    layer_update: one pass over the edges from the table (tabulated_filter.h)
    gives the aggregated messages, layer_output the new features, and the
-   gradient comes back the same way (`filter network`: layer_update).
+   gradient comes back the same way (`filter network`: layer_update). With the
+   table, a file that also carries its dense layers as numbers ("native_dense":
+   "schnet") runs them here too (native_schnet.h: forward and backward by hand,
+   no TorchScript or autograd in the step; the first layer's inputs, which
+   depend on the species alone, from a per-species table with no exchange);
+   `native no` runs the module's layer_inputs and layer_output instead.
 
    Otherwise, for depth > 1 the pair style needs the neighbours of ghost atoms: it asks
    for a full neighbour list with ghosts and raises the ghost (communication)

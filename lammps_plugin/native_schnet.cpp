@@ -13,7 +13,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <stdexcept>
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
@@ -100,46 +99,19 @@ SIMD_CLONES void product(int64_t m, int64_t K, int64_t N, const float *x, const 
    (0, 1/3], by its series in t^2; sigmoid(z) = 1 / (1 + e) for z >= 0, e / (1 + e)
    otherwise; one division for both, q = 1 / ((2 + e)(1 + e)). Above 20,
    softplus(z) = z, as torch's (threshold 20). float64: the series to t^35 (error
-   < 2e-17), exp as simd_exp.h; float32 in 8 float lanes: the series to t^13 (error
-   < 2e-8) and exp by its Taylor series to r^7 (|r| <= ln 2 / 2: error < 6e-8). */
+   < 2e-17); float32 in 8 float lanes, the series to t^13 (error < 2e-8); exp as
+   simd_exp.h. */
 
 typedef double DVec __attribute__((vector_size(32)));
 typedef int64_t DIVec __attribute__((vector_size(32)));
 typedef float FVec __attribute__((vector_size(32)));
 typedef int32_t FIVec __attribute__((vector_size(32)));
 
-// exp(x) of 8 floats, x <= 0 (clamped at -87: e^-87 is near float's smallest normal)
-ALWAYS_INLINE FVec exp_nonpositive(FVec x)
-{
-  const FVec lowest = FVec{} - 87.0f;
-  x = x < lowest ? lowest : x;
-  const FVec k = (x * 1.44269504f + 12582912.0f) - 12582912.0f;    // nearest integer (1.5 * 2^23)
-  const FVec r = (x - k * 0.693359375f) + k * 2.12194440e-4f;       // x - k ln 2, ln 2 in two parts
-  FVec p = FVec{} + 1.0f / 5040.0f;
-  const float inverse_factorial[7] = {1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f, 0.5f, 1.0f, 1.0f};
-  for (float c : inverse_factorial) p = p * r + c;
-  FIVec bits;
-  std::memcpy(&bits, &p, sizeof bits);
-  bits += __builtin_convertvector(k, FIVec) << 23;
-  std::memcpy(&p, &bits, sizeof p);
-  return p;
-}
-
-template <typename V> ALWAYS_INLINE V exp_lanes(V x);
-template <> ALWAYS_INLINE DVec exp_lanes<DVec>(DVec x)
-{
-  return vexp_lanes<DVec, DIVec>(x);
-}
-template <> ALWAYS_INLINE FVec exp_lanes<FVec>(FVec x)
-{
-  return exp_nonpositive(x);
-}
-
-template <typename T, typename V, int LAST> ALWAYS_INLINE void ssp_sigmoid_lanes(V z, V &ssp, V &sig)
+template <typename T, typename V, typename IV, int LAST> ALWAYS_INLINE void ssp_sigmoid_lanes(V z, V &ssp, V &sig)
 {
   const V zero = V{}, one = V{} + T(1);
   const V magnitude = z < zero ? -z : z;
-  const V e = exp_lanes<V>(-magnitude);
+  const V e = vexp_lanes<V, IV>(-magnitude);
   const V q = one / ((e + T(2)) * (e + one));
   const V t = e * (e + one) * q, t2 = t * t;
   V series = V{} + T(1) / T(LAST);
@@ -152,21 +124,21 @@ template <typename T, typename V, int LAST> ALWAYS_INLINE void ssp_sigmoid_lanes
   sig = z >= zero ? inverse : e * inverse;
 }
 
-template <typename T, typename V, int LAST> ALWAYS_INLINE void activation_all(int64_t n, const T *z, T *ssp, T *sig)
+template <typename T, typename V, typename IV, int LAST> ALWAYS_INLINE void activation_all(int64_t n, const T *z, T *ssp, T *sig)
 {
   typedef T U __attribute__((vector_size(32), aligned(sizeof(T)), may_alias));
   constexpr int L = 32 / sizeof(T);
   int64_t i = 0;
   for (; i + L <= n; i += L) {
     V a, s;
-    ssp_sigmoid_lanes<T, V, LAST>(*(const U *) (z + i), a, s);
+    ssp_sigmoid_lanes<T, V, IV, LAST>(*(const U *) (z + i), a, s);
     *(U *) (ssp + i) = a;
     *(U *) (sig + i) = s;
   }
   if (i < n) {    // the last few: padded lanes
     V v = V{}, a, s;
     for (int l = 0; i + l < n; l++) v[l] = z[i + l];
-    ssp_sigmoid_lanes<T, V, LAST>(v, a, s);
+    ssp_sigmoid_lanes<T, V, IV, LAST>(v, a, s);
     for (int l = 0; i + l < n; l++) {
       ssp[i + l] = a[l];
       sig[i + l] = s[l];
@@ -176,12 +148,12 @@ template <typename T, typename V, int LAST> ALWAYS_INLINE void activation_all(in
 
 SIMD_CLONES void activation(int64_t n, const double *z, double *ssp, double *sig)
 {
-  activation_all<double, DVec, 35>(n, z, ssp, sig);
+  activation_all<double, DVec, DIVec, 35>(n, z, ssp, sig);
 }
 
 SIMD_CLONES void activation(int64_t n, const float *z, float *ssp, float *sig)
 {
-  activation_all<float, FVec, 13>(n, z, ssp, sig);
+  activation_all<float, FVec, FIVec, 13>(n, z, ssp, sig);
 }
 
 std::string shape_of(const torch::Tensor &t)

@@ -602,15 +602,38 @@ def schnet_model(tmp_path: Path, **export_args) -> tuple[torch.nn.Module, Path]:
     return torch.jit.load(str(path)), path
 
 
-def test_schnet_tabulated_filter_equals_its_network(plugin, tmp_path):
-    """Layer by layer, the filter table (the default for a file that has one) and the file's filter network
-    (`filter network`) give the same energy, forces (eV/Å) and virial (eV) to 1e-8, and the log says which ran;
-    `filter table` is refused for a file without a table and on the deep ghost shell."""
+def si_ge_cell():
+    """A rattled, strained 16-atom Si cell with every third atom Ge, and its LAMMPS types."""
     atoms = silicon((2, 2, 2), strain=0.03, rattle=0.1, seed=4)
     symbols = np.array(atoms.get_chemical_symbols())
     symbols[1::3] = "Ge"
     atoms.set_chemical_symbols(symbols)
-    type_of = {"Si": 1, "Ge": 2}
+    return atoms, {"Si": 1, "Ge": 2}
+
+
+def run_0_log(plugin, tmp_path, atoms, type_of, model, style_args, error=None) -> str:
+    """`run 0` of ``model`` (Si and Ge) with ``style_args`` on pair_style eip2nn: the log's text, or, with
+    ``error``, that the run is refused with it."""
+    log = tmp_path / "run0.log"
+    lmp = import_lammps().lammps(cmdargs=["-screen", "none", "-log", str(log), "-nocite"])
+    try:
+        lmp.commands_list(box_commands(atoms, type_of) + ["create_atoms 1 single 0.1 0.1 0.1 units box"]
+                          + eip2nn_lines(plugin, model, ["Si", "Ge"], style_args))
+        if error is not None:
+            with pytest.raises(Exception, match=error):
+                lmp.command("run 0")
+            return ""
+        lmp.command("run 0")
+    finally:
+        lmp.close()
+    return log.read_text()
+
+
+def test_schnet_tabulated_filter_equals_its_network(plugin, tmp_path):
+    """Layer by layer, the filter table (the default for a file that has one) and the file's filter network
+    (`filter network`) give the same energy, forces (eV/Å) and virial (eV) to 1e-8, and the log says which ran;
+    `filter table` is refused for a file without a table and on the deep ghost shell."""
+    atoms, type_of = si_ge_cell()
     _, path = schnet_model(tmp_path)
     table = run_lammps(atoms, type_of, eip2nn_lines(plugin, path, ["Si", "Ge"]))
     network = run_lammps(atoms, type_of, eip2nn_lines(plugin, path, ["Si", "Ge"], "filter network"))
@@ -621,32 +644,22 @@ def test_schnet_tabulated_filter_equals_its_network(plugin, tmp_path):
     assert diffs["virial"] <= 1e-8 * max(1.0, np.abs(network["virial"]).max())
     assert diffs["energies"] <= 1e-10 * np.abs(network["energies"]).max()
 
-    lammps = import_lammps()
     plain = tmp_path / "plain"
     plain.mkdir()
     _, no_table = schnet_model(plain, filter_spacing=0)
-    for model, style_args, expected in [
-            (path, "", "filters from the file's table"), (path, "filter network", None),
-            (no_table, "filter table", "has no filter table"),
-            (path, "layerwise no filter table", "the table is used layer by layer only"),
-            (path, "filter spline", "expected 'table' or 'network', got 'spline'")]:
-        log = tmp_path / "table.log"
-        lmp = lammps.lammps(cmdargs=["-screen", "none", "-log", str(log), "-nocite"])
-        try:
-            lmp.commands_list(box_commands(atoms, type_of) + ["create_atoms 1 single 0.1 0.1 0.1 units box"])
-            if style_args.startswith("filter spline"):
-                with pytest.raises(Exception, match=expected):
-                    lmp.commands_list(eip2nn_lines(plugin, model, ["Si", "Ge"], style_args))
-                continue
-            lmp.commands_list(eip2nn_lines(plugin, model, ["Si", "Ge"], style_args))
-            if "filter table" in style_args:
-                with pytest.raises(Exception, match=expected):
-                    lmp.command("run 0")
-                continue
-            lmp.command("run 0")
-        finally:
-            lmp.close()
-        assert ("filters from the file's table (1600 intervals of 0.002 A)" in log.read_text()) == (expected is not None)
+    said = "filters from the file's table (1600 intervals of 0.002 A)"
+    assert said in run_0_log(plugin, tmp_path, atoms, type_of, path, "")
+    assert said not in run_0_log(plugin, tmp_path, atoms, type_of, path, "filter network")
+    run_0_log(plugin, tmp_path, atoms, type_of, no_table, "filter table", error="has no filter table")
+    run_0_log(plugin, tmp_path, atoms, type_of, path, "layerwise no filter table",
+              error="the table is used layer by layer only")
+    lmp = import_lammps().lammps(cmdargs=["-screen", "none", "-log", "none", "-nocite"])
+    try:
+        lmp.commands_list(box_commands(atoms, type_of))
+        with pytest.raises(Exception, match="expected 'table' or 'network', got 'spline'"):
+            lmp.commands_list(eip2nn_lines(plugin, path, ["Si", "Ge"], "filter spline"))
+    finally:
+        lmp.close()
 
 
 @pytest.mark.parametrize("members, dtype", [(1, "float64"), (2, "float64"), (2, "float32")])
@@ -656,11 +669,7 @@ def test_schnet_native_dense_layers_equal_torch_s(plugin, tmp_path, members, dty
     in float64 (1e-5 in float32), for a SchNet and a committee (members of width 20: 40 features); the log says
     which ran; `native yes` is refused where the layers cannot run in C++ (the filter network, or a file without
     a table)."""
-    atoms = silicon((2, 2, 2), strain=0.03, rattle=0.1, seed=4)
-    symbols = np.array(atoms.get_chemical_symbols())
-    symbols[1::3] = "Ge"
-    atoms.set_chemical_symbols(symbols)
-    type_of = {"Si": 1, "Ge": 2}
+    atoms, type_of = si_ge_cell()
     if members == 1:
         _, path = schnet_model(tmp_path, dtype=dtype)
     else:
@@ -682,28 +691,15 @@ def test_schnet_native_dense_layers_equal_torch_s(plugin, tmp_path, members, dty
     for key in ("forces", "virial", "energies"):
         assert diffs[key] <= tol * max(1.0, np.abs(torch_layers[key]).max())
 
-    lammps = import_lammps()
     plain = tmp_path / "plain"
     plain.mkdir()
     _, no_table = schnet_model(plain, filter_spacing=0)
-    for model, style_args, expected in [
-            (path, "", "dense layers in C++"), (path, "native no", None),
-            (path, "native yes filter network", "no dense layers this plugin runs natively"),
-            (no_table, "native yes", "no dense layers this plugin runs natively")]:
-        log = tmp_path / "native.log"
-        lmp = lammps.lammps(cmdargs=["-screen", "none", "-log", str(log), "-nocite"])
-        try:
-            lmp.commands_list(box_commands(atoms, type_of) + ["create_atoms 1 single 0.1 0.1 0.1 units box"]
-                              + eip2nn_lines(plugin, model, ["Si", "Ge"], style_args))
-            if "native yes" in style_args:
-                with pytest.raises(Exception, match=expected):
-                    lmp.command("run 0")
-                continue
-            lmp.command("run 0")
-        finally:
-            lmp.close()
-        assert (f"SchNet's dense layers in C++ (3 layers of 40 features, head of {32 * members} units, {dtype})"
-                in log.read_text()) == (expected is not None)
+    said = f"SchNet's dense layers in C++ (3 layers of 40 features, head of {32 * members} units, {dtype})"
+    assert said in run_0_log(plugin, tmp_path, atoms, type_of, path, "")
+    assert said not in run_0_log(plugin, tmp_path, atoms, type_of, path, "native no")
+    for model, style_args in [(path, "native yes filter network"), (no_table, "native yes")]:
+        run_0_log(plugin, tmp_path, atoms, type_of, model, style_args,
+                  error="no dense layers this plugin runs natively")
 
 
 # how each model of the MPI test runs: pair_style arguments

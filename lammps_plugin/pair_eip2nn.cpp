@@ -621,9 +621,12 @@ void PairEIP2NN::choose_message_passing_path()
                model_path, native_dense, filter_active ? "in use" : "not in use");
   const bool dense_was = native_dense_active;
   native_dense_active = dense && native_user != 0;
-  if (!native_dense_active || model->schnet) return;
+  if (comm->me == 0 && filter_active && !filter_was && native_dense.empty() && native_user == -1)
+    utils::logmesg(lmp, "eip2nn: {} has no native_dense (an older export): its dense layers run in torch; export "
+                        "it again with this eip2nn to run them in C++\n", model_path);
+  if (!native_dense_active) return;
   std::string msg;
-  try {
+  if (!model->schnet) try {
     if (!model->module.hasattr("native_dense")) throw std::runtime_error("the module has no native_dense");
     std::vector<torch::Tensor> weights;
     for (const torch::Tensor &t : model->module.attr("native_dense").toTensorVector()) weights.push_back(t);

@@ -700,6 +700,14 @@ def test_schnet_native_dense_layers_equal_torch_s(plugin, tmp_path, members, dty
     for model, style_args in [(path, "native yes filter network"), (no_table, "native yes")]:
         run_0_log(plugin, tmp_path, atoms, type_of, model, style_args,
                   error="no dense layers this plugin runs natively")
+    # a file from before native_dense (its json without the key): the dense layers in torch, and the log says why
+    from eip2nn.nn.export import METADATA_FILE, load_exported
+    module, metadata = load_exported(path)
+    del metadata["native_dense"]
+    older = tmp_path / "older.pt"
+    torch.jit.save(module, str(older), _extra_files={METADATA_FILE: json.dumps(metadata)})
+    text = run_0_log(plugin, tmp_path, atoms, type_of, older, "")
+    assert "has no native_dense (an older export): its dense layers run in torch" in text and said not in text
 
 
 # how each model of the MPI test runs: pair_style arguments

@@ -15,9 +15,7 @@
 #include <cstdint>
 #include <stdexcept>
 
-#define ALWAYS_INLINE inline __attribute__((always_inline))
-// the vector helpers are always inlined: no vector crosses a call, so the ABI note is moot
-#pragma GCC diagnostic ignored "-Wpsabi"
+#define ALWAYS_INLINE inline __attribute__((always_inline))    // the vector helpers (simd_exp.h: the ABI note)
 
 namespace eip2nn {
 
@@ -126,7 +124,7 @@ template <typename T, typename V, typename IV, int LAST> ALWAYS_INLINE void ssp_
 
 template <typename T, typename V, typename IV, int LAST> ALWAYS_INLINE void activation_all(int64_t n, const T *z, T *ssp, T *sig)
 {
-  typedef T U __attribute__((vector_size(32), aligned(sizeof(T)), may_alias));
+  typedef typename Lanes<T>::U U;
   constexpr int L = 32 / sizeof(T);
   int64_t i = 0;
   for (; i + L <= n; i += L) {

@@ -141,24 +141,24 @@ def schnet_dense_weights(models: list[EnergyModel], head: str) -> list[torch.Ten
     """
     m = len(models)
 
-    def parts(get) -> list[torch.Tensor]:
-        return [get(model).detach().to(torch.float64) for model in models]
+    def f64(t: torch.Tensor) -> torch.Tensor:
+        return t.detach().to(torch.float64)
 
     heads = [model.head(head) for model in models]
-    out = [torch.cat(parts(lambda model: model.backbone.embedding.weight), dim=1)]
+    out = [torch.cat([f64(model.backbone.embedding.weight) for model in models], dim=1)]
     for k in range(len(models[0].backbone.interactions)):
         blocks = [model.backbone.interactions[k] for model in models]
-        out += [_block_diagonal([b.in2f.weight.detach().to(torch.float64) for b in blocks]),
-                _block_diagonal([b.f2out[0].weight.detach().to(torch.float64) for b in blocks]),
-                torch.cat([b.f2out[0].bias.detach().to(torch.float64) for b in blocks]),
-                _block_diagonal([b.f2out[2].weight.detach().to(torch.float64) for b in blocks]),
-                torch.cat([b.f2out[2].bias.detach().to(torch.float64) for b in blocks])]
+        out += [_block_diagonal([f64(b.in2f.weight) for b in blocks]),
+                _block_diagonal([f64(b.f2out[0].weight) for b in blocks]),
+                torch.cat([f64(b.f2out[0].bias) for b in blocks]),
+                _block_diagonal([f64(b.f2out[2].weight) for b in blocks]),
+                torch.cat([f64(b.f2out[2].bias) for b in blocks])]
     scales = [float(h.scale) / m for h in heads]
-    out += [_block_diagonal([h.net[0].weight.detach().to(torch.float64) for h in heads]),
-            torch.cat([h.net[0].bias.detach().to(torch.float64) for h in heads]),
-            torch.cat([s * h.net[2].weight.detach().to(torch.float64).reshape(-1) for s, h in zip(scales, heads)]),
-            sum(s * h.net[2].bias.detach().to(torch.float64).reshape(1) for s, h in zip(scales, heads)),
-            sum(h.offsets.detach().to(torch.float64) for h in heads) / m]
+    out += [_block_diagonal([f64(h.net[0].weight) for h in heads]),
+            torch.cat([f64(h.net[0].bias) for h in heads]),
+            torch.cat([s * f64(h.net[2].weight).reshape(-1) for s, h in zip(scales, heads)]),
+            sum(s * f64(h.net[2].bias).reshape(1) for s, h in zip(scales, heads)),
+            sum(f64(h.offsets) for h in heads) / m]
     return out
 
 

@@ -168,9 +168,9 @@ def pool_density(pool_x: np.ndarray) -> np.ndarray:
     return -d[:, 1:].mean(axis=1)
 
 
-def _pick(acquisition: np.ndarray, pool_x: np.ndarray, labelled_x: np.ndarray) -> list[int]:
-    """Greedy order of the whole pool by acquisition × d / (d + d₀) (see the module docstring)."""
-    lab, p = _standardised(labelled_x, pool_x)
+def _pick(acquisition: np.ndarray, p: np.ndarray, lab: np.ndarray) -> list[int]:
+    """Greedy order of the whole pool by acquisition × d / (d + d₀) (see the module docstring); ``p`` and ``lab``:
+    the pool's and the labelled structures' standardised features (:func:`_standardised`)."""
 
     def distances(points: np.ndarray) -> np.ndarray:
         return np.sqrt(((p[:, None, :] - points[None, :, :]) ** 2).sum(axis=2)).min(axis=1)
@@ -220,7 +220,8 @@ def suggest(labelled: list[Atoms], pool: list[Atoms], species: list[str], labels
     featuriser = StructureFeatures(species)
     labelled_x, feature_names = featuriser.structure_block(labelled)
     pool_x, _ = featuriser.structure_block(pool)
-    signals["pool_density"] = pool_density(_standardised(labelled_x, pool_x)[1])
+    labelled_scaled, pool_scaled = _standardised(labelled_x, pool_x)
+    signals["pool_density"] = pool_density(pool_scaled)
     folds = min(MAX_FOLDS, len(labelled), len(pool))
     if folds >= 2:
         adversarial = adversarial_validation_features(labelled_x, pool_x, feature_names, folds=folds, seed=seed)
@@ -237,6 +238,6 @@ def suggest(labelled: list[Atoms], pool: list[Atoms], species: list[str], labels
     total = sum(weights[s] for s in used)
     acquisition = sum(weights[s] * _percentiles(signals[s]) for s in used) / total
     notes.append("acquisition: weighted mean percentile of " + ", ".join(f"{s} (weight {weights[s]:g})" for s in used))
-    order = _pick(acquisition, pool_x, labelled_x)
+    order = _pick(acquisition, pool_scaled, labelled_scaled)
     return Suggestion(order, acquisition, signals, committee, [structure_name(a, i) for i, a in enumerate(pool)],
                       notes)

@@ -209,6 +209,13 @@ def main(argv=None) -> None:
                 deployments = {"float64": export_for_lammps(checkpoint, tmp / "trained", fmt="torchscript")}
             else:
                 checkpoint, deployments = make_model(backbone, tmp)
+            for way, deployment in deployments.items():
+                table = deployment.metadata.get("filter_table")
+                if table:
+                    print(f"{backbone} {way}: filters tabulated every {table['spacing']} Å ({table['intervals']} "
+                          f"intervals), largest relative error: values {table['max_relative_error']['filter']:.1e}, "
+                          f"r-derivatives {table['max_relative_error']['derivative']:.1e}; model file "
+                          f"{deployment.model_file.stat().st_size / 1e6:.2f} MB", file=sys.stderr, flush=True)
             for n in args.sizes:
                 atoms = silicon(n)
                 t0 = time.perf_counter()

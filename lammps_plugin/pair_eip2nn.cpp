@@ -115,8 +115,11 @@ struct PairEIP2NN::Model {
   std::unique_ptr<eip2nn::NativeBispectrum> bispectrum;
   std::unique_ptr<eip2nn::NativeSymmetryFunctions> symmetry_functions;
   bool has_native() const { return bispectrum || symmetry_functions; }
-  // a SchNet's filters tabulated (layers, intervals, 4, features), in the model's dtype; undefined if none
+  // a SchNet's filters tabulated, per layer in the layout of eip2nn::blocked_filter_table, in the model's dtype
+  // (undefined if none); the file's (layers, intervals, coefficients: 6, quintic, or 4, cubic in older files,
+  // features)
   torch::Tensor filter_table;
+  int64_t filter_intervals = 0, filter_coefficients = 0;
   // its dense layers in C++, once init_style chose them
   std::unique_ptr<eip2nn::NativeSchNet> schnet;
 };
@@ -388,13 +391,17 @@ void PairEIP2NN::load_model(const std::string &path)
     torch::Tensor table;
     if (model->module.hasattr("filter_table")) table = model->module.attr("filter_table").toTensor();
     const torch::ScalarType want = model_float32 ? torch::kFloat32 : torch::kFloat64;
-    if (!table.defined() || table.dim() != 4 || table.size(0) != layers || table.size(2) != 4
-        || table.size(3) != width || table.scalar_type() != want)
+    if (!table.defined() || table.dim() != 4 || table.size(0) != layers
+        || (table.size(2) != 4 && table.size(2) != 6) || table.size(3) != width || table.scalar_type() != want)
       error->all(FLERR, "pair_coeff eip2nn: {} says it tabulates its filters, but its filter_table is {} (expected "
-                        "({}, intervals, 4, {}) of its dtype); export it again", path,
+                        "({}, intervals, 6 or 4 coefficients, {}) of its dtype); export it again", path,
                  table.defined() ? c10::str(table.sizes(), " ", table.scalar_type()) : std::string("missing"),
                  layers, width);
-    model->filter_table = table.contiguous();
+    std::vector<torch::Tensor> per_layer;    // each in the passes' layout (tabulated_filter.h)
+    for (int k = 0; k < layers; k++) per_layer.push_back(eip2nn::blocked_filter_table(table[k].contiguous()));
+    model->filter_table = torch::stack(per_layer);
+    model->filter_coefficients = table.size(2);
+    model->filter_intervals = table.size(1);
     filter_spacing = spacing;
   }
   model_path = path;
@@ -608,8 +615,9 @@ void PairEIP2NN::choose_message_passing_path()
   const bool filter_was = filter_active;
   filter_active = layerwise_active && table && filter_user != 0;
   if (comm->me == 0 && filter_active && !filter_was)
-    utils::logmesg(lmp, "eip2nn: filters from the file's table ({} intervals of {} A), convolved in one pass over "
-                        "the edges\n", model->filter_table.size(1), filter_spacing);
+    utils::logmesg(lmp, "eip2nn: filters from the file's table ({} intervals of {} A, {} Hermite), convolved in one "
+                        "pass over the edges\n", model->filter_intervals, filter_spacing,
+                    model->filter_coefficients == 6 ? "quintic" : "cubic");
 
   // the dense layers in C++: with the table, from the file's native_dense
   if (mp_layers == 0) return;
@@ -1199,11 +1207,14 @@ void PairEIP2NN::build_local_graph()
   int *ilist = list->ilist;
   int *numneigh = list->numneigh;
   int **firstneigh = list->firstneigh;
+  const double inv_h = filter_active ? 1.0 / filter_spacing : 0.0;
+  const int last_interval = filter_active ? (int) model->filter_intervals - 1 : 0;
 
   node_atom.clear();
   edge_src_atom.clear();
   edge_dst_atom.clear();
   edge_src_row.clear();
+  edge_interval.clear();
   for (int ii = 0; ii < inum; ii++) {
     const int a = ilist[ii];
     if (type2species[type[a]] < 0) continue;
@@ -1215,13 +1226,51 @@ void PairEIP2NN::build_local_graph()
       const int b = jlist[jj] & NEIGHMASK;
       if (type2species[type[b]] < 0) continue;
       const double dx = x[b][0] - xa, dy = x[b][1] - ya, dz = x[b][2] - za;
-      if (dx * dx + dy * dy + dz * dz >= cutoff_sq) continue;
+      const double rsq = dx * dx + dy * dy + dz * dz;
+      if (rsq >= cutoff_sq) continue;
       edge_src_atom.push_back(a);
       edge_dst_atom.push_back(b);
       edge_src_row.push_back(row);
+      if (filter_active) edge_interval.push_back(std::min(last_interval, (int) (std::sqrt(rsq) * inv_h)));
     }
   }
   nlocal_nodes = (int) node_atom.size();
+  if (filter_active) order_edges_by_interval();
+}
+
+/* ----------------------------------------------------------------------
+   the filter table's passes (tabulated_filter.h) load each interval's P x F
+   coefficients once per run of edges in that interval. In the neighbour
+   list's order consecutive edges are in different intervals; so within each
+   block of EDGE_BLOCK consecutive edges (the edges of some 70 atoms near one
+   another, as LAMMPS sorts atoms in space) the edges are put in order of
+   their interval by a counting sort. The block's features stay in L1/L2
+------------------------------------------------------------------------- */
+
+void PairEIP2NN::order_edges_by_interval()
+{
+  constexpr int64_t EDGE_BLOCK = 2048;
+  const int64_t ne = (int64_t) edge_src_atom.size();
+  const int64_t G = model->filter_intervals;
+  interval_count.assign(G + 1, 0);
+  sorted_src_atom.resize(ne);
+  sorted_dst_atom.resize(ne);
+  sorted_src_row.resize(ne);
+  for (int64_t e0 = 0; e0 < ne; e0 += EDGE_BLOCK) {
+    const int64_t e1 = std::min(ne, e0 + EDGE_BLOCK);
+    std::fill(interval_count.begin(), interval_count.end(), 0);
+    for (int64_t e = e0; e < e1; e++) interval_count[edge_interval[e] + 1]++;
+    for (int64_t k = 0; k < G; k++) interval_count[k + 1] += interval_count[k];
+    for (int64_t e = e0; e < e1; e++) {
+      const int64_t to = e0 + interval_count[edge_interval[e]]++;
+      sorted_src_atom[to] = edge_src_atom[e];
+      sorted_dst_atom[to] = edge_dst_atom[e];
+      sorted_src_row[to] = edge_src_row[e];
+    }
+  }
+  edge_src_atom.swap(sorted_src_atom);
+  edge_dst_atom.swap(sorted_dst_atom);
+  edge_src_row.swap(sorted_src_row);
 }
 
 /* ----------------------------------------------------------------------
@@ -1252,6 +1301,7 @@ void PairEIP2NN::compute_layerwise()
   torch::Tensor src = torch::empty({ne}, opt_long);
   torch::Tensor dst = torch::empty({ne}, opt_long);
   torch::Tensor vec = torch::empty({ne, 3}, opt_double);
+  torch::Tensor length = torch::empty({ne}, opt_double);    // |vec|, A
   {
     int64_t *sp = species.data_ptr<int64_t>();
     int64_t *po = owned.data_ptr<int64_t>();
@@ -1262,11 +1312,13 @@ void PairEIP2NN::compute_layerwise()
     int64_t *ps = src.data_ptr<int64_t>();
     int64_t *pd = dst.data_ptr<int64_t>();
     double *pv = vec.data_ptr<double>();
+    double *pl = length.data_ptr<double>();
     for (int64_t e = 0; e < ne; e++) {
       const int a = edge_src_atom[e], b = edge_dst_atom[e];
       ps[e] = edge_src_row[e];
       pd[e] = b;
       for (int k = 0; k < 3; k++) pv[3 * e + k] = x[b][k] - x[a][k];
+      pl[e] = std::sqrt(pv[3 * e] * pv[3 * e] + pv[3 * e + 1] * pv[3 * e + 1] + pv[3 * e + 2] * pv[3 * e + 2]);
     }
   }
 
@@ -1303,7 +1355,7 @@ void PairEIP2NN::compute_layerwise()
       torch::Tensor species_all = torch::empty({nall}, opt_long);
       int64_t *sa = species_all.data_ptr<int64_t>();
       for (int a = 0; a < nall; a++) sa[a] = std::max(0, type2species[type[a]]);
-      torch::Tensor r = vec.norm(2, 1).to(dtype).contiguous();
+      torch::Tensor r = length.to(dtype).contiguous();
       torch::Tensor grad_r = torch::zeros({ne}, r.options());
       EIP2NN_SWITCH(MP_LAYERS);
       torch::Tensor h = net.initial_features(species);
@@ -1336,7 +1388,7 @@ void PairEIP2NN::compute_layerwise()
         // the ghosts' input gradients to their owners; the residual passes g on as it is
         g = net.layer_inputs_backward(k, exchange_reverse(g_inputs), g);
       }
-      grad_vec = ((grad_r.to(torch::kFloat64) / r.to(torch::kFloat64)).unsqueeze(1) * vec).contiguous();
+      grad_vec = ((grad_r.to(torch::kFloat64) / length).unsqueeze(1) * vec).contiguous();
       e_owned = e_owned.to(torch::kFloat64).contiguous();
     } catch (const c10::Error &e) {
       msg = e.what_without_backtrace();
@@ -1354,7 +1406,7 @@ void PairEIP2NN::compute_layerwise()
     const bool tabulated = filter_active;
     torch::Tensor r, grad_r;
     if (tabulated) {
-      r = vec.norm(2, 1).to(dtype).contiguous();
+      r = length.to(dtype).contiguous();
       grad_r = torch::zeros({ne}, r.options());
     }
     // without the table: the edge vectors autograd differentiates through layer_update
@@ -1451,7 +1503,7 @@ void PairEIP2NN::compute_layerwise()
       if (g_through.defined()) g = g + g_through;
     }
     if (tabulated)    // dE/dv = dE/dr v / r
-      grad_vec = (grad_r.to(torch::kFloat64) / r.to(torch::kFloat64)).unsqueeze(1) * vec;
+      grad_vec = (grad_r.to(torch::kFloat64) / length).unsqueeze(1) * vec;
     grad_vec = grad_vec.to(torch::kFloat64).contiguous();
     e_owned = e_owned.detach().to(torch::kFloat64).contiguous();
   } catch (const c10::Error &e) {

@@ -27,26 +27,43 @@ template <typename T> ALWAYS_INLINE int64_t interval(T r, T inv_h, int64_t G, T 
   return i;
 }
 
-template <typename T>
+// w_f(t) = sum_p c[p F + f] t^p (Horner) for P coefficients; and, with it, dw_f/dt
+template <typename T, int P> ALWAYS_INLINE T value(const T *c, int64_t F, int64_t f, T t)
+{
+  T w = c[(P - 1) * F + f];
+  for (int p = P - 2; p >= 0; p--) w = c[p * F + f] + t * w;
+  return w;
+}
+
+template <typename T, int P> ALWAYS_INLINE T slope(const T *c, int64_t F, int64_t f, T t)
+{
+  T d = T(P - 1) * c[(P - 1) * F + f];
+  for (int p = P - 2; p >= 1; p--) d = T(p) * c[p * F + f] + t * d;
+  return d;
+}
+
+template <typename T, int P>
 ALWAYS_INLINE void forward_pass(int64_t E, int64_t F, int64_t G, T inv_h, const T *table, const T *inputs, const T *r,
-                  const int64_t *src, const int64_t *dst, T *agg)
+                                const int64_t *src, const int64_t *dst, T *agg)
 {
   for (int64_t e = 0; e < E; e++) {
     T t;
-    const T *c = table + interval(r[e], inv_h, G, t) * 4 * F;
+    const T *c = table + interval(r[e], inv_h, G, t) * P * F;
     const T *x = inputs + dst[e] * F;
     T *a = agg + src[e] * F;
-    for (int64_t f = 0; f < F; f++) a[f] += x[f] * (c[f] + t * (c[F + f] + t * (c[2 * F + f] + t * c[3 * F + f])));
+#pragma omp simd
+    for (int64_t f = 0; f < F; f++) a[f] += x[f] * value<T, P>(c, F, f, t);
   }
 }
 
-template <typename T>
-ALWAYS_INLINE void backward_pass(int64_t E, int64_t F, int64_t G, T inv_h, const T *table, const T *inputs, const T *r,
-                   const int64_t *src, const int64_t *dst, const T *grad_agg, T *grad_inputs, T *grad_r)
+template <typename T, int P>
+ALWAYS_INLINE void backward_pass(int64_t E, int64_t F, int64_t G, T inv_h, const T *table, const T *inputs,
+                                 const T *r, const int64_t *src, const int64_t *dst, const T *grad_agg,
+                                 T *grad_inputs, T *grad_r)
 {
   for (int64_t e = 0; e < E; e++) {
     T t;
-    const T *c = table + interval(r[e], inv_h, G, t) * 4 * F;
+    const T *c = table + interval(r[e], inv_h, G, t) * P * F;
     const T *x = inputs + dst[e] * F;
     const T *g = grad_agg + src[e] * F;
     T dr = 0;
@@ -54,52 +71,174 @@ ALWAYS_INLINE void backward_pass(int64_t E, int64_t F, int64_t G, T inv_h, const
       T *gi = grad_inputs + dst[e] * F;
 #pragma omp simd reduction(+ : dr)
       for (int64_t f = 0; f < F; f++) {
-        const T c1 = c[F + f], c2 = c[2 * F + f], c3 = c[3 * F + f];
-        dr += g[f] * x[f] * (c1 + t * (T(2) * c2 + T(3) * t * c3));
-        gi[f] += g[f] * (c[f] + t * (c1 + t * (c2 + t * c3)));
+        dr += g[f] * x[f] * slope<T, P>(c, F, f, t);
+        gi[f] += g[f] * value<T, P>(c, F, f, t);
       }
     } else {
 #pragma omp simd reduction(+ : dr)
-      for (int64_t f = 0; f < F; f++)
-        dr += g[f] * x[f] * (c[F + f] + t * (T(2) * c[2 * F + f] + T(3) * t * c[3 * F + f]));
+      for (int64_t f = 0; f < F; f++) dr += g[f] * x[f] * slope<T, P>(c, F, f, t);
     }
     grad_r[e] += dr * inv_h;
   }
 }
 
-// one clone set per dtype, overloaded (target_clones takes no templates)
-SIMD_CLONES void forward_edges(int64_t E, int64_t F, int64_t G, double inv_h, const double *table, const double *inputs,
-                             const double *r, const int64_t *src, const int64_t *dst, double *agg)
+// The same on the blocked layout (G, F / B, P, B), B = block<T> features (one 32-byte vector): the strides between
+// coefficients are compile-time constants, and the edges go in runs of one interval (as order_edges_by_interval in
+// the pair style sorts them, within blocks of edges): each block of B features' P coefficients is loaded once per
+// run and kept in registers over its edges. An unsorted edge list gives runs of 1 and still runs.
+template <typename T> constexpr int block = 32 / sizeof(T);
+constexpr int MAX_RUN = 32;
+
+// the next run: edges [e0, e0 + n) in one interval, their positions t in it; returns the interval
+template <typename T>
+ALWAYS_INLINE int64_t next_run(int64_t e0, int64_t E, const T *r, T inv_h, int64_t G, T *t, int64_t &n)
 {
-  forward_pass<double>(E, F, G, inv_h, table, inputs, r, src, dst, agg);
+  const int64_t i = interval(r[e0], inv_h, G, t[0]);
+  n = 1;
+  while (n < MAX_RUN && e0 + n < E && interval(r[e0 + n], inv_h, G, t[n]) == i) n++;
+  return i;
 }
 
-SIMD_CLONES void forward_edges(int64_t E, int64_t F, int64_t G, float inv_h, const float *table, const float *inputs,
-                             const float *r, const int64_t *src, const int64_t *dst, float *agg)
+template <typename T, int P>
+ALWAYS_INLINE void forward_runs(int64_t E, int64_t F, int64_t G, T inv_h, const T *table, const T *inputs,
+                                const T *r, const int64_t *src, const int64_t *dst, T *agg)
 {
-  forward_pass<float>(E, F, G, inv_h, table, inputs, r, src, dst, agg);
+  constexpr int B = block<T>;
+  T t[MAX_RUN];
+  for (int64_t e0 = 0, n = 0; e0 < E; e0 += n) {
+    const T *c = table + next_run(e0, E, r, inv_h, G, t, n) * P * F;
+    for (int64_t f0 = 0; f0 < F; f0 += B, c += P * B) {
+      T cc[P][B];
+      for (int p = 0; p < P; p++)
+        for (int f = 0; f < B; f++) cc[p][f] = c[p * B + f];
+      for (int q = 0; q < n; q++) {
+        const T *x = inputs + dst[e0 + q] * F + f0;
+        T *a = agg + src[e0 + q] * F + f0;
+        const T tq = t[q];
+#pragma omp simd
+        for (int f = 0; f < B; f++) {
+          T w = cc[P - 1][f];
+          for (int p = P - 2; p >= 0; p--) w = cc[p][f] + tq * w;
+          a[f] += x[f] * w;
+        }
+      }
+    }
+  }
 }
 
-SIMD_CLONES void backward_edges(int64_t E, int64_t F, int64_t G, double inv_h, const double *table,
-                              const double *inputs, const double *r, const int64_t *src, const int64_t *dst,
-                              const double *grad_agg, double *grad_inputs, double *grad_r)
+template <typename T, int P>
+ALWAYS_INLINE void backward_runs(int64_t E, int64_t F, int64_t G, T inv_h, const T *table, const T *inputs,
+                                 const T *r, const int64_t *src, const int64_t *dst, const T *grad_agg,
+                                 T *grad_inputs, T *grad_r)
 {
-  backward_pass<double>(E, F, G, inv_h, table, inputs, r, src, dst, grad_agg, grad_inputs, grad_r);
+  constexpr int B = block<T>;
+  T t[MAX_RUN];
+  for (int64_t e0 = 0, n = 0; e0 < E; e0 += n) {
+    const T *c = table + next_run(e0, E, r, inv_h, G, t, n) * P * F;
+    T dr[MAX_RUN][B] = {};    // per edge and lane, summed at the end of the run
+    for (int64_t f0 = 0; f0 < F; f0 += B, c += P * B) {
+      T cc[P][B], dc[P][B];    // the coefficients of w and of dw/dt
+      for (int p = 0; p < P; p++)
+        for (int f = 0; f < B; f++) {
+          cc[p][f] = c[p * B + f];
+          dc[p][f] = T(p) * c[p * B + f];
+        }
+      for (int q = 0; q < n; q++) {
+        const T *x = inputs + dst[e0 + q] * F + f0;
+        const T *g = grad_agg + src[e0 + q] * F + f0;
+        T *gi = grad_inputs ? grad_inputs + dst[e0 + q] * F + f0 : nullptr;
+        const T tq = t[q];
+        if (gi) {
+#pragma omp simd
+          for (int f = 0; f < B; f++) {
+            T w = cc[P - 1][f], d = dc[P - 1][f];
+            for (int p = P - 2; p >= 0; p--) w = cc[p][f] + tq * w;
+            for (int p = P - 2; p >= 1; p--) d = dc[p][f] + tq * d;
+            dr[q][f] += g[f] * x[f] * d;
+            gi[f] += g[f] * w;
+          }
+        } else {
+#pragma omp simd
+          for (int f = 0; f < B; f++) {
+            T d = dc[P - 1][f];
+            for (int p = P - 2; p >= 1; p--) d = dc[p][f] + tq * d;
+            dr[q][f] += g[f] * x[f] * d;
+          }
+        }
+      }
+    }
+    for (int q = 0; q < n; q++) {
+      T sum = 0;
+      for (int f = 0; f < B; f++) sum += dr[q][f];
+      grad_r[e0 + q] += sum * inv_h;
+    }
+  }
 }
 
-SIMD_CLONES void backward_edges(int64_t E, int64_t F, int64_t G, float inv_h, const float *table, const float *inputs,
-                              const float *r, const int64_t *src, const int64_t *dst, const float *grad_agg,
-                              float *grad_inputs, float *grad_r)
+// one clone set per dtype, overloaded (target_clones takes no templates); P: 4 (cubic) or 6 (quintic) coefficients;
+// blocked: the table in the blocked layout
+SIMD_CLONES void forward_edges(int64_t P, bool blocked, int64_t E, int64_t F, int64_t G, double inv_h, const double *table,
+                               const double *inputs, const double *r, const int64_t *src, const int64_t *dst,
+                               double *agg)
 {
-  backward_pass<float>(E, F, G, inv_h, table, inputs, r, src, dst, grad_agg, grad_inputs, grad_r);
+  if (blocked && P == 6) forward_runs<double, 6>(E, F, G, inv_h, table, inputs, r, src, dst, agg);
+  else if (blocked) forward_runs<double, 4>(E, F, G, inv_h, table, inputs, r, src, dst, agg);
+  else if (P == 6) forward_pass<double, 6>(E, F, G, inv_h, table, inputs, r, src, dst, agg);
+  else forward_pass<double, 4>(E, F, G, inv_h, table, inputs, r, src, dst, agg);
 }
 
-void check(const torch::Tensor &inputs, const torch::Tensor &r, const torch::Tensor &src, const torch::Tensor &dst,
-           const torch::Tensor &table, double spacing)
+SIMD_CLONES void forward_edges(int64_t P, bool blocked, int64_t E, int64_t F, int64_t G, float inv_h, const float *table,
+                               const float *inputs, const float *r, const int64_t *src, const int64_t *dst, float *agg)
+{
+  if (blocked && P == 6) forward_runs<float, 6>(E, F, G, inv_h, table, inputs, r, src, dst, agg);
+  else if (blocked) forward_runs<float, 4>(E, F, G, inv_h, table, inputs, r, src, dst, agg);
+  else if (P == 6) forward_pass<float, 6>(E, F, G, inv_h, table, inputs, r, src, dst, agg);
+  else forward_pass<float, 4>(E, F, G, inv_h, table, inputs, r, src, dst, agg);
+}
+
+SIMD_CLONES void backward_edges(int64_t P, bool blocked, int64_t E, int64_t F, int64_t G, double inv_h, const double *table,
+                                const double *inputs, const double *r, const int64_t *src, const int64_t *dst,
+                                const double *grad_agg, double *grad_inputs, double *grad_r)
+{
+  if (blocked && P == 6)
+    backward_runs<double, 6>(E, F, G, inv_h, table, inputs, r, src, dst, grad_agg, grad_inputs, grad_r);
+  else if (blocked) backward_runs<double, 4>(E, F, G, inv_h, table, inputs, r, src, dst, grad_agg, grad_inputs, grad_r);
+  else if (P == 6) backward_pass<double, 6>(E, F, G, inv_h, table, inputs, r, src, dst, grad_agg, grad_inputs, grad_r);
+  else backward_pass<double, 4>(E, F, G, inv_h, table, inputs, r, src, dst, grad_agg, grad_inputs, grad_r);
+}
+
+SIMD_CLONES void backward_edges(int64_t P, bool blocked, int64_t E, int64_t F, int64_t G, float inv_h, const float *table,
+                                const float *inputs, const float *r, const int64_t *src, const int64_t *dst,
+                                const float *grad_agg, float *grad_inputs, float *grad_r)
+{
+  if (blocked && P == 6)
+    backward_runs<float, 6>(E, F, G, inv_h, table, inputs, r, src, dst, grad_agg, grad_inputs, grad_r);
+  else if (blocked) backward_runs<float, 4>(E, F, G, inv_h, table, inputs, r, src, dst, grad_agg, grad_inputs, grad_r);
+  else if (P == 6) backward_pass<float, 6>(E, F, G, inv_h, table, inputs, r, src, dst, grad_agg, grad_inputs, grad_r);
+  else backward_pass<float, 4>(E, F, G, inv_h, table, inputs, r, src, dst, grad_agg, grad_inputs, grad_r);
+}
+
+// the table's intervals, coefficients per interval and features: (G, P, F), or blocked (G, F / B, P, B)
+struct Shape {
+  int64_t G, P, F;
+  bool blocked;
+};
+
+int64_t block_of(const torch::Tensor &table)
+{
+  return table.scalar_type() == torch::kFloat32 ? block<float> : block<double>;
+}
+
+Shape check(const torch::Tensor &inputs, const torch::Tensor &r, const torch::Tensor &src, const torch::Tensor &dst,
+            const torch::Tensor &table, double spacing)
 {
   auto fail = [](const std::string &what) { throw std::runtime_error("tabulated filter: " + what); };
-  if (table.dim() != 3 || table.size(1) != 4) fail("table must be (intervals, 4, features)");
-  if (inputs.dim() != 2 || inputs.size(1) != table.size(2)) fail("inputs must be (atoms, features of the table)");
+  const int64_t B = block_of(table);
+  const bool blocked = table.dim() == 4 && table.size(3) == B;
+  if (table.dim() != 3 && !blocked) fail("table must be (intervals, coefficients, features) or blocked");
+  const Shape shape{table.size(0), table.size(blocked ? 2 : 1), blocked ? table.size(1) * B : table.size(2), blocked};
+  if (shape.P != 4 && shape.P != 6) fail("the table must have 4 or 6 coefficients per interval");
+  if (inputs.dim() != 2 || inputs.size(1) != shape.F) fail("inputs must be (atoms, features of the table)");
   if (inputs.scalar_type() != table.scalar_type() || r.scalar_type() != table.scalar_type())
     fail("inputs, r and table must share a dtype");
   if (r.dim() != 1 || src.size(0) != r.size(0) || dst.size(0) != r.size(0)) fail("r, src and dst: one per edge");
@@ -107,23 +246,31 @@ void check(const torch::Tensor &inputs, const torch::Tensor &r, const torch::Ten
   if (!(spacing > 0.0)) fail("spacing must be > 0");
   for (const torch::Tensor *t : {&inputs, &r, &src, &dst, &table})
     if (!t->is_contiguous() || t->device().type() != torch::kCPU) fail("tensors must be contiguous, on the CPU");
+  return shape;
 }
 
 }    // namespace
+
+torch::Tensor blocked_filter_table(const torch::Tensor &table)
+{
+  const int64_t B = block_of(table);
+  if (table.dim() != 3 || table.size(2) % B != 0) return table;
+  return table.reshape({table.size(0), table.size(1), table.size(2) / B, B}).permute({0, 2, 1, 3}).contiguous();
+}
 
 torch::Tensor tabulated_convolution(const torch::Tensor &inputs, const torch::Tensor &r, const torch::Tensor &src,
                                     const torch::Tensor &dst, const torch::Tensor &table, double spacing,
                                     int64_t m)
 {
-  check(inputs, r, src, dst, table, spacing);
-  torch::Tensor agg = torch::zeros({m, table.size(2)}, inputs.options());
+  const Shape shape = check(inputs, r, src, dst, table, spacing);
+  torch::Tensor agg = torch::zeros({m, shape.F}, inputs.options());
   AT_DISPATCH_FLOATING_TYPES(table.scalar_type(), "tabulated_convolution", [&] {
     const auto *c = table.data_ptr<scalar_t>();
     const auto *x = inputs.data_ptr<scalar_t>();
     const auto *d = r.data_ptr<scalar_t>();
     auto *out = agg.data_ptr<scalar_t>();
     const auto inv_h = static_cast<scalar_t>(1.0 / spacing);
-    forward_edges(r.size(0), table.size(2), table.size(0), inv_h, c, x, d, src.data_ptr<int64_t>(),
+    forward_edges(shape.P, shape.blocked, r.size(0), shape.F, shape.G, inv_h, c, x, d, src.data_ptr<int64_t>(),
                   dst.data_ptr<int64_t>(), out);
   });
   return agg;
@@ -134,9 +281,9 @@ void tabulated_convolution_backward(const torch::Tensor &grad_agg, const torch::
                                     const torch::Tensor &table, double spacing, torch::Tensor grad_inputs,
                                     torch::Tensor grad_r)
 {
-  check(inputs, r, src, dst, table, spacing);
+  const Shape shape = check(inputs, r, src, dst, table, spacing);
   const torch::Tensor g = grad_agg.to(table.scalar_type()).contiguous();
-  if (g.dim() != 2 || g.size(1) != table.size(2)) throw std::runtime_error("tabulated filter: bad grad_agg");
+  if (g.dim() != 2 || g.size(1) != shape.F) throw std::runtime_error("tabulated filter: bad grad_agg");
   if (grad_inputs.defined() && (!grad_inputs.is_contiguous() || grad_inputs.sizes() != inputs.sizes()))
     throw std::runtime_error("tabulated filter: grad_inputs must be contiguous, shaped as inputs");
   if (!grad_r.is_contiguous() || grad_r.sizes() != r.sizes() || grad_r.scalar_type() != r.scalar_type())
@@ -147,7 +294,7 @@ void tabulated_convolution_backward(const torch::Tensor &grad_agg, const torch::
     const auto *d = r.data_ptr<scalar_t>();
     auto *gi = grad_inputs.defined() ? grad_inputs.data_ptr<scalar_t>() : nullptr;
     const auto inv_h = static_cast<scalar_t>(1.0 / spacing);
-    backward_edges(r.size(0), table.size(2), table.size(0), inv_h, c, x, d, src.data_ptr<int64_t>(),
+    backward_edges(shape.P, shape.blocked, r.size(0), shape.F, shape.G, inv_h, c, x, d, src.data_ptr<int64_t>(),
                    dst.data_ptr<int64_t>(), g.data_ptr<scalar_t>(), gi, grad_r.data_ptr<scalar_t>());
   });
 }

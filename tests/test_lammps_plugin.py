@@ -18,6 +18,7 @@ The plugin is built by scripts/build_lammps_plugin.sh when missing or stale.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -586,20 +587,20 @@ def descriptor_model(tmp_path: Path, atoms: Atoms, backbone: str) -> tuple[torch
     return torch.jit.load(str(path)), path
 
 
-def schnet_model(tmp_path: Path, **export_args) -> tuple[torch.nn.Module, Path]:
-    """An eip2nn SchNet (Si, Ge; 3 layers of width 40, cut-off MP_CUT, random weights) exported to TorchScript
-    (with its filters tabulated, unless ``export_args`` say ``filter_spacing=0``). Width 40: the plugin's kernels
+def schnet_model(tmp_path: Path, width: int = 40, **export_args) -> tuple[torch.nn.Module, Path]:
+    """An eip2nn SchNet (Si, Ge; 3 layers of ``width``, cut-off MP_CUT, random weights) and its file, exported to TorchScript
+    (with its filters tabulated, unless ``export_args`` say ``filter_spacing=0``). Width 40: the plugin's products
     go in blocks of 16 doubles or 32 floats, then feature by feature for the rest; both are run."""
     from eip2nn.nn.config import ModelConfig
     from eip2nn.nn.export import export_model
     from eip2nn.nn.model import DFT_HEAD, EnergyModel
     torch.manual_seed(0)
-    model = EnergyModel(ModelConfig(backbone="schnet", cutoff=MP_CUT, width=40, depth=3), MP_SPECIES,
+    model = EnergyModel(ModelConfig(backbone="schnet", cutoff=MP_CUT, width=width, depth=3), MP_SPECIES,
                         [DFT_HEAD]).double()
     model.head(DFT_HEAD).scale.data.fill_(2.0)
     path = tmp_path / "schnet.pt"
     export_model(model.eval(), path, **export_args)
-    return torch.jit.load(str(path)), path
+    return model, path
 
 
 def si_ge_cell():
@@ -629,12 +630,38 @@ def run_0_log(plugin, tmp_path, atoms, type_of, model, style_args, error=None) -
     return log.read_text()
 
 
-def test_schnet_tabulated_filter_equals_its_network(plugin, tmp_path):
+def cubic_table_file(model, path: Path, spacing: float) -> Path:
+    """``model``'s file at ``path`` with its table replaced by cubic Hermite pieces every ``spacing`` Å from the
+    network's values and slopes at the knots (4 coefficients an interval), as eip2nn exported before its quintic
+    tables: a file of that kind."""
+    from eip2nn.nn.export import METADATA_FILE, _filter_of, load_exported
+    module, metadata = load_exported(path)
+    backbone = model.backbone
+    knots = torch.arange(math.ceil(backbone.cutoff / spacing) + 1, dtype=torch.float64) * spacing
+    layers = []
+    for block in backbone.interactions:
+        w = _filter_of(block, backbone.rbf_gamma, backbone.rbf_centres, backbone.cutoff)
+        y, dy = torch.func.jvp(w, (knots,), (torch.ones_like(knots),))
+        y0, y1, m0, m1 = y[:-1], y[1:], dy[:-1] * spacing, dy[1:] * spacing
+        layers.append(torch.stack([y0, m0, 3 * (y1 - y0) - 2 * m0 - m1, 2 * (y0 - y1) + m0 + m1], dim=1))
+    module.filter_table = torch.stack(layers).to(module.filter_table.dtype)
+    metadata["filter_table"].update(spacing=spacing, intervals=len(knots) - 1)
+    out = path.with_name("cubic.pt")
+    torch.jit.save(module, str(out), _extra_files={METADATA_FILE: json.dumps(metadata)})
+    return out
+
+
+@pytest.mark.parametrize("kind", ["quintic", "cubic (an older file)", "width 30"])
+def test_schnet_tabulated_filter_equals_its_network(plugin, tmp_path, kind):
     """Layer by layer, the filter table (the default for a file that has one) and the file's filter network
-    (`filter network`) give the same energy, forces (eV/Å) and virial (eV) to 1e-8, and the log says which ran;
-    `filter table` is refused for a file without a table and on the deep ghost shell."""
+    (`filter network`) give the same energy, forces (eV/Å) and virial (eV) to 1e-8, and the log says which ran:
+    for the quintic table eip2nn exports, a cubic one (files exported before it; 0.002 Å), and a width the
+    passes' blocks of 4 doubles do not divide (their feature-by-feature loops); `filter table` is refused for a
+    file without a table and on the deep ghost shell."""
     atoms, type_of = si_ge_cell()
-    _, path = schnet_model(tmp_path)
+    model, path = schnet_model(tmp_path, width=30 if kind == "width 30" else 40)
+    if kind.startswith("cubic"):
+        path = cubic_table_file(model, path, 0.002)
     table = run_lammps(atoms, type_of, eip2nn_lines(plugin, path, ["Si", "Ge"]))
     network = run_lammps(atoms, type_of, eip2nn_lines(plugin, path, ["Si", "Ge"], "filter network"))
     diffs = max_diffs(table, network)
@@ -644,11 +671,14 @@ def test_schnet_tabulated_filter_equals_its_network(plugin, tmp_path):
     assert diffs["virial"] <= 1e-8 * max(1.0, np.abs(network["virial"]).max())
     assert diffs["energies"] <= 1e-10 * np.abs(network["energies"]).max()
 
+    said = ("filters from the file's table (1600 intervals of 0.002 A, cubic Hermite)" if kind.startswith("cubic")
+            else "filters from the file's table (160 intervals of 0.02 A, quintic Hermite)")
+    assert said in run_0_log(plugin, tmp_path, atoms, type_of, path, "")
+    if kind != "quintic":
+        return
     plain = tmp_path / "plain"
     plain.mkdir()
     _, no_table = schnet_model(plain, filter_spacing=0)
-    said = "filters from the file's table (1600 intervals of 0.002 A)"
-    assert said in run_0_log(plugin, tmp_path, atoms, type_of, path, "")
     assert said not in run_0_log(plugin, tmp_path, atoms, type_of, path, "filter network")
     run_0_log(plugin, tmp_path, atoms, type_of, no_table, "filter table", error="has no filter table")
     run_0_log(plugin, tmp_path, atoms, type_of, path, "layerwise no filter table",

@@ -26,9 +26,10 @@ edge_vectors) -> (m, F)`` (edge_src: rows of features, the receivers; edge_dst: 
 ``energies_from_features(species (m,), features (m, F)) -> (m,)`` eV. ``forward`` is these in turn on one graph;
 the pair style instead keeps features of its owned atoms only, runs each layer on their edges, and fetches the
 ghost atoms' ``layer_inputs`` rows from their owners. Such a file may also carry its filters as a table
-(``metadata["filter_table"]``): the buffer ``filter_table`` (layers, G, 4, F) holds, per layer and interval
-[i h, (i+1) h) of r (h = ``filter_spacing`` Å), the cubic coefficients c_p of the filter
-w(r) = filter(rbf(r)) fcut(r) = Σ_p c_p t^p, t = r / h - i (DeePMD-kit's model compression, cubic Hermite), and
+(``metadata["filter_table"]``): the buffer ``filter_table`` (layers, G, 6, F) holds, per layer and interval
+[i h, (i+1) h) of r (h = ``filter_spacing`` Å), the quintic coefficients c_p of the filter
+w(r) = filter(rbf(r)) fcut(r) = Σ_p c_p t^p, t = r / h - i (Hermite, as DeePMD-kit's model compression; files
+before 0.02 Å quintic tables held 4 cubic coefficients, which the pair style still reads), and
 ``layer_output(layer, features (m, F), agg (m, F)) -> (m, F)`` finishes a layer from the aggregated messages
 agg[i] = Σ_{e: src=i} inputs[dst[e]] ⊙ w(r_e), which the pair style then computes itself in one pass over the
 edges, its gradient too.
@@ -71,58 +72,87 @@ from eip2nn.snap.bispectrum import BZEROFLAG
 
 FORMAT = "eip2nn-lammps/1"
 METADATA_FILE = "eip2nn.json"
-# Å: a SchNet's filters are tabulated at this spacing unless export_model is told otherwise; on random and
-# briefly trained Si models the forces in LAMMPS then differ from the network's by 2e-9 to 2e-8 eV/Å
-FILTER_SPACING = 0.002
+# Å: a SchNet's filters are tabulated at this spacing unless export_model is told otherwise
+FILTER_SPACING = 0.02
 
 
-def _filter_of(block: nn.Module, rbf_gamma: float, rbf_centres: torch.Tensor, cutoff: float):
-    """The filter w(r) (P,) Å -> (P, F) of an :class:`~eip2nn.nn.backbones.Interaction`, in float64."""
+def _filter_of(block: nn.Module, rbf_gamma: float, rbf_centres: torch.Tensor, cutoff: float,
+               beyond_cutoff: str = "zero"):
+    """The filter w(r) (P,) Å -> (P, F) of an :class:`~eip2nn.nn.backbones.Interaction`, in float64. Beyond the
+    cut-off it is 0 (``beyond_cutoff="zero"``, the model's filter) or the inside's formula continued
+    (``"continued"``: smooth through the cut-off, so that a table's last knot holds the inside's left limits)."""
     block = copy.deepcopy(block).to(torch.float64).requires_grad_(False)
     centres = rbf_centres.detach().to(torch.float64)
 
     def w(r: torch.Tensor) -> torch.Tensor:
         rbf = torch.exp(-rbf_gamma * (r[:, None] - centres) ** 2)
-        return block.filter(rbf) * cosine_cutoff(r, cutoff)[:, None]
+        envelope = (cosine_cutoff(r, cutoff) if beyond_cutoff == "zero"
+                    else 0.5 * (torch.cos(r * math.pi / cutoff) + 1.0))
+        return block.filter(rbf) * envelope[:, None]
     return w
 
 
+def _with_derivatives(w, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """w(r), dw/dr and d²w/dr² (each (P, F)) by forward-mode autograd."""
+    ones = torch.ones_like(r)
+    y, dy = torch.func.jvp(w, (r,), (ones,))
+    _, d2y = torch.func.jvp(lambda x: torch.func.jvp(w, (x,), (ones,))[1], (r,), (ones,))
+    return y, dy, d2y
+
+
 def filter_table(backbone: SchNet, spacing: float) -> torch.Tensor:
-    """Cubic Hermite coefficients (layers, G, 4, F) float64 of each interaction's filter on G = ⌈cutoff /
-    spacing⌉ intervals of ``spacing`` Å: values and slopes (forward-mode autograd) at the knots, so w and dw/dr
-    are continuous."""
+    """Quintic Hermite coefficients (layers, G, 6, F) float64 of each interaction's filter on G = ⌈cutoff /
+    spacing⌉ intervals of ``spacing`` Å, w = Σ_p c_p t^p on t ∈ [0, 1): from the values, slopes and curvatures
+    (forward-mode autograd) at the knots, so w, dw/dr and d²w/dr² are continuous; the error falls as spacing⁶.
+    Knots at or past the cut-off take the inside's formula continued (its left limits, not the jump to 0)."""
     if spacing <= 0:
         raise ValueError(f"filter spacing must be > 0 Å, got {spacing}")
     n = math.ceil(backbone.cutoff / spacing)
     knots = torch.arange(n + 1, dtype=torch.float64) * spacing
     layers = []
     for block in backbone.interactions:
-        w = _filter_of(block, backbone.rbf_gamma, backbone.rbf_centres, backbone.cutoff)
-        y, dy = torch.func.jvp(w, (knots,), (torch.ones_like(knots),))
-        y0, y1, m0, m1 = y[:-1], y[1:], dy[:-1] * spacing, dy[1:] * spacing
-        layers.append(torch.stack([y0, m0, 3 * (y1 - y0) - 2 * m0 - m1, 2 * (y0 - y1) + m0 + m1], dim=1))
+        w = _filter_of(block, backbone.rbf_gamma, backbone.rbf_centres, backbone.cutoff, beyond_cutoff="continued")
+        y, dy, d2y = _with_derivatives(w, knots)
+        y0, y1 = y[:-1], y[1:]
+        m0, m1 = dy[:-1] * spacing, dy[1:] * spacing  # per unit t
+        a0, a1 = d2y[:-1] * spacing ** 2, d2y[1:] * spacing ** 2
+        d = y1 - y0
+        layers.append(torch.stack([y0, m0, a0 / 2,
+                                   10 * d - 6 * m0 - 4 * m1 - (3 * a0 - a1) / 2,
+                                   -15 * d + 8 * m0 + 7 * m1 + (3 * a0 - 2 * a1) / 2,
+                                   6 * d - 3 * (m0 + m1) - (a0 - a1) / 2], dim=1))
     return torch.stack(layers)
 
 
+def table_filter(coefficients: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """w and dw/dt (each (P, F)) from one layer's table rows ``coefficients`` (P, C, F) at ``t`` (P,) in [0, 1),
+    C coefficients (6: quintic, 4: cubic)."""
+    t = t[:, None]
+    w, dw = coefficients[:, -1], torch.zeros_like(coefficients[:, 0])
+    for p in range(coefficients.shape[1] - 2, -1, -1):
+        dw = w + t * dw
+        w = coefficients[:, p] + t * w
+    return w, dw
+
+
 def filter_table_errors(backbone: SchNet, table: torch.Tensor, spacing: float) -> dict:
-    """Largest |table - network| of the filters and of their r-derivatives over every layer, at three points
-    inside each interval, each relative to the network's largest |value|: {"filter": ..., "derivative": ...}."""
+    """Largest |table - network| of the filters and of their r-derivatives over every layer, at five points
+    inside each interval below the cut-off, each relative to the network's largest |value|: {"filter": ...,
+    "derivative": ...}."""
     n = table.shape[1]
-    t = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)
+    t = torch.tensor([0.1, 0.3, 0.5, 0.7, 0.9], dtype=torch.float64)
     r = ((torch.arange(n, dtype=torch.float64)[:, None] + t) * spacing).reshape(-1)
     r = r[r < backbone.cutoff]
     i = torch.clamp((r / spacing).floor().long(), max=n - 1)
-    s = (r / spacing - i)[:, None]
+    s = r / spacing - i
     worst = {"filter": 0.0, "derivative": 0.0}
     for k, block in enumerate(backbone.interactions):
         w = _filter_of(block, backbone.rbf_gamma, backbone.rbf_centres, backbone.cutoff)
         y, dy = torch.func.jvp(w, (r,), (torch.ones_like(r),))
-        c = table[k][i]
-        y_tab = c[:, 0] + s * (c[:, 1] + s * (c[:, 2] + s * c[:, 3]))
-        dy_tab = (c[:, 1] + s * (2 * c[:, 2] + 3 * s * c[:, 3])) / spacing
+        y_tab, dy_tab = table_filter(table[k][i], s)
         worst["filter"] = max(worst["filter"], float((y_tab - y).abs().max() / y.abs().max().clamp(min=1e-300)))
         worst["derivative"] = max(worst["derivative"],
-                                  float((dy_tab - dy).abs().max() / dy.abs().max().clamp(min=1e-300)))
+                                  float((dy_tab / spacing - dy).abs().max() / dy.abs().max().clamp(min=1e-300)))
     return worst
 
 

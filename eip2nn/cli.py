@@ -774,7 +774,7 @@ def build_parser() -> argparse.ArgumentParser:  # long by design: every command'
                         "float64; slower)")
     q.add_argument("--filter-spacing", type=float, default=None, metavar="Å",
                    help="SchNet: tabulate the filters every this many Å for LAMMPS, in quintic Hermite pieces (default 0.02: "
-                        "forces within ~1e-9 eV/Å of the network's; 0: no table, the plugin runs the filter network)")
+                        "forces within ~1e-8 eV/Å of the network's; 0: no table, the plugin runs the filter network)")
     q.set_defaults(func=cmd_export)
 
     q = sub.add_parser("md", help="molecular dynamics of a trained model in LAMMPS (pair_style eip2nn); "

@@ -21,7 +21,10 @@ Structures: diamond Si supercells (3.33 nm³ per 512 atoms), rattled 0.05 Å; NV
   1 per rank for 2 ranks: figures are per core.
 - Ranks: "1 rank" is LAMMPS in this process (what `eip2nn md` runs); the "ranks / 1 rank" ratio compares
   ``mpirun -np 1`` with ``mpirun -np 2``, the same script (3 warm-up steps, then ``--lammps-steps``), run
-  ``--repeats`` times interleaved, medians.
+  ``--repeats`` times interleaved, medians. ``--copies`` also runs ``--ranks`` independent 1-rank copies at
+  once (interleaved with the others): their summed speed over one rank's is what this machine gives
+  independent jobs on as many cores, the ceiling of the ranks' ratio (on a VM whose cores share a physical
+  core or memory bandwidth it is below ``--ranks``).
 
 Atom-steps per second = atoms x steps / wall seconds of the MD loop.
 Goal (issue): LAMMPS 1 core >= 10x ASE at 4,096 atoms; 2 ranks >= 1.7x 1 rank.
@@ -36,7 +39,8 @@ exchanged with the neighbouring ranks between layers (the default), and on a gho
 file's table (the default export) and from its filter network (`pair_style eip2nn filter network`).
 
 Usage: python benchmarks/md_speed.py [--sizes 512 4096] [--backbones schnet symmetry_functions]
-                                     [--ase-steps 5] [--lammps-steps 20] [--ranks 2] [--repeats 3] [--checkpoint PATH]
+                                     [--ase-steps 5] [--lammps-steps 20] [--ranks 2] [--repeats 3] [--copies]
+                                     [--checkpoint PATH]
                                      [--native auto|no|both] [--layerwise auto|no|both]
                                      [--filter auto|network|both]
 """
@@ -168,17 +172,24 @@ def ase_speed(checkpoint: Path, atoms, steps: int, dtype: torch.dtype) -> float:
     return len(atoms) * steps / (time.perf_counter() - start)
 
 
-def mpi_speed(input_file: Path, steps: int, ranks: int) -> float:
+def mpi_speed(input_file: Path, steps: int, ranks: int, copies: int = 1) -> float:
+    """Atom-steps/s of ``mpirun -np ranks`` of the input; with ``copies`` > 1, that many such runs at once,
+    independent of each other, and the sum of their speeds (what the machine gives independent jobs)."""
     venv = Path(sys.prefix)
     mpirun = venv / "bin" / "mpirun"
     env = dict(os.environ, OMP_NUM_THREADS="1", LD_LIBRARY_PATH=f"{venv / 'lib'}:{os.environ.get('LD_LIBRARY_PATH', '')}")
-    proc = subprocess.run([str(mpirun), "-np", str(ranks), sys.executable, "-c", MPI_SCRIPT, str(input_file), str(steps)],
-                          env=env, capture_output=True, text=True, timeout=1800)
-    if proc.returncode != 0:
-        raise RuntimeError(f"mpirun -np {ranks} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["ranks"] == ranks
-    return out["atoms"] * steps / out["seconds"]
+    command = [str(mpirun), "-np", str(ranks), sys.executable, "-c", MPI_SCRIPT, str(input_file), str(steps)]
+    procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(copies)]
+    total = 0.0
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=1800)
+        if proc.returncode != 0:
+            raise RuntimeError(f"mpirun -np {ranks} failed:\n{stdout[-2000:]}\n{stderr[-2000:]}")
+        out = json.loads(stdout.strip().splitlines()[-1])
+        assert out["ranks"] == ranks
+        total += out["atoms"] * steps / out["seconds"]
+    return total
 
 
 def main(argv=None) -> None:
@@ -190,6 +201,10 @@ def main(argv=None) -> None:
     parser.add_argument("--ranks", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3,
                         help="mpirun runs of 1 rank and of --ranks ranks, interleaved; the medians are reported")
+    parser.add_argument("--copies", action="store_true",
+                        help="also run --ranks independent 1-rank copies at once, interleaved with the others: the "
+                             "sum of their speeds over 1 rank is what the machine gives independent jobs, the "
+                             "ceiling of the ranks' ratio")
     parser.add_argument("--checkpoint", type=Path, help="a trained Si model instead of the random ones")
     parser.add_argument("--native", choices=["auto", "no", "both"], default="auto",
                         help="the plugin's descriptor: native where the file allows (auto), TorchScript (no), both")
@@ -232,18 +247,25 @@ def main(argv=None) -> None:
                                 ensemble="nve", progress=False)
                     one = md.atom_steps_per_second
                     t2 = time.perf_counter()
-                    singles, multis = [], []
+                    singles, multis, copies = [], [], []
                     for _ in range(args.repeats):  # interleaved, so that a slow spell of the machine hits both
                         singles.append(mpi_speed(md.input_file, args.lammps_steps, 1))
                         multis.append(mpi_speed(md.input_file, args.lammps_steps, args.ranks))
+                        if args.copies:
+                            copies.append(mpi_speed(md.input_file, args.lammps_steps, 1, copies=args.ranks))
                     single, multi = float(np.median(singles)), float(np.median(multis))
                     print(f"{backbone} {n}: ASE {ase:.0f}, {ase64:.0f} float64 ({t1 - t0:.0f} s); LAMMPS {way} "
-                          f"1 rank {one:.0f} ({t2 - t1:.0f} s); mpirun 1 rank {singles}, {args.ranks} ranks {multis} "
+                          f"1 rank {one:.0f} ({t2 - t1:.0f} s); mpirun 1 rank {singles}, {args.ranks} ranks {multis}"
+                          + (f", {args.ranks} copies of 1 rank at once {copies} " if copies else " ") +
                           f"({time.perf_counter() - t2:.0f} s) atom-steps/s", file=sys.stderr, flush=True)
                     rows += [(backbone, n, f"LAMMPS {way} 1 rank", one, one / ase, None),
                              (backbone, n, f"LAMMPS {way} 1 rank (mpirun)", single, single / ase, None),
                              (backbone, n, f"LAMMPS {way} {args.ranks} ranks (mpirun)", multi, multi / ase,
                               multi / single)]
+                    if copies:  # the machine's own ceiling for the ranks' ratio: independent jobs, no exchange
+                        both = float(np.median(copies))
+                        rows.append((backbone, n, f"LAMMPS {way} {args.ranks} copies of 1 rank at once (sum)", both,
+                                     both / ase, both / single))
     print(f"\nsteps: ASE {args.ase_steps}, LAMMPS {args.lammps_steps}; torch threads 1 per process; "
           f"{os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.2f}\n")
     print("| backbone | atoms | way | atom-steps/s | ratio to ASE | ranks / 1 rank |")

@@ -175,47 +175,55 @@ ALWAYS_INLINE void backward_runs(int64_t E, int64_t F, int64_t G, T inv_h, const
   }
 }
 
-// one clone set per dtype, overloaded (target_clones takes no templates); P: 4 (cubic) or 6 (quintic) coefficients;
-// blocked: the table in the blocked layout
-SIMD_CLONES void forward_edges(int64_t P, bool blocked, int64_t E, int64_t F, int64_t G, double inv_h, const double *table,
-                               const double *inputs, const double *r, const int64_t *src, const int64_t *dst,
-                               double *agg)
+// P: 4 (cubic) or 6 (quintic) coefficients; blocked: the table in the blocked layout
+template <typename T>
+ALWAYS_INLINE void forward_any(int64_t P, bool blocked, int64_t E, int64_t F, int64_t G, T inv_h, const T *table,
+                               const T *inputs, const T *r, const int64_t *src, const int64_t *dst, T *agg)
 {
-  if (blocked && P == 6) forward_runs<double, 6>(E, F, G, inv_h, table, inputs, r, src, dst, agg);
-  else if (blocked) forward_runs<double, 4>(E, F, G, inv_h, table, inputs, r, src, dst, agg);
-  else if (P == 6) forward_pass<double, 6>(E, F, G, inv_h, table, inputs, r, src, dst, agg);
-  else forward_pass<double, 4>(E, F, G, inv_h, table, inputs, r, src, dst, agg);
+  if (blocked && P == 6) forward_runs<T, 6>(E, F, G, inv_h, table, inputs, r, src, dst, agg);
+  else if (blocked) forward_runs<T, 4>(E, F, G, inv_h, table, inputs, r, src, dst, agg);
+  else if (P == 6) forward_pass<T, 6>(E, F, G, inv_h, table, inputs, r, src, dst, agg);
+  else forward_pass<T, 4>(E, F, G, inv_h, table, inputs, r, src, dst, agg);
 }
 
-SIMD_CLONES void forward_edges(int64_t P, bool blocked, int64_t E, int64_t F, int64_t G, float inv_h, const float *table,
-                               const float *inputs, const float *r, const int64_t *src, const int64_t *dst, float *agg)
+template <typename T>
+ALWAYS_INLINE void backward_any(int64_t P, bool blocked, int64_t E, int64_t F, int64_t G, T inv_h, const T *table,
+                                const T *inputs, const T *r, const int64_t *src, const int64_t *dst,
+                                const T *grad_agg, T *grad_inputs, T *grad_r)
 {
-  if (blocked && P == 6) forward_runs<float, 6>(E, F, G, inv_h, table, inputs, r, src, dst, agg);
-  else if (blocked) forward_runs<float, 4>(E, F, G, inv_h, table, inputs, r, src, dst, agg);
-  else if (P == 6) forward_pass<float, 6>(E, F, G, inv_h, table, inputs, r, src, dst, agg);
-  else forward_pass<float, 4>(E, F, G, inv_h, table, inputs, r, src, dst, agg);
+  if (blocked && P == 6) backward_runs<T, 6>(E, F, G, inv_h, table, inputs, r, src, dst, grad_agg, grad_inputs, grad_r);
+  else if (blocked) backward_runs<T, 4>(E, F, G, inv_h, table, inputs, r, src, dst, grad_agg, grad_inputs, grad_r);
+  else if (P == 6) backward_pass<T, 6>(E, F, G, inv_h, table, inputs, r, src, dst, grad_agg, grad_inputs, grad_r);
+  else backward_pass<T, 4>(E, F, G, inv_h, table, inputs, r, src, dst, grad_agg, grad_inputs, grad_r);
 }
 
-SIMD_CLONES void backward_edges(int64_t P, bool blocked, int64_t E, int64_t F, int64_t G, double inv_h, const double *table,
-                                const double *inputs, const double *r, const int64_t *src, const int64_t *dst,
-                                const double *grad_agg, double *grad_inputs, double *grad_r)
+// one clone set per dtype, overloaded (target_clones takes no templates)
+SIMD_CLONES void forward_edges(int64_t P, bool blocked, int64_t E, int64_t F, int64_t G, double inv_h,
+                               const double *table, const double *inputs, const double *r, const int64_t *src,
+                               const int64_t *dst, double *agg)
 {
-  if (blocked && P == 6)
-    backward_runs<double, 6>(E, F, G, inv_h, table, inputs, r, src, dst, grad_agg, grad_inputs, grad_r);
-  else if (blocked) backward_runs<double, 4>(E, F, G, inv_h, table, inputs, r, src, dst, grad_agg, grad_inputs, grad_r);
-  else if (P == 6) backward_pass<double, 6>(E, F, G, inv_h, table, inputs, r, src, dst, grad_agg, grad_inputs, grad_r);
-  else backward_pass<double, 4>(E, F, G, inv_h, table, inputs, r, src, dst, grad_agg, grad_inputs, grad_r);
+  forward_any<double>(P, blocked, E, F, G, inv_h, table, inputs, r, src, dst, agg);
 }
 
-SIMD_CLONES void backward_edges(int64_t P, bool blocked, int64_t E, int64_t F, int64_t G, float inv_h, const float *table,
-                                const float *inputs, const float *r, const int64_t *src, const int64_t *dst,
-                                const float *grad_agg, float *grad_inputs, float *grad_r)
+SIMD_CLONES void forward_edges(int64_t P, bool blocked, int64_t E, int64_t F, int64_t G, float inv_h,
+                               const float *table, const float *inputs, const float *r, const int64_t *src,
+                               const int64_t *dst, float *agg)
 {
-  if (blocked && P == 6)
-    backward_runs<float, 6>(E, F, G, inv_h, table, inputs, r, src, dst, grad_agg, grad_inputs, grad_r);
-  else if (blocked) backward_runs<float, 4>(E, F, G, inv_h, table, inputs, r, src, dst, grad_agg, grad_inputs, grad_r);
-  else if (P == 6) backward_pass<float, 6>(E, F, G, inv_h, table, inputs, r, src, dst, grad_agg, grad_inputs, grad_r);
-  else backward_pass<float, 4>(E, F, G, inv_h, table, inputs, r, src, dst, grad_agg, grad_inputs, grad_r);
+  forward_any<float>(P, blocked, E, F, G, inv_h, table, inputs, r, src, dst, agg);
+}
+
+SIMD_CLONES void backward_edges(int64_t P, bool blocked, int64_t E, int64_t F, int64_t G, double inv_h,
+                                const double *table, const double *inputs, const double *r, const int64_t *src,
+                                const int64_t *dst, const double *grad_agg, double *grad_inputs, double *grad_r)
+{
+  backward_any<double>(P, blocked, E, F, G, inv_h, table, inputs, r, src, dst, grad_agg, grad_inputs, grad_r);
+}
+
+SIMD_CLONES void backward_edges(int64_t P, bool blocked, int64_t E, int64_t F, int64_t G, float inv_h,
+                                const float *table, const float *inputs, const float *r, const int64_t *src,
+                                const int64_t *dst, const float *grad_agg, float *grad_inputs, float *grad_r)
+{
+  backward_any<float>(P, blocked, E, F, G, inv_h, table, inputs, r, src, dst, grad_agg, grad_inputs, grad_r);
 }
 
 // the table's intervals, coefficients per interval and features: (G, P, F), or blocked (G, F / B, P, B)

@@ -92,7 +92,7 @@ class PairEIP2NN : public Pair {
   std::vector<int> node_atom;                // per node: LAMMPS atom index
   std::vector<int> edge_src_atom, edge_dst_atom;
   std::vector<int> edge_src_row;             // layer by layer: per edge, its source's row among node_atom
-  std::vector<int> edge_interval;            // with the filter table: per edge, its table interval
+  std::vector<int> edge_interval;            // with the filter table: per edge (before the sort), its interval
   // order_edges_by_interval's scratch, kept between steps
   std::vector<int> interval_count, sorted_src_atom, sorted_dst_atom, sorted_src_row;
   void order_edges_by_interval();

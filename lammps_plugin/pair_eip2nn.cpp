@@ -1252,7 +1252,7 @@ void PairEIP2NN::order_edges_by_interval()
   constexpr int64_t EDGE_BLOCK = 2048;
   const int64_t ne = (int64_t) edge_src_atom.size();
   const int64_t G = model->filter_intervals;
-  interval_count.assign(G + 1, 0);
+  interval_count.resize(G + 1);    // zeroed per block below
   sorted_src_atom.resize(ne);
   sorted_dst_atom.resize(ne);
   sorted_src_row.resize(ne);

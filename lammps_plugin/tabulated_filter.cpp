@@ -116,11 +116,7 @@ ALWAYS_INLINE void forward_runs(int64_t E, int64_t F, int64_t G, T inv_h, const 
         T *a = agg + src[e0 + q] * F + f0;
         const T tq = t[q];
 #pragma omp simd
-        for (int f = 0; f < B; f++) {
-          T w = cc[P - 1][f];
-          for (int p = P - 2; p >= 0; p--) w = cc[p][f] + tq * w;
-          a[f] += x[f] * w;
-        }
+        for (int f = 0; f < B; f++) a[f] += x[f] * value<T, P>(&cc[0][0], B, f, tq);
       }
     }
   }
@@ -137,12 +133,11 @@ ALWAYS_INLINE void backward_runs(int64_t E, int64_t F, int64_t G, T inv_h, const
     const T *c = table + next_run(e0, E, r, inv_h, G, t, n) * P * F;
     T dr[MAX_RUN][B] = {};    // per edge and lane, summed at the end of the run
     for (int64_t f0 = 0; f0 < F; f0 += B, c += P * B) {
-      T cc[P][B], dc[P][B];    // the coefficients of w and of dw/dt
+      T cc[P][B], dc[P - 1][B];    // the coefficients of w and of dw/dt
       for (int p = 0; p < P; p++)
-        for (int f = 0; f < B; f++) {
-          cc[p][f] = c[p * B + f];
-          dc[p][f] = T(p) * c[p * B + f];
-        }
+        for (int f = 0; f < B; f++) cc[p][f] = c[p * B + f];
+      for (int p = 1; p < P; p++)
+        for (int f = 0; f < B; f++) dc[p - 1][f] = T(p) * cc[p][f];
       for (int q = 0; q < n; q++) {
         const T *x = inputs + dst[e0 + q] * F + f0;
         const T *g = grad_agg + src[e0 + q] * F + f0;
@@ -151,19 +146,12 @@ ALWAYS_INLINE void backward_runs(int64_t E, int64_t F, int64_t G, T inv_h, const
         if (gi) {
 #pragma omp simd
           for (int f = 0; f < B; f++) {
-            T w = cc[P - 1][f], d = dc[P - 1][f];
-            for (int p = P - 2; p >= 0; p--) w = cc[p][f] + tq * w;
-            for (int p = P - 2; p >= 1; p--) d = dc[p][f] + tq * d;
-            dr[q][f] += g[f] * x[f] * d;
-            gi[f] += g[f] * w;
+            dr[q][f] += g[f] * x[f] * value<T, P - 1>(&dc[0][0], B, f, tq);
+            gi[f] += g[f] * value<T, P>(&cc[0][0], B, f, tq);
           }
         } else {
 #pragma omp simd
-          for (int f = 0; f < B; f++) {
-            T d = dc[P - 1][f];
-            for (int p = P - 2; p >= 1; p--) d = dc[p][f] + tq * d;
-            dr[q][f] += g[f] * x[f] * d;
-          }
+          for (int f = 0; f < B; f++) dr[q][f] += g[f] * x[f] * value<T, P - 1>(&dc[0][0], B, f, tq);
         }
       }
     }

@@ -49,12 +49,14 @@
    atom -> each neighbour < cutoff, ghost or not). In each layer every owned
    atom computes what it sends its neighbours (layer_inputs), a forward
    communication gives every ghost its owner's row (as pair_allegro/MACE's
-   ML-IAP exchange features), and the owned atoms' features are updated from
-   their edges (layer_update): the ghost shell is one cutoff (+ skin) deep and
-   no rank evaluates another's atoms, nor any dense part on a ghost. The
-   gradient goes back the same way: through each update by autograd, a
-   reverse communication summing the ghosts' input gradients into their
-   owners, then through layer_inputs. `pair_style eip2nn layerwise no` runs
+   ML-IAP exchange features; in the model's dtype), and the owned atoms'
+   features are updated from their edges (layer_update): the ghost shell is
+   one cutoff (+ skin) deep and no rank evaluates another's atoms, nor any
+   dense part on a ghost. The gradient goes back the same way: through each
+   update by autograd, a reverse communication summing the ghosts' input
+   gradients into their owners, then through layer_inputs. A ghost that is a
+   periodic image of an atom this rank owns is read from that atom's row: on
+   one rank there is no communication at all. `pair_style eip2nn layerwise no` runs
    the whole forward on a deep ghost shell instead (below). A file that
    tabulates its filters ("filter_table" in the json; eip2nn's SchNet export
    does by default) has each layer's convolution done here instead of by
@@ -192,6 +194,8 @@ PairEIP2NN::PairEIP2NN(LAMMPS *lmp) : Pair(lmp)
   native_user = -1;
   native_active = false;
   nlocal_nodes = 0;
+  npair_edges = 0;
+  nodes_are_atoms = false;
   mp_layers = feature_width = 0;
   layerwise_user = -1;
   layerwise_active = false;
@@ -200,6 +204,10 @@ PairEIP2NN::PairEIP2NN(LAMMPS *lmp) : Pair(lmp)
   filter_active = false;
   native_dense_active = false;
   halo = nullptr;
+  halo_row_bytes = 0;
+  halo_row_words = 0;
+  halo_image_owners = false;
+  image_owner_build = -1;
   cutghost_set = -1.0;
   cutghost_user = 0.0;
 }
@@ -483,7 +491,10 @@ void PairEIP2NN::init_style()
     // one cutoff of ghosts, their features sent by their owners: undo a ghost cutoff this style raised before
     ghostneigh = 0;
     neighbor->add_request(this, NeighConst::REQ_FULL);
-    comm_forward = comm_reverse = feature_width;
+    halo_row_bytes = (size_t) feature_width * (model_float32 ? sizeof(float) : sizeof(double));
+    halo_row_words = (int) ((halo_row_bytes + sizeof(double) - 1) / sizeof(double));
+    comm_forward = comm_reverse = halo_row_words;
+    image_owner_build = -1;
     // under pair_style hybrid the comm buffers are sized by the hybrid's sizes, which it took from its
     // sub-styles at pair_style time, before the model (and its width) was known: raise them (comm->init
     // runs after this)
@@ -1196,13 +1207,20 @@ void PairEIP2NN::tally_edges(const double *pg, const double *pv)
    owned atoms that have an energy (node_atom); the edges are each one's own,
    to every neighbour (owned or ghost, by LAMMPS atom index) closer than the
    cutoff; owned atoms of a NULL type (pair_style hybrid) and their neighbours
-   of one are left out
+   of one are left out. With the filter table, when every owned atom is a row
+   (nodes_are_atoms), an edge to an owned atom or an image of one on this rank
+   (image_owner) is paired with the reverse edge, which the owned atom has in
+   its own list: the pair is kept once (from the lower row; between an atom
+   and its own image, the edge whose vector is positive first in x, y, z), and
+   the filter's passes evaluate it once for both directions. The pairs come
+   first (npair_edges), then the edges to other ranks' ghosts
 ------------------------------------------------------------------------- */
 
 void PairEIP2NN::build_local_graph()
 {
   double **x = atom->x;
   int *type = atom->type;
+  const int nlocal = atom->nlocal;
   const int inum = list->inum;
   int *ilist = list->ilist;
   int *numneigh = list->numneigh;
@@ -1210,11 +1228,15 @@ void PairEIP2NN::build_local_graph()
   const double inv_h = filter_active ? 1.0 / filter_spacing : 0.0;
   const int last_interval = filter_active ? (int) model->filter_intervals - 1 : 0;
 
+  nodes_are_atoms = inum == nlocal;
+  for (int ii = 0; ii < inum && nodes_are_atoms; ii++)
+    nodes_are_atoms = ilist[ii] == ii && type2species[type[ii]] >= 0;
+  const bool pairing = filter_active && nodes_are_atoms;
+
   node_atom.clear();
-  edge_src_atom.clear();
-  edge_dst_atom.clear();
-  edge_src_row.clear();
-  edge_interval.clear();
+  for (auto *edges : {&edge_src_atom, &edge_dst_atom, &edge_src_row, &edge_interval, &single_src_atom,
+                      &single_dst_atom, &single_src_row, &single_interval})
+    edges->clear();
   for (int ii = 0; ii < inum; ii++) {
     const int a = ilist[ii];
     if (type2species[type[a]] < 0) continue;
@@ -1228,36 +1250,50 @@ void PairEIP2NN::build_local_graph()
       const double dx = x[b][0] - xa, dy = x[b][1] - ya, dz = x[b][2] - za;
       const double rsq = dx * dx + dy * dy + dz * dz;
       if (rsq >= cutoff_sq) continue;
-      edge_src_atom.push_back(a);
-      edge_dst_atom.push_back(b);
-      edge_src_row.push_back(row);
-      if (filter_active) edge_interval.push_back(std::min(last_interval, (int) (std::sqrt(rsq) * inv_h)));
+      const int c = image_owner[b];    // b's owned atom on this rank, -1 for another rank's
+      const bool paired = pairing && c >= 0;
+      if (paired && (c < a || (c == a && !(dx > 0.0 || (dx == 0.0 && (dy > 0.0 || (dy == 0.0 && dz > 0.0)))))))
+        continue;    // the reverse edge, from c, stands for the pair
+      (paired ? edge_src_atom : single_src_atom).push_back(a);
+      (paired ? edge_dst_atom : single_dst_atom).push_back(b);
+      (paired ? edge_src_row : single_src_row).push_back(row);
+      if (filter_active)
+        (paired ? edge_interval : single_interval)
+            .push_back(std::min(last_interval, (int) (std::sqrt(rsq) * inv_h)));
     }
   }
   nlocal_nodes = (int) node_atom.size();
-  if (filter_active) order_edges_by_interval();
+  npair_edges = (int64_t) edge_src_atom.size();
+  edge_src_atom.insert(edge_src_atom.end(), single_src_atom.begin(), single_src_atom.end());
+  edge_dst_atom.insert(edge_dst_atom.end(), single_dst_atom.begin(), single_dst_atom.end());
+  edge_src_row.insert(edge_src_row.end(), single_src_row.begin(), single_src_row.end());
+  edge_interval.insert(edge_interval.end(), single_interval.begin(), single_interval.end());
+  if (filter_active) {
+    order_edges_by_interval(0, npair_edges);
+    order_edges_by_interval(npair_edges, (int64_t) edge_src_atom.size());
+  }
 }
 
 /* ----------------------------------------------------------------------
    the filter table's passes (tabulated_filter.h) load each interval's P x F
    coefficients once per run of edges in that interval. In the neighbour
    list's order consecutive edges are in different intervals; so within each
-   block of EDGE_BLOCK consecutive edges (the edges of some 70 atoms near one
-   another, as LAMMPS sorts atoms in space) the edges are put in order of
-   their interval by a counting sort. The block's features stay in L1/L2
+   block of EDGE_BLOCK consecutive edges of [begin, end) (the edges of some
+   70 atoms near one another, as LAMMPS sorts atoms in space) the edges are
+   put in order of their interval by a counting sort. The block's features
+   stay in L1/L2
 ------------------------------------------------------------------------- */
 
-void PairEIP2NN::order_edges_by_interval()
+void PairEIP2NN::order_edges_by_interval(int64_t begin, int64_t end)
 {
   constexpr int64_t EDGE_BLOCK = 2048;
-  const int64_t ne = (int64_t) edge_src_atom.size();
   const int64_t G = model->filter_intervals;
   interval_count.resize(G + 1);    // zeroed per block below
-  sorted_src_atom.resize(ne);
-  sorted_dst_atom.resize(ne);
-  sorted_src_row.resize(ne);
-  for (int64_t e0 = 0; e0 < ne; e0 += EDGE_BLOCK) {
-    const int64_t e1 = std::min(ne, e0 + EDGE_BLOCK);
+  sorted_src_atom.resize(end);
+  sorted_dst_atom.resize(end);
+  sorted_src_row.resize(end);
+  for (int64_t e0 = begin; e0 < end; e0 += EDGE_BLOCK) {
+    const int64_t e1 = std::min(end, e0 + EDGE_BLOCK);
     std::fill(interval_count.begin(), interval_count.end(), 0);
     for (int64_t e = e0; e < e1; e++) interval_count[edge_interval[e] + 1]++;
     for (int64_t k = 0; k < G; k++) interval_count[k + 1] += interval_count[k];
@@ -1268,9 +1304,9 @@ void PairEIP2NN::order_edges_by_interval()
       sorted_src_row[to] = edge_src_row[e];
     }
   }
-  edge_src_atom.swap(sorted_src_atom);
-  edge_dst_atom.swap(sorted_dst_atom);
-  edge_src_row.swap(sorted_src_row);
+  std::copy(sorted_src_atom.begin() + begin, sorted_src_atom.begin() + end, edge_src_atom.begin() + begin);
+  std::copy(sorted_dst_atom.begin() + begin, sorted_dst_atom.begin() + end, edge_dst_atom.begin() + begin);
+  std::copy(sorted_src_row.begin() + begin, sorted_src_row.begin() + end, edge_src_row.begin() + begin);
 }
 
 /* ----------------------------------------------------------------------
@@ -1285,11 +1321,18 @@ void PairEIP2NN::order_edges_by_interval()
 void PairEIP2NN::compute_layerwise()
 {
   EIP2NN_START(MP_GRAPH);
+  // each neighbour's features are read from the owned atom it is an image of where it is one: on one rank every
+  // ghost is, and there is no exchange
+  if (image_owner_build != neighbor->ncalls) refresh_image_owners();
   build_local_graph();
+  const bool one_rank = comm->nprocs == 1;
   double **x = atom->x;
   int *type = atom->type;
   const int nall = atom->nlocal + atom->nghost;
   const int64_t m = nlocal_nodes;
+  // the rows a layer's convolution reads its neighbours' features from: one per owned atom (one rank), one per
+  // owned or ghost atom (several)
+  const int64_t nrows = one_rank ? atom->nlocal : nall;
   const int64_t ne = (int64_t) edge_src_atom.size();
   const int F = feature_width;
 
@@ -1316,32 +1359,43 @@ void PairEIP2NN::compute_layerwise()
     for (int64_t e = 0; e < ne; e++) {
       const int a = edge_src_atom[e], b = edge_dst_atom[e];
       ps[e] = edge_src_row[e];
-      pd[e] = b;
+      pd[e] = image_owner[b] >= 0 ? image_owner[b] : b;
       for (int k = 0; k < 3; k++) pv[3 * e + k] = x[b][k] - x[a][k];
       pl[e] = std::sqrt(pv[3 * e] * pv[3 * e] + pv[3 * e + 1] * pv[3 * e + 1] + pv[3 * e + 2] * pv[3 * e + 2]);
     }
   }
 
-  // rows of all nall atoms as float64 for the comm. forward: the owned atoms' rows in (the others 0), every
-  // ghost's row out (its owner's); reverse: all rows in, each owned atom's row plus its ghosts' out
-  torch::Tensor rows;
-  auto exchange_forward = [&](const torch::Tensor &owned_rows) -> torch::Tensor {
+  // forward: the nodes' rows (m, F) in, the nrows rows out: the owned atoms' (0 for an atom with no node) and,
+  // on several ranks, every ghost's (its owner's, by a forward comm). reverse: gradients of the nrows rows in
+  // (contiguous, in the model's dtype, this function's to write into), each node's row plus its ghosts' out (a
+  // reverse comm). The comm sends the rows in the model's dtype
+  auto exchange_forward = [&](const torch::Tensor &node_rows) -> torch::Tensor {
     EIP2NN_TIME(MP_EXCHANGE);
-    rows = torch::zeros({nall, F}, opt_double);
-    rows.index_copy_(0, owned, owned_rows.detach().to(torch::kFloat64));
-    halo = rows.data_ptr<double>();
-    comm->forward_comm(this);
-    halo = nullptr;
-    return rows.to(dtype);
+    torch::Tensor y = node_rows.detach().to(dtype).contiguous();
+    if (one_rank && nodes_are_atoms) return y;
+    torch::Tensor rows;
+    if (nodes_are_atoms) {
+      rows = torch::empty({nrows, F}, y.options());
+      rows.narrow(0, 0, m).copy_(y);
+    } else {
+      rows = torch::zeros({nrows, F}, y.options());
+      rows.index_copy_(0, owned, y);
+    }
+    if (!one_rank) {
+      halo = rows.data_ptr();
+      comm->forward_comm(this);
+      halo = nullptr;
+    }
+    return rows;
   };
   auto exchange_reverse = [&](const torch::Tensor &all_rows) -> torch::Tensor {
     EIP2NN_TIME(MP_EXCHANGE);
-    rows = all_rows.detach().to(torch::kFloat64).contiguous();
-    if (rows.data_ptr<double>() == all_rows.data_ptr()) rows = rows.clone();    // never write into autograd's
-    halo = rows.data_ptr<double>();
-    comm->reverse_comm(this);
-    halo = nullptr;
-    return rows.index_select(0, owned).to(dtype);
+    if (!one_rank) {
+      halo = all_rows.data_ptr();
+      comm->reverse_comm(this);
+      halo = nullptr;
+    }
+    return nodes_are_atoms ? all_rows.narrow(0, 0, m) : all_rows.index_select(0, owned);
   };
 
   std::string msg;
@@ -1351,15 +1405,15 @@ void PairEIP2NN::compute_layerwise()
     try {
       c10::InferenceMode no_autograd;
       eip2nn::NativeSchNet &net = *model->schnet;
-      // every atom's species, owned and ghost (0 for a type the model does not cover: such an atom has no edges)
-      torch::Tensor species_all = torch::empty({nall}, opt_long);
+      // the rows' species (0 for a type the model does not cover: such an atom has no edges)
+      torch::Tensor species_all = torch::empty({nrows}, opt_long);
       int64_t *sa = species_all.data_ptr<int64_t>();
-      for (int a = 0; a < nall; a++) sa[a] = std::max(0, type2species[type[a]]);
+      for (int64_t a = 0; a < nrows; a++) sa[a] = std::max(0, type2species[type[a]]);
       torch::Tensor r = length.to(dtype).contiguous();
       torch::Tensor grad_r = torch::zeros({ne}, r.options());
       EIP2NN_SWITCH(MP_LAYERS);
       torch::Tensor h = net.initial_features(species);
-      std::vector<torch::Tensor> inputs_all(mp_layers);    // per layer: every atom's inputs (nall, F)
+      std::vector<torch::Tensor> inputs_all(mp_layers);    // per layer: the rows' inputs (nrows, F)
       for (int k = 0; k < mp_layers; k++) {
         // the first layer's inputs depend on the species alone: every rank has its ghosts' (no exchange)
         torch::Tensor y_all = k == 0 ? net.first_inputs(species_all)
@@ -1367,7 +1421,8 @@ void PairEIP2NN::compute_layerwise()
         torch::Tensor agg;
         {
           EIP2NN_TIME(MP_TABLE);
-          agg = eip2nn::tabulated_convolution(y_all, r, src, dst, model->filter_table[k], filter_spacing, m);
+          agg = eip2nn::tabulated_convolution(y_all, r, src, dst, model->filter_table[k], filter_spacing, m,
+                                              npair_edges);
         }
         h = net.layer_output(k, h, agg);
         inputs_all[k] = y_all;
@@ -1382,7 +1437,7 @@ void PairEIP2NN::compute_layerwise()
         {
           EIP2NN_TIME(MP_TABLE);
           eip2nn::tabulated_convolution_backward(g_agg, inputs_all[k], r, src, dst, model->filter_table[k],
-                                                 filter_spacing, g_inputs, grad_r);
+                                                 filter_spacing, g_inputs, grad_r, npair_edges);
         }
         if (k == 0) break;    // the embedding has no gradient to pass on: no reverse comm on any rank
         // the ghosts' input gradients to their owners; the residual passes g on as it is
@@ -1433,7 +1488,8 @@ void PairEIP2NN::compute_layerwise()
         torch::Tensor agg;
         {
           EIP2NN_TIME(MP_TABLE);
-          agg = eip2nn::tabulated_convolution(y_all, r, src, dst, model->filter_table[k], filter_spacing, m);
+          agg = eip2nn::tabulated_convolution(y_all, r, src, dst, model->filter_table[k], filter_spacing, m,
+                                              npair_edges);
         }
         agg.requires_grad_(true);
         out = layer_output({(int64_t) k, in, agg}).toTensor();
@@ -1479,7 +1535,7 @@ void PairEIP2NN::compute_layerwise()
         if (grads[0].defined()) {
           EIP2NN_TIME(MP_TABLE);
           eip2nn::tabulated_convolution_backward(grads[0], inputs_all[k], r, src, dst, model->filter_table[k],
-                                                 filter_spacing, g_inputs, grad_r);
+                                                 filter_spacing, g_inputs, grad_r, npair_edges);
         }
       } else if (outputs[k].requires_grad()) {
         std::vector<torch::Tensor> wrt{v};
@@ -1495,7 +1551,9 @@ void PairEIP2NN::compute_layerwise()
       if (g_vec.defined()) grad_vec += g_vec;
       if (k == 0) break;    // the embedding has no gradient to pass on: no reverse comm on any rank
       // the ghosts' input gradients to their owners, then back through layer_inputs
-      torch::Tensor g_y = exchange_reverse(g_inputs.defined() ? g_inputs : torch::zeros_like(inputs_all[k]));
+      // (autograd's gradient copied: the exchange writes into it)
+      torch::Tensor g_y = exchange_reverse(!g_inputs.defined() ? torch::zeros_like(inputs_all[k])
+                                           : tabulated ? g_inputs : g_inputs.contiguous().clone());
       torch::Tensor g_through;
       if (inputs_owned[k].requires_grad())
         g_through = torch::autograd::grad({inputs_owned[k]}, {features[k]}, {g_y}, false, false, true)[0];
@@ -1528,35 +1586,89 @@ void PairEIP2NN::compute_layerwise()
 }
 
 /* ----------------------------------------------------------------------
-   the comm of layer-by-layer message passing: feature_width float64 values
-   per atom in halo (rows of all nall atoms); forward: owners' rows to their
-   ghosts; reverse: ghosts' rows added into their owners'
+   image_owner, per LAMMPS atom, the owned atom it is (an image of), or -1
+   for a ghost of another rank's atom. A forward comm sends each atom's rank
+   and index along (a ghost sent on in a later swap passes on its owner's)
+------------------------------------------------------------------------- */
+
+void PairEIP2NN::refresh_image_owners()
+{
+  const int nlocal = atom->nlocal, nall = nlocal + atom->nghost;
+  image_code.assign(nall, -1);
+  for (int a = 0; a < nlocal; a++) image_code[a] = ((int64_t) comm->me << 32) | a;
+  halo_image_owners = true;
+  comm->forward_comm(this);
+  halo_image_owners = false;
+  image_owner.resize(nall);
+  for (int a = 0; a < nall; a++)
+    image_owner[a] = (image_code[a] >> 32) == comm->me ? (int) (image_code[a] & 0xffffffff) : -1;
+  image_owner_build = neighbor->ncalls;
+}
+
+/* ----------------------------------------------------------------------
+   the comm of layer-by-layer message passing: per atom, a row of
+   feature_width values in the model's dtype (halo_row_bytes) in halo, sent as
+   halo_row_words doubles; forward: owners' rows to their ghosts; reverse:
+   ghosts' rows added into their owners'. Or (halo_image_owners) each
+   ghost's owner
 ------------------------------------------------------------------------- */
 
 int PairEIP2NN::pack_forward_comm(int n, int *list, double *buf, int /*pbc_flag*/, int * /*pbc*/)
 {
-  const int F = feature_width;
-  for (int i = 0; i < n; i++) std::memcpy(buf + (size_t) i * F, halo + (size_t) list[i] * F, F * sizeof(double));
-  return n * F;
+  if (halo_image_owners) {
+    for (int i = 0; i < n; i++) buf[i] = ubuf(image_code[list[i]]).d;
+    return n;
+  }
+  const char *rows = static_cast<const char *>(halo);
+  for (int i = 0; i < n; i++)
+    std::memcpy(buf + (size_t) i * halo_row_words, rows + (size_t) list[i] * halo_row_bytes, halo_row_bytes);
+  return n * halo_row_words;
 }
 
 void PairEIP2NN::unpack_forward_comm(int n, int first, double *buf)
 {
-  std::memcpy(halo + (size_t) first * feature_width, buf, (size_t) n * feature_width * sizeof(double));
+  if (halo_image_owners) {
+    for (int i = 0; i < n; i++) image_code[first + i] = ubuf(buf[i]).i;
+    return;
+  }
+  char *rows = static_cast<char *>(halo) + (size_t) first * halo_row_bytes;
+  if (halo_row_bytes == halo_row_words * sizeof(double)) {
+    std::memcpy(rows, buf, (size_t) n * halo_row_bytes);
+    return;
+  }
+  for (int i = 0; i < n; i++)
+    std::memcpy(rows + (size_t) i * halo_row_bytes, buf + (size_t) i * halo_row_words, halo_row_bytes);
 }
 
 int PairEIP2NN::pack_reverse_comm(int n, int first, double *buf)
 {
-  std::memcpy(buf, halo + (size_t) first * feature_width, (size_t) n * feature_width * sizeof(double));
-  return n * feature_width;
+  const char *rows = static_cast<const char *>(halo) + (size_t) first * halo_row_bytes;
+  if (halo_row_bytes == halo_row_words * sizeof(double))
+    std::memcpy(buf, rows, (size_t) n * halo_row_bytes);
+  else
+    for (int i = 0; i < n; i++)
+      std::memcpy(buf + (size_t) i * halo_row_words, rows + (size_t) i * halo_row_bytes, halo_row_bytes);
+  return n * halo_row_words;
 }
+
+namespace {
+// each of n rows of buf (F values of T, every words doubles) added into the row list[i] of rows
+template <typename T> void add_rows(int n, const int *list, const double *buf, int words, int F, void *rows)
+{
+  T *out = static_cast<T *>(rows);
+  std::vector<T> in(F);
+  for (int i = 0; i < n; i++) {
+    std::memcpy(in.data(), buf + (size_t) i * words, F * sizeof(T));
+    T *row = out + (size_t) list[i] * F;
+    for (int k = 0; k < F; k++) row[k] += in[k];
+  }
+}
+}    // namespace
 
 void PairEIP2NN::unpack_reverse_comm(int n, int *list, double *buf)
 {
-  const int F = feature_width;
-  for (int i = 0; i < n; i++) {
-    double *row = halo + (size_t) list[i] * F;
-    const double *in = buf + (size_t) i * F;
-    for (int k = 0; k < F; k++) row[k] += in[k];
-  }
+  if (model_float32)
+    add_rows<float>(n, list, buf, halo_row_words, feature_width, halo);
+  else
+    add_rows<double>(n, list, buf, halo_row_words, feature_width, halo);
 }

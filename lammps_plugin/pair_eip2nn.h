@@ -80,7 +80,20 @@ class PairEIP2NN : public Pair {
   std::string native_dense;                  // the model file's "native_dense" ("schnet": its dense layers as
                                              // numbers; "" if none)
   bool native_dense_active;                  // with the table: the dense layers in C++ (init_style decides)
-  double *halo;                              // (nall, feature_width) float64 rows the comm packs and unpacks
+  // the feature exchange: rows of feature_width values in the model's dtype, halo_row_bytes each, packed into
+  // halo_row_words doubles of the comm buffer (two float32 values per double)
+  void *halo;                                // the rows the comm packs and unpacks (nullptr outside an exchange)
+  size_t halo_row_bytes;
+  int halo_row_words;
+  bool halo_image_owners;                    // this forward comm carries each ghost's owner instead
+  // per LAMMPS atom, the owned atom it is (an image of), -1 for another rank's: such a ghost's features are read
+  // from that atom's row (on one rank every ghost's: there is no exchange). From a forward comm of image_code
+  // (owner's rank << 32 | its index there) after each neighbour-list build (image_owner_build: neighbor->ncalls
+  // then, -1 before the first)
+  std::vector<int> image_owner;
+  std::vector<int64_t> image_code;
+  bigint image_owner_build;
+  void refresh_image_owners();
   double cutghost_set;                       // comm->cutghostuser as this style last set it
   double cutghost_user;                      // comm->cutghostuser as the user set it
 
@@ -93,9 +106,13 @@ class PairEIP2NN : public Pair {
   std::vector<int> edge_src_atom, edge_dst_atom;
   std::vector<int> edge_src_row;             // layer by layer: per edge, its source's row among node_atom
   std::vector<int> edge_interval;            // with the filter table: per edge (before the sort), its interval
-  // order_edges_by_interval's scratch, kept between steps
+  int64_t npair_edges;                       // layer by layer with the table: the first edges, each one for
+                                             // itself and its reverse
+  bool nodes_are_atoms;                      // layer by layer: node k is owned atom k, for every owned atom
+  // build_local_graph's and order_edges_by_interval's scratch, kept between steps
+  std::vector<int> single_src_atom, single_dst_atom, single_src_row, single_interval;
   std::vector<int> interval_count, sorted_src_atom, sorted_dst_atom, sorted_src_row;
-  void order_edges_by_interval();
+  void order_edges_by_interval(int64_t begin, int64_t end);
   int nlocal_nodes;
 };
 

@@ -26,17 +26,21 @@ namespace eip2nn {
 torch::Tensor blocked_filter_table(const torch::Tensor &table);
 
 // agg (m, F): agg[src[e]] += inputs[dst[e]] * w(r[e]) over edges e; inputs (n, F) and table of one dtype (float32
-// or float64), r (E,) in it, src and dst (E,) int64 with src < m and dst < n
+// or float64), r (E,) in it, src and dst (E,) int64 with src < m and dst < n. The first `pairs` edges go both
+// ways: also agg[dst[e]] += inputs[src[e]] * w(r[e]) (their src and dst < min(m, n), rows of the same atom in
+// inputs and agg; src = dst allowed), the filter evaluated once for the two (a full neighbour list's edges i -> j
+// and j -> i as one)
 torch::Tensor tabulated_convolution(const torch::Tensor &inputs, const torch::Tensor &r, const torch::Tensor &src,
                                     const torch::Tensor &dst, const torch::Tensor &table, double spacing,
-                                    int64_t m);
+                                    int64_t m, int64_t pairs = 0);
 
 // its gradient, from grad_agg (m, F) = dE/d(agg): grad_inputs (n, F) = dE/d(inputs) and grad_r (E,) = dE/dr,
-// added into the two (of the inputs' dtype; grad_inputs may be undefined when it is not needed)
+// added into the two (of the inputs' dtype; grad_inputs may be undefined when it is not needed); grad_r of a pair
+// is dE/dr of its two directions
 void tabulated_convolution_backward(const torch::Tensor &grad_agg, const torch::Tensor &inputs,
                                     const torch::Tensor &r, const torch::Tensor &src, const torch::Tensor &dst,
                                     const torch::Tensor &table, double spacing, torch::Tensor grad_inputs,
-                                    torch::Tensor grad_r);
+                                    torch::Tensor grad_r, int64_t pairs = 0);
 
 }    // namespace eip2nn
 

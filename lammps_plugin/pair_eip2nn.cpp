@@ -493,7 +493,8 @@ void PairEIP2NN::init_style()
     neighbor->add_request(this, NeighConst::REQ_FULL);
     halo_row_bytes = (size_t) feature_width * (model_float32 ? sizeof(float) : sizeof(double));
     halo_row_words = (int) ((halo_row_bytes + sizeof(double) - 1) / sizeof(double));
-    comm_forward = comm_reverse = halo_row_words;
+    comm_forward = halo_row_words;
+    comm_reverse = halo_row_words + 1;    // + pack_reverse_comm's leading flag
     image_owner_build = -1;
     // under pair_style hybrid the comm buffers are sized by the hybrid's sizes, which it took from its
     // sub-styles at pair_style time, before the model (and its width) was known: raise them (comm->init
@@ -1330,9 +1331,9 @@ void PairEIP2NN::compute_layerwise()
   int *type = atom->type;
   const int nall = atom->nlocal + atom->nghost;
   const int64_t m = nlocal_nodes;
-  // the rows a layer's convolution reads its neighbours' features from: one per owned atom (one rank), one per
-  // owned or ghost atom (several)
-  const int64_t nrows = one_rank ? atom->nlocal : nall;
+  // the rows a layer's convolution reads its neighbours' features from: one per owned atom, then one per ghost of
+  // another rank's atom (feature_row; none on one rank)
+  const int64_t nrows = atom->nlocal + (int64_t) foreign_ghost.size();
   const int64_t ne = (int64_t) edge_src_atom.size();
   const int F = feature_width;
 
@@ -1359,7 +1360,7 @@ void PairEIP2NN::compute_layerwise()
     for (int64_t e = 0; e < ne; e++) {
       const int a = edge_src_atom[e], b = edge_dst_atom[e];
       ps[e] = edge_src_row[e];
-      pd[e] = image_owner[b] >= 0 ? image_owner[b] : b;
+      pd[e] = feature_row[b];
       for (int k = 0; k < 3; k++) pv[3 * e + k] = x[b][k] - x[a][k];
       pl[e] = std::sqrt(pv[3 * e] * pv[3 * e] + pv[3 * e + 1] * pv[3 * e + 1] + pv[3 * e + 2] * pv[3 * e + 2]);
     }
@@ -1408,7 +1409,8 @@ void PairEIP2NN::compute_layerwise()
       // the rows' species (0 for a type the model does not cover: such an atom has no edges)
       torch::Tensor species_all = torch::empty({nrows}, opt_long);
       int64_t *sa = species_all.data_ptr<int64_t>();
-      for (int64_t a = 0; a < nrows; a++) sa[a] = std::max(0, type2species[type[a]]);
+      for (int64_t k = 0; k < nrows; k++)
+        sa[k] = std::max(0, type2species[type[k < atom->nlocal ? k : foreign_ghost[k - atom->nlocal]]]);
       torch::Tensor r = length.to(dtype).contiguous();
       torch::Tensor grad_r = torch::zeros({ne}, r.options());
       EIP2NN_SWITCH(MP_LAYERS);
@@ -1600,17 +1602,28 @@ void PairEIP2NN::refresh_image_owners()
   comm->forward_comm(this);
   halo_image_owners = false;
   image_owner.resize(nall);
-  for (int a = 0; a < nall; a++)
+  feature_row.resize(nall);
+  foreign_ghost.clear();
+  for (int a = 0; a < nall; a++) {
     image_owner[a] = (image_code[a] >> 32) == comm->me ? (int) (image_code[a] & 0xffffffff) : -1;
+    feature_row[a] = image_owner[a];
+    if (image_owner[a] < 0) {
+      feature_row[a] = nlocal + (int) foreign_ghost.size();
+      foreign_ghost.push_back(a);
+    }
+  }
   image_owner_build = neighbor->ncalls;
 }
 
 /* ----------------------------------------------------------------------
    the comm of layer-by-layer message passing: per atom, a row of
    feature_width values in the model's dtype (halo_row_bytes) in halo, sent as
-   halo_row_words doubles; forward: owners' rows to their ghosts; reverse:
-   ghosts' rows added into their owners'. Or (halo_image_owners) each
-   ghost's owner
+   halo_row_words doubles; each atom's row is feature_row's (an image of an
+   owned atom has its owner's; it is neither written by the forward comm nor
+   sent by the reverse, whose buffer starts with a flag: 0 when all its rows
+   are such, and none follow). Forward: owners' rows to their ghosts; reverse:
+   ghosts' rows added into their owners'. Or (halo_image_owners) each ghost's
+   owner
 ------------------------------------------------------------------------- */
 
 int PairEIP2NN::pack_forward_comm(int n, int *list, double *buf, int /*pbc_flag*/, int * /*pbc*/)
@@ -1621,7 +1634,8 @@ int PairEIP2NN::pack_forward_comm(int n, int *list, double *buf, int /*pbc_flag*
   }
   const char *rows = static_cast<const char *>(halo);
   for (int i = 0; i < n; i++)
-    std::memcpy(buf + (size_t) i * halo_row_words, rows + (size_t) list[i] * halo_row_bytes, halo_row_bytes);
+    std::memcpy(buf + (size_t) i * halo_row_words, rows + (size_t) feature_row[list[i]] * halo_row_bytes,
+                halo_row_bytes);
   return n * halo_row_words;
 }
 
@@ -1631,35 +1645,40 @@ void PairEIP2NN::unpack_forward_comm(int n, int first, double *buf)
     for (int i = 0; i < n; i++) image_code[first + i] = ubuf(buf[i]).i;
     return;
   }
-  char *rows = static_cast<char *>(halo) + (size_t) first * halo_row_bytes;
-  if (halo_row_bytes == halo_row_words * sizeof(double)) {
-    std::memcpy(rows, buf, (size_t) n * halo_row_bytes);
-    return;
-  }
+  char *rows = static_cast<char *>(halo);
   for (int i = 0; i < n; i++)
-    std::memcpy(rows + (size_t) i * halo_row_bytes, buf + (size_t) i * halo_row_words, halo_row_bytes);
+    if (image_owner[first + i] < 0)
+      std::memcpy(rows + (size_t) feature_row[first + i] * halo_row_bytes, buf + (size_t) i * halo_row_words,
+                  halo_row_bytes);
 }
 
 int PairEIP2NN::pack_reverse_comm(int n, int first, double *buf)
 {
-  const char *rows = static_cast<const char *>(halo) + (size_t) first * halo_row_bytes;
-  if (halo_row_bytes == halo_row_words * sizeof(double))
-    std::memcpy(buf, rows, (size_t) n * halo_row_bytes);
-  else
-    for (int i = 0; i < n; i++)
-      std::memcpy(buf + (size_t) i * halo_row_words, rows + (size_t) i * halo_row_bytes, halo_row_bytes);
-  return n * halo_row_words;
+  int foreign = 0;
+  for (int i = 0; i < n; i++) foreign += image_owner[first + i] < 0;
+  buf[0] = foreign > 0 ? 1.0 : 0.0;
+  if (foreign == 0) return 1;
+  const char *rows = static_cast<const char *>(halo);
+  for (int i = 0; i < n; i++) {
+    double *out = buf + 1 + (size_t) i * halo_row_words;
+    if (image_owner[first + i] < 0)
+      std::memcpy(out, rows + (size_t) feature_row[first + i] * halo_row_bytes, halo_row_bytes);
+    else
+      std::memset(out, 0, halo_row_bytes);
+  }
+  return 1 + n * halo_row_words;
 }
 
 namespace {
-// each of n rows of buf (F values of T, every words doubles) added into the row list[i] of rows
-template <typename T> void add_rows(int n, const int *list, const double *buf, int words, int F, void *rows)
+// each of n rows of buf (F values of T, every words doubles) added into the row row_of[list[i]] of rows
+template <typename T>
+void add_rows(int n, const int *list, const int *row_of, const double *buf, int words, int F, void *rows)
 {
   T *out = static_cast<T *>(rows);
   std::vector<T> in(F);
   for (int i = 0; i < n; i++) {
     std::memcpy(in.data(), buf + (size_t) i * words, F * sizeof(T));
-    T *row = out + (size_t) list[i] * F;
+    T *row = out + (size_t) row_of[list[i]] * F;
     for (int k = 0; k < F; k++) row[k] += in[k];
   }
 }
@@ -1667,8 +1686,9 @@ template <typename T> void add_rows(int n, const int *list, const double *buf, i
 
 void PairEIP2NN::unpack_reverse_comm(int n, int *list, double *buf)
 {
+  if (buf[0] == 0.0) return;    // all the sender's rows were images of its own atoms: nothing to add
   if (model_float32)
-    add_rows<float>(n, list, buf, halo_row_words, feature_width, halo);
+    add_rows<float>(n, list, feature_row.data(), buf + 1, halo_row_words, feature_width, halo);
   else
-    add_rows<double>(n, list, buf, halo_row_words, feature_width, halo);
+    add_rows<double>(n, list, feature_row.data(), buf + 1, halo_row_words, feature_width, halo);
 }

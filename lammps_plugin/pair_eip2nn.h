@@ -92,6 +92,9 @@ class PairEIP2NN : public Pair {
   // then, -1 before the first)
   std::vector<int> image_owner;
   std::vector<int64_t> image_code;
+  std::vector<int> feature_row;              // per LAMMPS atom, its features' row: image_owner's, or for another
+                                             // rank's ghost nlocal + its index in foreign_ghost
+  std::vector<int> foreign_ghost;
   bigint image_owner_build;
   void refresh_image_owners();
   double cutghost_set;                       // comm->cutghostuser as this style last set it

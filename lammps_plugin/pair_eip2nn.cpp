@@ -56,8 +56,8 @@
    update by autograd, a reverse communication summing the ghosts' input
    gradients into their owners, then through layer_inputs. A ghost that is a
    periodic image of an atom this rank owns is read from that atom's row: on
-   one rank there is no communication at all. `pair_style eip2nn layerwise no` runs
-   the whole forward on a deep ghost shell instead (below). A file that
+   one rank there is no communication at all. `pair_style eip2nn layerwise
+   no` runs the whole forward on a deep ghost shell instead (below). A file that
    tabulates its filters ("filter_table" in the json; eip2nn's SchNet export
    does by default) has each layer's convolution done here instead of by
    layer_update: one pass over the edges from the table (tabulated_filter.h)
@@ -1329,7 +1329,6 @@ void PairEIP2NN::compute_layerwise()
   const bool one_rank = comm->nprocs == 1;
   double **x = atom->x;
   int *type = atom->type;
-  const int nall = atom->nlocal + atom->nghost;
   const int64_t m = nlocal_nodes;
   // the rows a layer's convolution reads its neighbours' features from: one per owned atom, then one per ghost of
   // another rank's atom (feature_row; none on one rank)
@@ -1367,9 +1366,9 @@ void PairEIP2NN::compute_layerwise()
   }
 
   // forward: the nodes' rows (m, F) in, the nrows rows out: the owned atoms' (0 for an atom with no node) and,
-  // on several ranks, every ghost's (its owner's, by a forward comm). reverse: gradients of the nrows rows in
-  // (contiguous, in the model's dtype, this function's to write into), each node's row plus its ghosts' out (a
-  // reverse comm). The comm sends the rows in the model's dtype
+  // on several ranks, other ranks' ghosts' (their owners', by a forward comm). reverse: gradients of the nrows rows
+  // in (contiguous, in the model's dtype, this function's to write into), each node's row plus its ghosts' out (a
+  // reverse comm)
   auto exchange_forward = [&](const torch::Tensor &node_rows) -> torch::Tensor {
     EIP2NN_TIME(MP_EXCHANGE);
     torch::Tensor y = node_rows.detach().to(dtype).contiguous();

@@ -82,7 +82,8 @@ class PairEIP2NN : public Pair {
   bool native_dense_active;                  // with the table: the dense layers in C++ (init_style decides)
   // the feature exchange: rows of feature_width values in the model's dtype, halo_row_bytes each, packed into
   // halo_row_words doubles of the comm buffer (two float32 values per double)
-  void *halo;                                // the rows the comm packs and unpacks (nullptr outside an exchange)
+  void *halo;                                // the rows the comm packs and unpacks, feature_row's (nullptr outside
+                                             // an exchange)
   size_t halo_row_bytes;
   int halo_row_words;
   bool halo_image_owners;                    // this forward comm carries each ghost's owner instead

@@ -752,7 +752,7 @@ def test_schnet_native_dense_layers_equal_torch_s(plugin, tmp_path, members, dty
 # how each model of the MPI test runs: pair_style arguments
 MPI_KINDS = {"message-passing-shell": "layerwise no", "message-passing-layers": "", "schnet-layers": "",
              "schnet-layers-empty-rank": "", "schnet-layers-float32": "", "schnet-layers-beside-another-style": "",
-             "schnet-layers-split-along-y": "",
+             "schnet-layers-split-along-y": "", "schnet-layers-comm-tiled": "",
              "bispectrum": "", "symmetry_functions": ""}
 
 
@@ -763,8 +763,8 @@ def test_mpi_two_ranks_equal_one(plugin, tmp_path, kind):
     half, so that one of the 2 ranks owns none and must still take part in every exchange; in float32 with 15
     features, whose rows of 60 bytes the exchange pads to 64; and under hybrid/overlay beside lj/cut with every
     fifth atom of a third type it does not cover, so that owned atoms without a node sit between those with
-    one; and with the ranks side by side along y, so that ghosts imaging a rank's own atoms along x are sent on
-    to the other rank) and eip2nn bispectrum and symmetry-function models (their descriptors computed natively in C++) on 1
+    one; with the ranks side by side along y, so that ghosts imaging a rank's own atoms along x are sent on
+    to the other rank; and with `comm_style tiled`) and eip2nn bispectrum and symmetry-function models (their descriptors computed natively in C++) on 1
     and 2 ranks. On one rank the SchNet reads each ghost's features from the owned atom it images (no
     exchange), on two they are exchanged: the same numbers, to round-off (1e-5 relative in float32)."""
     mpirun = VENV / "bin" / "mpirun"
@@ -805,7 +805,8 @@ def test_mpi_two_ranks_equal_one(plugin, tmp_path, kind):
     results = {}
     for nprocs in (1, 2):
         out = tmp_path / f"np{nprocs}.json"
-        split = ["processors 1 * 1"] if kind.endswith("along-y") else []
+        split = {"schnet-layers-split-along-y": ["processors 1 * 1"],
+                 "schnet-layers-comm-tiled": ["comm_style tiled"]}.get(kind, [])
         args = {"box": split + box_commands(atoms, type_of), "types": [type_of[s] for s in atoms.get_chemical_symbols()],
                 "positions": atoms.positions.ravel().tolist(),
                 "pair": pair,

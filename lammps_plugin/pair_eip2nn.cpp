@@ -1247,14 +1247,14 @@ void PairEIP2NN::build_local_graph()
     const int *jlist = firstneigh[a];
     for (int jj = 0; jj < numneigh[a]; jj++) {
       const int b = jlist[jj] & NEIGHMASK;
+      const int c = image_owner[b];    // b's owned atom on this rank, -1 for another rank's
+      const bool paired = pairing && c >= 0;
+      if (paired && c < a) continue;    // the reverse edge, from c, stands for the pair
       if (type2species[type[b]] < 0) continue;
       const double dx = x[b][0] - xa, dy = x[b][1] - ya, dz = x[b][2] - za;
       const double rsq = dx * dx + dy * dy + dz * dz;
       if (rsq >= cutoff_sq) continue;
-      const int c = image_owner[b];    // b's owned atom on this rank, -1 for another rank's
-      const bool paired = pairing && c >= 0;
-      if (paired && (c < a || (c == a && !(dx > 0.0 || (dx == 0.0 && (dy > 0.0 || (dy == 0.0 && dz > 0.0)))))))
-        continue;    // the reverse edge, from c, stands for the pair
+      if (paired && c == a && !(dx > 0.0 || (dx == 0.0 && (dy > 0.0 || (dy == 0.0 && dz > 0.0))))) continue;
       (paired ? edge_src_atom : single_src_atom).push_back(a);
       (paired ? edge_dst_atom : single_dst_atom).push_back(b);
       (paired ? edge_src_row : single_src_row).push_back(row);

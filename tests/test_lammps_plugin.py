@@ -764,9 +764,10 @@ def test_mpi_two_ranks_equal_one(plugin, tmp_path, kind):
     features, whose rows of 60 bytes the exchange pads to 64; and under hybrid/overlay beside lj/cut with every
     fifth atom of a third type it does not cover, so that owned atoms without a node sit between those with
     one; with the ranks side by side along y, so that ghosts imaging a rank's own atoms along x are sent on
-    to the other rank; and with `comm_style tiled`) and eip2nn bispectrum and symmetry-function models (their descriptors computed natively in C++) on 1
-    and 2 ranks. On one rank the SchNet reads each ghost's features from the owned atom it images (no
-    exchange), on two they are exchanged: the same numbers, to round-off (1e-5 relative in float32)."""
+    to the other rank; and with `comm_style tiled`) and eip2nn bispectrum and symmetry-function models
+    (their descriptors computed natively in C++) on 1 and 2 ranks. On one rank the SchNet reads each ghost's
+    features from the owned atom it images (no exchange), on two they are exchanged: the same numbers, to
+    round-off (1e-5 relative in float32)."""
     mpirun = VENV / "bin" / "mpirun"
     if not mpirun.exists():
         mpirun = shutil.which("mpirun")

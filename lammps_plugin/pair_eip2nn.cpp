@@ -47,16 +47,17 @@
    layers: "message_passing_layers" > 0 in the json, as eip2nn's SchNet does):
    only owned atoms have features; the edges are the owned atoms' own (owned
    atom -> each neighbour < cutoff, ghost or not). In each layer every owned
-   atom computes what it sends its neighbours (layer_inputs), a forward
-   communication gives every ghost its owner's row (as pair_allegro/MACE's
-   ML-IAP exchange features; in the model's dtype), and the owned atoms'
-   features are updated from their edges (layer_update): the ghost shell is
-   one cutoff (+ skin) deep and no rank evaluates another's atoms, nor any
-   dense part on a ghost. The gradient goes back the same way: through each
-   update by autograd, a reverse communication summing the ghosts' input
-   gradients into their owners, then through layer_inputs. A ghost that is a
-   periodic image of an atom this rank owns is read from that atom's row: on
-   one rank there is no communication at all. `pair_style eip2nn layerwise
+   atom computes what it sends its neighbours (layer_inputs), each rank sends
+   the rows of its atoms that other ranks have as neighbours (as
+   pair_allegro/MACE's ML-IAP exchange features; in the model's dtype, point
+   to point, one row per atom however many of its images are ghosts there),
+   and the owned atoms' features are updated from their edges (layer_update):
+   the ghost shell is one cutoff (+ skin) deep and no rank evaluates another's
+   atoms, nor any dense part on a ghost. The gradient goes back the same way:
+   through each update by autograd, the rows of other ranks' atoms back to
+   their owners and summed there, then through layer_inputs. A ghost that is
+   a periodic image of an atom this rank owns is read from that atom's row:
+   on one rank there is no communication at all. `pair_style eip2nn layerwise
    no` runs the whole forward on a deep ghost shell instead (below). A file that
    tabulates its filters ("filter_table" in the json; eip2nn's SchNet export
    does by default) has each layer's convolution done here instead of by
@@ -105,6 +106,7 @@
 #include <exception>
 #include <stdexcept>
 #include <unordered_map>
+#include <utility>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -203,11 +205,10 @@ PairEIP2NN::PairEIP2NN(LAMMPS *lmp) : Pair(lmp)
   filter_spacing = 0.0;
   filter_active = false;
   native_dense_active = false;
-  halo = nullptr;
-  halo_row_bytes = 0;
-  halo_row_words = 0;
-  halo_image_owners = false;
   image_owner_build = -1;
+  exchange_row_bytes = 0;
+  exchange_comm = MPI_COMM_NULL;
+  exchange_row_type = MPI_DATATYPE_NULL;
   cutghost_set = -1.0;
   cutghost_user = 0.0;
 }
@@ -217,6 +218,12 @@ PairEIP2NN::PairEIP2NN(LAMMPS *lmp) : Pair(lmp)
 PairEIP2NN::~PairEIP2NN()
 {
   if (copymode) return;
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) {
+    if (exchange_row_type != MPI_DATATYPE_NULL) MPI_Type_free(&exchange_row_type);
+    if (exchange_comm != MPI_COMM_NULL) MPI_Comm_free(&exchange_comm);
+  }
   if (allocated) {
     memory->destroy(setflag);
     memory->destroy(cutsq);
@@ -491,18 +498,19 @@ void PairEIP2NN::init_style()
     // one cutoff of ghosts, their features sent by their owners: undo a ghost cutoff this style raised before
     ghostneigh = 0;
     neighbor->add_request(this, NeighConst::REQ_FULL);
-    halo_row_bytes = (size_t) feature_width * (model_float32 ? sizeof(float) : sizeof(double));
-    halo_row_words = (int) ((halo_row_bytes + sizeof(double) - 1) / sizeof(double));
-    comm_forward = halo_row_words;
-    comm_reverse = halo_row_words + 1;    // + pack_reverse_comm's leading flag
+    comm_forward = 1;    // LAMMPS's comm carries only each atom's owner (refresh_image_owners)
     image_owner_build = -1;
     // under pair_style hybrid the comm buffers are sized by the hybrid's sizes, which it took from its
-    // sub-styles at pair_style time, before the model (and its width) was known: raise them (comm->init
-    // runs after this)
+    // sub-styles at pair_style time, before the model was known: raise them (comm->init runs after this)
     Pair *top = force->pair;
-    if (top && top != this) {
-      top->comm_forward = std::max(top->comm_forward, comm_forward);
-      top->comm_reverse = std::max(top->comm_reverse, comm_reverse);
+    if (top && top != this) top->comm_forward = std::max(top->comm_forward, comm_forward);
+    // the features go point to point between ranks (exchange_rows_forward), on a communicator of their own
+    exchange_row_bytes = (size_t) feature_width * (model_float32 ? sizeof(float) : sizeof(double));
+    if (comm->nprocs > 1) {
+      if (exchange_comm == MPI_COMM_NULL) MPI_Comm_dup(world, &exchange_comm);
+      if (exchange_row_type != MPI_DATATYPE_NULL) MPI_Type_free(&exchange_row_type);
+      MPI_Type_contiguous((int) exchange_row_bytes, MPI_BYTE, &exchange_row_type);
+      MPI_Type_commit(&exchange_row_type);
     }
     if (cutghost_set >= 0.0 && comm->cutghostuser == cutghost_set) comm->cutghostuser = cutghost_user;
     cutghost_set = -1.0;
@@ -1312,11 +1320,12 @@ void PairEIP2NN::order_edges_by_interval(int64_t begin, int64_t end)
 
 /* ----------------------------------------------------------------------
    message passing layer by layer (see the top of this file): features of the
-   owned atoms only; per layer, their inputs to the neighbours, a forward
-   communication of those to the ghosts, the update from the edges; then the
-   gradient back through the layers, the ghosts' input gradients summed into
-   their owners by a reverse communication. Every rank takes every step, with
-   or without atoms or edges of its own: the comms pair ranks up
+   owned atoms only; per layer, their inputs to the neighbours, those of
+   other ranks' atoms from their owners (exchange_rows_forward), the update
+   from the edges; then the gradient back through the layers, the input
+   gradients of other ranks' atoms summed into their owners
+   (exchange_rows_reverse). Every rank takes every step, with or without
+   atoms or edges of its own: the exchanges pair ranks up
 ------------------------------------------------------------------------- */
 
 void PairEIP2NN::compute_layerwise()
@@ -1330,9 +1339,9 @@ void PairEIP2NN::compute_layerwise()
   double **x = atom->x;
   int *type = atom->type;
   const int64_t m = nlocal_nodes;
-  // the rows a layer's convolution reads its neighbours' features from: one per owned atom, then one per ghost of
-  // another rank's atom (feature_row; none on one rank)
-  const int64_t nrows = atom->nlocal + (int64_t) foreign_ghost.size();
+  // the rows a layer's convolution reads its neighbours' features from: one per owned atom, then one per atom of
+  // another rank that is a neighbour here (feature_row; none on one rank)
+  const int64_t nrows = atom->nlocal + (int64_t) foreign_row_atom.size();
   const int64_t ne = (int64_t) edge_src_atom.size();
   const int F = feature_width;
 
@@ -1366,9 +1375,8 @@ void PairEIP2NN::compute_layerwise()
   }
 
   // forward: the nodes' rows (m, F) in, the nrows rows out: the owned atoms' (0 for an atom with no node) and,
-  // on several ranks, other ranks' ghosts' (their owners', by a forward comm). reverse: gradients of the nrows rows
-  // in (contiguous, in the model's dtype, this function's to write into), each node's row plus its ghosts' out (a
-  // reverse comm)
+  // on several ranks, other ranks' atoms' (from their owners). reverse: gradients of the nrows rows in (contiguous,
+  // in the model's dtype, this function's to write into), each node's row plus the other ranks' rows of its atom out
   auto exchange_forward = [&](const torch::Tensor &node_rows) -> torch::Tensor {
     EIP2NN_TIME(MP_EXCHANGE);
     torch::Tensor y = node_rows.detach().to(dtype).contiguous();
@@ -1381,20 +1389,12 @@ void PairEIP2NN::compute_layerwise()
       rows = torch::zeros({nrows, F}, y.options());
       rows.index_copy_(0, owned, y);
     }
-    if (!one_rank) {
-      halo = rows.data_ptr();
-      comm->forward_comm(this);
-      halo = nullptr;
-    }
+    if (!one_rank) exchange_rows_forward(rows.data_ptr());
     return rows;
   };
   auto exchange_reverse = [&](const torch::Tensor &all_rows) -> torch::Tensor {
     EIP2NN_TIME(MP_EXCHANGE);
-    if (!one_rank) {
-      halo = all_rows.data_ptr();
-      comm->reverse_comm(this);
-      halo = nullptr;
-    }
+    if (!one_rank) exchange_rows_reverse(all_rows.data_ptr());
     return nodes_are_atoms ? all_rows.narrow(0, 0, m) : all_rows.index_select(0, owned);
   };
 
@@ -1409,7 +1409,7 @@ void PairEIP2NN::compute_layerwise()
       torch::Tensor species_all = torch::empty({nrows}, opt_long);
       int64_t *sa = species_all.data_ptr<int64_t>();
       for (int64_t k = 0; k < nrows; k++)
-        sa[k] = std::max(0, type2species[type[k < atom->nlocal ? k : foreign_ghost[k - atom->nlocal]]]);
+        sa[k] = std::max(0, type2species[type[k < atom->nlocal ? k : foreign_row_atom[k - atom->nlocal]]]);
       torch::Tensor r = length.to(dtype).contiguous();
       torch::Tensor grad_r = torch::zeros({ne}, r.options());
       EIP2NN_SWITCH(MP_LAYERS);
@@ -1440,7 +1440,7 @@ void PairEIP2NN::compute_layerwise()
           eip2nn::tabulated_convolution_backward(g_agg, inputs_all[k], r, src, dst, model->filter_table[k],
                                                  filter_spacing, g_inputs, grad_r, npair_edges);
         }
-        if (k == 0) break;    // the embedding has no gradient to pass on: no reverse comm on any rank
+        if (k == 0) break;    // the embedding has no gradient to pass on: no reverse exchange on any rank
         // the ghosts' input gradients to their owners; the residual passes g on as it is
         g = net.layer_inputs_backward(k, exchange_reverse(g_inputs), g);
       }
@@ -1550,7 +1550,7 @@ void PairEIP2NN::compute_layerwise()
         }
       }
       if (g_vec.defined()) grad_vec += g_vec;
-      if (k == 0) break;    // the embedding has no gradient to pass on: no reverse comm on any rank
+      if (k == 0) break;    // the embedding has no gradient to pass on: no reverse exchange on any rank
       // the ghosts' input gradients to their owners, then back through layer_inputs
       // (autograd's gradient copied: the exchange writes into it)
       torch::Tensor g_y = exchange_reverse(!g_inputs.defined() ? torch::zeros_like(inputs_all[k])
@@ -1571,7 +1571,6 @@ void PairEIP2NN::compute_layerwise()
     msg = e.what();
   }
   EIP2NN_SWITCH(MP_TALLY);
-  halo = nullptr;
   if (!msg.empty()) error->one(FLERR, "pair eip2nn: model evaluation failed (layer by layer): {}", msg);
 
   if (eflag_either) {
@@ -1589,7 +1588,8 @@ void PairEIP2NN::compute_layerwise()
 /* ----------------------------------------------------------------------
    image_owner, per LAMMPS atom, the owned atom it is (an image of), or -1
    for a ghost of another rank's atom. A forward comm sends each atom's rank
-   and index along (a ghost sent on in a later swap passes on its owner's)
+   and index along (a ghost sent on in a later swap passes on its owner's);
+   then, on several ranks, the feature exchange is planned
 ------------------------------------------------------------------------- */
 
 void PairEIP2NN::refresh_image_owners()
@@ -1597,97 +1597,164 @@ void PairEIP2NN::refresh_image_owners()
   const int nlocal = atom->nlocal, nall = nlocal + atom->nghost;
   image_code.assign(nall, -1);
   for (int a = 0; a < nlocal; a++) image_code[a] = ((int64_t) comm->me << 32) | a;
-  halo_image_owners = true;
   comm->forward_comm(this);
-  halo_image_owners = false;
   image_owner.resize(nall);
-  feature_row.resize(nall);
-  foreign_ghost.clear();
-  for (int a = 0; a < nall; a++) {
+  for (int a = 0; a < nall; a++)
     image_owner[a] = (image_code[a] >> 32) == comm->me ? (int) (image_code[a] & 0xffffffff) : -1;
-    feature_row[a] = image_owner[a];
-    if (image_owner[a] < 0) {
-      feature_row[a] = nlocal + (int) foreign_ghost.size();
-      foreign_ghost.push_back(a);
-    }
-  }
+  feature_row = image_owner;
+  foreign_row_atom.clear();
+  if (comm->nprocs > 1) plan_feature_exchange();
   image_owner_build = neighbor->ncalls;
 }
 
 /* ----------------------------------------------------------------------
-   the comm of layer-by-layer message passing: per atom, a row of
-   feature_width values in the model's dtype (halo_row_bytes) in halo, sent as
-   halo_row_words doubles; each atom's row is feature_row's (an image of an
-   owned atom has its owner's; it is neither written by the forward comm nor
-   sent by the reverse, whose buffer starts with a flag: 0 when all its rows
-   are such, and none follow). Forward: owners' rows to their ghosts; reverse:
-   ghosts' rows added into their owners'. Or (halo_image_owners) each ghost's
-   owner
+   the rows of other ranks' atoms: one per such atom that a node has as a
+   neighbour (all its images here share it; the ghosts of a small cell are
+   several images of each), in order of owner rank, then index. Ranks tell
+   each other how many of whose atoms they need (MPI_Alltoall), then which
+   ones (point to point): recv_* and send_* (see the header). Collective:
+   every rank calls it after the same neighbour-list build
 ------------------------------------------------------------------------- */
 
-int PairEIP2NN::pack_forward_comm(int n, int *list, double *buf, int /*pbc_flag*/, int * /*pbc*/)
+void PairEIP2NN::plan_feature_exchange()
 {
-  if (halo_image_owners) {
-    for (int i = 0; i < n; i++) buf[i] = ubuf(image_code[list[i]]).d;
-    return n;
+  constexpr int TAG_PLAN = 1;
+  const int nlocal = atom->nlocal, nprocs = comm->nprocs;
+  int *type = atom->type;
+  // the other ranks' atoms a node has as a neighbour, with one ghost imaging each
+  std::vector<std::pair<int64_t, int>> wanted;    // (image code, ghost)
+  for (int ii = 0; ii < list->inum; ii++) {
+    const int a = list->ilist[ii];
+    if (type2species[type[a]] < 0) continue;
+    const int *jlist = list->firstneigh[a];
+    for (int jj = 0; jj < list->numneigh[a]; jj++) {
+      const int b = jlist[jj] & NEIGHMASK;
+      if (image_owner[b] < 0 && type2species[type[b]] >= 0) wanted.emplace_back(image_code[b], b);
+    }
   }
-  const char *rows = static_cast<const char *>(halo);
-  for (int i = 0; i < n; i++)
-    std::memcpy(buf + (size_t) i * halo_row_words, rows + (size_t) feature_row[list[i]] * halo_row_bytes,
-                halo_row_bytes);
-  return n * halo_row_words;
+  std::sort(wanted.begin(), wanted.end());
+  std::vector<int> want(nprocs, 0), give(nprocs, 0), request;
+  for (size_t w = 0; w < wanted.size(); w++) {
+    const int64_t code = wanted[w].first;
+    if (w == 0 || code != wanted[w - 1].first) {
+      want[code >> 32]++;
+      request.push_back((int) (code & 0xffffffff));
+      foreign_row_atom.push_back(wanted[w].second);
+    }
+    feature_row[wanted[w].second] = nlocal + (int) foreign_row_atom.size() - 1;
+  }
+  MPI_Alltoall(want.data(), 1, MPI_INT, give.data(), 1, MPI_INT, exchange_comm);
+
+  for (auto *v : {&recv_rank, &recv_first, &recv_count, &send_rank, &send_first, &send_count}) v->clear();
+  int nrecv = 0, nsend = 0;
+  for (int p = 0; p < nprocs; p++) {
+    if (want[p] > 0) {
+      recv_rank.push_back(p);
+      recv_first.push_back(nrecv);
+      recv_count.push_back(want[p]);
+      nrecv += want[p];
+    }
+    if (give[p] > 0) {
+      send_rank.push_back(p);
+      send_first.push_back(nsend);
+      send_count.push_back(give[p]);
+      nsend += give[p];
+    }
+  }
+  send_atom.resize(nsend);
+  std::vector<MPI_Request> requests;
+  for (size_t p = 0; p < send_rank.size(); p++) {
+    requests.emplace_back();
+    MPI_Irecv(send_atom.data() + send_first[p], send_count[p], MPI_INT, send_rank[p], TAG_PLAN, exchange_comm,
+              &requests.back());
+  }
+  for (size_t p = 0; p < recv_rank.size(); p++) {
+    requests.emplace_back();
+    MPI_Isend(request.data() + recv_first[p], recv_count[p], MPI_INT, recv_rank[p], TAG_PLAN, exchange_comm,
+              &requests.back());
+  }
+  MPI_Waitall((int) requests.size(), requests.data(), MPI_STATUSES_IGNORE);
+  for (int a : send_atom)
+    if (a < 0 || a >= nlocal)
+      error->one(FLERR, "pair eip2nn: another rank asked for the features of atom {}, this rank owns {}", a,
+                 nlocal);
 }
 
-void PairEIP2NN::unpack_forward_comm(int n, int first, double *buf)
-{
-  if (halo_image_owners) {
-    for (int i = 0; i < n; i++) image_code[first + i] = ubuf(buf[i]).i;
-    return;
-  }
-  char *rows = static_cast<char *>(halo);
-  for (int i = 0; i < n; i++)
-    if (image_owner[first + i] < 0)
-      std::memcpy(rows + (size_t) feature_row[first + i] * halo_row_bytes, buf + (size_t) i * halo_row_words,
-                  halo_row_bytes);
-}
+/* ----------------------------------------------------------------------
+   the feature exchange of layer-by-layer message passing, on the rows of
+   compute_layerwise (nlocal + foreign_row_atom.size() rows of
+   exchange_row_bytes, contiguous). Forward: each rank's rows of the atoms
+   others asked for, gathered, into the others' rows of those atoms (received
+   in place). Reverse: the rows of other ranks' atoms back to their owners,
+   each added into its atom's row (in the order of send_rank, then send_atom)
+------------------------------------------------------------------------- */
 
-int PairEIP2NN::pack_reverse_comm(int n, int first, double *buf)
+void PairEIP2NN::exchange_rows_forward(void *rows)
 {
-  int foreign = 0;
-  for (int i = 0; i < n; i++) foreign += image_owner[first + i] < 0;
-  buf[0] = foreign > 0 ? 1.0 : 0.0;
-  if (foreign == 0) return 1;
-  const char *rows = static_cast<const char *>(halo);
-  for (int i = 0; i < n; i++) {
-    double *out = buf + 1 + (size_t) i * halo_row_words;
-    if (image_owner[first + i] < 0)
-      std::memcpy(out, rows + (size_t) feature_row[first + i] * halo_row_bytes, halo_row_bytes);
-    else
-      std::memset(out, 0, halo_row_bytes);
+  constexpr int TAG_FORWARD = 2;
+  char *row = static_cast<char *>(rows);
+  const size_t bytes = exchange_row_bytes;
+  exchange_buffer.resize(send_atom.size() * bytes);
+  std::vector<MPI_Request> requests(recv_rank.size() + send_rank.size());
+  for (size_t p = 0; p < recv_rank.size(); p++)
+    MPI_Irecv(row + (atom->nlocal + (size_t) recv_first[p]) * bytes, recv_count[p], exchange_row_type,
+              recv_rank[p], TAG_FORWARD, exchange_comm, &requests[p]);
+  for (size_t p = 0; p < send_rank.size(); p++) {
+    char *out = exchange_buffer.data() + (size_t) send_first[p] * bytes;
+    for (int i = 0; i < send_count[p]; i++)
+      std::memcpy(out + (size_t) i * bytes, row + (size_t) send_atom[send_first[p] + i] * bytes, bytes);
+    MPI_Isend(out, send_count[p], exchange_row_type, send_rank[p], TAG_FORWARD, exchange_comm,
+              &requests[recv_rank.size() + p]);
   }
-  return 1 + n * halo_row_words;
+  MPI_Waitall((int) requests.size(), requests.data(), MPI_STATUSES_IGNORE);
 }
 
 namespace {
-// each of n rows of buf (F values of T, every words doubles) added into the row row_of[list[i]] of rows
-template <typename T>
-void add_rows(int n, const int *list, const int *row_of, const double *buf, int words, int F, void *rows)
+// n rows of in (F values of T each) added into the rows atoms[i] of out
+template <typename T> void add_rows(int n, const int *atoms, const char *in, int F, void *out)
 {
-  T *out = static_cast<T *>(rows);
-  std::vector<T> in(F);
+  const T *from = reinterpret_cast<const T *>(in);
+  T *to = static_cast<T *>(out);
   for (int i = 0; i < n; i++) {
-    std::memcpy(in.data(), buf + (size_t) i * words, F * sizeof(T));
-    T *row = out + (size_t) row_of[list[i]] * F;
-    for (int k = 0; k < F; k++) row[k] += in[k];
+    T *row = to + (size_t) atoms[i] * F;
+    for (int k = 0; k < F; k++) row[k] += from[(size_t) i * F + k];
   }
 }
 }    // namespace
 
-void PairEIP2NN::unpack_reverse_comm(int n, int *list, double *buf)
+void PairEIP2NN::exchange_rows_reverse(void *rows)
 {
-  if (buf[0] == 0.0) return;    // all the sender's rows were images of its own atoms: nothing to add
+  constexpr int TAG_REVERSE = 3;
+  char *row = static_cast<char *>(rows);
+  const size_t bytes = exchange_row_bytes;
+  exchange_buffer.resize(send_atom.size() * bytes);
+  std::vector<MPI_Request> requests(recv_rank.size() + send_rank.size());
+  for (size_t p = 0; p < send_rank.size(); p++)
+    MPI_Irecv(exchange_buffer.data() + (size_t) send_first[p] * bytes, send_count[p], exchange_row_type,
+              send_rank[p], TAG_REVERSE, exchange_comm, &requests[p]);
+  for (size_t p = 0; p < recv_rank.size(); p++)
+    MPI_Isend(row + (atom->nlocal + (size_t) recv_first[p]) * bytes, recv_count[p], exchange_row_type,
+              recv_rank[p], TAG_REVERSE, exchange_comm, &requests[send_rank.size() + p]);
+  MPI_Waitall((int) requests.size(), requests.data(), MPI_STATUSES_IGNORE);
+  const int n = (int) send_atom.size();
   if (model_float32)
-    add_rows<float>(n, list, feature_row.data(), buf + 1, halo_row_words, feature_width, halo);
+    add_rows<float>(n, send_atom.data(), exchange_buffer.data(), feature_width, rows);
   else
-    add_rows<double>(n, list, feature_row.data(), buf + 1, halo_row_words, feature_width, halo);
+    add_rows<double>(n, send_atom.data(), exchange_buffer.data(), feature_width, rows);
+}
+
+/* ----------------------------------------------------------------------
+   LAMMPS's forward comm, which this style uses for one thing: each ghost's
+   image_code from its owner (refresh_image_owners)
+------------------------------------------------------------------------- */
+
+int PairEIP2NN::pack_forward_comm(int n, int *list, double *buf, int /*pbc_flag*/, int * /*pbc*/)
+{
+  for (int i = 0; i < n; i++) buf[i] = ubuf(image_code[list[i]]).d;
+  return n;
+}
+
+void PairEIP2NN::unpack_forward_comm(int n, int first, double *buf)
+{
+  for (int i = 0; i < n; i++) image_code[first + i] = ubuf(buf[i]).i;
 }

@@ -38,8 +38,6 @@ class PairEIP2NN : public Pair {
   double init_one(int, int) override;
   int pack_forward_comm(int, int *, double *, int, int *) override;
   void unpack_forward_comm(int, int, double *) override;
-  int pack_reverse_comm(int, int, double *) override;
-  void unpack_reverse_comm(int, int *, double *) override;
 
  protected:
   void allocate();
@@ -80,23 +78,31 @@ class PairEIP2NN : public Pair {
   std::string native_dense;                  // the model file's "native_dense" ("schnet": its dense layers as
                                              // numbers; "" if none)
   bool native_dense_active;                  // with the table: the dense layers in C++ (init_style decides)
-  // the feature exchange: rows of feature_width values in the model's dtype, halo_row_bytes each, packed into
-  // halo_row_words doubles of the comm buffer (two float32 values per double)
-  void *halo;                                // the rows the comm packs and unpacks, feature_row's (nullptr outside
-                                             // an exchange)
-  size_t halo_row_bytes;
-  int halo_row_words;
-  bool halo_image_owners;                    // this forward comm carries each ghost's owner instead
   // per LAMMPS atom, the owned atom it is (an image of), -1 for another rank's: such a ghost's features are read
   // from that atom's row (on one rank every ghost's: there is no exchange). From a forward comm of image_code
   // (owner's rank << 32 | its index there) after each neighbour-list build (image_owner_build: neighbor->ncalls
   // then, -1 before the first)
   std::vector<int> image_owner;
   std::vector<int64_t> image_code;
-  std::vector<int> feature_row;              // per LAMMPS atom, its features' row: image_owner's, or for another
-                                             // rank's ghost nlocal + its index in foreign_ghost
-  std::vector<int> foreign_ghost;
+  std::vector<int> feature_row;              // per LAMMPS atom, its features' row: image_owner's; for a ghost of
+                                             // another rank's atom that a node has as a neighbour, nlocal + that
+                                             // atom's index among foreign_row_atom (its images share the row);
+                                             // -1 for other ghosts
+  std::vector<int> foreign_row_atom;         // per row of another rank's atom, one ghost that images it
   bigint image_owner_build;
+  // the feature exchange (several ranks, MPI point to point on exchange_comm): rows of feature_width values in
+  // the model's dtype (exchange_row_bytes, one exchange_row_type each). Rows nlocal + recv_first[p] ...
+  // + recv_count[p] - 1 are rank recv_rank[p]'s atoms, in order of their index there; this rank sends rank
+  // send_rank[p] the rows of its atoms send_atom[send_first[p]] ... (send_count[p] of them)
+  std::vector<int> recv_rank, recv_first, recv_count;
+  std::vector<int> send_rank, send_first, send_count, send_atom;
+  std::vector<char> exchange_buffer;
+  size_t exchange_row_bytes;
+  MPI_Comm exchange_comm;
+  MPI_Datatype exchange_row_type;
+  void plan_feature_exchange();
+  void exchange_rows_forward(void *rows);
+  void exchange_rows_reverse(void *rows);
   void refresh_image_owners();
   double cutghost_set;                       // comm->cutghostuser as this style last set it
   double cutghost_user;                      // comm->cutghostuser as the user set it

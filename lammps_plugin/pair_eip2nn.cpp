@@ -1218,7 +1218,7 @@ void PairEIP2NN::tally_edges(const double *pg, const double *pv)
    cutoff; owned atoms of a NULL type (pair_style hybrid) and their neighbours
    of one are left out. With the filter table, when every owned atom is a row
    (nodes_are_atoms), an edge to an owned atom or an image of one on this rank
-   (image_owner) is paired with the reverse edge, which the owned atom has in
+   (feature_row below nlocal) is paired with the reverse edge, which the owned atom has in
    its own list: the pair is kept once (from the lower row; between an atom
    and its own image, the edge whose vector is positive first in x, y, z), and
    the filter's passes evaluate it once for both directions. The pairs come
@@ -1255,7 +1255,7 @@ void PairEIP2NN::build_local_graph()
     const int *jlist = firstneigh[a];
     for (int jj = 0; jj < numneigh[a]; jj++) {
       const int b = jlist[jj] & NEIGHMASK;
-      const int c = image_owner[b];    // b's owned atom on this rank, -1 for another rank's
+      const int c = feature_row[b] < nlocal ? feature_row[b] : -1;    // b's owned atom here, -1 for another rank's
       const bool paired = pairing && c >= 0;
       if (paired && c < a) continue;    // the reverse edge, from c, stands for the pair
       if (type2species[type[b]] < 0) continue;
@@ -1586,10 +1586,11 @@ void PairEIP2NN::compute_layerwise()
 }
 
 /* ----------------------------------------------------------------------
-   image_owner, per LAMMPS atom, the owned atom it is (an image of), or -1
-   for a ghost of another rank's atom. A forward comm sends each atom's rank
-   and index along (a ghost sent on in a later swap passes on its owner's);
-   then, on several ranks, the feature exchange is planned
+   feature_row, per LAMMPS atom: first the owned atom it is (an image of), or
+   -1 for a ghost of another rank's atom. A forward comm sends each atom's
+   rank and index along (a ghost sent on in a later swap passes on its
+   owner's); then, on several ranks, the feature exchange is planned and
+   gives the other ranks' atoms their rows
 ------------------------------------------------------------------------- */
 
 void PairEIP2NN::refresh_image_owners()
@@ -1598,10 +1599,9 @@ void PairEIP2NN::refresh_image_owners()
   image_code.assign(nall, -1);
   for (int a = 0; a < nlocal; a++) image_code[a] = ((int64_t) comm->me << 32) | a;
   comm->forward_comm(this);
-  image_owner.resize(nall);
+  feature_row.resize(nall);
   for (int a = 0; a < nall; a++)
-    image_owner[a] = (image_code[a] >> 32) == comm->me ? (int) (image_code[a] & 0xffffffff) : -1;
-  feature_row = image_owner;
+    feature_row[a] = (image_code[a] >> 32) == comm->me ? (int) (image_code[a] & 0xffffffff) : -1;
   foreign_row_atom.clear();
   if (comm->nprocs > 1) plan_feature_exchange();
   image_owner_build = neighbor->ncalls;
@@ -1629,7 +1629,7 @@ void PairEIP2NN::plan_feature_exchange()
     const int *jlist = list->firstneigh[a];
     for (int jj = 0; jj < list->numneigh[a]; jj++) {
       const int b = jlist[jj] & NEIGHMASK;
-      if (image_owner[b] < 0 && type2species[type[b]] >= 0) wanted.emplace_back(image_code[b], b);
+      if (feature_row[b] < 0 && type2species[type[b]] >= 0) wanted.emplace_back(image_code[b], b);
     }
   }
   std::sort(wanted.begin(), wanted.end());
@@ -1695,7 +1695,8 @@ void PairEIP2NN::exchange_rows_forward(void *rows)
   char *row = static_cast<char *>(rows);
   const size_t bytes = exchange_row_bytes;
   exchange_buffer.resize(send_atom.size() * bytes);
-  std::vector<MPI_Request> requests(recv_rank.size() + send_rank.size());
+  std::vector<MPI_Request> &requests = exchange_requests;
+  requests.resize(recv_rank.size() + send_rank.size());
   for (size_t p = 0; p < recv_rank.size(); p++)
     MPI_Irecv(row + (atom->nlocal + (size_t) recv_first[p]) * bytes, recv_count[p], exchange_row_type,
               recv_rank[p], TAG_FORWARD, exchange_comm, &requests[p]);
@@ -1728,7 +1729,8 @@ void PairEIP2NN::exchange_rows_reverse(void *rows)
   char *row = static_cast<char *>(rows);
   const size_t bytes = exchange_row_bytes;
   exchange_buffer.resize(send_atom.size() * bytes);
-  std::vector<MPI_Request> requests(recv_rank.size() + send_rank.size());
+  std::vector<MPI_Request> &requests = exchange_requests;
+  requests.resize(recv_rank.size() + send_rank.size());
   for (size_t p = 0; p < send_rank.size(); p++)
     MPI_Irecv(exchange_buffer.data() + (size_t) send_first[p] * bytes, send_count[p], exchange_row_type,
               send_rank[p], TAG_REVERSE, exchange_comm, &requests[p]);

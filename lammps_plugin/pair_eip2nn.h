@@ -78,16 +78,13 @@ class PairEIP2NN : public Pair {
   std::string native_dense;                  // the model file's "native_dense" ("schnet": its dense layers as
                                              // numbers; "" if none)
   bool native_dense_active;                  // with the table: the dense layers in C++ (init_style decides)
-  // per LAMMPS atom, the owned atom it is (an image of), -1 for another rank's: such a ghost's features are read
-  // from that atom's row (on one rank every ghost's: there is no exchange). From a forward comm of image_code
-  // (owner's rank << 32 | its index there) after each neighbour-list build (image_owner_build: neighbor->ncalls
-  // then, -1 before the first)
-  std::vector<int> image_owner;
+  // per LAMMPS atom, its features' row: below nlocal, the owned atom it is (an image of), whose row a ghost reads
+  // (on one rank every ghost's: there is no exchange); for a ghost of another rank's atom that a node has as a
+  // neighbour, nlocal + that atom's index among foreign_row_atom (its images share the row); -1 for other ghosts.
+  // From a forward comm of image_code (owner's rank << 32 | its index there) after each neighbour-list build
+  // (image_owner_build: neighbor->ncalls then, -1 before the first)
   std::vector<int64_t> image_code;
-  std::vector<int> feature_row;              // per LAMMPS atom, its features' row: image_owner's; for a ghost of
-                                             // another rank's atom that a node has as a neighbour, nlocal + that
-                                             // atom's index among foreign_row_atom (its images share the row);
-                                             // -1 for other ghosts
+  std::vector<int> feature_row;
   std::vector<int> foreign_row_atom;         // per row of another rank's atom, one ghost that images it
   bigint image_owner_build;
   // the feature exchange (several ranks, MPI point to point on exchange_comm): rows of feature_width values in
@@ -97,6 +94,7 @@ class PairEIP2NN : public Pair {
   std::vector<int> recv_rank, recv_first, recv_count;
   std::vector<int> send_rank, send_first, send_count, send_atom;
   std::vector<char> exchange_buffer;
+  std::vector<MPI_Request> exchange_requests;
   size_t exchange_row_bytes;
   MPI_Comm exchange_comm;
   MPI_Datatype exchange_row_type;
